@@ -1,0 +1,1149 @@
+//! The agent's configuration: one TOML file.
+//!
+//! Two stages:
+//! 1. `edge_driver_api::config` parses the text into a spanned tree; section readers
+//!    pull typed values out of it and record a diagnostic for every problem (wrong
+//!    type, unknown key, bad value) without stopping.
+//! 2. Validation across sections: duplicate names, references from detectors to
+//!    signals, features and bands, window shapes. Signals are interned to ids here.
+//!
+//! The result is either a [`Config`] of validated values, or every diagnostic at once,
+//! rendered as `file:line:col` with the key path, what was expected and a hint.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_driver_api::config::{
+    Diagnostic, Diagnostics, NodeValue, Span, Spanned, TableReader, closest, parse_document, render,
+};
+use edge_driver_api::{DriverError, DriverFactory, SignalDecl, SignalId, SignalRegistry};
+use edge_models::{
+    Band, DetectorSpec, Direction, Feature, FeatureConfig, FlatLineSpec, MAX_BANDS,
+    RateOfChangeSpec, Severity, ThresholdSpec, TrendSpec, WindowSpec, ZScoreSpec,
+};
+
+use crate::alert::RateLimits;
+use crate::ring::OverflowPolicy;
+use crate::supervisor::BackoffConfig;
+
+/// The commented default configuration (simulated plant + the gateway's own health).
+pub const DEFAULT_CONFIG: &str = include_str!("../default-config.toml");
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct AgentSection {
+    pub id: Arc<str>,
+    pub shutdown_timeout: Duration,
+    pub stats_interval: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogSection {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Debug)]
+pub struct RingSection {
+    pub capacity: usize,
+    pub overflow: OverflowPolicy,
+    /// Samples the pipeline takes from the ring per step.
+    pub batch: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct AlertsSection {
+    pub limits: RateLimits,
+    pub console: bool,
+    pub jsonl: Option<PathBuf>,
+    /// Bound of the channel from the pipeline to the sinks.
+    pub queue: usize,
+}
+
+/// A configured driver instance.
+#[derive(Clone)]
+pub struct DriverInstance {
+    pub name: Arc<str>,
+    pub kind: &'static str,
+    pub factory: Arc<dyn DriverFactory>,
+}
+
+impl std::fmt::Debug for DriverInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverInstance")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A window over one signal of an asset.
+#[derive(Clone, Debug)]
+pub struct WindowCfg {
+    pub signal: SignalId,
+    pub spec: WindowSpec,
+    pub features: FeatureConfig,
+}
+
+/// A detector of an asset.
+#[derive(Clone, Debug)]
+pub struct DetectorCfg {
+    pub name: Arc<str>,
+    /// Index into the asset's windows.
+    pub window: usize,
+    pub feature: Feature,
+    pub feature_name: String,
+    pub spec: DetectorSpec,
+}
+
+/// An asset: the signals of one machine, windowed together, and its detectors.
+#[derive(Clone, Debug)]
+pub struct AssetCfg {
+    pub name: Arc<str>,
+    pub windows: Vec<WindowCfg>,
+    pub detectors: Vec<DetectorCfg>,
+}
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub file: String,
+    pub agent: AgentSection,
+    pub log: LogSection,
+    pub ring: RingSection,
+    pub supervisor: BackoffConfig,
+    pub alerts: AlertsSection,
+    pub registry: SignalRegistry,
+    pub drivers: Vec<DriverInstance>,
+    pub assets: Vec<AssetCfg>,
+}
+
+/// An invalid configuration: every problem, rendered.
+#[derive(Debug, thiserror::Error)]
+#[error("{rendered}")]
+pub struct ConfigError {
+    pub diagnostics: Vec<Diagnostic>,
+    pub rendered: String,
+}
+
+/// Reads and validates a config file.
+pub fn load_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(src) => parse(&name, &src),
+        Err(e) => {
+            let d = Diagnostic::new(Span::default(), "", format!("cannot read config file: {e}"))
+                .hint("check the path and that the agent's user may read it");
+            Err(ConfigError {
+                rendered: format!("error: cannot read config file `{name}`: {e}\n"),
+                diagnostics: vec![d],
+            })
+        }
+    }
+}
+
+/// Parses and validates config text; `file` names it in messages.
+pub fn parse(file: &str, src: &str) -> Result<Config, ConfigError> {
+    let fail = |diags: Vec<Diagnostic>| ConfigError {
+        rendered: render(file, src, &diags),
+        diagnostics: diags,
+    };
+    let table = parse_document(src).map_err(fail)?;
+    let diags = Diagnostics::new();
+    let cfg = read_root(file, &table, &diags);
+    if !diags.is_empty() {
+        return Err(fail(diags.into_vec()));
+    }
+    cfg.ok_or_else(|| {
+        fail(vec![Diagnostic::new(
+            Span::default(),
+            "",
+            "configuration is incomplete",
+        )])
+    })
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+const NAME_EXPECTED: &str = "1-64 characters from A-Z a-z 0-9 _ - . (names end up in MQTT topics)";
+
+fn check_name(r: &TableReader<'_>, key: &'static str, v: &Spanned<String>) -> bool {
+    if valid_name(&v.value) {
+        return true;
+    }
+    r.error(v.span, key, format!("`{}` is not a valid {key}", v.value))
+        .expected(NAME_EXPECTED)
+        .emit();
+    false
+}
+
+/// A driver section parsed by its crate, before signal interning.
+trait ParsedDriver {
+    fn signals(&self) -> Vec<SignalDecl>;
+    fn into_factory(
+        self: Box<Self>,
+        registry: &SignalRegistry,
+    ) -> Result<Arc<dyn DriverFactory>, DriverError>;
+}
+
+#[cfg(feature = "sim")]
+impl ParsedDriver for edge_driver_sim::SimConfig {
+    fn signals(&self) -> Vec<SignalDecl> {
+        edge_driver_sim::SimConfig::signals(self)
+    }
+    fn into_factory(
+        self: Box<Self>,
+        registry: &SignalRegistry,
+    ) -> Result<Arc<dyn DriverFactory>, DriverError> {
+        Ok(Arc::new(edge_driver_sim::SimConfig::into_factory(
+            *self, registry,
+        )?))
+    }
+}
+
+#[cfg(feature = "host")]
+impl ParsedDriver for edge_driver_host::HostConfig {
+    fn signals(&self) -> Vec<SignalDecl> {
+        edge_driver_host::HostConfig::signals(self)
+    }
+    fn into_factory(
+        self: Box<Self>,
+        registry: &SignalRegistry,
+    ) -> Result<Arc<dyn DriverFactory>, DriverError> {
+        Ok(Arc::new(edge_driver_host::HostConfig::into_factory(
+            *self, registry,
+        )?))
+    }
+}
+
+/// Driver kinds compiled into this build.
+pub fn driver_kinds() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    #[cfg(feature = "sim")]
+    v.push("sim");
+    #[cfg(feature = "host")]
+    v.push("host");
+    v
+}
+
+/// Kinds edge-agent knows of but that this build does not include.
+const OTHER_KINDS: &[&str] = &["sim", "host", "modbus", "s7", "coap", "mqtt", "log"];
+
+fn parse_driver(kind: &str, r: &mut TableReader<'_>) -> Option<Box<dyn ParsedDriver>> {
+    match kind {
+        #[cfg(feature = "sim")]
+        "sim" => edge_driver_sim::SimConfig::parse(r).map(|c| Box::new(c) as Box<dyn ParsedDriver>),
+        #[cfg(feature = "host")]
+        "host" => {
+            edge_driver_host::HostConfig::parse(r).map(|c| Box::new(c) as Box<dyn ParsedDriver>)
+        }
+        _ => {
+            r.skip_unknown_check();
+            None
+        }
+    }
+}
+
+fn read_root(
+    file: &str,
+    table: &edge_driver_api::config::Table,
+    diags: &Diagnostics,
+) -> Option<Config> {
+    let mut root = TableReader::new(table, "", diags);
+
+    // [agent]
+    let agent = {
+        let section = root.table("agent");
+        match section {
+            Some(mut a) => {
+                let id = a.req_string("id");
+                let id_ok = id.as_ref().is_some_and(|id| check_name(&a, "id", id));
+                let shutdown_timeout = a
+                    .duration("shutdown_timeout")
+                    .map(|d| d.value)
+                    .unwrap_or(Duration::from_secs(20));
+                let stats_interval = a
+                    .duration("stats_interval")
+                    .map(|d| d.value)
+                    .unwrap_or(Duration::from_secs(60));
+                id.filter(|_| id_ok).map(|id| AgentSection {
+                    id: Arc::from(id.value.as_str()),
+                    shutdown_timeout,
+                    stats_interval: stats_interval.max(Duration::from_secs(1)),
+                })
+            }
+            None => {
+                if !root.has("agent") {
+                    root.table_error("missing required section [agent]")
+                        .expected("an [agent] table with at least `id`")
+                        .hint("add:\n\n      [agent]\n      id = \"gateway-01\"\n")
+                        .emit();
+                }
+                None
+            }
+        }
+    };
+
+    // [log]
+    let log = match root.table("log") {
+        Some(mut l) => {
+            let level = l
+                .string("level")
+                .map(|s| s.value)
+                .unwrap_or_else(|| "info".into());
+            if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+                l.error(
+                    l.span(),
+                    "level",
+                    format!("`{level}` is not a log level or filter"),
+                )
+                .expected(
+                    "error, warn, info, debug, trace, or a filter like \"info,edge_agent=debug\"",
+                )
+                .emit();
+            }
+            let format = l
+                .choice(
+                    "format",
+                    &[("human", LogFormat::Human), ("json", LogFormat::Json)],
+                )
+                .map(|f| f.value)
+                .unwrap_or(LogFormat::Human);
+            LogSection { level, format }
+        }
+        None => LogSection {
+            level: "info".into(),
+            format: LogFormat::Human,
+        },
+    };
+
+    // [ring]
+    let ring = match root.table("ring") {
+        Some(mut r) => {
+            let capacity = r
+                .int_in("capacity", 1024, 16 * 1024 * 1024)
+                .map(|v| v.value as usize)
+                .unwrap_or(65_536);
+            let overflow = r
+                .choice(
+                    "overflow",
+                    &[
+                        ("drop_oldest", OverflowPolicy::DropOldest),
+                        ("drop_newest", OverflowPolicy::DropNewest),
+                        ("block", OverflowPolicy::Block),
+                    ],
+                )
+                .map(|v| v.value)
+                .unwrap_or(OverflowPolicy::DropOldest);
+            let batch = r
+                .int_in("batch", 1, 65_536)
+                .map(|v| v.value as usize)
+                .unwrap_or(4096);
+            RingSection {
+                capacity,
+                overflow,
+                batch,
+            }
+        }
+        None => RingSection {
+            capacity: 65_536,
+            overflow: OverflowPolicy::DropOldest,
+            batch: 4096,
+        },
+    };
+
+    // [supervisor]
+    let supervisor = match root.table("supervisor") {
+        Some(mut s) => {
+            let d = BackoffConfig::default();
+            let initial = s
+                .duration("backoff_initial")
+                .map(|v| v.value)
+                .unwrap_or(d.initial);
+            let max = s.duration("backoff_max");
+            let healthy_after = s
+                .duration("healthy_after")
+                .map(|v| v.value)
+                .unwrap_or(d.healthy_after);
+            let max_v = max.as_ref().map(|m| m.value).unwrap_or(d.max);
+            if let Some(m) = &max
+                && m.value < initial
+            {
+                s.error(
+                    m.span,
+                    "backoff_max",
+                    "`backoff_max` is shorter than `backoff_initial`",
+                )
+                .hint("make backoff_max ≥ backoff_initial")
+                .emit();
+            }
+            BackoffConfig {
+                initial: initial.max(Duration::from_millis(1)),
+                max: max_v.max(initial),
+                healthy_after,
+            }
+        }
+        None => BackoffConfig::default(),
+    };
+
+    // [alerts]
+    let alerts = match root.table("alerts") {
+        Some(mut a) => {
+            let d = RateLimits::default();
+            AlertsSection {
+                limits: RateLimits {
+                    max_per_minute: a
+                        .int_in("max_per_minute", 1, 1_000_000)
+                        .map(|v| v.value as u32)
+                        .unwrap_or(d.max_per_minute),
+                    flap_window_s: a
+                        .duration("flap_window")
+                        .map(|v| v.value.as_secs_f64())
+                        .unwrap_or(d.flap_window_s),
+                    flap_max_raises: a
+                        .int_in("flap_max_raises", 0, 1_000_000)
+                        .map(|v| v.value as u32)
+                        .unwrap_or(d.flap_max_raises),
+                },
+                console: a.bool("console").map(|v| v.value).unwrap_or(true),
+                jsonl: a.string("jsonl").map(|v| PathBuf::from(v.value)),
+                queue: a
+                    .int_in("queue", 1, 1_000_000)
+                    .map(|v| v.value as usize)
+                    .unwrap_or(1024),
+            }
+        }
+        None => AlertsSection {
+            limits: RateLimits::default(),
+            console: true,
+            jsonl: None,
+            queue: 1024,
+        },
+    };
+
+    // [[drivers]]
+    let mut registry = SignalRegistry::new();
+    let mut parsed: Vec<(Spanned<String>, &'static str, Box<dyn ParsedDriver>)> = Vec::new();
+    let mut driver_names: Vec<Spanned<String>> = Vec::new();
+    let driver_readers = root.tables("drivers");
+    if driver_readers.is_empty() && !root.has("drivers") {
+        root.table_error("no drivers configured")
+            .expected("at least one [[drivers]] section")
+            .hint("add e.g. [[drivers]] name = \"host\" kind = \"host\"")
+            .emit();
+    }
+    for mut d in driver_readers {
+        let name = d.req_string("name");
+        if let Some(n) = &name {
+            if !check_name(&d, "name", n) {
+                continue;
+            }
+            if driver_names.iter().any(|x| x.value == n.value) {
+                d.error(
+                    n.span,
+                    "name",
+                    format!("driver name `{}` is used twice", n.value),
+                )
+                .hint("give every [[drivers]] section its own name")
+                .emit();
+            } else {
+                driver_names.push(n.clone());
+            }
+        }
+        let kinds = driver_kinds();
+        let kind = d.req_string("kind");
+        let kind = kind.and_then(|k| {
+            if let Some(found) = kinds.iter().find(|x| **x == k.value) {
+                return Some(*found);
+            }
+            let mut b = d.error(k.span, "kind", format!("unknown driver kind `{}`", k.value));
+            if OTHER_KINDS.contains(&k.value.as_str()) {
+                b = b
+                    .expected(format!(
+                        "one of the kinds in this build: {}",
+                        kinds.join(", ")
+                    ))
+                    .hint(format!(
+                        "this build was compiled without the `{}` driver (cargo feature `{}`)",
+                        k.value, k.value
+                    ));
+            } else {
+                b = b.expected(format!("one of: {}", kinds.join(", ")));
+                if let Some(best) = closest(
+                    &k.value,
+                    kinds.iter().copied().chain(OTHER_KINDS.iter().copied()),
+                ) {
+                    b = b.hint(format!("did you mean `{best}`?"));
+                }
+            }
+            b.emit();
+            None
+        });
+        match (name, kind) {
+            (Some(name), Some(kind)) => {
+                if let Some(p) = parse_driver(kind, &mut d) {
+                    parsed.push((name, kind, p));
+                }
+            }
+            _ => d.skip_unknown_check(),
+        }
+    }
+    for (name, _, p) in &parsed {
+        for decl in p.signals() {
+            if let Err(dup) = registry.intern(&decl, &name.value) {
+                diags.push(
+                    Diagnostic::new(
+                        decl.span,
+                        format!("drivers.{}", name.value),
+                        format!("duplicate signal `{}`: already produced by driver `{}`", dup.name, dup.first_driver),
+                    )
+                    .hint("signal names must be unique across all drivers; rename the machine, prefix or tag"),
+                );
+            }
+        }
+    }
+
+    // [[assets]]
+    let mut assets = Vec::new();
+    let mut asset_names: HashSet<String> = HashSet::new();
+    for mut a in root.tables("assets") {
+        if let Some(asset) = read_asset(&mut a, &registry, &mut asset_names) {
+            assets.push(asset);
+        }
+    }
+    drop(root);
+
+    if !diags.is_empty() {
+        return None;
+    }
+    let mut drivers = Vec::new();
+    for (name, kind, p) in parsed {
+        match p.into_factory(&registry) {
+            Ok(factory) => drivers.push(DriverInstance {
+                name: Arc::from(name.value.as_str()),
+                kind,
+                factory,
+            }),
+            Err(e) => diags.push(Diagnostic::new(
+                name.span,
+                format!("drivers.{}", name.value),
+                e.to_string(),
+            )),
+        }
+    }
+    Some(Config {
+        file: file.to_string(),
+        agent: agent?,
+        log,
+        ring,
+        supervisor,
+        alerts,
+        registry,
+        drivers,
+        assets,
+    })
+}
+
+fn read_window(w: &mut TableReader<'_>) -> Option<WindowSpec> {
+    let size = w.node("size");
+    let hop = w.node("hop");
+    let (Some(size), Some(hop)) = (size, hop) else {
+        w.table_error("a window needs both `size` and `hop`")
+            .expected("size = 256, hop = 128 (samples) or size = \"60s\", hop = \"10s\" (time)")
+            .emit();
+        return None;
+    };
+    enum Len {
+        Count(i64),
+        Time(Duration),
+    }
+    let max_samples = w
+        .int_in("max_samples", 2, 1_000_000)
+        .map(|v| v.value as usize);
+    let read = |key: &str, node: &edge_driver_api::config::Node| -> Option<Len> {
+        match &node.value {
+            NodeValue::Int(n) => Some(Len::Count(*n)),
+            NodeValue::Str(s) => match edge_driver_api::config::parse_duration(s) {
+                Ok(d) => Some(Len::Time(d)),
+                Err(msg) => {
+                    w.error(
+                        node.span,
+                        key,
+                        format!("window {key} \"{s}\" is not a duration: {msg}"),
+                    )
+                    .expected("a sample count (integer) or a duration string like \"10s\"")
+                    .emit();
+                    None
+                }
+            },
+            other => {
+                w.error(
+                    node.span,
+                    key,
+                    format!(
+                        "window {key} has the wrong type: found {}",
+                        other.type_name()
+                    ),
+                )
+                .expected("a sample count (integer) or a duration string like \"10s\"")
+                .emit();
+                None
+            }
+        }
+    };
+    let (s, h) = (read("size", size)?, read("hop", hop)?);
+    match (s, h) {
+        (Len::Count(s), Len::Count(h)) => {
+            if !(2..=65_536).contains(&s) {
+                w.error(
+                    size.span,
+                    "size",
+                    format!("window size {s} is out of range"),
+                )
+                .expected("between 2 and 65536 samples")
+                .emit();
+                return None;
+            }
+            if h < 1 {
+                w.error(hop.span, "hop", "window hop must be at least 1 sample")
+                    .emit();
+                return None;
+            }
+            if h > s {
+                w.error(hop.span, "hop", format!("window hop ({h}) is larger than its size ({s})"))
+                    .expected("hop ≤ size")
+                    .hint("samples between windows would never be looked at; hop = size gives back-to-back windows")
+                    .emit();
+                return None;
+            }
+            Some(WindowSpec::Count {
+                size: s as usize,
+                hop: h as usize,
+            })
+        }
+        (Len::Time(s), Len::Time(h)) => {
+            if h.is_zero() || s.is_zero() {
+                w.error(
+                    hop.span,
+                    "hop",
+                    "window size and hop must be longer than zero",
+                )
+                .emit();
+                return None;
+            }
+            if h > s {
+                w.error(
+                    hop.span,
+                    "hop",
+                    format!("window hop ({}) is larger than its size ({})", fmt_dur(h), fmt_dur(s)),
+                )
+                .expected("hop ≤ size")
+                .hint("samples between windows would never be looked at; hop = size gives back-to-back windows")
+                .emit();
+                return None;
+            }
+            Some(WindowSpec::Time {
+                size_ns: s.as_nanos() as u64,
+                hop_ns: h.as_nanos() as u64,
+                max_samples: max_samples.unwrap_or(4096),
+            })
+        }
+        _ => {
+            w.error(
+                hop.span,
+                "hop",
+                "window `size` and `hop` must both be sample counts or both durations",
+            )
+            .expected("size = 256, hop = 128 or size = \"60s\", hop = \"10s\"")
+            .emit();
+            None
+        }
+    }
+}
+
+fn fmt_dur(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+fn read_asset(
+    a: &mut TableReader<'_>,
+    registry: &SignalRegistry,
+    names: &mut HashSet<String>,
+) -> Option<AssetCfg> {
+    let name = a.req_string("name");
+    let mut ok = true;
+    if let Some(n) = &name {
+        ok &= check_name(a, "name", n);
+        if !names.insert(n.value.clone()) {
+            a.error(
+                n.span,
+                "name",
+                format!("asset name `{}` is used twice", n.value),
+            )
+            .hint("merge the two [[assets]] sections or rename one")
+            .emit();
+            ok = false;
+        }
+    }
+    // Windows, one per signal.
+    let mut windows: Vec<WindowCfg> = Vec::new();
+    let mut window_signals: Vec<(String, Vec<String>)> = Vec::new();
+    for mut s in a.tables("signals") {
+        let Some(sig) = s.req_string("signal") else {
+            ok = false;
+            continue;
+        };
+        let Some(id) = resolve_signal(&s, "signal", &sig, registry) else {
+            ok = false;
+            continue;
+        };
+        if window_signals.iter().any(|(n, _)| *n == sig.value) {
+            s.error(
+                sig.span,
+                "signal",
+                format!("signal `{}` is listed twice in this asset", sig.value),
+            )
+            .hint("one [[assets.signals]] entry per signal")
+            .emit();
+            ok = false;
+            continue;
+        }
+        let spec = match s.table("window") {
+            Some(mut w) => read_window(&mut w),
+            None => Some(WindowSpec::Time {
+                size_ns: 60_000_000_000,
+                hop_ns: 10_000_000_000,
+                max_samples: 4096,
+            }),
+        };
+        let max_samples = s
+            .int_in("max_samples", 2, 1_000_000)
+            .map(|v| v.value as usize);
+        let ewma_alpha = s
+            .f64_in("ewma_alpha", 1e-6, 1.0)
+            .map(|v| v.value)
+            .unwrap_or(0.1);
+        let mut bands = Vec::new();
+        for mut b in s.tables("bands") {
+            let bname = b.req_string("name");
+            let lo = b.req_f64("lo_hz");
+            let hi = b.req_f64("hi_hz");
+            if let (Some(bname), Some(lo), Some(hi)) = (bname, lo, hi) {
+                if lo.value < 0.0 || hi.value <= lo.value {
+                    b.error(
+                        hi.span,
+                        "hi_hz",
+                        format!(
+                            "band `{}` is empty: [{}, {}) Hz",
+                            bname.value, lo.value, hi.value
+                        ),
+                    )
+                    .expected("0 ≤ lo_hz < hi_hz")
+                    .emit();
+                    ok = false;
+                } else if bands.iter().any(|x: &Band| x.name == bname.value) {
+                    b.error(
+                        bname.span,
+                        "name",
+                        format!("band `{}` is defined twice", bname.value),
+                    )
+                    .emit();
+                    ok = false;
+                } else {
+                    bands.push(Band {
+                        name: bname.value,
+                        lo_hz: lo.value,
+                        hi_hz: hi.value,
+                    });
+                }
+            } else {
+                ok = false;
+            }
+        }
+        if bands.len() > MAX_BANDS {
+            s.error(
+                s.span(),
+                "bands",
+                format!("{} bands configured", bands.len()),
+            )
+            .expected(format!("at most {MAX_BANDS} bands per signal"))
+            .emit();
+            ok = false;
+        }
+        let Some(mut spec) = spec else {
+            ok = false;
+            continue;
+        };
+        if let (WindowSpec::Time { max_samples: m, .. }, Some(ms)) = (&mut spec, max_samples) {
+            *m = ms;
+        }
+        window_signals.push((
+            sig.value.clone(),
+            bands.iter().map(|b| b.name.clone()).collect(),
+        ));
+        windows.push(WindowCfg {
+            signal: id,
+            spec,
+            features: FeatureConfig { ewma_alpha, bands },
+        });
+    }
+    // Detectors.
+    let mut detectors = Vec::new();
+    let mut det_names: HashSet<String> = HashSet::new();
+    for mut d in a.tables("detectors") {
+        match read_detector(&mut d, registry, &window_signals, &mut det_names) {
+            Some(det) => detectors.push(det),
+            None => ok = false,
+        }
+    }
+    let name = name?;
+    ok.then(|| AssetCfg {
+        name: Arc::from(name.value.as_str()),
+        windows,
+        detectors,
+    })
+}
+
+fn resolve_signal(
+    r: &TableReader<'_>,
+    key: &'static str,
+    sig: &Spanned<String>,
+    registry: &SignalRegistry,
+) -> Option<SignalId> {
+    if let Some(id) = registry.get(&sig.value) {
+        return Some(id);
+    }
+    let mut b = r
+        .error(sig.span, key, format!("unknown signal `{}`", sig.value))
+        .expected("the name of a signal produced by one of the [[drivers]]");
+    b = match closest(&sig.value, registry.names()) {
+        Some(best) => b.hint(format!("did you mean `{best}`?")),
+        None => {
+            b.hint("run `edge-agent check-config --list-signals FILE` to see every signal name")
+        }
+    };
+    b.emit();
+    None
+}
+
+const DETECTOR_KINDS: &[&str] = &["threshold", "zscore", "trend", "flatline", "rate_of_change"];
+
+fn read_direction(d: &mut TableReader<'_>) -> Direction {
+    d.choice(
+        "direction",
+        &[("above", Direction::Above), ("below", Direction::Below)],
+    )
+    .map(|v| v.value)
+    .unwrap_or(Direction::Above)
+}
+
+fn read_detector(
+    d: &mut TableReader<'_>,
+    registry: &SignalRegistry,
+    windows: &[(String, Vec<String>)],
+    names: &mut HashSet<String>,
+) -> Option<DetectorCfg> {
+    let name = d.req_string("name");
+    let mut ok = true;
+    if let Some(n) = &name {
+        ok &= check_name(d, "name", n);
+        if !names.insert(n.value.clone()) {
+            d.error(
+                n.span,
+                "name",
+                format!("detector name `{}` is used twice in this asset", n.value),
+            )
+            .hint("detector names identify alerts; make them unique within the asset")
+            .emit();
+            ok = false;
+        }
+    }
+    let kinds: Vec<(&str, &str)> = DETECTOR_KINDS.iter().map(|k| (*k, *k)).collect();
+    let kind = if d.has("kind") {
+        d.choice("kind", &kinds).map(|k| k.value)
+    } else {
+        d.table_error("missing required key `kind`")
+            .expected(format!("one of: {}", DETECTOR_KINDS.join(", ")))
+            .emit();
+        None
+    };
+    // Signal → window of this asset.
+    let signal = d.req_string("signal");
+    let window = signal.as_ref().and_then(|sig| {
+        resolve_signal(d, "signal", sig, registry)?;
+        let idx = windows.iter().position(|(n, _)| *n == sig.value);
+        if idx.is_none() {
+            d.error(
+                sig.span,
+                "signal",
+                format!("signal `{}` has no window in this asset", sig.value),
+            )
+            .hint(format!(
+                "add [[assets.signals]] signal = \"{}\" (with its window) to this asset",
+                sig.value
+            ))
+            .emit();
+        }
+        idx
+    });
+    let default_feature = match kind {
+        Some("flatline") => "p2p",
+        _ => "mean",
+    };
+    let feature_s = d.string("feature");
+    let feature_name = feature_s
+        .as_ref()
+        .map(|f| f.value.clone())
+        .unwrap_or_else(|| default_feature.to_string());
+    let feature = window.and_then(|w| {
+        let bands: Vec<&str> = windows[w].1.iter().map(String::as_str).collect();
+        match Feature::parse(&feature_name, &bands) {
+            Ok(f) => Some(f),
+            Err(msg) => {
+                let span = feature_s.as_ref().map(|f| f.span).unwrap_or(d.span());
+                let mut b = d
+                    .error(span, "feature", msg)
+                    .expected(format!("one of: {}", Feature::all_names().join(", ")));
+                if let Some(best) = closest(&feature_name, Feature::all_names().into_iter()) {
+                    b = b.hint(format!("did you mean `{best}`?"));
+                } else if feature_name.starts_with("band:") {
+                    b = b.hint("define the band under the signal's `bands = [{ name = ..., lo_hz = ..., hi_hz = ... }]`");
+                }
+                b.emit();
+                None
+            }
+        }
+    });
+    let spec = match kind {
+        Some("threshold") => {
+            let direction = read_direction(d);
+            let warning = d.f64("warning");
+            let critical = d.f64("critical");
+            let hysteresis = d
+                .f64_in("hysteresis", 0.0, f64::MAX)
+                .map(|v| v.value)
+                .unwrap_or(0.0);
+            let min_duration = d
+                .duration("min_duration")
+                .map(|v| v.value.as_secs_f64())
+                .unwrap_or(0.0);
+            if warning.is_none() && critical.is_none() && !d.has("warning") && !d.has("critical") {
+                d.table_error("a threshold detector needs `warning`, `critical` or both")
+                    .hint("e.g. warning = 75.0, critical = 85.0")
+                    .emit();
+                ok = false;
+            }
+            if let (Some(w), Some(c)) = (&warning, &critical) {
+                let wrong = match direction {
+                    Direction::Above => w.value >= c.value,
+                    Direction::Below => w.value <= c.value,
+                };
+                if wrong {
+                    let rel = if direction == Direction::Above {
+                        "below"
+                    } else {
+                        "above"
+                    };
+                    d.error(
+                        c.span,
+                        "critical",
+                        format!(
+                            "critical limit {} is not beyond the warning limit {}",
+                            c.value, w.value
+                        ),
+                    )
+                    .expected(format!(
+                        "for direction = \"{}\" the warning limit lies {rel} the critical one",
+                        if direction == Direction::Above {
+                            "above"
+                        } else {
+                            "below"
+                        }
+                    ))
+                    .hint("swap the limits, or set direction = \"below\" for low-limit alarms")
+                    .emit();
+                    ok = false;
+                }
+            }
+            Some(DetectorSpec::Threshold(ThresholdSpec {
+                direction,
+                warning: warning.map(|v| v.value),
+                critical: critical.map(|v| v.value),
+                hysteresis,
+                min_duration_s: min_duration,
+            }))
+        }
+        Some("zscore") => {
+            let warning_z = d
+                .f64_in("warning_z", 0.1, 1e6)
+                .map(|v| v.value)
+                .unwrap_or(4.0);
+            let critical_z = d.f64_in("critical_z", 0.1, 1e6);
+            if let Some(c) = &critical_z
+                && c.value <= warning_z
+            {
+                d.error(
+                    c.span,
+                    "critical_z",
+                    "`critical_z` must be larger than `warning_z`",
+                )
+                .emit();
+                ok = false;
+            }
+            Some(DetectorSpec::ZScore(ZScoreSpec {
+                alpha: d
+                    .f64_in("alpha", 1e-6, 1.0)
+                    .map(|v| v.value)
+                    .unwrap_or(0.05),
+                warning_z,
+                critical_z: critical_z.map(|v| v.value),
+                warmup: d
+                    .int_in("warmup", 1, 1_000_000)
+                    .map(|v| v.value as u32)
+                    .unwrap_or(30),
+                min_std: d
+                    .f64_in("min_std", 0.0, f64::MAX)
+                    .map(|v| v.value)
+                    .unwrap_or(1e-9),
+                min_count: d
+                    .int_in("min_count", 1, 1_000_000)
+                    .map(|v| v.value as u32)
+                    .unwrap_or(2),
+            }))
+        }
+        Some("trend") => {
+            let direction = read_direction(d);
+            let limit = d.req_f64("limit");
+            let horizon = d.req_duration("horizon");
+            let lookback = d
+                .duration("lookback")
+                .map(|v| v.value.as_secs_f64())
+                .unwrap_or(3600.0);
+            let severity = d
+                .choice(
+                    "severity",
+                    &[
+                        ("warning", Severity::Warning),
+                        ("prefault", Severity::PreFault),
+                        ("critical", Severity::Critical),
+                    ],
+                )
+                .map(|v| v.value)
+                .unwrap_or(Severity::PreFault);
+            let min_points = d
+                .int_in("min_points", 3, 64)
+                .map(|v| v.value as usize)
+                .unwrap_or(10);
+            let min_count = d
+                .int_in("min_count", 1, 1_000_000)
+                .map(|v| v.value as u32)
+                .unwrap_or(3);
+            match (limit, horizon) {
+                (Some(l), Some(h)) => Some(DetectorSpec::Trend(TrendSpec {
+                    direction,
+                    limit: l.value,
+                    horizon_s: h.value.as_secs_f64(),
+                    lookback_s: lookback,
+                    min_points,
+                    min_count,
+                    severity,
+                })),
+                _ => None,
+            }
+        }
+        Some("flatline") => Some(DetectorSpec::FlatLine(FlatLineSpec {
+            epsilon: d
+                .f64_in("epsilon", 0.0, f64::MAX)
+                .map(|v| v.value)
+                .unwrap_or(1e-9),
+            min_duration_s: d
+                .duration("min_duration")
+                .map(|v| v.value.as_secs_f64())
+                .unwrap_or(300.0),
+            severity: d
+                .choice(
+                    "severity",
+                    &[
+                        ("warning", Severity::Warning),
+                        ("critical", Severity::Critical),
+                    ],
+                )
+                .map(|v| v.value)
+                .unwrap_or(Severity::Warning),
+        })),
+        Some("rate_of_change") => {
+            let per = d
+                .duration("per")
+                .map(|v| v.value.as_secs_f64())
+                .unwrap_or(1.0)
+                .max(1e-9);
+            let warning = d.f64_in("warning", 0.0, f64::MAX).map(|v| v.value / per);
+            let critical = d.f64_in("critical", 0.0, f64::MAX).map(|v| v.value / per);
+            if warning.is_none() && critical.is_none() && !d.has("warning") && !d.has("critical") {
+                d.table_error("a rate_of_change detector needs `warning`, `critical` or both")
+                    .hint("e.g. warning = 5.0, per = \"1m\"")
+                    .emit();
+                ok = false;
+            }
+            Some(DetectorSpec::RateOfChange(RateOfChangeSpec {
+                warning,
+                critical,
+            }))
+        }
+        _ => {
+            d.skip_unknown_check();
+            None
+        }
+    };
+    let (name, window, feature, spec) = (name?, window?, feature?, spec?);
+    ok.then(|| DetectorCfg {
+        name: Arc::from(name.value.as_str()),
+        window,
+        feature,
+        feature_name,
+        spec,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_parses_and_uses_every_detector_kind() {
+        let cfg = match parse("default-config.toml", DEFAULT_CONFIG) {
+            Ok(c) => c,
+            Err(e) => panic!("default config is invalid:\n{e}"),
+        };
+        assert!(!cfg.drivers.is_empty());
+        let kinds: HashSet<&str> = cfg
+            .assets
+            .iter()
+            .flat_map(|a| a.detectors.iter().map(|d| d.spec.kind()))
+            .collect();
+        for k in DETECTOR_KINDS {
+            assert!(kinds.contains(k), "default config lacks a {k} detector");
+        }
+    }
+
+    #[test]
+    fn names_are_checked_for_topic_safety() {
+        assert!(valid_name("gw-01.line_2"));
+        assert!(!valid_name("gw/01"));
+        assert!(!valid_name("gw+"));
+        assert!(!valid_name(""));
+    }
+}

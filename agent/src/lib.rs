@@ -1,0 +1,22 @@
+//! edge-agent: reads industrial devices, computes windowed features, runs fault
+//! detectors locally and raises graded alerts.
+//!
+//! Modules, in data-flow order: [`ring`] (bounded sample buffer) → [`pipeline`]
+//! (windows, features, detectors) → [`alert`] (engine, ids, rate limits) → [`sink`]
+//! (console, JSON lines; the journal plugs in here). [`config`] validates the TOML
+//! file, [`supervisor`] keeps drivers running, [`runtime`] wires it all together.
+
+pub mod alert;
+pub mod config;
+pub mod logging;
+pub mod pipeline;
+pub mod ring;
+pub mod runtime;
+pub mod sink;
+pub mod supervisor;
+
+pub use config::{Config, ConfigError};
+pub use runtime::{AgentHandle, RunOptions, RunReport, run, start};
+
+/// The agent's version, as built.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,31 @@
+//! Log output: human-readable (coloured on a terminal) or JSON lines, on stderr.
+//! Alerts themselves go to the alert sinks, not the log.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber. `RUST_LOG` overrides `level` when set.
+pub fn init(level: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::try_new(v)?,
+        _ => EnvFilter::try_new(level)?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let result = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Human => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot install logger: {e}"))
+}

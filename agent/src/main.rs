@@ -1,0 +1,176 @@
+//! The `edge-agent` command.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use edge_agent::config::{self, LogFormat};
+use edge_agent::{RunOptions, logging};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "edge-agent",
+    version,
+    about = "Edge gateway agent: reads industrial devices, predicts faults locally, forwards alerts",
+    long_about = None,
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormatArg {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the agent.
+    Run {
+        /// Configuration file. Without it, the built-in demo configuration runs
+        /// (simulated machines and this gateway's own health).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Log format (overrides [log] format).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormatArg>,
+        /// Log level or filter (overrides [log] level; RUST_LOG overrides both).
+        #[arg(long)]
+        log_level: Option<String>,
+    },
+    /// Validate a configuration file without running; all problems are reported.
+    CheckConfig {
+        file: PathBuf,
+        /// Also print every signal the configured drivers produce.
+        #[arg(long)]
+        list_signals: bool,
+    },
+    /// Print the fully commented default configuration.
+    PrintDefaultConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::PrintDefaultConfig => {
+            print!("{}", config::DEFAULT_CONFIG);
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig { file, list_signals } => match config::load_file(&file) {
+            Ok(cfg) => {
+                if list_signals {
+                    for i in 0..cfg.registry.len() {
+                        let id = edge_driver_api::SignalId(i as u32);
+                        let m = cfg.registry.meta(id);
+                        println!(
+                            "{}\t{}\t{}",
+                            m.name,
+                            m.unit.as_deref().unwrap_or(""),
+                            m.driver
+                        );
+                    }
+                }
+                eprintln!(
+                    "{}: OK ({} drivers, {} signals, {} assets, {} detectors)",
+                    file.display(),
+                    cfg.drivers.len(),
+                    cfg.registry.len(),
+                    cfg.assets.len(),
+                    cfg.assets.iter().map(|a| a.detectors.len()).sum::<usize>()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprint!("{}", e.rendered);
+                ExitCode::from(2)
+            }
+        },
+        Command::Run {
+            config: path,
+            log_format,
+            log_level,
+        } => {
+            let loaded = match &path {
+                Some(p) => config::load_file(p),
+                None => config::parse("<built-in default config>", config::DEFAULT_CONFIG),
+            };
+            let cfg = match loaded {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{}", e.rendered);
+                    return ExitCode::from(2);
+                }
+            };
+            let format = match log_format {
+                Some(LogFormatArg::Json) => LogFormat::Json,
+                Some(LogFormatArg::Human) => LogFormat::Human,
+                None => cfg.log.format,
+            };
+            let level = log_level.unwrap_or_else(|| cfg.log.level.clone());
+            if let Err(e) = logging::init(&level, format) {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+            if path.is_none() {
+                tracing::info!(
+                    "no --config given: running the built-in demo configuration (see `edge-agent print-default-config`)"
+                );
+            }
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("edge-agent")
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = runtime.block_on(async move {
+                let shutdown = CancellationToken::new();
+                let signals = shutdown.clone();
+                tokio::spawn(async move {
+                    wait_for_stop_signal().await;
+                    tracing::info!("stop requested");
+                    signals.cancel();
+                    wait_for_stop_signal().await;
+                    tracing::warn!("second stop request: exiting immediately");
+                    std::process::exit(130);
+                });
+                edge_agent::run(cfg, RunOptions::default(), shutdown).await
+            });
+            match result {
+                Ok(report) if report.shutdown_timed_out => ExitCode::FAILURE,
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "edge-agent failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The processing pipeline: ring → windows → features → detectors → alert engine.
+//!
+//! [`Processor`] is synchronous and allocation-free per sample: routing is an array
+//! lookup by signal id, windows and feature buffers are allocated at construction, and
+//! detectors run once per completed window. Alerts (rare) are the only allocations.
+//!
+//! [`run_pipeline`] is the task around it: it drains the ring in batches, processes
+//! them, and hands alerts to the sink channel (awaiting space: alerts are never
+//! dropped; back-pressure lands on the ring, whose overflow policy decides).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use edge_driver_api::{Sample, SignalRegistry, Timestamp};
+use edge_models::{Detector, FeatureExtractor, FeatureValues, Frame, Window};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::alert::{Alert, AlertEngine, DetectorInfo, EngineStats, IdGenerator, RateLimits};
+use crate::config::AssetCfg;
+use crate::ring::SampleRing;
+
+struct WindowSlot {
+    window: Window,
+    frame: Frame,
+    extractor: FeatureExtractor,
+    features: FeatureValues,
+    /// Detectors evaluated when this window completes: `detectors[first..end]`.
+    det_first: usize,
+    det_end: usize,
+}
+
+struct DetectorSlot {
+    detector: Detector,
+    feature: edge_models::Feature,
+}
+
+/// Counters of the processor.
+#[derive(Debug, Default)]
+pub struct PipelineCounters {
+    pub samples: AtomicU64,
+    /// Samples with bad/stale quality or non-finite values (not windowed).
+    pub unusable: AtomicU64,
+    /// Samples of signals no asset windows.
+    pub unrouted: AtomicU64,
+    pub windows: AtomicU64,
+    pub evaluations: AtomicU64,
+    pub alerts: AtomicU64,
+}
+
+/// The synchronous core of the pipeline.
+pub struct Processor {
+    /// For signal id `i`: window indices `route_ids[route_start[i]..route_start[i+1]]`.
+    route_start: Vec<u32>,
+    route_ids: Vec<u32>,
+    windows: Vec<WindowSlot>,
+    detectors: Vec<DetectorSlot>,
+    engine: AlertEngine,
+    counters: Arc<PipelineCounters>,
+    // Local counts, published in batches to keep atomics off the per-sample path.
+    local_samples: u64,
+    local_unusable: u64,
+    local_unrouted: u64,
+    local_windows: u64,
+    local_evals: u64,
+}
+
+impl std::fmt::Debug for Processor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Processor")
+            .field("windows", &self.windows.len())
+            .field("detectors", &self.detectors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Processor {
+    pub fn new(
+        agent_id: Arc<str>,
+        registry: &SignalRegistry,
+        assets: &[AssetCfg],
+        limits: RateLimits,
+        ids: IdGenerator,
+    ) -> Self {
+        let mut windows = Vec::new();
+        let mut detectors = Vec::new();
+        let mut infos = Vec::new();
+        let mut per_signal: Vec<Vec<u32>> = vec![Vec::new(); registry.len()];
+        for asset in assets {
+            for (wi, w) in asset.windows.iter().enumerate() {
+                let det_first = detectors.len();
+                for d in asset.detectors.iter().filter(|d| d.window == wi) {
+                    detectors.push(DetectorSlot {
+                        detector: Detector::new(d.spec.clone()),
+                        feature: d.feature,
+                    });
+                    infos.push(DetectorInfo {
+                        asset: asset.name.clone(),
+                        name: d.name.clone(),
+                        kind: d.spec.kind(),
+                        signal: Arc::from(registry.name(w.signal)),
+                        feature: d.feature,
+                        feature_name: d.feature_name.clone(),
+                        band_names: w.features.bands.iter().map(|b| b.name.clone()).collect(),
+                    });
+                }
+                let cap = w.spec.capacity();
+                per_signal[w.signal.index()].push(windows.len() as u32);
+                windows.push(WindowSlot {
+                    window: Window::new(w.spec),
+                    frame: Frame::with_capacity(cap),
+                    extractor: FeatureExtractor::new(w.features.clone(), cap),
+                    features: FeatureValues::default(),
+                    det_first,
+                    det_end: detectors.len(),
+                });
+            }
+        }
+        let mut route_start = Vec::with_capacity(per_signal.len() + 1);
+        let mut route_ids = Vec::new();
+        for ids in &per_signal {
+            route_start.push(route_ids.len() as u32);
+            route_ids.extend_from_slice(ids);
+        }
+        route_start.push(route_ids.len() as u32);
+        Processor {
+            route_start,
+            route_ids,
+            windows,
+            detectors,
+            engine: AlertEngine::new(agent_id, limits, infos, ids),
+            counters: Arc::new(PipelineCounters::default()),
+            local_samples: 0,
+            local_unusable: 0,
+            local_unrouted: 0,
+            local_windows: 0,
+            local_evals: 0,
+        }
+    }
+
+    pub fn counters(&self) -> Arc<PipelineCounters> {
+        self.counters.clone()
+    }
+
+    pub fn engine_stats(&self) -> EngineStats {
+        self.engine.stats()
+    }
+
+    /// Processes one sample; alerts are appended to `alerts`.
+    #[inline]
+    pub fn ingest(&mut self, s: &Sample, alerts: &mut Vec<Alert>) {
+        self.local_samples += 1;
+        let Some(x) = s.usable_f64() else {
+            self.local_unusable += 1;
+            return;
+        };
+        let sig = s.signal.index();
+        let (Some(&a), Some(&b)) = (self.route_start.get(sig), self.route_start.get(sig + 1))
+        else {
+            self.local_unrouted += 1;
+            return;
+        };
+        if a == b {
+            self.local_unrouted += 1;
+            return;
+        }
+        for r in a..b {
+            let wi = self.route_ids[r as usize] as usize;
+            let slot = &mut self.windows[wi];
+            if !slot.window.push(s.ts.mono_ns, x, &mut slot.frame) {
+                continue;
+            }
+            self.local_windows += 1;
+            slot.extractor.compute(&slot.frame, &mut slot.features);
+            let end = Timestamp {
+                mono_ns: slot.frame.end_ns,
+                wall_ns: s.ts.wall_ns - (s.ts.mono_ns as i64 - slot.frame.end_ns as i64),
+                synced: s.ts.synced,
+            };
+            for di in slot.det_first..slot.det_end {
+                let d = &mut self.detectors[di];
+                let value = slot.features.get(d.feature);
+                if let Some(eval) = d.detector.evaluate(slot.features.t_end, value) {
+                    self.local_evals += 1;
+                    if let Some(alert) = self.engine.observe(di, &eval, end, &slot.features) {
+                        alerts.push(alert);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Processes a batch and publishes the counters.
+    pub fn ingest_batch(&mut self, batch: &[Sample], alerts: &mut Vec<Alert>) {
+        for s in batch {
+            self.ingest(s, alerts);
+        }
+        self.publish(alerts.len() as u64);
+    }
+
+    fn publish(&mut self, new_alerts: u64) {
+        let c = &self.counters;
+        c.samples
+            .fetch_add(std::mem::take(&mut self.local_samples), Ordering::Relaxed);
+        c.unusable
+            .fetch_add(std::mem::take(&mut self.local_unusable), Ordering::Relaxed);
+        c.unrouted
+            .fetch_add(std::mem::take(&mut self.local_unrouted), Ordering::Relaxed);
+        c.windows
+            .fetch_add(std::mem::take(&mut self.local_windows), Ordering::Relaxed);
+        c.evaluations
+            .fetch_add(std::mem::take(&mut self.local_evals), Ordering::Relaxed);
+        c.alerts.fetch_add(new_alerts, Ordering::Relaxed);
+    }
+}
+
+/// Drains the ring until `stop` is cancelled *and* the ring is empty.
+///
+/// `stop` is cancelled by the runtime only after every driver has returned, so the
+/// final drain sees every sample that was accepted.
+pub async fn run_pipeline(
+    mut processor: Processor,
+    ring: Arc<SampleRing>,
+    alerts_tx: mpsc::Sender<Alert>,
+    batch_size: usize,
+    stop: CancellationToken,
+) -> Processor {
+    let mut batch: Vec<Sample> = Vec::with_capacity(batch_size);
+    let mut alerts: Vec<Alert> = Vec::with_capacity(64);
+    loop {
+        let n = ring.drain_into(&mut batch, batch_size);
+        if n == 0 {
+            if stop.is_cancelled() {
+                break;
+            }
+            tokio::select! {
+                _ = ring.wait_for_data() => {}
+                _ = stop.cancelled() => {}
+            }
+            continue;
+        }
+        processor.ingest_batch(&batch, &mut alerts);
+        for a in alerts.drain(..) {
+            if alerts_tx.send(a).await.is_err() {
+                tracing::error!("alert sinks are gone; alerts can no longer be delivered");
+            }
+        }
+        // Let drivers and sinks run between large batches.
+        tokio::task::yield_now().await;
+    }
+    processor
+}

@@ -1,0 +1,336 @@
+//! Wiring and lifecycle of a running agent.
+//!
+//! Task tree (one cancellation tree, rooted in the [`AgentHandle`]'s `shutdown` token):
+//!
+//! ```text
+//! shutdown ──► drivers token (child) ──► one supervisor per driver ──► driver attempt task
+//!          └─► stats task
+//! pipeline_stop (cancelled by the lifecycle task once every driver returned)
+//!          └─► pipeline task ──(bounded mpsc, owned by the pipeline)──► sink thread
+//! ```
+//!
+//! Shutdown order: stop drivers (each gets `grace`, then is aborted) → the pipeline
+//! drains what is left in the ring → it drops the alert sender → the sink thread
+//! delivers the remaining alerts and flushes → the report is returned. The whole
+//! sequence is bounded by `agent.shutdown_timeout`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use edge_driver_api::Clock;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::alert::{EngineStats, IdGenerator};
+use crate::config::{Config, DriverInstance};
+use crate::pipeline::{PipelineCounters, Processor, run_pipeline};
+use crate::ring::{RingStats, SampleRing};
+use crate::sink::{AlertSink, ConsoleSink, JsonlSink, SinkCounters, run_sinks};
+use crate::supervisor::{DriverState, DriverStatus, Supervised, supervise};
+
+/// Extra parts for embedding and tests.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Clock to use (default: the system clock).
+    pub clock: Option<Clock>,
+    /// Sinks in addition to the configured ones.
+    pub extra_sinks: Vec<Box<dyn AlertSink>>,
+    /// Drivers in addition to the configured ones (their signals must be registered).
+    pub extra_drivers: Vec<DriverInstance>,
+    /// Seed for alert ids (default: from the kernel's random source).
+    pub id_seed: Option<u64>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("extra_sinks", &self.extra_sinks.len())
+            .field("extra_drivers", &self.extra_drivers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters of the pipeline at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineSnapshot {
+    pub samples: u64,
+    pub unusable: u64,
+    pub unrouted: u64,
+    pub windows: u64,
+    pub evaluations: u64,
+    pub alerts: u64,
+}
+
+impl PipelineSnapshot {
+    fn read(c: &PipelineCounters) -> Self {
+        PipelineSnapshot {
+            samples: c.samples.load(Ordering::Relaxed),
+            unusable: c.unusable.load(Ordering::Relaxed),
+            unrouted: c.unrouted.load(Ordering::Relaxed),
+            windows: c.windows.load(Ordering::Relaxed),
+            evaluations: c.evaluations.load(Ordering::Relaxed),
+            alerts: c.alerts.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One driver's status at the end of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriverReport {
+    pub name: String,
+    pub kind: &'static str,
+    pub state: DriverState,
+    pub restarts: u64,
+    pub panics: u64,
+    pub last_error: Option<String>,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunReport {
+    pub ring: RingStats,
+    pub pipeline: PipelineSnapshot,
+    pub engine: EngineStats,
+    pub drivers: Vec<DriverReport>,
+    pub alerts_delivered: u64,
+    pub sink_failures: u64,
+    /// Shutdown took longer than `agent.shutdown_timeout` and was cut short.
+    pub shutdown_timed_out: bool,
+}
+
+/// A started agent.
+#[derive(Debug)]
+pub struct AgentHandle {
+    shutdown: CancellationToken,
+    ring: Arc<SampleRing>,
+    counters: Arc<PipelineCounters>,
+    statuses: Vec<Arc<DriverStatus>>,
+    lifecycle: JoinHandle<RunReport>,
+}
+
+impl AgentHandle {
+    /// The token that stops the agent.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn ring_stats(&self) -> RingStats {
+        self.ring.stats()
+    }
+
+    pub fn pipeline(&self) -> PipelineSnapshot {
+        PipelineSnapshot::read(&self.counters)
+    }
+
+    pub fn drivers(&self) -> &[Arc<DriverStatus>] {
+        &self.statuses
+    }
+
+    /// Waits until the agent stops (after its shutdown token is cancelled).
+    pub async fn wait(self) -> anyhow::Result<RunReport> {
+        Ok(self.lifecycle.await?)
+    }
+
+    /// Stops the agent and waits for its report.
+    pub async fn stop(self) -> anyhow::Result<RunReport> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+/// Starts every part of the agent. Must be called inside a tokio runtime.
+pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle> {
+    let clock = opts.clock.take().unwrap_or_else(Clock::system);
+    let shutdown = CancellationToken::new();
+    let drivers_token = shutdown.child_token();
+    let pipeline_stop = CancellationToken::new();
+
+    let ring = Arc::new(SampleRing::new(config.ring.capacity, config.ring.overflow));
+
+    // Sinks: configured ones first, then extras.
+    let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
+    if config.alerts.console {
+        sinks.push(Box::new(ConsoleSink));
+    }
+    if let Some(path) = &config.alerts.jsonl {
+        let sink = JsonlSink::open(path)
+            .map_err(|e| anyhow::anyhow!("cannot open alert file {}: {e}", path.display()))?;
+        sinks.push(Box::new(sink));
+    }
+    sinks.append(&mut opts.extra_sinks);
+    let (alerts_tx, alerts_rx) = mpsc::channel(config.alerts.queue);
+    let sink_counters = Arc::new(SinkCounters::default());
+    let sink_thread = {
+        let c = sink_counters.clone();
+        tokio::task::spawn_blocking(move || run_sinks(alerts_rx, sinks, c))
+    };
+
+    let ids = match opts.id_seed {
+        Some(s) => IdGenerator::with_seed(s),
+        None => IdGenerator::new(),
+    };
+    let processor = Processor::new(
+        config.agent.id.clone(),
+        &config.registry,
+        &config.assets,
+        config.alerts.limits.clone(),
+        ids,
+    );
+    let counters = processor.counters();
+    let pipeline = tokio::spawn(run_pipeline(
+        processor,
+        ring.clone(),
+        alerts_tx,
+        config.ring.batch,
+        pipeline_stop.clone(),
+    ));
+
+    let mut statuses = Vec::new();
+    let mut supervisors = Vec::new();
+    let grace = config.agent.shutdown_timeout.mul_f64(0.4);
+    for d in config
+        .drivers
+        .iter()
+        .cloned()
+        .chain(opts.extra_drivers.drain(..))
+    {
+        let status = Arc::new(DriverStatus::new(d.name.clone(), d.kind));
+        statuses.push(status.clone());
+        let sv = Supervised {
+            name: d.name.clone(),
+            factory: d.factory.clone(),
+            sink: ring.clone(),
+            clock: clock.clone(),
+            backoff: config.supervisor,
+            grace,
+            status,
+        };
+        supervisors.push(tokio::spawn(supervise(sv, drivers_token.child_token())));
+    }
+    tracing::info!(
+        agent = %config.agent.id,
+        drivers = statuses.len(),
+        signals = config.registry.len(),
+        assets = config.assets.len(),
+        ring = config.ring.capacity,
+        overflow = config.ring.overflow.as_str(),
+        "edge-agent started"
+    );
+
+    let stats_task = {
+        let ring = ring.clone();
+        let counters = counters.clone();
+        let statuses = statuses.clone();
+        let every = config.agent.stats_interval;
+        let token = shutdown.clone();
+        let clock = clock.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            let mut was_synced = clock.is_synced();
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let synced = clock.refresh_sync();
+                if synced != was_synced {
+                    tracing::info!(synced, "wall clock synchronisation changed");
+                    was_synced = synced;
+                }
+                let r = ring.stats();
+                let p = PipelineSnapshot::read(&counters);
+                let down: Vec<&str> = statuses
+                    .iter()
+                    .filter(|s| s.state() != DriverState::Running)
+                    .map(|s| &*s.name)
+                    .collect();
+                tracing::info!(
+                    samples = p.samples, windows = p.windows, alerts = p.alerts,
+                    unusable = p.unusable, ring_len = r.len, ring_high_water = r.high_water,
+                    ring_dropped = r.dropped(), drivers_down = ?down, clock_synced = synced,
+                    "stats"
+                );
+            }
+        })
+    };
+
+    let timeout = config.agent.shutdown_timeout;
+    let lifecycle = {
+        let shutdown = shutdown.clone();
+        let counters = counters.clone();
+        let ring = ring.clone();
+        let statuses = statuses.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            tracing::info!("shutting down: stopping drivers");
+            drivers_token.cancel();
+            let sequence = async {
+                for s in supervisors {
+                    let _ = s.await;
+                }
+                pipeline_stop.cancel();
+                let processor = pipeline.await.ok();
+                let _ = sink_thread.await;
+                processor
+            };
+            let (processor, timed_out) = match tokio::time::timeout(timeout, sequence).await {
+                Ok(p) => (p, false),
+                Err(_) => {
+                    tracing::error!(?timeout, "shutdown did not finish in time");
+                    (None, true)
+                }
+            };
+            let _ = stats_task.await;
+            let report = RunReport {
+                ring: ring.stats(),
+                pipeline: PipelineSnapshot::read(&counters),
+                engine: processor.map(|p| p.engine_stats()).unwrap_or_default(),
+                drivers: statuses
+                    .iter()
+                    .map(|s| DriverReport {
+                        name: s.name.to_string(),
+                        kind: s.kind,
+                        state: s.state(),
+                        restarts: s.restarts.load(Ordering::Relaxed),
+                        panics: s.panics.load(Ordering::Relaxed),
+                        last_error: s.last_error(),
+                    })
+                    .collect(),
+                alerts_delivered: sink_counters.delivered.load(Ordering::Relaxed),
+                sink_failures: sink_counters.failures.load(Ordering::Relaxed),
+                shutdown_timed_out: timed_out,
+            };
+            tracing::info!(
+                samples = report.pipeline.samples,
+                alerts = report.alerts_delivered,
+                ring_dropped = report.ring.dropped(),
+                "edge-agent stopped"
+            );
+            report
+        })
+    };
+    Ok(AgentHandle {
+        shutdown,
+        ring,
+        counters,
+        statuses,
+        lifecycle,
+    })
+}
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    opts: RunOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunReport> {
+    let handle = start(config, opts)?;
+    let token = handle.shutdown_token();
+    tokio::select! {
+        _ = shutdown.cancelled() => token.cancel(),
+        _ = token.cancelled() => {}
+    }
+    handle.wait().await
+}

@@ -1,0 +1,137 @@
+//! Alert sinks: where alerts go after the engine.
+//!
+//! Sinks run on one blocking thread fed by a bounded channel from the pipeline. Each
+//! alert goes to every sink; a failing sink is logged and counted and does not stop
+//! the others. The store-and-forward journal plugs in here as another [`AlertSink`].
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+
+use crate::alert::Alert;
+
+/// A destination for alerts.
+pub trait AlertSink: Send {
+    fn name(&self) -> &str;
+    /// Delivers one alert. Called in alert order.
+    fn deliver(&mut self, alert: &Alert) -> std::io::Result<()>;
+    /// Makes delivered alerts durable/visible (called when the channel is idle and at
+    /// shutdown).
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Human-readable lines on stdout.
+#[derive(Debug, Default)]
+pub struct ConsoleSink;
+
+impl AlertSink for ConsoleSink {
+    fn name(&self) -> &str {
+        "console"
+    }
+    fn deliver(&mut self, alert: &Alert) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", alert.human_line())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().lock().flush()
+    }
+}
+
+/// One JSON document per line, appended to a file.
+#[derive(Debug)]
+pub struct JsonlSink {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl JsonlSink {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(JsonlSink {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+        })
+    }
+}
+
+impl AlertSink for JsonlSink {
+    fn name(&self) -> &str {
+        "jsonl"
+    }
+    fn deliver(&mut self, alert: &Alert) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, alert).map_err(std::io::Error::other)?;
+        self.out.write_all(b"\n")?;
+        // Alerts are rare; make each visible to readers (tail -f) immediately.
+        self.out.flush()
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()
+    }
+}
+
+impl Drop for JsonlSink {
+    fn drop(&mut self) {
+        if let Err(e) = self.out.flush() {
+            tracing::error!(path = %self.path.display(), error = %e, "could not flush alert file");
+        }
+    }
+}
+
+/// Counters of the sink thread.
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    pub delivered: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// Runs on a blocking thread until the channel closes (the pipeline dropped its
+/// sender), delivering every alert to every sink, then flushes.
+pub fn run_sinks(
+    mut rx: mpsc::Receiver<Alert>,
+    mut sinks: Vec<Box<dyn AlertSink>>,
+    counters: Arc<SinkCounters>,
+) {
+    let mut failing: Vec<bool> = vec![false; sinks.len()];
+    while let Some(alert) = rx.blocking_recv() {
+        for (i, sink) in sinks.iter_mut().enumerate() {
+            match sink.deliver(&alert) {
+                Ok(()) => {
+                    if std::mem::take(&mut failing[i]) {
+                        tracing::info!(sink = sink.name(), "alert sink recovered");
+                    }
+                }
+                Err(e) => {
+                    counters.failures.fetch_add(1, Ordering::Relaxed);
+                    if !std::mem::replace(&mut failing[i], true) {
+                        tracing::error!(sink = sink.name(), error = %e, alert = %alert.id, "alert sink failed");
+                    }
+                }
+            }
+        }
+        counters.delivered.fetch_add(1, Ordering::Relaxed);
+        if rx.is_empty() {
+            for sink in sinks.iter_mut() {
+                if let Err(e) = sink.flush() {
+                    tracing::warn!(sink = sink.name(), error = %e, "alert sink flush failed");
+                }
+            }
+        }
+    }
+    for sink in sinks.iter_mut() {
+        if let Err(e) = sink.flush() {
+            tracing::error!(sink = sink.name(), error = %e, "alert sink flush failed at shutdown");
+        }
+    }
+}

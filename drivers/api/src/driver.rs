@@ -1,0 +1,282 @@
+//! The driver contract.
+//!
+//! * The agent validates a driver's configuration and turns it into a
+//!   [`DriverFactory`]. The supervisor asks the factory for a fresh [`Driver`] for
+//!   every attempt, so a driver that failed (or panicked) restarts from a clean state.
+//! * [`Driver::run`] owns the connection, polls or subscribes, and sends sample
+//!   batches through [`DriverContext::send`]. It returns `Ok(())` only when cancelled.
+//! * Device input never panics a driver. Failures come back as [`DriverError`] with
+//!   an [`ErrorKind`] so the supervisor can decide on backoff without knowing the
+//!   protocol. A device exception for one tag is a bad-quality sample, not an error.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::sample::Sample;
+use crate::time::Clock;
+
+/// A boxed, sendable future (what trait objects return).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How the supervisor should treat a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Network or link trouble: reconnect with backoff.
+    Transient,
+    /// The device misbehaves (garbage replies, protocol violations): back off, retry.
+    Device,
+    /// The configuration cannot work against this device: stop this driver, report it.
+    Config,
+    /// A bug or an unrecoverable local condition: stop this driver, report it.
+    Fatal,
+}
+
+impl ErrorKind {
+    /// Whether the supervisor restarts the driver after this error.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Transient | ErrorKind::Device)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Device => "device",
+            ErrorKind::Config => "config",
+            ErrorKind::Fatal => "fatal",
+        }
+    }
+}
+
+/// A driver failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{} error: {message}", kind.as_str())]
+pub struct DriverError {
+    pub kind: ErrorKind,
+    pub message: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl DriverError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        DriverError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Transient, message)
+    }
+    pub fn device(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Device, message)
+    }
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, message)
+    }
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Fatal, message)
+    }
+    /// Attaches the underlying error.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+}
+
+/// How much of a batch a sink took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PushResult {
+    /// Samples taken from the front of the batch (dropped-by-policy samples count as
+    /// taken: the sink accounted for them). Less than the batch length only when the
+    /// sink's policy is to make producers wait.
+    pub accepted: usize,
+}
+
+/// Where drivers put samples: the agent's ring buffer.
+pub trait SampleSink: Send + Sync + 'static {
+    /// Pushes without waiting.
+    fn try_push(&self, batch: &[Sample]) -> PushResult;
+    /// Notified whenever space may have become available (after the consumer drains).
+    fn space_available(&self) -> &Notify;
+}
+
+/// The batch could not be delivered because the driver was cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cancelled")]
+pub struct Cancelled;
+
+/// Everything a running driver gets from the agent. Cheap to clone.
+#[derive(Clone)]
+pub struct DriverContext {
+    name: Arc<str>,
+    sink: Arc<dyn SampleSink>,
+    cancel: CancellationToken,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for DriverContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverContext")
+            .field("name", &self.name)
+            .field("cancelled", &self.cancel.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DriverContext {
+    /// `cancel` is a child of the agent's cancellation tree, owned by the supervisor.
+    pub fn new(
+        name: Arc<str>,
+        sink: Arc<dyn SampleSink>,
+        cancel: CancellationToken,
+        clock: Clock,
+    ) -> Self {
+        DriverContext {
+            name,
+            sink,
+            cancel,
+            clock,
+        }
+    }
+
+    /// The driver instance's configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Resolves when the driver must stop.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// Delivers a batch. Never waits under the drop policies; under `block` it waits
+    /// for space, and gives up only if the driver is cancelled meanwhile.
+    pub async fn send(&self, mut batch: &[Sample]) -> Result<(), Cancelled> {
+        loop {
+            // Register interest before trying, so a drain between the try and the
+            // await cannot be missed.
+            let notified = self.sink.space_available().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let taken = self.sink.try_push(batch).accepted.min(batch.len());
+            batch = &batch[taken..];
+            if batch.is_empty() {
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Err(Cancelled),
+                _ = &mut notified => {}
+            }
+        }
+    }
+}
+
+/// A running device connection.
+pub trait Driver: Send + 'static {
+    /// Runs until cancelled (`Ok`) or until it fails (`Err`).
+    fn run(self: Box<Self>, ctx: DriverContext) -> BoxFuture<'static, Result<(), DriverError>>;
+}
+
+/// Builds drivers from a validated configuration; one call per (re)start.
+pub trait DriverFactory: Send + Sync + 'static {
+    /// The driver kind, e.g. `"sim"`.
+    fn kind(&self) -> &'static str;
+    /// A fresh driver. Errors here are treated like errors from `run`.
+    fn create(&self) -> Result<Box<dyn Driver>, DriverError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::SignalId;
+    use crate::time::Timestamp;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A sink that takes at most `room` samples until drained.
+    struct TinySink {
+        room: Mutex<usize>,
+        notify: Notify,
+    }
+    impl SampleSink for TinySink {
+        fn try_push(&self, batch: &[Sample]) -> PushResult {
+            let mut room = self.room.lock().expect("test mutex");
+            let n = batch.len().min(*room);
+            *room -= n;
+            PushResult { accepted: n }
+        }
+        fn space_available(&self) -> &Notify {
+            &self.notify
+        }
+    }
+
+    fn batch(n: usize) -> Vec<Sample> {
+        (0..n)
+            .map(|i| Sample::new_f64(Timestamp::default(), SignalId(0), i as f64))
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn send_waits_for_space_and_resumes_after_drain() {
+        let sink = Arc::new(TinySink {
+            room: Mutex::new(2),
+            notify: Notify::new(),
+        });
+        let ctx = DriverContext::new(
+            "t".into(),
+            sink.clone(),
+            CancellationToken::new(),
+            Clock::virtual_from(0),
+        );
+        let b = batch(5);
+        let send = tokio::spawn(async move { ctx.send(&b).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!send.is_finished());
+        *sink.room.lock().expect("test mutex") = 10;
+        sink.notify.notify_waiters();
+        let res = tokio::time::timeout(Duration::from_secs(1), send).await;
+        assert!(matches!(res, Ok(Ok(Ok(())))));
+        assert_eq!(*sink.room.lock().expect("test mutex"), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn send_gives_up_when_cancelled_while_blocked() {
+        let sink = Arc::new(TinySink {
+            room: Mutex::new(0),
+            notify: Notify::new(),
+        });
+        let cancel = CancellationToken::new();
+        let ctx = DriverContext::new("t".into(), sink, cancel.clone(), Clock::virtual_from(0));
+        let b = batch(1);
+        let send = tokio::spawn(async move { ctx.send(&b).await });
+        cancel.cancel();
+        let res = tokio::time::timeout(Duration::from_secs(1), send).await;
+        assert!(matches!(res, Ok(Ok(Err(Cancelled)))));
+    }
+
+    #[test]
+    fn only_transient_and_device_errors_are_retried() {
+        assert!(ErrorKind::Transient.is_retryable());
+        assert!(ErrorKind::Device.is_retryable());
+        assert!(!ErrorKind::Config.is_retryable());
+        assert!(!ErrorKind::Fatal.is_retryable());
+    }
+}

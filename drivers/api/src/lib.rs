@@ -1,0 +1,22 @@
+//! Contracts shared by every edge-agent driver.
+//!
+//! A driver turns a device protocol into [`Sample`] batches and hands them to a
+//! [`SampleSink`] through its [`DriverContext`]. The agent owns the sink (its ring
+//! buffer), the cancellation tree and the clock; the driver owns its connection.
+//!
+//! This crate depends on nothing else of ours so that every driver crate, and the
+//! agent, agree on one vocabulary.
+
+pub mod config;
+pub mod driver;
+pub mod sample;
+pub mod signal;
+pub mod time;
+
+pub use driver::{
+    BoxFuture, Cancelled, Driver, DriverContext, DriverError, DriverFactory, ErrorKind, PushResult,
+    SampleSink,
+};
+pub use sample::{BadReason, Quality, Sample, SignalId, Value};
+pub use signal::{DuplicateSignal, SignalDecl, SignalMeta, SignalRegistry};
+pub use time::{Clock, Timestamp};

@@ -1,0 +1,774 @@
+//! Built-in detectors.
+//!
+//! Each detector watches one feature of one signal and is evaluated once per window.
+//! It returns an [`Evaluation`]: the severity it currently asserts (or none), a score
+//! and, for forecasts, an ETA. Turning level changes into alerts (ids, dedup, rate
+//! limits) is the alert engine's job, not the detector's.
+//!
+//! A NaN input (undefined feature, e.g. the kurtosis of a constant window) leaves the
+//! detector's state unchanged and yields `None`.
+//!
+//! Severity order: `Info < Warning < PreFault < Critical`. A PreFault is a *predicted*
+//! Critical: more urgent than a Warning (something will break, with an ETA) and less
+//! than a Critical (it has not broken yet).
+
+use heapless::Deque;
+
+/// How bad an alert is. Ordered: `Info < Warning < PreFault < Critical`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Info = 0,
+    Warning = 1,
+    PreFault = 2,
+    Critical = 3,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::PreFault => "prefault",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        Some(match s {
+            "info" => Severity::Info,
+            "warning" => Severity::Warning,
+            "prefault" => Severity::PreFault,
+            "critical" => Severity::Critical,
+            _ => return None,
+        })
+    }
+}
+
+/// Which side of a limit is bad.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Above,
+    Below,
+}
+
+impl Direction {
+    #[inline]
+    fn beyond(self, x: f64, limit: f64) -> bool {
+        match self {
+            Direction::Above => x > limit,
+            Direction::Below => x < limit,
+        }
+    }
+    /// Still beyond `limit` once hysteresis `h` is taken into account (for clearing).
+    #[inline]
+    fn holds(self, x: f64, limit: f64, h: f64) -> bool {
+        match self {
+            Direction::Above => x > limit - h,
+            Direction::Below => x < limit + h,
+        }
+    }
+}
+
+/// What a detector concluded from one window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    /// The severity the detector asserts now; `None` = normal.
+    pub level: Option<Severity>,
+    /// Detector-specific score: the feature value (threshold, flat-line), the z-score,
+    /// the rate of change, or the forecast ETA in seconds.
+    pub score: f64,
+    /// The limit the score is compared with.
+    pub limit: f64,
+    /// Forecast time until the limit is crossed (seconds), for trend detectors.
+    pub eta_s: Option<f64>,
+}
+
+/// Threshold with hysteresis and a minimum duration before raising.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ThresholdSpec {
+    pub direction: Direction,
+    pub warning: Option<f64>,
+    pub critical: Option<f64>,
+    /// A raised level clears only once the value is back by this much.
+    pub hysteresis: f64,
+    /// The condition must hold this long before a level is raised.
+    pub min_duration_s: f64,
+}
+
+/// EWMA baseline with a z-score test.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ZScoreSpec {
+    /// Baseline smoothing per window (0 < alpha ≤ 1).
+    pub alpha: f64,
+    pub warning_z: f64,
+    pub critical_z: Option<f64>,
+    /// Windows used to learn the baseline before any decision.
+    pub warmup: u32,
+    /// Floor of the baseline's standard deviation (avoids ÷0 on quiet signals).
+    pub min_std: f64,
+    /// Consecutive anomalous windows before raising.
+    pub min_count: u32,
+}
+
+/// Robust trend forecast: predicts when a limit will be crossed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrendSpec {
+    pub direction: Direction,
+    pub limit: f64,
+    /// Raise when the predicted crossing is within this horizon.
+    pub horizon_s: f64,
+    /// How much history the fit uses.
+    pub lookback_s: f64,
+    /// Points needed before forecasting.
+    pub min_points: usize,
+    /// Consecutive windows within the horizon before raising.
+    pub min_count: u32,
+    pub severity: Severity,
+}
+
+/// Flat line / stuck sensor: the feature (normally `p2p`) stays at or below `epsilon`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlatLineSpec {
+    pub epsilon: f64,
+    pub min_duration_s: f64,
+    pub severity: Severity,
+}
+
+/// Rate of change of the feature between consecutive windows, per second.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RateOfChangeSpec {
+    pub warning: Option<f64>,
+    pub critical: Option<f64>,
+}
+
+/// Any built-in detector's configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DetectorSpec {
+    Threshold(ThresholdSpec),
+    ZScore(ZScoreSpec),
+    Trend(TrendSpec),
+    FlatLine(FlatLineSpec),
+    RateOfChange(RateOfChangeSpec),
+}
+
+impl DetectorSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DetectorSpec::Threshold(_) => "threshold",
+            DetectorSpec::ZScore(_) => "zscore",
+            DetectorSpec::Trend(_) => "trend",
+            DetectorSpec::FlatLine(_) => "flatline",
+            DetectorSpec::RateOfChange(_) => "rate_of_change",
+        }
+    }
+}
+
+/// Capacity of the trend detector's history.
+pub const TREND_POINTS: usize = 64;
+const TREND_PAIRS: usize = TREND_POINTS * (TREND_POINTS + 1) / 2;
+
+#[derive(Debug)]
+enum State {
+    Threshold {
+        pending_since: Option<f64>,
+    },
+    ZScore {
+        mean: f64,
+        var: f64,
+        seen: u32,
+        streak: u32,
+    },
+    Trend {
+        history: Box<Deque<(f64, f64), TREND_POINTS>>,
+        scratch: Vec<f64>,
+        streak: u32,
+    },
+    FlatLine {
+        since: Option<f64>,
+    },
+    RateOfChange {
+        prev: Option<(f64, f64)>,
+    },
+}
+
+/// A running detector. Allocates only at construction.
+#[derive(Debug)]
+pub struct Detector {
+    spec: DetectorSpec,
+    level: Option<Severity>,
+    state: State,
+}
+
+impl Detector {
+    pub fn new(spec: DetectorSpec) -> Self {
+        let state = match &spec {
+            DetectorSpec::Threshold(_) => State::Threshold {
+                pending_since: None,
+            },
+            DetectorSpec::ZScore(_) => State::ZScore {
+                mean: 0.0,
+                var: 0.0,
+                seen: 0,
+                streak: 0,
+            },
+            DetectorSpec::Trend(_) => State::Trend {
+                history: Box::new(Deque::new()),
+                scratch: Vec::with_capacity(TREND_PAIRS),
+                streak: 0,
+            },
+            DetectorSpec::FlatLine(_) => State::FlatLine { since: None },
+            DetectorSpec::RateOfChange(_) => State::RateOfChange { prev: None },
+        };
+        Detector {
+            spec,
+            level: None,
+            state,
+        }
+    }
+
+    pub fn spec(&self) -> &DetectorSpec {
+        &self.spec
+    }
+
+    /// The level currently asserted.
+    pub fn level(&self) -> Option<Severity> {
+        self.level
+    }
+
+    /// Feeds the feature value `x` of the window ending at `t` (monotonic seconds).
+    pub fn evaluate(&mut self, t: f64, x: f64) -> Option<Evaluation> {
+        if !x.is_finite() {
+            return None;
+        }
+        let eval = match (&self.spec, &mut self.state) {
+            (DetectorSpec::Threshold(s), State::Threshold { pending_since }) => {
+                threshold(s, self.level, pending_since, t, x)
+            }
+            (
+                DetectorSpec::ZScore(s),
+                State::ZScore {
+                    mean,
+                    var,
+                    seen,
+                    streak,
+                },
+            ) => zscore(s, self.level, mean, var, seen, streak, x),
+            (
+                DetectorSpec::Trend(s),
+                State::Trend {
+                    history,
+                    scratch,
+                    streak,
+                },
+            ) => trend(s, self.level, history, scratch, streak, t, x),
+            (DetectorSpec::FlatLine(s), State::FlatLine { since }) => {
+                let level = if x <= s.epsilon {
+                    let start = *since.get_or_insert(t);
+                    (t - start >= s.min_duration_s).then_some(s.severity)
+                } else {
+                    *since = None;
+                    None
+                };
+                Evaluation {
+                    level,
+                    score: x,
+                    limit: s.epsilon,
+                    eta_s: None,
+                }
+            }
+            (DetectorSpec::RateOfChange(s), State::RateOfChange { prev }) => {
+                let previous = prev.replace((t, x));
+                match previous {
+                    Some((pt, px)) if t > pt => {
+                        let rate = (x - px) / (t - pt);
+                        let level = graded(rate.abs(), s.warning, s.critical, self.level, 0.8);
+                        Evaluation {
+                            level,
+                            score: rate,
+                            limit: limit_of(level, s.warning, s.critical),
+                            eta_s: None,
+                        }
+                    }
+                    _ => return None,
+                }
+            }
+            _ => unreachable!("detector state always matches its spec"),
+        };
+        self.level = eval.level;
+        Some(eval)
+    }
+}
+
+fn limit_of(level: Option<Severity>, warning: Option<f64>, critical: Option<f64>) -> f64 {
+    match level {
+        Some(Severity::Critical) => critical.or(warning),
+        _ => warning.or(critical),
+    }
+    .unwrap_or(f64::NAN)
+}
+
+/// Level for a magnitude compared with warning/critical limits; an active level is
+/// kept while the magnitude stays above `clear_ratio` × its limit.
+fn graded(
+    m: f64,
+    warning: Option<f64>,
+    critical: Option<f64>,
+    current: Option<Severity>,
+    clear_ratio: f64,
+) -> Option<Severity> {
+    let raw = if critical.is_some_and(|c| m > c) {
+        Some(Severity::Critical)
+    } else if warning.is_some_and(|w| m > w) {
+        Some(Severity::Warning)
+    } else {
+        None
+    };
+    let keep =
+        |sev: Severity, lim: Option<f64>| lim.is_some_and(|l| m > l * clear_ratio).then_some(sev);
+    match current {
+        Some(Severity::Critical) if raw < Some(Severity::Critical) => {
+            keep(Severity::Critical, critical)
+                .or(raw)
+                .or_else(|| keep(Severity::Warning, warning))
+        }
+        Some(Severity::Warning) if raw.is_none() => keep(Severity::Warning, warning),
+        _ => raw,
+    }
+}
+
+fn threshold(
+    s: &ThresholdSpec,
+    current: Option<Severity>,
+    pending_since: &mut Option<f64>,
+    t: f64,
+    x: f64,
+) -> Evaluation {
+    let dir = s.direction;
+    let limit = |sev: Severity| match sev {
+        Severity::Critical => s.critical,
+        _ => s.warning,
+    };
+    // Highest level whose limit is exceeded right now.
+    let mut target = if s.critical.is_some_and(|c| dir.beyond(x, c)) {
+        Some(Severity::Critical)
+    } else if s.warning.is_some_and(|w| dir.beyond(x, w)) {
+        Some(Severity::Warning)
+    } else {
+        None
+    };
+    // Hysteresis: an active level (or the warning under a falling critical) holds
+    // until the value is back past its limit by `hysteresis`.
+    if let Some(cur) = current
+        && target < Some(cur)
+    {
+        for sev in [Severity::Critical, Severity::Warning] {
+            if sev <= cur
+                && Some(sev) > target
+                && limit(sev).is_some_and(|l| dir.holds(x, l, s.hysteresis))
+            {
+                target = Some(sev);
+                break;
+            }
+        }
+    }
+    let level = if target > current {
+        let since = *pending_since.get_or_insert(t);
+        if t - since >= s.min_duration_s {
+            *pending_since = None;
+            target
+        } else {
+            current
+        }
+    } else {
+        *pending_since = None;
+        target
+    };
+    Evaluation {
+        level,
+        score: x,
+        limit: level
+            .or(target)
+            .and_then(limit)
+            .or(s.warning)
+            .or(s.critical)
+            .unwrap_or(f64::NAN),
+        eta_s: None,
+    }
+}
+
+fn zscore(
+    s: &ZScoreSpec,
+    current: Option<Severity>,
+    mean: &mut f64,
+    var: &mut f64,
+    seen: &mut u32,
+    streak: &mut u32,
+    x: f64,
+) -> Evaluation {
+    let update = |mean: &mut f64, var: &mut f64, alpha: f64| {
+        let diff = x - *mean;
+        let incr = alpha * diff;
+        *mean += incr;
+        *var = (1.0 - alpha) * (*var + diff * incr);
+    };
+    if *seen == 0 {
+        *mean = x;
+        *var = 0.0;
+    }
+    if *seen < s.warmup {
+        // Learn quickly during warm-up: cumulative average, then EWMA.
+        let alpha = (1.0 / f64::from(*seen + 1)).max(s.alpha);
+        update(mean, var, alpha);
+        *seen += 1;
+        return Evaluation {
+            level: None,
+            score: 0.0,
+            limit: s.warning_z,
+            eta_s: None,
+        };
+    }
+    let std = var.sqrt().max(s.min_std);
+    let z = (x - *mean) / std;
+    let raw = graded(z.abs(), Some(s.warning_z), s.critical_z, current, 0.75);
+    let level = if raw > current {
+        *streak += 1;
+        if *streak >= s.min_count.max(1) {
+            *streak = 0;
+            raw
+        } else {
+            current
+        }
+    } else {
+        *streak = 0;
+        raw
+    };
+    // While anomalous, adapt slowly so a real fault is not learnt as normal at once.
+    let alpha = if level.is_some() {
+        s.alpha * 0.1
+    } else {
+        s.alpha
+    };
+    update(mean, var, alpha);
+    Evaluation {
+        level,
+        score: z,
+        limit: limit_of(level, Some(s.warning_z), s.critical_z),
+        eta_s: None,
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let mid = n / 2;
+    let (_, m, _) = v.select_nth_unstable_by(mid, f64::total_cmp);
+    let upper = *m;
+    if n % 2 == 1 {
+        upper
+    } else {
+        let lower = v[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lower + upper) / 2.0
+    }
+}
+
+/// Theil–Sen fit over `pts`; returns (slope, level at `t_now`, robust residual sigma).
+pub fn theil_sen(
+    pts: &[(f64, f64)],
+    t_now: f64,
+    scratch: &mut Vec<f64>,
+) -> Option<(f64, f64, f64)> {
+    if pts.len() < 2 {
+        return None;
+    }
+    scratch.clear();
+    for i in 0..pts.len() {
+        for j in i + 1..pts.len() {
+            let dt = pts[j].0 - pts[i].0;
+            if dt > 0.0 {
+                scratch.push((pts[j].1 - pts[i].1) / dt);
+            }
+        }
+    }
+    if scratch.is_empty() {
+        return None;
+    }
+    let slope = median(scratch);
+    scratch.clear();
+    scratch.extend(pts.iter().map(|&(t, y)| y - slope * (t - t_now)));
+    let level = median(scratch);
+    scratch.clear();
+    scratch.extend(
+        pts.iter()
+            .map(|&(t, y)| (y - (level + slope * (t - t_now))).abs()),
+    );
+    let sigma = 1.4826 * median(scratch);
+    Some((slope, level, sigma))
+}
+
+fn trend(
+    s: &TrendSpec,
+    current: Option<Severity>,
+    history: &mut Deque<(f64, f64), TREND_POINTS>,
+    scratch: &mut Vec<f64>,
+    streak: &mut u32,
+    t: f64,
+    x: f64,
+) -> Evaluation {
+    // Keep points spaced so that the history spans the lookback.
+    let spacing = s.lookback_s / (TREND_POINTS - 1) as f64;
+    if history.back().is_none_or(|&(lt, _)| t - lt >= spacing) {
+        if history.is_full() {
+            history.pop_front();
+        }
+        let _ = history.push_back((t, x));
+    }
+    while history
+        .front()
+        .is_some_and(|&(ft, _)| t - ft > s.lookback_s)
+    {
+        history.pop_front();
+    }
+    let none = Evaluation {
+        level: None,
+        score: f64::NAN,
+        limit: s.limit,
+        eta_s: None,
+    };
+    if history.len() < s.min_points.max(2) {
+        *streak = 0;
+        return none;
+    }
+    let (a, b) = history.as_slices();
+    // The fit needs one contiguous slice; the deque has at most two parts.
+    let mut pts: heapless::Vec<(f64, f64), { TREND_POINTS + 1 }> = heapless::Vec::new();
+    let _ = pts.extend_from_slice(a);
+    let _ = pts.extend_from_slice(b);
+    if pts.last().is_none_or(|&(lt, _)| lt < t) {
+        let _ = pts.push((t, x));
+    }
+    let Some((slope, level_now, sigma)) = theil_sen(&pts, t, scratch) else {
+        return none;
+    };
+    let span = pts.last().map(|p| p.0).unwrap_or(t) - pts.first().map(|p| p.0).unwrap_or(t);
+    let toward = match s.direction {
+        Direction::Above => slope,
+        Direction::Below => -slope,
+    };
+    // The trend must stand out of the noise over the history it was fitted on.
+    let significant = toward > 0.0 && toward * span > 3.0 * sigma;
+    let gap = match s.direction {
+        Direction::Above => s.limit - level_now,
+        Direction::Below => level_now - s.limit,
+    };
+    let eta = if gap <= 0.0 {
+        Some(0.0)
+    } else if significant {
+        Some(gap / toward)
+    } else {
+        None
+    };
+    let within = eta.is_some_and(|e| e <= s.horizon_s);
+    let still = eta.is_some_and(|e| e <= s.horizon_s * 1.5);
+    let level = if current.is_some() && still {
+        current
+    } else if within {
+        *streak += 1;
+        if *streak >= s.min_count.max(1) {
+            Some(s.severity)
+        } else {
+            None
+        }
+    } else {
+        *streak = 0;
+        None
+    };
+    Evaluation {
+        level,
+        score: eta.unwrap_or(f64::INFINITY),
+        limit: s.limit,
+        eta_s: eta,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn th(min_duration_s: f64) -> Detector {
+        Detector::new(DetectorSpec::Threshold(ThresholdSpec {
+            direction: Direction::Above,
+            warning: Some(70.0),
+            critical: Some(80.0),
+            hysteresis: 2.0,
+            min_duration_s,
+        }))
+    }
+
+    fn levels(d: &mut Detector, xs: &[f64]) -> Vec<Option<Severity>> {
+        xs.iter()
+            .enumerate()
+            .map(|(i, &x)| d.evaluate(i as f64, x).and_then(|e| e.level))
+            .collect()
+    }
+
+    use Severity::*;
+
+    #[test]
+    fn threshold_raises_escalates_and_clears_with_hysteresis() {
+        let mut d = th(0.0);
+        assert_eq!(
+            levels(&mut d, &[60.0, 71.0, 69.0, 67.9, 81.0, 79.0, 77.9, 60.0]),
+            vec![
+                None,
+                Some(Warning),
+                Some(Warning),
+                None,
+                Some(Critical),
+                Some(Critical),
+                Some(Warning),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn threshold_waits_for_min_duration_before_raising() {
+        let mut d = th(2.0);
+        assert_eq!(
+            levels(&mut d, &[71.0, 71.0, 60.0, 71.0, 71.0, 71.0]),
+            vec![None, None, None, None, None, Some(Warning)]
+        );
+    }
+
+    #[test]
+    fn threshold_below_direction() {
+        let mut d = Detector::new(DetectorSpec::Threshold(ThresholdSpec {
+            direction: Direction::Below,
+            warning: Some(4.0),
+            critical: None,
+            hysteresis: 0.5,
+            min_duration_s: 0.0,
+        }));
+        assert_eq!(
+            levels(&mut d, &[5.0, 3.9, 4.4, 4.6]),
+            vec![None, Some(Warning), Some(Warning), None]
+        );
+    }
+
+    #[test]
+    fn nan_input_changes_nothing() {
+        let mut d = th(0.0);
+        d.evaluate(0.0, 75.0);
+        assert_eq!(d.evaluate(1.0, f64::NAN), None);
+        assert_eq!(d.level(), Some(Warning));
+    }
+
+    #[test]
+    fn zscore_flags_a_jump_after_warmup_and_not_before() {
+        let mut d = Detector::new(DetectorSpec::ZScore(ZScoreSpec {
+            alpha: 0.1,
+            warning_z: 4.0,
+            critical_z: Some(8.0),
+            warmup: 20,
+            min_std: 1e-6,
+            min_count: 1,
+        }));
+        let mut lv = Vec::new();
+        for i in 0..40 {
+            let x = 10.0 + if i % 2 == 0 { 0.1 } else { -0.1 };
+            lv.push(d.evaluate(i as f64, x).and_then(|e| e.level));
+        }
+        assert!(lv.iter().all(Option::is_none));
+        assert_eq!(d.evaluate(41.0, 10.6).and_then(|e| e.level), Some(Warning));
+        assert_eq!(d.evaluate(42.0, 12.0).and_then(|e| e.level), Some(Critical));
+    }
+
+    #[test]
+    fn trend_predicts_the_crossing_before_it_happens() {
+        let mut d = Detector::new(DetectorSpec::Trend(TrendSpec {
+            direction: Direction::Above,
+            limit: 100.0,
+            horizon_s: 30.0,
+            lookback_s: 60.0,
+            min_points: 5,
+            min_count: 1,
+            severity: PreFault,
+        }));
+        // Rises 1/s from 50: crosses 100 at t = 50; horizon 30 s → raise at t ≈ 20.
+        let mut first = None;
+        for i in 0..50 {
+            let e = d.evaluate(i as f64, 50.0 + i as f64);
+            if let Some(e) = e
+                && e.level == Some(PreFault)
+                && first.is_none()
+            {
+                first = Some((i, e.eta_s));
+            }
+        }
+        let (at, eta) = first.expect("trend raised");
+        assert_eq!(at, 20);
+        let eta = eta.expect("eta present");
+        assert!((eta - 30.0).abs() < 1e-9, "eta {eta}");
+    }
+
+    #[test]
+    fn trend_ignores_noise_without_drift() {
+        let mut d = Detector::new(DetectorSpec::Trend(TrendSpec {
+            direction: Direction::Above,
+            limit: 10.0,
+            horizon_s: 1000.0,
+            lookback_s: 100.0,
+            min_points: 10,
+            min_count: 1,
+            severity: PreFault,
+        }));
+        for i in 0..200 {
+            let noise = ((i * 7919) % 13) as f64 / 13.0 - 0.5;
+            let e = d.evaluate(i as f64, 5.0 + noise);
+            assert_eq!(e.and_then(|e| e.level), None, "at {i}");
+        }
+    }
+
+    #[test]
+    fn theil_sen_resists_outliers() {
+        let mut pts: Vec<(f64, f64)> = (0..20).map(|i| (i as f64, 2.0 * i as f64 + 1.0)).collect();
+        pts[3].1 = 500.0;
+        pts[11].1 = -300.0;
+        let mut scratch = Vec::new();
+        let (slope, level, _) = theil_sen(&pts, 19.0, &mut scratch).expect("fit");
+        assert!((slope - 2.0).abs() < 1e-9);
+        assert!((level - 39.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn flatline_needs_min_duration() {
+        let mut d = Detector::new(DetectorSpec::FlatLine(FlatLineSpec {
+            epsilon: 0.0,
+            min_duration_s: 3.0,
+            severity: Warning,
+        }));
+        assert_eq!(
+            levels(&mut d, &[0.5, 0.0, 0.0, 0.0, 0.0, 0.2]),
+            vec![None, None, None, None, Some(Warning), None]
+        );
+    }
+
+    #[test]
+    fn rate_of_change_grades_absolute_rate() {
+        let mut d = Detector::new(DetectorSpec::RateOfChange(RateOfChangeSpec {
+            warning: Some(1.0),
+            critical: Some(5.0),
+        }));
+        assert_eq!(
+            levels(&mut d, &[0.0, 0.5, 2.0, 10.0, 10.0]),
+            vec![None, None, Some(Warning), Some(Critical), None]
+        );
+    }
+
+    #[test]
+    fn severity_order_puts_prefault_between_warning_and_critical() {
+        assert!(Info < Warning && Warning < PreFault && PreFault < Critical);
+    }
+}
