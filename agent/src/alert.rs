@@ -360,7 +360,7 @@ impl AlertEngine {
                     return None;
                 }
                 let id = self.ids.next(ts.wall_ns);
-                let Some(prev_sev) = prev else { return None };
+                let prev_sev = prev?;
                 Some(self.build(
                     det,
                     id,
@@ -490,6 +490,22 @@ pub fn human_duration(secs: f64) -> String {
     }
 }
 
+/// A number for humans: up to 4 decimals without trailing zeros, scientific
+/// notation for very small or very large magnitudes.
+pub fn num(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    if v == 0.0 {
+        return "0".into();
+    }
+    if v.abs() < 1e-3 || v.abs() >= 1e7 {
+        return format!("{v:e}");
+    }
+    let s = format!("{v:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 fn message(
     info: &DetectorInfo,
     eval: &Evaluation,
@@ -497,37 +513,26 @@ fn message(
     state: AlertState,
 ) -> String {
     let what = format!("{}({})", info.feature_name, info.signal);
+    let (score, limit) = (num(eval.score), num(eval.limit));
     if state == AlertState::Cleared {
-        return format!("{what} back to normal ({} = {:.4})", info.kind, eval.score);
+        return format!("{what} back to normal ({} score {score})", info.kind);
     }
     match info.kind {
         "trend" => match eval.eta_s {
-            Some(eta) if eta <= 0.0 => format!("{what} has reached the limit {}", eval.limit),
+            Some(eta) if eta <= 0.0 => format!("{what} has reached the limit {limit}"),
             Some(eta) => format!(
-                "{what} predicted to cross {} in {} ({})",
-                eval.limit,
+                "{what} predicted to cross {limit} in {} ({})",
                 human_duration(eta),
                 severity.as_str()
             ),
-            None => format!("{what} trending towards {}", eval.limit),
+            None => format!("{what} trending towards {limit}"),
         },
-        "zscore" => format!(
-            "{what} is anomalous: z = {:.2} (limit {})",
-            eval.score, eval.limit
-        ),
-        "flatline" => format!(
-            "{what} = {:.4} ≤ {}: signal is flat, sensor may be stuck",
-            eval.score, eval.limit
-        ),
-        "rate_of_change" => format!(
-            "{what} changes at {:.4}/s (limit {}/s)",
-            eval.score, eval.limit
-        ),
+        "zscore" => format!("{what} is anomalous: z = {score} (limit {limit})"),
+        "flatline" => format!("{what} = {score} ≤ {limit}: signal is flat, sensor may be stuck"),
+        "rate_of_change" => format!("{what} changes at {score}/s (limit {limit}/s)"),
         _ => format!(
-            "{what} = {:.4} beyond {} limit {}",
-            eval.score,
-            severity.as_str(),
-            eval.limit
+            "{what} = {score} beyond {} limit {limit}",
+            severity.as_str()
         ),
     }
 }
@@ -694,6 +699,15 @@ mod tests {
             e.observe(9, &eval(Some(Severity::Critical)), ts(1.0), &f)
                 .is_some()
         );
+    }
+
+    #[test]
+    fn numbers_for_humans() {
+        assert_eq!(num(75.13081), "75.1308");
+        assert_eq!(num(85.0), "85");
+        assert_eq!(num(1e-9), "1e-9");
+        assert_eq!(num(0.0), "0");
+        assert_eq!(num(-2.5), "-2.5");
     }
 
     #[test]

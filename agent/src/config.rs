@@ -230,6 +230,7 @@ impl ParsedDriver for edge_driver_host::HostConfig {
 }
 
 /// Driver kinds compiled into this build.
+#[allow(clippy::vec_init_then_push)] // each push is behind its own cargo feature
 pub fn driver_kinds() -> Vec<&'static str> {
     let mut v = Vec::new();
     #[cfg(feature = "sim")]
@@ -502,17 +503,29 @@ fn read_root(
         }
     }
     for (name, _, p) in &parsed {
+        // One diagnostic per declaration site (a sim machine declares several signals).
+        let mut dups: Vec<(Span, String, Vec<String>)> = Vec::new();
         for decl in p.signals() {
             if let Err(dup) = registry.intern(&decl, &name.value) {
-                diags.push(
-                    Diagnostic::new(
-                        decl.span,
-                        format!("drivers.{}", name.value),
-                        format!("duplicate signal `{}`: already produced by driver `{}`", dup.name, dup.first_driver),
-                    )
-                    .hint("signal names must be unique across all drivers; rename the machine, prefix or tag"),
-                );
+                match dups
+                    .iter_mut()
+                    .find(|(sp, first, _)| *sp == decl.span && *first == dup.first_driver)
+                {
+                    Some((_, _, names)) => names.push(dup.name),
+                    None => dups.push((decl.span, dup.first_driver, vec![dup.name])),
+                }
             }
+        }
+        for (span, first, names) in dups {
+            let what = if names.len() == 1 {
+                format!("duplicate signal `{}`", names[0])
+            } else {
+                format!("duplicate signals `{}`", names.join("`, `"))
+            };
+            diags.push(
+                Diagnostic::new(span, format!("drivers.{}", name.value), format!("{what}: already produced by driver `{first}`"))
+                    .hint("signal names must be unique across all drivers; rename the machine, prefix or tag"),
+            );
         }
     }
 

@@ -1,3 +1,4 @@
+#![allow(clippy::print_stdout)] // a CLI prints on stdout
 //! The `edge-agent` command.
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.

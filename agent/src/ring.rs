@@ -13,6 +13,7 @@
 //!   - `drop_oldest`: evict the oldest sample for each new one (fresh data wins);
 //!   - `drop_newest`: discard the incoming samples (history wins);
 //!   - `block`: accept what fits and make the producer wait for the consumer.
+//!
 //!   Every dropped sample is counted per policy.
 //! * Wake-ups: `data` is `notify_one` (one consumer; a stored permit means no lost
 //!   wake-up); `space` is `notify_waiters` after each drain, and producers register

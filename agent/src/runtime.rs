@@ -161,10 +161,20 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
     sinks.append(&mut opts.extra_sinks);
     let (alerts_tx, alerts_rx) = mpsc::channel(config.alerts.queue);
     let sink_counters = Arc::new(SinkCounters::default());
-    let sink_thread = {
+    // A dedicated thread, not `spawn_blocking`: it lives as long as the agent, and a
+    // long-running blocking task would stop tokio's paused clock from auto-advancing
+    // in virtual-time tests.
+    let (sink_done_tx, sink_done_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    {
         let c = sink_counters.clone();
-        tokio::task::spawn_blocking(move || run_sinks(alerts_rx, sinks, c))
-    };
+        std::thread::Builder::new()
+            .name("alert-sinks".into())
+            .spawn(move || {
+                run_sinks(alerts_rx, sinks, c);
+                let _ = sink_done_tx.send(());
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start the alert sink thread: {e}"))?;
+    }
 
     let ids = match opts.id_seed {
         Some(s) => IdGenerator::with_seed(s),
@@ -266,22 +276,32 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
             shutdown.cancelled().await;
             tracing::info!("shutting down: stopping drivers");
             drivers_token.cancel();
+            let deadline = tokio::time::Instant::now() + timeout;
             let sequence = async {
                 for s in supervisors {
                     let _ = s.await;
                 }
                 pipeline_stop.cancel();
-                let processor = pipeline.await.ok();
-                let _ = sink_thread.await;
-                processor
+                pipeline.await.ok()
             };
-            let (processor, timed_out) = match tokio::time::timeout(timeout, sequence).await {
+            let (processor, mut timed_out) = match tokio::time::timeout_at(deadline, sequence).await
+            {
                 Ok(p) => (p, false),
-                Err(_) => {
-                    tracing::error!(?timeout, "shutdown did not finish in time");
-                    (None, true)
-                }
+                Err(_) => (None, true),
             };
+            // The sink thread finishes once the pipeline dropped the alert sender. Wait
+            // for it on a blocking thread with a real-time bound: it is outside tokio.
+            let remaining = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(std::time::Duration::from_secs(1));
+            let sinks_done =
+                tokio::task::spawn_blocking(move || sink_done_rx.recv_timeout(remaining).is_ok())
+                    .await
+                    .unwrap_or(false);
+            timed_out |= !sinks_done;
+            if timed_out {
+                tracing::error!(?timeout, "shutdown did not finish in time");
+            }
             let _ = stats_task.await;
             let report = RunReport {
                 ring: ring.stats(),

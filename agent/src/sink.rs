@@ -1,6 +1,6 @@
 //! Alert sinks: where alerts go after the engine.
 //!
-//! Sinks run on one blocking thread fed by a bounded channel from the pipeline. Each
+//! Sinks run on one dedicated thread fed by a bounded channel from the pipeline. Each
 //! alert goes to every sink; a failing sink is logged and counted and does not stop
 //! the others. The store-and-forward journal plugs in here as another [`AlertSink`].
 
@@ -96,7 +96,7 @@ pub struct SinkCounters {
     pub failures: AtomicU64,
 }
 
-/// Runs on a blocking thread until the channel closes (the pipeline dropped its
+/// Runs on its own thread until the channel closes (the pipeline dropped its
 /// sender), delivering every alert to every sink, then flushes.
 pub fn run_sinks(
     mut rx: mpsc::Receiver<Alert>,

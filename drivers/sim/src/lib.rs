@@ -243,7 +243,7 @@ fn parse_machine(m: &mut TableReader<'_>) -> Option<MachineConfig> {
         }
     }
     let name = name?;
-    ok.then(|| MachineConfig {
+    ok.then_some(MachineConfig {
         name: name.value,
         span: name.span,
         params,
