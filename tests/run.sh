@@ -12,5 +12,14 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+
 # Unit, property, golden, CLI and end-to-end tests of every crate.
-cargo test --workspace --locked "$@"
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+
+# One closing line for the whole suite (cargo's last line is a doc-test run).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -68,6 +68,17 @@ pub struct AlertsSection {
     pub queue: usize,
 }
 
+/// Where and how alerts are stored before forwarding.
+#[derive(Clone, Debug)]
+pub struct JournalSection {
+    pub dir: PathBuf,
+    pub max_disk: u64,
+    pub segment_bytes: u64,
+    pub fsync: crate::journal::FsyncPolicy,
+    /// Alerts kept in memory while the journal cannot take them.
+    pub backlog: usize,
+}
+
 /// A configured driver instance.
 #[derive(Clone)]
 pub struct DriverInstance {
@@ -121,6 +132,7 @@ pub struct Config {
     pub ring: RingSection,
     pub supervisor: BackoffConfig,
     pub alerts: AlertsSection,
+    pub journal: Option<JournalSection>,
     pub registry: SignalRegistry,
     pub drivers: Vec<DriverInstance>,
     pub assets: Vec<AssetCfg>,
@@ -435,6 +447,62 @@ fn read_root(
         },
     };
 
+    // [journal]
+    let journal = root.table("journal").and_then(|mut j| {
+        let dir = j.req_string("dir");
+        let max_disk = j.size("max_disk").map(|v| v.value).unwrap_or(64 << 20);
+        let segment = j.size("segment_size");
+        let segment_bytes = segment.as_ref().map(|v| v.value).unwrap_or(1 << 20);
+        let mut ok = true;
+        if let Some(seg) = &segment
+            && !(4096..=256 << 20).contains(&seg.value)
+        {
+            j.error(seg.span, "segment_size", format!("segment_size {} is out of range", seg.value))
+                .expected("between 4KiB and 256MiB")
+                .emit();
+            ok = false;
+        }
+        if max_disk < 2 * segment_bytes {
+            j.table_error(format!("max_disk ({max_disk} bytes) must hold at least two segments of {segment_bytes} bytes"))
+                .hint("raise max_disk or lower segment_size")
+                .emit();
+            ok = false;
+        }
+        let fsync = match j.node("fsync") {
+            None => Some(crate::journal::FsyncPolicy::Always),
+            Some(n) => match &n.value {
+                NodeValue::Str(s) if s == "always" => Some(crate::journal::FsyncPolicy::Always),
+                NodeValue::Str(s) => match edge_driver_api::config::parse_duration(s) {
+                    Ok(d) if !d.is_zero() => Some(crate::journal::FsyncPolicy::Interval(d)),
+                    _ => {
+                        j.error(n.span, "fsync", format!("`{s}` is not an fsync policy"))
+                            .expected("\"always\" or an interval such as \"100ms\"")
+                            .emit();
+                        None
+                    }
+                },
+                other => {
+                    j.error(n.span, "fsync", format!("`fsync` has the wrong type: found {}", other.type_name()))
+                        .expected("\"always\" or an interval such as \"100ms\"")
+                        .emit();
+                    None
+                }
+            },
+        };
+        let backlog = j.int_in("memory_backlog", 1, 10_000_000).map(|v| v.value as usize).unwrap_or(10_000);
+        let dir = dir?;
+        if !ok {
+            return None;
+        }
+        Some(JournalSection {
+            dir: PathBuf::from(dir.value),
+            max_disk,
+            segment_bytes,
+            fsync: fsync?,
+            backlog,
+        })
+    });
+
     // [[drivers]]
     let mut registry = SignalRegistry::new();
     let mut parsed: Vec<(Spanned<String>, &'static str, Box<dyn ParsedDriver>)> = Vec::new();
@@ -564,6 +632,7 @@ fn read_root(
         ring,
         supervisor,
         alerts,
+        journal,
         registry,
         drivers,
         assets,

@@ -24,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alert::{EngineStats, IdGenerator};
 use crate::config::{Config, DriverInstance};
+use crate::journal::fs::StdFs;
+use crate::journal::sink::JournalSink;
+use crate::journal::{Journal, JournalConfig, Lane};
 use crate::pipeline::{PipelineCounters, Processor, run_pipeline};
 use crate::ring::{RingStats, SampleRing};
 use crate::sink::{AlertSink, ConsoleSink, JsonlSink, SinkCounters, run_sinks};
@@ -106,6 +109,7 @@ pub struct AgentHandle {
     ring: Arc<SampleRing>,
     counters: Arc<PipelineCounters>,
     statuses: Vec<Arc<DriverStatus>>,
+    journal: Option<Arc<std::sync::Mutex<Journal>>>,
     lifecycle: JoinHandle<RunReport>,
 }
 
@@ -125,6 +129,11 @@ impl AgentHandle {
 
     pub fn drivers(&self) -> &[Arc<DriverStatus>] {
         &self.statuses
+    }
+
+    /// The journal, when configured (the uplink reads and acknowledges through it).
+    pub fn journal(&self) -> Option<Arc<std::sync::Mutex<Journal>>> {
+        self.journal.clone()
     }
 
     /// Waits until the agent stops (after its shutdown token is cancelled).
@@ -148,8 +157,31 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
 
     let ring = Arc::new(SampleRing::new(config.ring.capacity, config.ring.overflow));
 
-    // Sinks: configured ones first, then extras.
+    // Sinks: the journal first (where alerts are accepted), then the others.
     let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
+    let journal = match &config.journal {
+        Some(j) => {
+            let cfg = JournalConfig {
+                dir: j.dir.clone(),
+                segment_bytes: j.segment_bytes,
+                max_disk: j.max_disk,
+                fsync: j.fsync,
+            };
+            let (journal, rep) = Journal::open(cfg, Arc::new(StdFs)).map_err(|e| {
+                anyhow::anyhow!("cannot open the journal in {}: {e}", j.dir.display())
+            })?;
+            let stats = journal.stats();
+            tracing::info!(
+                dir = %j.dir.display(), segments = rep.segments, records = rep.records,
+                pending_alerts = stats.pending[Lane::Alert as usize], corrupt = rep.corrupt,
+                torn = rep.torn, quarantined = rep.quarantined.len(), "journal opened"
+            );
+            let journal = Arc::new(std::sync::Mutex::new(journal));
+            sinks.push(Box::new(JournalSink::new(journal.clone(), j.backlog)));
+            Some(journal)
+        }
+        None => None,
+    };
     if config.alerts.console {
         sinks.push(Box::new(ConsoleSink));
     }
@@ -336,6 +368,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         ring,
         counters,
         statuses,
+        journal,
         lifecycle,
     })
 }

@@ -245,3 +245,56 @@ magnitude = 2.0
         "{drop:#?}"
     );
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn every_alert_is_accepted_into_the_journal_and_survives_a_restart() {
+    use edge_agent::journal::fs::StdFs;
+    use edge_agent::journal::sink::Envelope;
+    use edge_agent::journal::{FsyncPolicy, Journal, JournalConfig, Lane};
+    let dir = TempDir::new("journal");
+    let jsonl = dir.path().join("alerts.jsonl");
+    let jdir = dir.path().join("journal");
+    let faults = r#"
+[[drivers.machines.faults]]
+kind = "bearing_wear"
+start = "1h"
+duration = "6h"
+"#;
+    let src = plant(&jsonl, faults).replace(
+        "[[drivers]]",
+        &format!(
+            "[journal]\ndir = \"{}\"\nsegment_size = \"8KiB\"\nmax_disk = \"1MiB\"\n\n[[drivers]]",
+            jdir.display()
+        ),
+    );
+    let report = run_for(&src, 9).await;
+    let alerts = read_alerts(&jsonl);
+    assert!(alerts.len() >= 4, "{alerts:#?}");
+    assert_eq!(report.sink_failures, 0);
+    let (mut j, rep) = Journal::open(
+        JournalConfig {
+            dir: jdir.clone(),
+            segment_bytes: 8192,
+            max_disk: 1 << 20,
+            fsync: FsyncPolicy::Always,
+        },
+        std::sync::Arc::new(StdFs),
+    )
+    .expect("journal reopens");
+    assert_eq!((rep.corrupt, rep.torn, rep.quarantined.len()), (0, 0, 0));
+    let records = j.read(Lane::Alert, 0, usize::MAX).expect("read");
+    let from_journal: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            let env = Envelope::decode(&r.payload).expect("envelope");
+            let doc: serde_json::Value = serde_json::from_slice(&env.body).expect("json body");
+            assert_eq!(doc["asset"], env.asset.as_str());
+            doc
+        })
+        .collect();
+    assert_eq!(
+        from_journal, alerts,
+        "the journal holds exactly the alerts, in order"
+    );
+    assert!(records.windows(2).all(|w| w[0].seq < w[1].seq));
+}

@@ -537,6 +537,32 @@ impl<'a> TableReader<'a> {
         self.duration(key)
     }
 
+    /// An optional byte size: an integer (bytes) or a string with a unit
+    /// (`"512KiB"`, `"64MiB"`, `"1GiB"`, `"100MB"`).
+    pub fn size(&mut self, key: &'static str) -> Option<Spanned<u64>> {
+        let e = self.entry(key)?;
+        match &e.node.value {
+            NodeValue::Int(i) if *i >= 0 => Some(Spanned::new(*i as u64, e.node.span)),
+            NodeValue::Str(s) => match parse_size(s) {
+                Ok(n) => Some(Spanned::new(n, e.node.span)),
+                Err(msg) => {
+                    self.error(
+                        e.node.span,
+                        key,
+                        format!("`{key}` = \"{s}\" is not a size: {msg}"),
+                    )
+                    .expected(SIZE_EXPECTED)
+                    .emit();
+                    None
+                }
+            },
+            _ => {
+                self.wrong_type(key, &e.node, SIZE_EXPECTED);
+                None
+            }
+        }
+    }
+
     /// An optional string that must be one of `choices`; returns the mapped value.
     pub fn choice<T: Copy>(
         &mut self,
@@ -709,6 +735,41 @@ impl DiagnosticBuilder<'_> {
 /// What a duration looks like, for messages.
 pub const DURATION_EXPECTED: &str =
     "a duration string such as \"250ms\", \"10s\", \"5m\", \"2h\" or \"1d\"";
+
+/// What a byte size looks like, for messages.
+pub const SIZE_EXPECTED: &str =
+    "a byte count or a size string such as \"512KiB\", \"64MiB\", \"1GiB\" or \"100MB\"";
+
+/// Parses `"512KiB"`, `"64MiB"`, `"1GiB"`, `"100MB"`, `"4096"`, `"4096B"`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{num}` is not a number"))?;
+    let mult: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ));
+        }
+    };
+    let bytes = n * mult;
+    if !bytes.is_finite() || bytes > 1e15 {
+        return Err("too large".into());
+    }
+    Ok(bytes as u64)
+}
 
 /// Parses `"250ms"`, `"1.5s"`, `"5m"`, `"2h"`, `"1d"`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -884,6 +945,15 @@ mod tests {
             d[0].hint.as_deref(),
             Some("write `t = \"10s\"` (or \"10ms\")")
         );
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("100MB"), Ok(100_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1.5KiB"), Ok(1536));
+        assert!(parse_size("12 parsecs").is_err());
     }
 
     #[test]

@@ -401,6 +401,73 @@ mod tests {
         assert!((late - 4.0).abs() < 0.1, "{late}");
     }
 
+    fn std_of(v: &[f64]) -> f64 {
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+    }
+
+    #[test]
+    fn spikes_arrive_at_about_the_configured_rate_with_the_configured_size() {
+        let m = machine(vec![Fault {
+            kind: FaultKind::Spikes {
+                quantity: Quantity::Current,
+                magnitude: 10.0,
+                rate_per_hour: 60.0,
+            },
+            start_s: 0.0,
+            duration_s: f64::INFINITY,
+        }]);
+        // 10 hours at 1 Hz: expect ~600 spikes of ±10 A on a 12 A signal.
+        let spikes = (0..36_000u64)
+            .map(|k| m.value(Quantity::Current, k, k as f64, 1.0))
+            .filter(|v| (v - 12.0).abs() > 5.0)
+            .count();
+        assert!((500..=700).contains(&spikes), "{spikes}");
+    }
+
+    #[test]
+    fn noise_burst_multiplies_noise_only_while_active() {
+        let m = machine(vec![Fault {
+            kind: FaultKind::NoiseBurst {
+                quantity: Quantity::Pressure,
+                factor: 10.0,
+            },
+            start_s: 1000.0,
+            duration_s: 1000.0,
+        }]);
+        let quiet: Vec<f64> = (0..1000u64)
+            .map(|k| m.value(Quantity::Pressure, k, k as f64, 1.0))
+            .collect();
+        let loud: Vec<f64> = (1000..2000u64)
+            .map(|k| m.value(Quantity::Pressure, k, k as f64, 1.0))
+            .collect();
+        let after: Vec<f64> = (2000..3000u64)
+            .map(|k| m.value(Quantity::Pressure, k, k as f64, 1.0))
+            .collect();
+        let ratio = std_of(&loud) / std_of(&quiet);
+        assert!((8.0..12.0).contains(&ratio), "{ratio}");
+        assert!(std_of(&after) / std_of(&quiet) < 1.3);
+    }
+
+    #[test]
+    fn step_adds_an_offset_for_its_duration() {
+        let m = machine(vec![Fault {
+            kind: FaultKind::Step {
+                quantity: Quantity::Temperature,
+                magnitude: 5.0,
+            },
+            start_s: 100.0,
+            duration_s: 100.0,
+        }]);
+        let clean = machine(vec![]);
+        for k in [50u64, 150, 250] {
+            let d = m.value(Quantity::Temperature, k, k as f64, 1.0)
+                - clean.value(Quantity::Temperature, k, k as f64, 1.0);
+            let want = if k == 150 { 5.0 } else { 0.0 };
+            assert!((d - want).abs() < 1e-12, "t={k}: {d}");
+        }
+    }
+
     #[test]
     fn link_loss_has_an_end() {
         let m = machine(vec![Fault {

@@ -1,0 +1,300 @@
+//! The journal's filesystem seam.
+//!
+//! [`StdFs`] is the real thing. [`MemFs`] keeps files in memory and models what a
+//! power cut does: each file remembers how much of it was `sync`ed, and
+//! [`MemFs::power_loss`] throws away everything that was not. It can also inject
+//! errors (a full disk, failing syncs) for fault tests.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// An open, append-only file.
+pub trait AppendFile: Send {
+    fn append(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Makes everything appended so far durable (`fdatasync`).
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+/// The operations the journal needs.
+pub trait Fs: Send + Sync + 'static {
+    fn create_dir_all(&self, p: &Path) -> io::Result<()>;
+    /// Entries of a directory (full paths), in no particular order.
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+    fn read(&self, p: &Path) -> io::Result<Vec<u8>>;
+    /// Opens for appending, creating the file if needed.
+    fn open_append(&self, p: &Path) -> io::Result<Box<dyn AppendFile>>;
+    /// Replaces `p` with `data` atomically and durably (temp file, fsync, rename,
+    /// fsync of the directory).
+    fn write_atomic(&self, p: &Path, data: &[u8]) -> io::Result<()>;
+    fn remove(&self, p: &Path) -> io::Result<()>;
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    fn truncate(&self, p: &Path, len: u64) -> io::Result<()>;
+    /// Makes creations, renames and removals in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// The operating system's filesystem.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdFs;
+
+struct StdFile(std::fs::File);
+
+impl AppendFile for StdFile {
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.0.write_all(data)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+impl Fs for StdFs {
+    fn create_dir_all(&self, p: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(p)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect()
+    }
+    fn read(&self, p: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(p)
+    }
+    fn open_append(&self, p: &Path) -> io::Result<Box<dyn AppendFile>> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)?;
+        Ok(Box::new(StdFile(f)))
+    }
+    fn write_atomic(&self, p: &Path, data: &[u8]) -> io::Result<()> {
+        let tmp = p.with_extension("tmp");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, p)?;
+        match p.parent() {
+            Some(dir) => self.sync_dir(dir),
+            None => Ok(()),
+        }
+    }
+    fn remove(&self, p: &Path) -> io::Result<()> {
+        std::fs::remove_file(p)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn truncate(&self, p: &Path, len: u64) -> io::Result<()> {
+        let f = std::fs::OpenOptions::new().write(true).open(p)?;
+        f.set_len(len)?;
+        f.sync_all()
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct MemFile {
+    data: Vec<u8>,
+    synced: usize,
+}
+
+#[derive(Debug, Default)]
+struct MemState {
+    files: BTreeMap<PathBuf, MemFile>,
+    /// Remaining bytes before writes fail with "no space left on device".
+    space: Option<u64>,
+    fail_sync: bool,
+}
+
+/// An in-memory filesystem that models power loss and injects faults.
+#[derive(Debug, Default, Clone)]
+pub struct MemFs {
+    state: Arc<Mutex<MemState>>,
+}
+
+fn enospc() -> io::Error {
+    io::Error::from_raw_os_error(28)
+}
+
+impl MemFs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops every byte that was not synced, as a power cut would.
+    pub fn power_loss(&self) {
+        for f in self.lock().files.values_mut() {
+            f.data.truncate(f.synced);
+        }
+    }
+
+    /// Limits the space left for appends (`None` = unlimited).
+    pub fn set_space(&self, bytes: Option<u64>) {
+        self.lock().space = bytes;
+    }
+
+    pub fn set_fail_sync(&self, fail: bool) {
+        self.lock().fail_sync = fail;
+    }
+
+    /// Mutates a file in place (corruption tests).
+    pub fn with_file<R>(&self, p: &Path, f: impl FnOnce(&mut Vec<u8>) -> R) -> Option<R> {
+        let mut st = self.lock();
+        let file = st.files.get_mut(p)?;
+        let r = f(&mut file.data);
+        file.synced = file.synced.min(file.data.len());
+        Some(r)
+    }
+
+    /// Writes a file directly (foreign-file tests).
+    pub fn put(&self, p: &Path, data: &[u8]) {
+        self.lock().files.insert(
+            p.to_path_buf(),
+            MemFile {
+                data: data.to_vec(),
+                synced: data.len(),
+            },
+        );
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.lock()
+            .files
+            .values()
+            .map(|f| f.data.len() as u64)
+            .sum()
+    }
+}
+
+struct MemAppend {
+    fs: MemFs,
+    path: PathBuf,
+}
+
+impl AppendFile for MemAppend {
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut st = self.fs.lock();
+        if let Some(space) = st.space {
+            if space < data.len() as u64 {
+                // A real disk may accept part of the write before failing.
+                let part = space as usize;
+                st.space = Some(0);
+                if let Some(f) = st.files.get_mut(&self.path) {
+                    f.data.extend_from_slice(&data[..part]);
+                }
+                return Err(enospc());
+            }
+            st.space = Some(space - data.len() as u64);
+        }
+        let f = st
+            .files
+            .get_mut(&self.path)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "file removed while open"))?;
+        f.data.extend_from_slice(data);
+        Ok(())
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        let mut st = self.fs.lock();
+        if st.fail_sync {
+            return Err(io::Error::other("injected sync failure"));
+        }
+        if let Some(f) = st.files.get_mut(&self.path) {
+            f.synced = f.data.len();
+        }
+        Ok(())
+    }
+}
+
+impl Fs for MemFs {
+    fn create_dir_all(&self, _p: &Path) -> io::Result<()> {
+        Ok(())
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        Ok(self
+            .lock()
+            .files
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .cloned()
+            .collect())
+    }
+    fn read(&self, p: &Path) -> io::Result<Vec<u8>> {
+        self.lock()
+            .files
+            .get(p)
+            .map(|f| f.data.clone())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, p.display().to_string()))
+    }
+    fn open_append(&self, p: &Path) -> io::Result<Box<dyn AppendFile>> {
+        self.lock().files.entry(p.to_path_buf()).or_default();
+        Ok(Box::new(MemAppend {
+            fs: self.clone(),
+            path: p.to_path_buf(),
+        }))
+    }
+    fn write_atomic(&self, p: &Path, data: &[u8]) -> io::Result<()> {
+        let mut st = self.lock();
+        if st.fail_sync {
+            return Err(io::Error::other("injected sync failure"));
+        }
+        if st.space.is_some_and(|s| s < data.len() as u64) {
+            return Err(enospc());
+        }
+        st.files.insert(
+            p.to_path_buf(),
+            MemFile {
+                data: data.to_vec(),
+                synced: data.len(),
+            },
+        );
+        Ok(())
+    }
+    fn remove(&self, p: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        let f = st
+            .files
+            .remove(p)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, p.display().to_string()))?;
+        if let Some(space) = st.space.as_mut() {
+            *space += f.data.len() as u64;
+        }
+        Ok(())
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        let f = st
+            .files
+            .remove(from)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, from.display().to_string()))?;
+        st.files.insert(to.to_path_buf(), f);
+        Ok(())
+    }
+    fn truncate(&self, p: &Path, len: u64) -> io::Result<()> {
+        let mut st = self.lock();
+        let f = st
+            .files
+            .get_mut(p)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, p.display().to_string()))?;
+        let len = len as usize;
+        let freed = f.data.len().saturating_sub(len) as u64;
+        f.data.truncate(len);
+        f.synced = f.synced.min(len);
+        if let Some(space) = st.space.as_mut() {
+            *space += freed;
+        }
+        Ok(())
+    }
+    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,143 @@
+//! The journal as an alert sink: where alerts are *accepted*.
+//!
+//! Each alert becomes one record on the alert lane: a postcard [`Envelope`] holding
+//! the alert's id, asset, creation time and its JSON document (what the uplink
+//! publishes). The sink thread syncs whenever its queue runs empty, so a burst of
+//! alerts shares one `fdatasync` (group commit); under sustained load
+//! [`Journal::maybe_sync`] bounds the delay by the fsync policy.
+//!
+//! If the journal cannot take an alert (disk full, I/O error), the alert is kept in a
+//! bounded in-memory backlog and retried on every delivery and flush; the oldest is
+//! dropped (and counted) only if the backlog overflows.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Journal, JournalError, Lane};
+use crate::alert::Alert;
+use crate::sink::AlertSink;
+
+/// What a journal record holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Envelope format version.
+    pub v: u8,
+    /// The message's unique id (ULID as a number).
+    pub id: u128,
+    /// For topic routing.
+    pub asset: String,
+    pub created_wall_ns: i64,
+    /// The JSON document to publish.
+    pub body: Vec<u8>,
+}
+
+impl Envelope {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+    pub fn decode(b: &[u8]) -> Option<Envelope> {
+        postcard::from_bytes(b).ok()
+    }
+}
+
+/// Alerts into the journal.
+#[derive(Debug)]
+pub struct JournalSink {
+    journal: Arc<Mutex<Journal>>,
+    backlog: VecDeque<Vec<u8>>,
+    max_backlog: usize,
+    dropped: u64,
+    failing: bool,
+}
+
+impl JournalSink {
+    pub fn new(journal: Arc<Mutex<Journal>>, max_backlog: usize) -> Self {
+        JournalSink {
+            journal,
+            backlog: VecDeque::new(),
+            max_backlog: max_backlog.max(1),
+            dropped: 0,
+            failing: false,
+        }
+    }
+
+    /// Alerts lost because the journal failed for longer than the backlog could hold.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn drain_backlog(&mut self) -> Result<(), JournalError> {
+        while let Some(rec) = self.backlog.front() {
+            let r = self.lock().append(Lane::Alert, rec);
+            match r {
+                Ok(_) => {
+                    self.backlog.pop_front();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if std::mem::take(&mut self.failing) {
+            tracing::info!("journal accepts alerts again; in-memory backlog written");
+        }
+        Ok(())
+    }
+
+    fn keep(&mut self, rec: Vec<u8>, e: &JournalError) {
+        if !self.failing {
+            tracing::error!(error = %e, disk_full = e.is_disk_full(),
+                "journal cannot accept alerts; keeping them in memory (bounded) and retrying");
+            self.failing = true;
+        }
+        if self.backlog.len() == self.max_backlog {
+            self.backlog.pop_front();
+            self.dropped += 1;
+            tracing::error!(
+                dropped = self.dropped,
+                "alert backlog full while the journal is failing: oldest alert dropped"
+            );
+        }
+        self.backlog.push_back(rec);
+    }
+}
+
+impl AlertSink for JournalSink {
+    fn name(&self) -> &str {
+        "journal"
+    }
+
+    fn deliver(&mut self, alert: &Alert) -> std::io::Result<()> {
+        let body = serde_json::to_vec(alert).map_err(std::io::Error::other)?;
+        let rec = Envelope {
+            v: 1,
+            id: alert.id.0,
+            asset: alert.asset.to_string(),
+            created_wall_ns: alert.time.wall_ns,
+            body,
+        }
+        .encode();
+        if let Err(e) = self.drain_backlog() {
+            self.keep(rec, &e);
+            return Err(std::io::Error::other(e));
+        }
+        let mut j = self.lock();
+        if let Err(e) = j.append(Lane::Alert, &rec) {
+            drop(j);
+            self.keep(rec, &e);
+            return Err(std::io::Error::other(e));
+        }
+        // Appended; a failed sync is retried at the next one (the record stays).
+        j.maybe_sync().map_err(std::io::Error::other)
+    }
+
+    /// Called when the alert queue is empty: sync everything (group commit).
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = self.drain_backlog();
+        self.lock().sync().map_err(std::io::Error::other)
+    }
+}
