@@ -1,15 +1,33 @@
 #!/usr/bin/env bash
 # Runs edge-agent's whole test suite on a fresh machine (the README's test command).
 #
-# Installs what the tests need first. Today that is only the Rust toolchain the
-# machine already has; real-peer tests (Mosquitto, pymodbus, python-snap7, aiocoap)
-# add their installs here as they land, so this stays the one command.
+# Installs what the tests need first: the real peers the protocol tests talk to
+# (today: the Mosquitto MQTT broker, from Debian's packages). Later peers (pymodbus,
+# python-snap7, aiocoap) add their installs here, so this stays the one command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo not found; install Rust with rustup (https://rustup.rs)" >&2
     exit 1
+fi
+
+apt_install() {
+    local sudo=""
+    if [ "$(id -u)" != "0" ]; then
+        if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+            echo "error: need root (or sudo) to install: $*" >&2; exit 1
+        fi
+    fi
+    echo "== installing test peers: $*"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+
+need=()
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
+if [ "${#need[@]}" -gt 0 ]; then
+    apt_install "${need[@]}"
 fi
 
 log="$(mktemp)"

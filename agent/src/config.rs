@@ -79,6 +79,9 @@ pub struct JournalSection {
     pub backlog: usize,
 }
 
+/// Where alerts are forwarded (MQTT, from the journal).
+pub type UplinkSection = crate::uplink::UplinkConfig;
+
 /// A configured driver instance.
 #[derive(Clone)]
 pub struct DriverInstance {
@@ -133,6 +136,9 @@ pub struct Config {
     pub supervisor: BackoffConfig,
     pub alerts: AlertsSection,
     pub journal: Option<JournalSection>,
+    pub uplink: Option<UplinkSection>,
+    /// FNV-1a hash of the configuration text (reported in the uplink's birth message).
+    pub hash: String,
     pub registry: SignalRegistry,
     pub drivers: Vec<DriverInstance>,
     pub assets: Vec<AssetCfg>,
@@ -170,7 +176,17 @@ pub fn parse(file: &str, src: &str) -> Result<Config, ConfigError> {
     };
     let table = parse_document(src).map_err(fail)?;
     let diags = Diagnostics::new();
-    let cfg = read_root(file, &table, &diags);
+    let mut cfg = read_root(file, &table, &diags);
+    if let Some(c) = cfg.as_mut() {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in src.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        c.hash = format!("{h:016x}");
+        if let Some(u) = c.uplink.as_mut() {
+            u.config_hash = c.hash.clone();
+        }
+    }
     if !diags.is_empty() {
         return Err(fail(diags.into_vec()));
     }
@@ -503,6 +519,92 @@ fn read_root(
         })
     });
 
+    // [uplink]
+    let has_journal = journal.is_some() || root.has("journal");
+    let uplink = root.table("uplink").and_then(|mut u| {
+        let host = u.req_string("host");
+        let port = u.int_in("port", 1, 65535).map(|v| v.value as u16).unwrap_or(1883);
+        let client_id = u.string("client_id");
+        if let Some(c) = &client_id
+            && (c.value.is_empty() || c.value.len() > 128)
+        {
+            u.error(c.span, "client_id", "client_id must be 1-128 characters").emit();
+        }
+        let topic_prefix = u.string("topic_prefix").map(|v| v.value).unwrap_or_else(|| "edge".into());
+        if topic_prefix.is_empty() || topic_prefix.contains(['+', '#']) || topic_prefix.ends_with('/') {
+            u.error(u.span(), "topic_prefix", format!("`{topic_prefix}` cannot be a topic prefix"))
+                .expected("a non-empty topic without wildcards (+, #) or a trailing /")
+                .emit();
+        }
+        let keep_alive = u.duration("keep_alive");
+        if let Some(k) = &keep_alive
+            && !(Duration::from_secs(5)..=Duration::from_secs(65_535)).contains(&k.value)
+        {
+            u.error(k.span, "keep_alive", "keep_alive must be between 5s and 65535s")
+                .hint("MQTT keep-alive is in whole seconds; 30s to 60s suits most gateways")
+                .emit();
+        }
+        let window = u.int_in("window", 1, 1000).map(|v| v.value as u16).unwrap_or(32);
+        let replay_rate = u.int_in("replay_rate", 1, 1_000_000).map(|v| v.value as u32).unwrap_or(100);
+        let username = u.string("username").map(|v| v.value);
+        let pw_file = u.string("password_file");
+        let pw_env = u.string("password_env");
+        let password = match (&pw_file, &pw_env) {
+            (Some(f), Some(_)) => {
+                u.error(f.span, "password_file", "set either `password_file` or `password_env`, not both").emit();
+                None
+            }
+            (Some(f), None) => match std::fs::read_to_string(&f.value) {
+                Ok(p) => Some(p.trim_end_matches(['\n', '\r']).to_string()),
+                Err(e) => {
+                    u.error(f.span, "password_file", format!("cannot read the password file: {e}"))
+                        .hint("the file must be readable by the agent's user (e.g. mode 0640, group edge-agent)")
+                        .emit();
+                    None
+                }
+            },
+            (None, Some(v)) => match std::env::var(&v.value) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    u.error(v.span, "password_env", format!("environment variable `{}` is not set", v.value))
+                        .hint("set it in the service environment (systemd: Environment= or EnvironmentFile=)")
+                        .emit();
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        if password.is_some() && username.is_none() {
+            u.table_error("a password is configured without `username`").hint("add `username = ...`").emit();
+        }
+        let connect_timeout = u.duration("connect_timeout").map(|v| v.value).unwrap_or(Duration::from_secs(10));
+        let reconnect_initial = u.duration("reconnect_initial").map(|v| v.value).unwrap_or(Duration::from_secs(1));
+        let reconnect_max = u.duration("reconnect_max").map(|v| v.value).unwrap_or(Duration::from_secs(60));
+        if !has_journal {
+            u.table_error("the uplink forwards alerts from the journal, but no [journal] is configured")
+                .hint("add a [journal] section with `dir = ...`")
+                .emit();
+        }
+        let host = host?;
+        Some(crate::uplink::UplinkConfig {
+            host: host.value,
+            port,
+            client_id: client_id.map(|c| c.value).unwrap_or_default(),
+            agent_id: String::new(),
+            topic_prefix,
+            keep_alive: keep_alive.map(|k| k.value).unwrap_or(Duration::from_secs(30)),
+            window,
+            replay_rate,
+            username,
+            password,
+            connect_timeout: connect_timeout.max(Duration::from_millis(100)),
+            reconnect_initial: reconnect_initial.max(Duration::from_millis(10)),
+            reconnect_max: reconnect_max.max(reconnect_initial),
+            version: crate::VERSION.to_string(),
+            config_hash: String::new(),
+        })
+    });
+
     // [[drivers]]
     let mut registry = SignalRegistry::new();
     let mut parsed: Vec<(Spanned<String>, &'static str, Box<dyn ParsedDriver>)> = Vec::new();
@@ -625,14 +727,24 @@ fn read_root(
             )),
         }
     }
+    let agent = agent?;
+    let uplink = uplink.map(|mut u| {
+        u.agent_id = agent.id.to_string();
+        if u.client_id.is_empty() {
+            u.client_id = agent.id.to_string();
+        }
+        u
+    });
     Some(Config {
         file: file.to_string(),
-        agent: agent?,
+        agent,
         log,
         ring,
         supervisor,
         alerts,
         journal,
+        uplink,
+        hash: String::new(),
         registry,
         drivers,
         assets,

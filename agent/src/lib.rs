@@ -15,6 +15,7 @@ pub mod ring;
 pub mod runtime;
 pub mod sink;
 pub mod supervisor;
+pub mod uplink;
 
 pub use config::{Config, ConfigError};
 pub use runtime::{AgentHandle, RunOptions, RunReport, run, start};

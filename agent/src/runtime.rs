@@ -31,6 +31,7 @@ use crate::pipeline::{PipelineCounters, Processor, run_pipeline};
 use crate::ring::{RingStats, SampleRing};
 use crate::sink::{AlertSink, ConsoleSink, JsonlSink, SinkCounters, run_sinks};
 use crate::supervisor::{DriverState, DriverStatus, Supervised, supervise};
+use crate::uplink::{UplinkStats, run_uplink};
 
 /// Extra parts for embedding and tests.
 #[derive(Default)]
@@ -110,6 +111,7 @@ pub struct AgentHandle {
     counters: Arc<PipelineCounters>,
     statuses: Vec<Arc<DriverStatus>>,
     journal: Option<Arc<std::sync::Mutex<Journal>>>,
+    uplink: Arc<UplinkStats>,
     lifecycle: JoinHandle<RunReport>,
 }
 
@@ -129,6 +131,11 @@ impl AgentHandle {
 
     pub fn drivers(&self) -> &[Arc<DriverStatus>] {
         &self.statuses
+    }
+
+    /// Uplink counters (all zero without an uplink).
+    pub fn uplink(&self) -> &UplinkStats {
+        &self.uplink
     }
 
     /// The journal, when configured (the uplink reads and acknowledges through it).
@@ -158,6 +165,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
     let ring = Arc::new(SampleRing::new(config.ring.capacity, config.ring.overflow));
 
     // Sinks: the journal first (where alerts are accepted), then the others.
+    let journal_wake = Arc::new(tokio::sync::Notify::new());
     let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
     let journal = match &config.journal {
         Some(j) => {
@@ -177,7 +185,9 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
                 torn = rep.torn, quarantined = rep.quarantined.len(), "journal opened"
             );
             let journal = Arc::new(std::sync::Mutex::new(journal));
-            sinks.push(Box::new(JournalSink::new(journal.clone(), j.backlog)));
+            sinks.push(Box::new(
+                JournalSink::new(journal.clone(), j.backlog).with_notify(journal_wake.clone()),
+            ));
             Some(journal)
         }
         None => None,
@@ -191,6 +201,20 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         sinks.push(Box::new(sink));
     }
     sinks.append(&mut opts.extra_sinks);
+    // The uplink forwards from the journal; it outlives the pipeline at shutdown so
+    // that the last alerts still go out.
+    let uplink_stats = Arc::new(UplinkStats::default());
+    let uplink_stop = CancellationToken::new();
+    let uplink_task = match (&config.uplink, &journal) {
+        (Some(u), Some(j)) => Some(tokio::spawn(run_uplink(
+            u.clone(),
+            j.clone(),
+            journal_wake.clone(),
+            uplink_stop.clone(),
+            uplink_stats.clone(),
+        ))),
+        _ => None,
+    };
     let (alerts_tx, alerts_rx) = mpsc::channel(config.alerts.queue);
     let sink_counters = Arc::new(SinkCounters::default());
     // A dedicated thread, not `spawn_blocking`: it lives as long as the agent, and a
@@ -331,6 +355,15 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
                     .await
                     .unwrap_or(false);
             timed_out |= !sinks_done;
+            uplink_stop.cancel();
+            if let Some(t) = uplink_task {
+                let left = deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .max(std::time::Duration::from_secs(1));
+                if tokio::time::timeout(left, t).await.is_err() {
+                    tracing::warn!("uplink did not stop in time");
+                }
+            }
             if timed_out {
                 tracing::error!(?timeout, "shutdown did not finish in time");
             }
@@ -369,6 +402,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         counters,
         statuses,
         journal,
+        uplink: uplink_stats,
         lifecycle,
     })
 }

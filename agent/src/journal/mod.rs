@@ -613,6 +613,11 @@ impl Journal {
         Ok(())
     }
 
+    /// The seq the next append to `lane` will get.
+    pub fn next_seq(&self, lane: Lane) -> u64 {
+        self.lanes[lane as usize].next_seq
+    }
+
     /// Highest released seq of a lane.
     pub fn acked(&self, lane: Lane) -> u64 {
         self.lanes[lane as usize].acked

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use super::{Journal, JournalError, Lane};
 use crate::alert::Alert;
@@ -50,6 +51,8 @@ pub struct JournalSink {
     max_backlog: usize,
     dropped: u64,
     failing: bool,
+    /// Told about every append (the uplink waits on it).
+    notify: Option<Arc<Notify>>,
 }
 
 impl JournalSink {
@@ -60,7 +63,14 @@ impl JournalSink {
             max_backlog: max_backlog.max(1),
             dropped: 0,
             failing: false,
+            notify: None,
         }
+    }
+
+    /// Notifies `n` after every successful append.
+    pub fn with_notify(mut self, n: Arc<Notify>) -> Self {
+        self.notify = Some(n);
+        self
     }
 
     /// Alerts lost because the journal failed for longer than the backlog could hold.
@@ -78,6 +88,9 @@ impl JournalSink {
             match r {
                 Ok(_) => {
                     self.backlog.pop_front();
+                    if let Some(n) = &self.notify {
+                        n.notify_one();
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -132,7 +145,12 @@ impl AlertSink for JournalSink {
             return Err(std::io::Error::other(e));
         }
         // Appended; a failed sync is retried at the next one (the record stays).
-        j.maybe_sync().map_err(std::io::Error::other)
+        let synced = j.maybe_sync();
+        drop(j);
+        if let Some(n) = &self.notify {
+            n.notify_one();
+        }
+        synced.map_err(std::io::Error::other)
     }
 
     /// Called when the alert queue is empty: sync everything (group commit).
