@@ -162,3 +162,109 @@ impl Drop for Mosquitto {
         }
     }
 }
+
+/// The `edge-agent` binary of this build (built on demand when only this crate's
+/// tests were asked for).
+pub fn agent_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf();
+    let bin = dir.join("edge-agent");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let profile_release = dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "edge-agent", "--bin", "edge-agent"]);
+        if profile_release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building edge-agent failed");
+    }
+    bin
+}
+
+/// A TCP proxy on 127.0.0.1 that can cut every connection through it at once,
+/// discarding whatever it holds: a network flap in the middle of a publish.
+/// Forwarding from client to server is slowed by `delay` per chunk so that there is
+/// always data in flight to lose.
+#[derive(Debug)]
+pub struct CuttingProxy {
+    pub port: u16,
+    cut: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CuttingProxy {
+    pub async fn start(upstream: u16, delay: std::time::Duration) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let (cut, cut_rx) = tokio::sync::watch::channel(0u64);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    break;
+                };
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    continue;
+                };
+                let mut rx = cut_rx.clone();
+                rx.borrow_and_update();
+                tokio::spawn(async move {
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = async {
+                        let mut buf = vec![0u8; 512];
+                        loop {
+                            let n = match cr.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            tokio::time::sleep(delay).await;
+                            if sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    let down = async {
+                        let mut buf = vec![0u8; 4096];
+                        loop {
+                            let n = match sr.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if cw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    // Either direction ending, or a cut, drops both sockets.
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
+                        _ = rx.changed() => {}
+                    }
+                });
+            }
+        });
+        CuttingProxy { port, cut, task }
+    }
+
+    /// Drops every open connection, with whatever data the proxy was holding.
+    pub fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -408,3 +408,37 @@ min_duration = "1m"
             <= file.len() - 2
     );
 }
+
+/// Connections cut in the middle of publishes (data lost in flight) never lose an
+/// alert: a record is released only on the PUBACK for its own publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_flaps_mid_publish_lose_nothing() {
+    let broker = Mosquitto::start();
+    let proxy = edge_agent_tests::CuttingProxy::start(broker.port, Duration::from_millis(15)).await;
+    let sub = Subscriber::start(broker.port, "sub-flaps", "edge/#").await;
+    let dir = TempDir::new("uplink-flaps");
+    let j = journal(dir.path());
+    let wake = Arc::new(Notify::new());
+    let up = start(config(proxy.port), j.clone(), wake.clone());
+    let producer = {
+        let (j, wake) = (j.clone(), wake.clone());
+        tokio::spawn(async move {
+            for chunk in 0..30u64 {
+                append(&j, &wake, 1 + chunk * 10..11 + chunk * 10);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        })
+    };
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        proxy.cut_all();
+    }
+    producer.await.expect("producer");
+    wait_until("everything released", 60, || acked(&j) == 300).await;
+    wait_until("everything received", 30, || {
+        sub.alert_ids().into_iter().collect::<BTreeSet<_>>().len() == 300
+    })
+    .await;
+    assert!(up.stats.connects.load(std::sync::atomic::Ordering::Relaxed) >= 5);
+    up.stop().await;
+}
