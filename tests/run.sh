@@ -2,7 +2,8 @@
 # Runs edge-agent's whole test suite on a fresh machine (the README's test command).
 #
 # Installs what the tests need first: the real peers the protocol tests talk to
-# (today: the Mosquitto MQTT broker, from Debian's packages). Later peers (pymodbus,
+# (today: the Mosquitto MQTT broker, and openssl for throw-away TLS certificates,
+# from Debian's packages). Later peers (pymodbus,
 # python-snap7, aiocoap) add their installs here, so this stays the one command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,7 @@ apt_install() {
 
 need=()
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ "${#need[@]}" -gt 0 ]; then
     apt_install "${need[@]}"
 fi

@@ -580,6 +580,34 @@ fn read_root(
         let connect_timeout = u.duration("connect_timeout").map(|v| v.value).unwrap_or(Duration::from_secs(10));
         let reconnect_initial = u.duration("reconnect_initial").map(|v| v.value).unwrap_or(Duration::from_secs(1));
         let reconnect_max = u.duration("reconnect_max").map(|v| v.value).unwrap_or(Duration::from_secs(60));
+        let tls_on = u.bool("tls").map(|v| v.value);
+        let ca = u.string("ca_file");
+        let cert = u.string("cert_file");
+        let key = u.string("key_file");
+        let wants_tls = tls_on.unwrap_or(ca.is_some() || cert.is_some() || key.is_some());
+        let tls = if wants_tls {
+            match crate::uplink::build_tls(
+                ca.as_ref().map(|c| std::path::Path::new(c.value.as_str())),
+                cert.as_ref().map(|c| std::path::Path::new(c.value.as_str())),
+                key.as_ref().map(|c| std::path::Path::new(c.value.as_str())),
+            ) {
+                Ok(t) => Some(t),
+                Err(msg) => {
+                    let span = cert.as_ref().or(ca.as_ref()).or(key.as_ref()).map(|s| s.span).unwrap_or(u.span());
+                    u.error(span, "tls", msg)
+                        .hint("PEM files readable by the agent's user: ca_file (the broker's CA), cert_file + key_file (mutual TLS)")
+                        .emit();
+                    None
+                }
+            }
+        } else {
+            if ca.is_some() || cert.is_some() || key.is_some() {
+                u.table_error("TLS files are set but `tls = false`")
+                    .hint("remove `tls = false`, or the ca_file/cert_file/key_file keys")
+                    .emit();
+            }
+            None
+        };
         if !has_journal {
             u.table_error("the uplink forwards alerts from the journal, but no [journal] is configured")
                 .hint("add a [journal] section with `dir = ...`")
@@ -602,6 +630,7 @@ fn read_root(
             reconnect_max: reconnect_max.max(reconnect_initial),
             version: crate::VERSION.to_string(),
             config_hash: String::new(),
+            tls,
         })
     });
 

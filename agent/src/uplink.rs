@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -60,6 +61,68 @@ pub struct UplinkConfig {
     pub reconnect_max: Duration,
     pub version: String,
     pub config_hash: String,
+    /// TLS client configuration (CA roots, optional client certificate); plain TCP if `None`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Builds the TLS client configuration: CA certificates from `ca_file` (PEM) or the
+/// system's roots, and a client certificate + key (PEM) for mutual TLS.
+pub fn build_tls(
+    ca_file: Option<&std::path::Path>,
+    cert_file: Option<&std::path::Path>,
+    key_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(p) => {
+            let certs = CertificateDer::pem_file_iter(p)
+                .map_err(|e| format!("cannot read CA file {}: {e}", p.display()))?;
+            for c in certs {
+                let c = c.map_err(|e| format!("bad certificate in {}: {e}", p.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("unusable CA certificate in {}: {e}", p.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("no PEM certificates in {}", p.display()));
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for c in native.certs {
+                let _ = roots.add(c);
+            }
+            if roots.is_empty() {
+                return Err("no CA certificates found on this system; set `ca_file`".into());
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots);
+    let cfg = match (cert_file, key_file) {
+        (Some(c), Some(k)) => {
+            let certs = CertificateDer::pem_file_iter(c)
+                .map_err(|e| format!("cannot read certificate file {}: {e}", c.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("bad certificate in {}: {e}", c.display()))?;
+            if certs.is_empty() {
+                return Err(format!("no PEM certificates in {}", c.display()));
+            }
+            let key = PrivateKeyDer::from_pem_file(k)
+                .map_err(|e| format!("cannot read private key {}: {e}", k.display()))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("client certificate and key do not work together: {e}"))?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err("mutual TLS needs both `cert_file` and `key_file`".into()),
+    };
+    Ok(Arc::new(cfg))
 }
 
 impl std::fmt::Debug for UplinkConfig {
@@ -71,6 +134,7 @@ impl std::fmt::Debug for UplinkConfig {
             .field("topic_prefix", &self.topic_prefix)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -212,6 +276,11 @@ async fn connection(
         QoS::AtLeastOnce,
         true,
     ));
+    if let Some(tls) = &cfg.tls {
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.clone(),
+        )));
+    }
     if let Some(user) = &cfg.username {
         opts.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
     }

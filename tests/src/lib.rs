@@ -86,9 +86,14 @@ impl Mosquitto {
 
     /// Configures a broker for `port` without starting it.
     pub fn stopped_on(port: u16) -> Self {
+        Self::configure(port, "")
+    }
+
+    /// Configures a broker with extra configuration lines (e.g. a TLS listener).
+    pub fn configure(port: u16, extra: &str) -> Self {
         let dir = TempDir::new("mosquitto");
         let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 0\nuser root\nlog_dest none\nmax_queued_messages 100000\n",
+            "persistence true\npersistence_location {}/\nautosave_interval 0\nuser root\nlog_dest none\nmax_queued_messages 100000\nallow_anonymous true\nlistener {port} 127.0.0.1\n{extra}",
             dir.path().display()
         );
         std::fs::write(dir.path().join("mosquitto.conf"), conf).expect("write mosquitto.conf");
@@ -97,6 +102,30 @@ impl Mosquitto {
             dir,
             child: None,
         }
+    }
+
+    /// A broker with a plain listener (`port`) and a TLS listener (returned port)
+    /// using `pki`; `require_client_cert` makes it mutual TLS.
+    pub fn start_with_tls(pki: &TestPki, require_client_cert: bool) -> (Self, u16) {
+        let tls_port = free_port();
+        let extra = format!(
+            "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
+            pki.ca.display(),
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            require_client_cert
+        );
+        let mut m = Self::configure(free_port(), &extra);
+        m.spawn();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "TLS listener did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        (m, tls_port)
     }
 
     pub fn start_on(port: u16) -> Self {
@@ -266,5 +295,104 @@ impl CuttingProxy {
 impl Drop for CuttingProxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A throw-away PKI made with `openssl` for TLS tests: a CA, a server certificate for
+/// 127.0.0.1/localhost and a client certificate.
+#[derive(Debug)]
+pub struct TestPki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TestPki {
+    pub fn generate(dir: &Path) -> TestPki {
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl is installed (tests/run.sh installs it)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let mut a = vec!["req", "-x509"];
+        a.extend_from_slice(&ec);
+        a.extend_from_slice(&[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=edge-agent test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        run(&a);
+        for (name, cn, ext) in [
+            (
+                "server",
+                "localhost",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+            ),
+            ("client", "gw", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            let key = format!("{name}.key");
+            let csr = format!("{name}.csr");
+            let crt = format!("{name}.crt");
+            let extf = format!("{name}.ext");
+            let subj = format!("/CN={cn}");
+            std::fs::write(
+                dir.join(&extf),
+                format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n{ext}"),
+            )
+            .expect("write ext");
+            let mut r = vec!["req"];
+            r.extend_from_slice(&ec);
+            r.extend_from_slice(&["-keyout", &key, "-out", &csr, "-subj", &subj]);
+            run(&r);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &extf,
+            ]);
+        }
+        TestPki {
+            ca: dir.join("ca.crt"),
+            server_cert: dir.join("server.crt"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.crt"),
+            client_key: dir.join("client.key"),
+        }
     }
 }

@@ -151,6 +151,7 @@ fn config(port: u16) -> UplinkConfig {
         reconnect_max: Duration::from_millis(500),
         version: "test".into(),
         config_hash: "0".into(),
+        tls: None,
     }
 }
 
@@ -441,4 +442,59 @@ async fn network_flaps_mid_publish_lose_nothing() {
     .await;
     assert!(up.stats.connects.load(std::sync::atomic::Ordering::Relaxed) >= 5);
     up.stop().await;
+}
+
+/// Mutual TLS: with the CA and a client certificate the uplink delivers; without the
+/// client certificate the broker refuses it and nothing is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_delivers_and_a_missing_client_certificate_releases_nothing() {
+    let pki_dir = TempDir::new("pki");
+    let pki = edge_agent_tests::TestPki::generate(pki_dir.path());
+    let (broker, tls_port) = Mosquitto::start_with_tls(&pki, true);
+    let sub = Subscriber::start(broker.port, "sub-tls", "edge/#").await;
+
+    // No client certificate: refused.
+    let dir = TempDir::new("uplink-tls-refused");
+    let j = journal(dir.path());
+    let wake = Arc::new(Notify::new());
+    append(&j, &wake, 1..11);
+    let mut cfg = config(tls_port);
+    cfg.tls = Some(edge_agent::uplink::build_tls(Some(&pki.ca), None, None).expect("tls config"));
+    let up = start(cfg.clone(), j.clone(), wake.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(acked(&j), 0);
+    assert!(
+        up.stats
+            .connection_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    up.stop().await;
+
+    // With the client certificate: delivered and released.
+    cfg.tls = Some(
+        edge_agent::uplink::build_tls(Some(&pki.ca), Some(&pki.client_cert), Some(&pki.client_key))
+            .expect("mTLS config"),
+    );
+    let up = start(cfg, j.clone(), wake.clone());
+    wait_until("released over mTLS", 20, || acked(&j) == 10).await;
+    wait_until("received", 10, || sub.alert_ids().len() >= 10).await;
+    assert_eq!(sub.alert_ids(), (1..11).collect::<Vec<_>>());
+    up.stop().await;
+}
+
+#[test]
+fn tls_configuration_errors_are_clear() {
+    let pki_dir = TempDir::new("pki-bad");
+    let pki = edge_agent_tests::TestPki::generate(pki_dir.path());
+    let err = edge_agent::uplink::build_tls(Some(&pki_dir.path().join("missing.pem")), None, None)
+        .expect_err("missing CA");
+    assert!(err.contains("cannot read CA file"), "{err}");
+    let err = edge_agent::uplink::build_tls(Some(&pki.ca), Some(&pki.client_cert), None)
+        .expect_err("cert without key");
+    assert!(err.contains("needs both"), "{err}");
+    let err =
+        edge_agent::uplink::build_tls(Some(&pki.ca), Some(&pki.client_cert), Some(&pki.server_key))
+            .expect_err("mismatched key");
+    assert!(err.contains("do not work together"), "{err}");
 }
