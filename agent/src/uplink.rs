@@ -183,7 +183,8 @@ struct Cursor {
     live_start: u64,
 }
 
-fn status_payload(cfg: &UplinkConfig, state: &str) -> Vec<u8> {
+/// The JSON of a status message (`agent/schema/status.v1.schema.json`).
+pub fn status_payload(cfg: &UplinkConfig, state: &str) -> Vec<u8> {
     let doc = serde_json::json!({
         "v": 1,
         "state": state,

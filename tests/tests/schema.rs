@@ -1,0 +1,193 @@
+//! Every payload kind validates against the JSON Schemas in `agent/schema/`.
+
+use std::time::Duration;
+
+use edge_agent::alert::{AlertEngine, DetectorInfo, IdGenerator, RateLimits};
+use edge_agent_tests::{TempDir, config, read_alerts};
+use edge_driver_api::{Clock, Timestamp};
+use edge_models::{Evaluation, Feature, FeatureValues, Severity};
+use serde_json::Value;
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/schema/").to_string() + name;
+    let text = std::fs::read_to_string(&path).expect("schema file");
+    let doc: Value = serde_json::from_str(&text).expect("schema is JSON");
+    jsonschema::validator_for(&doc).expect("schema compiles")
+}
+
+fn assert_valid(v: &jsonschema::Validator, doc: &Value) {
+    let errors: Vec<String> = v
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{doc:#}\n{}", errors.join("\n"));
+}
+
+#[test]
+fn alerts_of_every_kind_state_and_severity_match_the_schema() {
+    let alert_schema = schema("alert.v1.schema.json");
+    let kinds = ["threshold", "zscore", "trend", "flatline", "rate_of_change"];
+    let infos: Vec<DetectorInfo> = kinds
+        .iter()
+        .map(|k| DetectorInfo {
+            asset: "pump-1".into(),
+            name: format!("det.{k}").into(),
+            kind: k,
+            signal: "pump-1.vibration".into(),
+            feature: Feature::Band(0),
+            feature_name: "band:bearing".into(),
+            band_names: vec!["bearing".into()],
+        })
+        .collect();
+    let mut engine = AlertEngine::new(
+        "gw-01".into(),
+        RateLimits::default(),
+        infos,
+        IdGenerator::with_seed(3),
+    );
+    let features = FeatureValues::default(); // all NaN: must serialise as null
+    let mut n = 0;
+    for det in 0..kinds.len() {
+        for (i, level) in [
+            Some(Severity::Warning),
+            Some(Severity::PreFault),
+            Some(Severity::Critical),
+            None,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let eval = Evaluation {
+                level,
+                score: if i == 1 { f64::INFINITY } else { 1.5 },
+                limit: 2.0,
+                eta_s: (kinds[det] == "trend").then_some(3600.0),
+            };
+            let ts = Timestamp {
+                wall_ns: 1_795_000_000_000_000_000 + i as i64,
+                mono_ns: i as u64,
+                synced: i % 2 == 0,
+            };
+            if let Some(a) = engine.observe(det, &eval, ts, &features) {
+                assert_valid(
+                    &alert_schema,
+                    &serde_json::to_value(&a).expect("serialises"),
+                );
+                n += 1;
+            }
+        }
+    }
+    assert_eq!(
+        n,
+        kinds.len() * 4,
+        "raise, two level changes and a clear per detector"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn alerts_from_a_simulated_plant_match_the_schema() {
+    let alert_schema = schema("alert.v1.schema.json");
+    let dir = TempDir::new("schema");
+    let jsonl = dir.path().join("alerts.jsonl");
+    let src = format!(
+        r#"
+[agent]
+id = "schema-gw"
+[alerts]
+console = false
+jsonl = "{}"
+[[drivers]]
+name = "plant"
+kind = "sim"
+tick = "1s"
+[[drivers.machines]]
+name = "pump"
+vibration_rate_hz = 10.0
+[[drivers.machines.faults]]
+kind = "bearing_wear"
+start = "30m"
+duration = "3h"
+[[drivers.machines.faults]]
+kind = "stuck"
+signal = "pressure"
+start = "20m"
+duration = "30m"
+[[assets]]
+name = "pump"
+[[assets.signals]]
+signal = "pump.temperature"
+[[assets.signals]]
+signal = "pump.pressure"
+[[assets.detectors]]
+name = "temp"
+kind = "threshold"
+signal = "pump.temperature"
+warning = 70.0
+critical = 85.0
+[[assets.detectors]]
+name = "temp-forecast"
+kind = "trend"
+signal = "pump.temperature"
+limit = 85.0
+horizon = "1h"
+[[assets.detectors]]
+name = "stuck"
+kind = "flatline"
+signal = "pump.pressure"
+min_duration = "2m"
+"#,
+        jsonl.display()
+    );
+    let handle = edge_agent::start(
+        config("schema.toml", &src),
+        edge_agent::RunOptions {
+            clock: Some(Clock::virtual_from(0)),
+            ..Default::default()
+        },
+    )
+    .expect("starts");
+    tokio::time::sleep(Duration::from_secs(4 * 3600)).await;
+    tokio::time::timeout(Duration::from_secs(60), handle.stop())
+        .await
+        .expect("stops")
+        .expect("clean");
+    let alerts = read_alerts(&jsonl);
+    assert!(alerts.len() >= 4, "{alerts:#?}");
+    for a in &alerts {
+        assert_valid(&alert_schema, a);
+    }
+    let kinds: std::collections::BTreeSet<&str> =
+        alerts.iter().filter_map(|a| a["kind"].as_str()).collect();
+    assert!(
+        kinds.contains("trend") && kinds.contains("flatline") && kinds.contains("threshold"),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn status_messages_match_the_schema() {
+    let status_schema = schema("status.v1.schema.json");
+    let cfg = edge_agent::uplink::UplinkConfig {
+        host: "127.0.0.1".into(),
+        port: 1883,
+        client_id: "gw-01".into(),
+        agent_id: "gw-01".into(),
+        topic_prefix: "edge".into(),
+        keep_alive: Duration::from_secs(30),
+        window: 8,
+        replay_rate: 10,
+        username: None,
+        password: None,
+        connect_timeout: Duration::from_secs(5),
+        reconnect_initial: Duration::from_secs(1),
+        reconnect_max: Duration::from_secs(5),
+        version: edge_agent::VERSION.into(),
+        config_hash: "0123456789abcdef".into(),
+        tls: None,
+    };
+    for state in ["online", "offline"] {
+        let doc: Value =
+            serde_json::from_slice(&edge_agent::uplink::status_payload(&cfg, state)).expect("json");
+        assert_valid(&status_schema, &doc);
+    }
+}
