@@ -47,7 +47,7 @@ fn alerts_of_every_kind_state_and_severity_match_the_schema() {
     );
     let features = FeatureValues::default(); // all NaN: must serialise as null
     let mut n = 0;
-    for det in 0..kinds.len() {
+    for (det, kind) in kinds.iter().enumerate() {
         for (i, level) in [
             Some(Severity::Warning),
             Some(Severity::PreFault),
@@ -61,7 +61,7 @@ fn alerts_of_every_kind_state_and_severity_match_the_schema() {
                 level,
                 score: if i == 1 { f64::INFINITY } else { 1.5 },
                 limit: 2.0,
-                eta_s: (kinds[det] == "trend").then_some(3600.0),
+                eta_s: (*kind == "trend").then_some(3600.0),
             };
             let ts = Timestamp {
                 wall_ns: 1_795_000_000_000_000_000 + i as i64,
