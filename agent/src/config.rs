@@ -137,6 +137,7 @@ pub struct Config {
     pub alerts: AlertsSection,
     pub journal: Option<JournalSection>,
     pub uplink: Option<UplinkSection>,
+    pub telemetry: Option<crate::pipeline::TelemetryConfig>,
     /// FNV-1a hash of the configuration text (reported in the uplink's birth message).
     pub hash: String,
     pub registry: SignalRegistry,
@@ -519,6 +520,49 @@ fn read_root(
         })
     });
 
+    // [telemetry]
+    let telemetry = root.table("telemetry").and_then(|mut t| {
+        let interval = t.req_duration("interval")?;
+        if interval.value < Duration::from_secs(1) {
+            t.error(
+                interval.span,
+                "interval",
+                "telemetry interval must be at least 1s",
+            )
+            .hint("summaries every minute or more are typical")
+            .emit();
+            return None;
+        }
+        let features = match t.strings("features") {
+            None => edge_models::features::SCALAR_FEATURES.to_vec(),
+            Some(list) => {
+                let mut out = Vec::new();
+                for f in list {
+                    match Feature::parse(&f.value, &[]) {
+                        Ok(feat) => out.push(feat),
+                        Err(msg) => {
+                            let mut b = t.error(f.span, "features", msg).expected(
+                                "scalar feature names; bands are included with `bands = true`",
+                            );
+                            if let Some(best) = closest(&f.value, Feature::all_names().into_iter())
+                            {
+                                b = b.hint(format!("did you mean `{best}`?"));
+                            }
+                            b.emit();
+                        }
+                    }
+                }
+                out
+            }
+        };
+        let bands = t.bool("bands").map(|b| b.value).unwrap_or(true);
+        Some(crate::pipeline::TelemetryConfig {
+            interval: interval.value,
+            features,
+            bands,
+        })
+    });
+
     // [uplink]
     let has_journal = journal.is_some() || root.has("journal");
     let uplink = root.table("uplink").and_then(|mut u| {
@@ -577,6 +621,7 @@ fn read_root(
         if password.is_some() && username.is_none() {
             u.table_error("a password is configured without `username`").hint("add `username = ...`").emit();
         }
+        let status_interval = u.duration("status_interval").map(|v| v.value).unwrap_or(Duration::from_secs(60));
         let connect_timeout = u.duration("connect_timeout").map(|v| v.value).unwrap_or(Duration::from_secs(10));
         let reconnect_initial = u.duration("reconnect_initial").map(|v| v.value).unwrap_or(Duration::from_secs(1));
         let reconnect_max = u.duration("reconnect_max").map(|v| v.value).unwrap_or(Duration::from_secs(60));
@@ -630,6 +675,7 @@ fn read_root(
             reconnect_max: reconnect_max.max(reconnect_initial),
             version: crate::VERSION.to_string(),
             config_hash: String::new(),
+            status_interval: status_interval.max(Duration::from_secs(1)),
             tls,
         })
     });
@@ -773,6 +819,7 @@ fn read_root(
         alerts,
         journal,
         uplink,
+        telemetry,
         hash: String::new(),
         registry,
         drivers,

@@ -19,8 +19,14 @@ use tokio_util::sync::CancellationToken;
 use crate::alert::{Alert, AlertEngine, DetectorInfo, EngineStats, IdGenerator, RateLimits};
 use crate::config::AssetCfg;
 use crate::ring::SampleRing;
+use crate::sink::SinkMsg;
 
 struct WindowSlot {
+    asset: Arc<str>,
+    signal: Arc<str>,
+    band_names: Vec<String>,
+    /// At least one window completed (features are meaningful).
+    seen: bool,
     window: Window,
     frame: Frame,
     extractor: FeatureExtractor,
@@ -46,6 +52,8 @@ pub struct PipelineCounters {
     pub windows: AtomicU64,
     pub evaluations: AtomicU64,
     pub alerts: AtomicU64,
+    /// Telemetry summaries dropped because the sinks were busy.
+    pub telemetry_dropped: AtomicU64,
 }
 
 /// The synchronous core of the pipeline.
@@ -107,6 +115,10 @@ impl Processor {
                 let cap = w.spec.capacity();
                 per_signal[w.signal.index()].push(windows.len() as u32);
                 windows.push(WindowSlot {
+                    asset: asset.name.clone(),
+                    signal: Arc::from(registry.name(w.signal)),
+                    band_names: w.features.bands.iter().map(|b| b.name.clone()).collect(),
+                    seen: false,
                     window: Window::new(w.spec),
                     frame: Frame::with_capacity(cap),
                     extractor: FeatureExtractor::new(w.features.clone(), cap),
@@ -171,6 +183,7 @@ impl Processor {
                 continue;
             }
             self.local_windows += 1;
+            slot.seen = true;
             slot.extractor.compute(&slot.frame, &mut slot.features);
             let end = Timestamp {
                 mono_ns: slot.frame.end_ns,
@@ -188,6 +201,65 @@ impl Processor {
                 }
             }
         }
+    }
+
+    /// Per-asset summaries of the latest window features (JSON documents), for the
+    /// telemetry lane. Signals without a completed window yet are left out.
+    pub fn telemetry(
+        &self,
+        agent_id: &str,
+        now: Timestamp,
+        cfg: &TelemetryConfig,
+    ) -> Vec<(Arc<str>, Vec<u8>)> {
+        let mut by_asset: Vec<(Arc<str>, serde_json::Map<String, serde_json::Value>)> = Vec::new();
+        for w in self.windows.iter().filter(|w| w.seen) {
+            let mut feats = serde_json::Map::new();
+            for f in &cfg.features {
+                feats.insert(
+                    f.name().to_string(),
+                    serde_json::json!(finite(w.features.get(*f))),
+                );
+            }
+            if cfg.bands {
+                for (i, b) in w.band_names.iter().enumerate() {
+                    let v = w.features.bands().get(i).copied().unwrap_or(f64::NAN);
+                    feats.insert(format!("band:{b}"), serde_json::json!(finite(v)));
+                }
+            }
+            let entry = serde_json::json!({
+                "window_end_mono_ns": (w.features.t_end * 1e9) as u64,
+                "features": feats,
+            });
+            match by_asset.iter_mut().find(|(a, _)| *a == w.asset) {
+                Some((_, m)) => {
+                    m.insert(w.signal.to_string(), entry);
+                }
+                None => {
+                    let mut m = serde_json::Map::new();
+                    m.insert(w.signal.to_string(), entry);
+                    by_asset.push((w.asset.clone(), m));
+                }
+            }
+        }
+        by_asset
+            .into_iter()
+            .map(|(asset, signals)| {
+                let doc = serde_json::json!({
+                    "v": 1,
+                    "kind": "telemetry",
+                    "agent_id": agent_id,
+                    "asset": &*asset,
+                    "time": {
+                        "wall": crate::alert::rfc3339(now.wall_ns),
+                        "wall_ns": now.wall_ns,
+                        "mono_ns": now.mono_ns,
+                        "clock_synced": now.synced,
+                    },
+                    "signals": signals,
+                });
+                (asset, serde_json::to_vec(&doc).unwrap_or_default())
+            })
+            .collect()
     }
 
     /// Processes a batch and publishes the counters.
@@ -214,19 +286,43 @@ impl Processor {
     }
 }
 
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+/// Periodic feature summaries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TelemetryConfig {
+    pub interval: std::time::Duration,
+    pub features: Vec<edge_models::Feature>,
+    pub bands: bool,
+}
+
 /// Drains the ring until `stop` is cancelled *and* the ring is empty.
 ///
 /// `stop` is cancelled by the runtime only after every driver has returned, so the
 /// final drain sees every sample that was accepted.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_pipeline(
     mut processor: Processor,
     ring: Arc<SampleRing>,
-    alerts_tx: mpsc::Sender<Alert>,
+    tx: mpsc::Sender<SinkMsg>,
     batch_size: usize,
     stop: CancellationToken,
+    clock: edge_driver_api::Clock,
+    agent_id: Arc<str>,
+    telemetry: Option<TelemetryConfig>,
 ) -> Processor {
     let mut batch: Vec<Sample> = Vec::with_capacity(batch_size);
     let mut alerts: Vec<Alert> = Vec::with_capacity(64);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let tele_every = telemetry
+        .as_ref()
+        .map(|t| t.interval)
+        .unwrap_or(std::time::Duration::from_secs(3600));
+    let mut tele = tokio::time::interval_at(tokio::time::Instant::now() + tele_every, tele_every);
+    tele.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let n = ring.drain_into(&mut batch, batch_size);
         if n == 0 {
@@ -236,12 +332,27 @@ pub async fn run_pipeline(
             tokio::select! {
                 _ = ring.wait_for_data() => {}
                 _ = stop.cancelled() => {}
+                _ = tick.tick() => {
+                    // Sinks retry and sync even when no alert arrives.
+                    let _ = tx.try_send(SinkMsg::Tick);
+                }
+                _ = tele.tick(), if telemetry.is_some() => {
+                    if let Some(cfg) = &telemetry {
+                        for (asset, body) in processor.telemetry(&agent_id, clock.now(), cfg) {
+                            let msg = SinkMsg::Telemetry { asset, wall_ns: clock.now().wall_ns, body };
+                            // Telemetry never blocks the pipeline: drop it if the sinks lag.
+                            if tx.try_send(msg).is_err() {
+                                processor.counters.telemetry_dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
             }
             continue;
         }
         processor.ingest_batch(&batch, &mut alerts);
         for a in alerts.drain(..) {
-            if alerts_tx.send(a).await.is_err() {
+            if tx.send(SinkMsg::Alert(Box::new(a))).await.is_err() {
                 tracing::error!("alert sinks are gone; alerts can no longer be delivered");
             }
         }

@@ -250,6 +250,9 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         alerts_tx,
         config.ring.batch,
         pipeline_stop.clone(),
+        clock.clone(),
+        config.agent.id.clone(),
+        config.telemetry.clone(),
     ));
 
     let mut statuses = Vec::new();

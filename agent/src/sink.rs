@@ -14,11 +14,29 @@ use tokio::sync::mpsc;
 
 use crate::alert::Alert;
 
+/// What the pipeline sends to the sink thread.
+#[derive(Debug)]
+pub enum SinkMsg {
+    Alert(Box<Alert>),
+    /// A per-asset feature summary (JSON), for the low-priority lane.
+    Telemetry {
+        asset: Arc<str>,
+        wall_ns: i64,
+        body: Vec<u8>,
+    },
+    /// Periodic: lets sinks retry and sync even when nothing else arrives.
+    Tick,
+}
+
 /// A destination for alerts.
 pub trait AlertSink: Send {
     fn name(&self) -> &str;
     /// Delivers one alert. Called in alert order.
     fn deliver(&mut self, alert: &Alert) -> std::io::Result<()>;
+    /// Delivers a telemetry summary; most sinks ignore them.
+    fn telemetry(&mut self, _asset: &str, _wall_ns: i64, _body: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
     /// Makes delivered alerts durable/visible (called when the channel is idle and at
     /// shutdown).
     fn flush(&mut self) -> std::io::Result<()> {
@@ -48,6 +66,8 @@ impl AlertSink for ConsoleSink {
 pub struct JsonlSink {
     path: PathBuf,
     out: BufWriter<File>,
+    /// Written since the last sync.
+    dirty: bool,
 }
 
 impl JsonlSink {
@@ -61,6 +81,7 @@ impl JsonlSink {
         Ok(JsonlSink {
             path: path.to_path_buf(),
             out: BufWriter::new(file),
+            dirty: false,
         })
     }
 }
@@ -72,12 +93,16 @@ impl AlertSink for JsonlSink {
     fn deliver(&mut self, alert: &Alert) -> std::io::Result<()> {
         serde_json::to_writer(&mut self.out, alert).map_err(std::io::Error::other)?;
         self.out.write_all(b"\n")?;
+        self.dirty = true;
         // Alerts are rare; make each visible to readers (tail -f) immediately.
         self.out.flush()
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()?;
-        self.out.get_ref().sync_data()
+        if std::mem::take(&mut self.dirty) {
+            self.out.get_ref().sync_data()?;
+        }
+        Ok(())
     }
 }
 
@@ -93,34 +118,53 @@ impl Drop for JsonlSink {
 #[derive(Debug, Default)]
 pub struct SinkCounters {
     pub delivered: AtomicU64,
+    pub telemetry: AtomicU64,
     pub failures: AtomicU64,
 }
 
 /// Runs on its own thread until the channel closes (the pipeline dropped its
-/// sender), delivering every alert to every sink, then flushes.
+/// sender), delivering every message to every sink, then flushes.
 pub fn run_sinks(
-    mut rx: mpsc::Receiver<Alert>,
+    mut rx: mpsc::Receiver<SinkMsg>,
     mut sinks: Vec<Box<dyn AlertSink>>,
     counters: Arc<SinkCounters>,
 ) {
     let mut failing: Vec<bool> = vec![false; sinks.len()];
-    while let Some(alert) = rx.blocking_recv() {
+    while let Some(msg) = rx.blocking_recv() {
+        let is_tick = matches!(msg, SinkMsg::Tick);
         for (i, sink) in sinks.iter_mut().enumerate() {
-            match sink.deliver(&alert) {
+            let r = match &msg {
+                SinkMsg::Alert(a) => sink.deliver(a),
+                SinkMsg::Telemetry {
+                    asset,
+                    wall_ns,
+                    body,
+                } => sink.telemetry(asset, *wall_ns, body),
+                SinkMsg::Tick => Ok(()),
+            };
+            match r {
                 Ok(()) => {
-                    if std::mem::take(&mut failing[i]) {
+                    if !is_tick && std::mem::take(&mut failing[i]) {
                         tracing::info!(sink = sink.name(), "alert sink recovered");
                     }
                 }
                 Err(e) => {
                     counters.failures.fetch_add(1, Ordering::Relaxed);
                     if !std::mem::replace(&mut failing[i], true) {
-                        tracing::error!(sink = sink.name(), error = %e, alert = %alert.id, "alert sink failed");
+                        tracing::error!(sink = sink.name(), error = %e, "alert sink failed");
                     }
                 }
             }
         }
-        counters.delivered.fetch_add(1, Ordering::Relaxed);
+        match msg {
+            SinkMsg::Alert(_) => {
+                counters.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            SinkMsg::Telemetry { .. } => {
+                counters.telemetry.fetch_add(1, Ordering::Relaxed);
+            }
+            SinkMsg::Tick => {}
+        }
         if rx.is_empty() {
             for sink in sinks.iter_mut() {
                 if let Err(e) = sink.flush() {

@@ -39,7 +39,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::journal::sink::Envelope;
-use crate::journal::{Journal, Lane};
+use crate::journal::{Journal, JournalStats, Lane};
 
 /// Uplink settings (validated).
 #[derive(Clone)]
@@ -61,6 +61,8 @@ pub struct UplinkConfig {
     pub reconnect_max: Duration,
     pub version: String,
     pub config_hash: String,
+    /// How often the retained status (with journal counters) is refreshed.
+    pub status_interval: Duration,
     /// TLS client configuration (CA roots, optional client certificate); plain TCP if `None`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
@@ -183,15 +185,32 @@ struct Cursor {
     live_start: u64,
 }
 
-/// The JSON of a status message (`agent/schema/status.v1.schema.json`).
+/// The JSON of a status message (`agent/schema/status.v1.schema.json`); with the
+/// journal's counters when given (evictions and corruption are reported upstream).
 pub fn status_payload(cfg: &UplinkConfig, state: &str) -> Vec<u8> {
-    let doc = serde_json::json!({
+    status_doc(cfg, state, None)
+}
+
+fn status_doc(cfg: &UplinkConfig, state: &str, journal: Option<&JournalStats>) -> Vec<u8> {
+    let mut doc = serde_json::json!({
         "v": 1,
         "state": state,
         "agent_id": cfg.agent_id,
         "version": cfg.version,
         "config_hash": cfg.config_hash,
     });
+    if let Some(j) = journal {
+        let lanes =
+            |v: [u64; 3]| serde_json::json!({ "alert": v[0], "event": v[1], "telemetry": v[2] });
+        doc["journal"] = serde_json::json!({
+            "bytes": j.bytes,
+            "pending": lanes(j.pending),
+            "evicted": lanes(j.counters.evicted),
+            "corrupt": j.counters.corrupt,
+            "torn": j.counters.torn,
+            "quarantined": j.counters.quarantined,
+        });
+    }
     serde_json::to_vec(&doc).unwrap_or_default()
 }
 
@@ -328,17 +347,17 @@ async fn connection(
     let mut queued: VecDeque<Target> = VecDeque::new();
     let mut in_flight: HashMap<u16, Target> = HashMap::new();
     let mut outstanding = 0usize;
+    let online = |j: &Mutex<Journal>| status_doc(cfg, "online", Some(&lock(j).stats()));
     if client
-        .try_publish(
-            cfg.status_topic(),
-            QoS::AtLeastOnce,
-            true,
-            status_payload(cfg, "online"),
-        )
+        .try_publish(cfg.status_topic(), QoS::AtLeastOnce, true, online(journal))
         .is_err()
     {
         return Err("request queue closed".into());
     }
+    let mut status_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + cfg.status_interval,
+        cfg.status_interval,
+    );
     queued.push_back(Target::Status);
     outstanding += 1;
 
@@ -433,6 +452,13 @@ async fn connection(
                 Err(e) => return Err(e.to_string()),
             },
             _ = wake.notified(), if !stopping => {}
+            _ = status_tick.tick(), if !stopping && outstanding < window => {
+                // Refresh the retained status with the journal's counters.
+                if client.try_publish(cfg.status_topic(), QoS::AtLeastOnce, true, online(journal)).is_ok() {
+                    queued.push_back(Target::Status);
+                    outstanding += 1;
+                }
+            }
             _ = tokio::time::sleep(refill_in), if backlog_waiting && !stopping => {}
             _ = cancel.cancelled(), if !stopping => {
                 // Clean stop: say offline (retained), wait briefly for what is in flight.

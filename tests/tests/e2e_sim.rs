@@ -298,3 +298,67 @@ duration = "6h"
     );
     assert!(records.windows(2).all(|w| w[0].seq < w[1].seq));
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn full_disk_budget_evicts_telemetry_before_any_alert_and_counts_it() {
+    use edge_agent::journal::fs::StdFs;
+    use edge_agent::journal::{FsyncPolicy, Journal, JournalConfig, Lane};
+    let dir = TempDir::new("budget");
+    let jsonl = dir.path().join("alerts.jsonl");
+    let jdir = dir.path().join("journal");
+    let faults = r#"
+[[drivers.machines.faults]]
+kind = "bearing_wear"
+start = "1h"
+duration = "6h"
+"#;
+    // No uplink: nothing is ever released, so the 96 KiB budget fills up with
+    // telemetry (a summary every 10 s) while alerts keep coming.
+    let src = plant(&jsonl, faults).replace(
+        "[[drivers]]",
+        &format!(
+            "[journal]\ndir = \"{}\"\nsegment_size = \"8KiB\"\nmax_disk = \"96KiB\"\n\n[telemetry]\ninterval = \"10s\"\nfeatures = [\"mean\", \"std\", \"max\"]\n\n[[drivers]]",
+            jdir.display()
+        ),
+    );
+    let report = run_for(&src, 9).await;
+    assert_eq!(report.sink_failures, 0);
+    let alerts = read_alerts(&jsonl);
+    assert!(alerts.len() >= 4);
+    let (mut j, _) = Journal::open(
+        JournalConfig {
+            dir: jdir,
+            segment_bytes: 8192,
+            max_disk: 96 * 1024,
+            fsync: FsyncPolicy::Always,
+        },
+        std::sync::Arc::new(StdFs),
+    )
+    .expect("reopens");
+    let st = j.stats();
+    assert!(st.bytes <= 96 * 1024, "{st:?}");
+    assert!(
+        st.counters.evicted[Lane::Telemetry as usize] > 100,
+        "telemetry was evicted: {st:?}"
+    );
+    assert_eq!(
+        st.counters.evicted[Lane::Alert as usize],
+        0,
+        "no alert evicted: {st:?}"
+    );
+    assert_eq!(
+        j.read(Lane::Alert, 0, usize::MAX).expect("read").len(),
+        alerts.len(),
+        "every alert kept"
+    );
+    let tele = j.read(Lane::Telemetry, 0, 1).expect("read");
+    let env = edge_agent::journal::sink::Envelope::decode(&tele[0].payload).expect("envelope");
+    let doc: serde_json::Value = serde_json::from_slice(&env.body).expect("telemetry JSON");
+    assert_eq!(doc["kind"], "telemetry");
+    assert!(
+        doc["signals"]["pump.temperature"]["features"]["mean"]
+            .as_f64()
+            .is_some(),
+        "{doc:#}"
+    );
+}

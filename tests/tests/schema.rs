@@ -183,6 +183,7 @@ fn status_messages_match_the_schema() {
         reconnect_max: Duration::from_secs(5),
         version: edge_agent::VERSION.into(),
         config_hash: "0123456789abcdef".into(),
+        status_interval: Duration::from_secs(60),
         tls: None,
     };
     for state in ["online", "offline"] {

@@ -151,6 +151,7 @@ fn config(port: u16) -> UplinkConfig {
         reconnect_max: Duration::from_millis(500),
         version: "test".into(),
         config_hash: "0".into(),
+        status_interval: Duration::from_secs(60),
         tls: None,
     }
 }
@@ -226,6 +227,17 @@ async fn alerts_reach_the_broker_in_order_and_are_released_on_puback() {
     wait_until("offline status", 5, || sub.statuses().len() >= 2).await;
     let st = sub.statuses();
     assert_eq!(st.first().map(|s| s.0.as_str()), Some("online"), "{st:?}");
+    // The birth message reports the journal's backlog and loss counters upstream.
+    let birth: serde_json::Value = sub
+        .msgs
+        .lock()
+        .expect("test mutex")
+        .iter()
+        .find(|(t, _, _)| t.ends_with("/status"))
+        .map(|(_, p, _)| serde_json::from_slice(p).expect("json"))
+        .expect("birth");
+    assert_eq!(birth["journal"]["pending"]["alert"], 50, "{birth:#}");
+    assert_eq!(birth["journal"]["evicted"]["telemetry"], 0, "{birth:#}");
     assert_eq!(st.last().map(|s| s.0.as_str()), Some("offline"), "{st:?}");
     // A late subscriber gets the retained status.
     let late = Subscriber::start(broker.port, "sub-late", "edge/gw/status").await;
@@ -339,6 +351,8 @@ dir = "{journal}"
 host = "127.0.0.1"
 port = {port}
 reconnect_initial = "100ms"
+[telemetry]
+interval = "1s"
 [[drivers]]
 name = "plant"
 kind = "sim"

@@ -153,6 +153,28 @@ impl AlertSink for JournalSink {
         synced.map_err(std::io::Error::other)
     }
 
+    /// Telemetry goes to the lowest-priority lane; it is not kept in memory when the
+    /// journal fails (it is superseded by the next summary anyway).
+    fn telemetry(&mut self, asset: &str, wall_ns: i64, body: &[u8]) -> std::io::Result<()> {
+        let rec = Envelope {
+            v: 1,
+            id: 0,
+            asset: asset.to_string(),
+            created_wall_ns: wall_ns,
+            body: body.to_vec(),
+        }
+        .encode();
+        let mut j = self.lock();
+        j.append(Lane::Telemetry, &rec)
+            .map_err(std::io::Error::other)?;
+        let synced = j.maybe_sync();
+        drop(j);
+        if let Some(n) = &self.notify {
+            n.notify_one();
+        }
+        synced.map_err(std::io::Error::other)
+    }
+
     /// Called when the alert queue is empty: sync everything (group commit).
     fn flush(&mut self) -> std::io::Result<()> {
         let _ = self.drain_backlog();
