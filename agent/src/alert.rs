@@ -472,6 +472,46 @@ impl AlertEngine {
     }
 }
 
+/// An alert about the agent itself (e.g. its journal cannot store alerts). Its asset
+/// is the agent id, its detector the component, its kind `system`.
+#[allow(clippy::too_many_arguments)]
+pub fn system_alert(
+    agent_id: &Arc<str>,
+    id: AlertId,
+    episode: AlertId,
+    component: &str,
+    severity: Severity,
+    state: AlertState,
+    message: String,
+    now: Timestamp,
+) -> Alert {
+    Alert {
+        v: ALERT_SCHEMA_VERSION,
+        id,
+        episode,
+        agent_id: agent_id.clone(),
+        asset: agent_id.clone(),
+        detector: Arc::from(component),
+        kind: "system",
+        signals: vec![Arc::from(format!("agent.{component}").as_str())],
+        feature: "health".into(),
+        severity,
+        previous_severity: None,
+        state,
+        score: f64::NAN,
+        limit: f64::NAN,
+        eta_s: None,
+        message,
+        features: BTreeMap::new(),
+        time: AlertTime {
+            wall: rfc3339(now.wall_ns),
+            wall_ns: now.wall_ns,
+            mono_ns: now.mono_ns,
+            clock_synced: now.synced,
+        },
+    }
+}
+
 /// `1h 23m`, `4m 10s`, `12s`.
 pub fn human_duration(secs: f64) -> String {
     if !secs.is_finite() {

@@ -186,7 +186,9 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
             );
             let journal = Arc::new(std::sync::Mutex::new(journal));
             sinks.push(Box::new(
-                JournalSink::new(journal.clone(), j.backlog).with_notify(journal_wake.clone()),
+                JournalSink::new(journal.clone(), j.backlog)
+                    .with_notify(journal_wake.clone())
+                    .with_identity(config.agent.id.clone(), clock.clone()),
             ));
             Some(journal)
         }

@@ -33,6 +33,11 @@ pub trait AlertSink: Send {
     fn name(&self) -> &str;
     /// Delivers one alert. Called in alert order.
     fn deliver(&mut self, alert: &Alert) -> std::io::Result<()>;
+    /// Alerts the sink raised about itself (e.g. the journal cannot store alerts);
+    /// the sink thread delivers them to every sink.
+    fn take_system_alerts(&mut self) -> Vec<Alert> {
+        Vec::new()
+    }
     /// Delivers a telemetry summary; most sinks ignore them.
     fn telemetry(&mut self, _asset: &str, _wall_ns: i64, _body: &[u8]) -> std::io::Result<()> {
         Ok(())
@@ -155,6 +160,20 @@ pub fn run_sinks(
                     }
                 }
             }
+        }
+        // Alerts a sink raised about itself go to every sink (the journal keeps its
+        // own in its in-memory backlog until it can write again).
+        let mut own: Vec<Alert> = Vec::new();
+        for sink in sinks.iter_mut() {
+            own.append(&mut sink.take_system_alerts());
+        }
+        for a in &own {
+            for sink in sinks.iter_mut() {
+                if sink.deliver(a).is_err() {
+                    counters.failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            counters.delivered.fetch_add(1, Ordering::Relaxed);
         }
         match msg {
             SinkMsg::Alert(_) => {

@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::{Journal, JournalError, Lane};
-use crate::alert::Alert;
+use crate::alert::{Alert, AlertId, AlertState, IdGenerator, system_alert};
 use crate::sink::AlertSink;
+use edge_driver_api::Clock;
+use edge_models::Severity;
 
 /// What a journal record holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +55,11 @@ pub struct JournalSink {
     failing: bool,
     /// Told about every append (the uplink waits on it).
     notify: Option<Arc<Notify>>,
+    /// For alerts about the journal itself.
+    identity: Option<(Arc<str>, Clock)>,
+    ids: IdGenerator,
+    episode: Option<AlertId>,
+    system: Vec<Alert>,
 }
 
 impl JournalSink {
@@ -64,7 +71,40 @@ impl JournalSink {
             dropped: 0,
             failing: false,
             notify: None,
+            identity: None,
+            ids: IdGenerator::new(),
+            episode: None,
+            system: Vec::new(),
         }
+    }
+
+    /// Raise a Critical `system` alert (asset = agent id, detector `journal`) while the
+    /// journal cannot store alerts, and clear it when it can again.
+    pub fn with_identity(mut self, agent_id: Arc<str>, clock: Clock) -> Self {
+        self.identity = Some((agent_id, clock));
+        self
+    }
+
+    fn raise(&mut self, state: AlertState, message: String) {
+        let Some((agent, clock)) = &self.identity else {
+            return;
+        };
+        let now = clock.now();
+        let id = self.ids.next(now.wall_ns);
+        let episode = match state {
+            AlertState::Raised => *self.episode.insert(id),
+            AlertState::Cleared => self.episode.take().unwrap_or(id),
+        };
+        self.system.push(system_alert(
+            agent,
+            id,
+            episode,
+            "journal",
+            Severity::Critical,
+            state,
+            message,
+            now,
+        ));
     }
 
     /// Notifies `n` after every successful append.
@@ -97,6 +137,11 @@ impl JournalSink {
         }
         if std::mem::take(&mut self.failing) {
             tracing::info!("journal accepts alerts again; in-memory backlog written");
+            let lost = self.dropped;
+            self.raise(
+                AlertState::Cleared,
+                format!("journal stores alerts again; held alerts written ({lost} lost to the memory bound so far)"),
+            );
         }
         Ok(())
     }
@@ -106,6 +151,18 @@ impl JournalSink {
             tracing::error!(error = %e, disk_full = e.is_disk_full(),
                 "journal cannot accept alerts; keeping them in memory (bounded) and retrying");
             self.failing = true;
+            let what = if e.is_disk_full() {
+                "the disk is full"
+            } else {
+                "of an I/O error"
+            };
+            self.raise(
+                AlertState::Raised,
+                format!(
+                    "journal cannot store alerts because {what} ({e}); holding up to {} in memory and retrying",
+                    self.max_backlog
+                ),
+            );
         }
         if self.backlog.len() == self.max_backlog {
             self.backlog.pop_front();
@@ -175,9 +232,100 @@ impl AlertSink for JournalSink {
         synced.map_err(std::io::Error::other)
     }
 
+    fn take_system_alerts(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.system)
+    }
+
     /// Called when the alert queue is empty: sync everything (group commit).
     fn flush(&mut self) -> std::io::Result<()> {
         let _ = self.drain_backlog();
         self.lock().sync().map_err(std::io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::fs::MemFs;
+    use crate::journal::{FsyncPolicy, JournalConfig};
+    use edge_driver_api::Timestamp;
+
+    fn alert(n: i64) -> Alert {
+        let ts = Timestamp {
+            wall_ns: n,
+            mono_ns: n as u64,
+            synced: true,
+        };
+        let mut ids = IdGenerator::with_seed(n as u64 + 1);
+        let id = ids.next(n);
+        system_alert(
+            &Arc::from("gw"),
+            id,
+            id,
+            "test",
+            Severity::Warning,
+            AlertState::Raised,
+            format!("alert {n}"),
+            ts,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_disk_raises_a_critical_system_alert_holds_alerts_and_recovers() {
+        let fs = MemFs::new();
+        let cfg = JournalConfig {
+            dir: "/j".into(),
+            segment_bytes: 1 << 16,
+            max_disk: 1 << 20,
+            fsync: FsyncPolicy::Always,
+        };
+        let (j, _) = Journal::open(cfg, Arc::new(fs.clone())).expect("open");
+        let j = Arc::new(Mutex::new(j));
+        let mut sink =
+            JournalSink::new(j.clone(), 2).with_identity("gw".into(), Clock::virtual_from(0));
+        sink.deliver(&alert(1)).expect("stored");
+        fs.set_space(Some(0));
+        for n in 2..5 {
+            assert!(sink.deliver(&alert(n)).is_err());
+        }
+        let raised = sink.take_system_alerts();
+        assert_eq!(raised.len(), 1, "one alert per episode, not per failure");
+        assert_eq!(
+            (raised[0].severity, raised[0].state, raised[0].kind),
+            (Severity::Critical, AlertState::Raised, "system")
+        );
+        assert!(
+            raised[0].message.contains("disk is full"),
+            "{}",
+            raised[0].message
+        );
+        assert_eq!(
+            sink.dropped(),
+            1,
+            "backlog bound 2: the oldest of three was dropped"
+        );
+        fs.set_space(None);
+        sink.flush().expect("recovers");
+        let cleared = sink.take_system_alerts();
+        assert_eq!(cleared.len(), 1);
+        assert_eq!(
+            (cleared[0].state, cleared[0].episode),
+            (AlertState::Cleared, raised[0].id)
+        );
+        let stored: Vec<String> = j
+            .lock()
+            .expect("journal")
+            .read(Lane::Alert, 0, 100)
+            .expect("read")
+            .iter()
+            .map(|r| {
+                let env = Envelope::decode(&r.payload).expect("envelope");
+                serde_json::from_slice::<serde_json::Value>(&env.body).expect("json")["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(stored, vec!["alert 1", "alert 3", "alert 4"]);
     }
 }
