@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs edge-agent's whole test suite on a fresh machine (the README's test command).
 #
-# Installs what the tests need first: the real peers the protocol tests talk to
-# (today: the Mosquitto MQTT broker, and openssl for throw-away TLS certificates,
-# from Debian's packages). Later peers (pymodbus,
-# python-snap7, aiocoap) add their installs here, so this stays the one command.
+# Installs what the tests need first: the real peers the protocol tests talk to —
+# the Mosquitto MQTT broker and openssl (throw-away TLS certificates) from Debian's
+# packages, and pymodbus (pinned in tests/peers/requirements.txt) in a Python venv.
+# Later peers (python-snap7, aiocoap) add their installs here, so this stays the one
+# command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,8 +29,23 @@ apt_install() {
 need=()
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
     apt_install "${need[@]}"
+fi
+
+# Python peers (pymodbus), pinned, in tests/.venv.
+venv=tests/.venv
+req=tests/peers/requirements.txt
+if [ ! -x "$venv/bin/python" ] || ! cmp -s "$req" "$venv/.requirements"; then
+    echo "== creating $venv with $(tr '\n' ' ' < "$req")"
+    rm -rf "$venv"
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+        apt_install python3-venv
+        python3 -m venv "$venv"
+    fi
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+    cp "$req" "$venv/.requirements"
 fi
 
 log="$(mktemp)"

@@ -258,6 +258,21 @@ impl ParsedDriver for edge_driver_host::HostConfig {
     }
 }
 
+#[cfg(feature = "modbus")]
+impl ParsedDriver for edge_driver_modbus::ModbusConfig {
+    fn signals(&self) -> Vec<SignalDecl> {
+        edge_driver_modbus::ModbusConfig::signals(self)
+    }
+    fn into_factory(
+        self: Box<Self>,
+        registry: &SignalRegistry,
+    ) -> Result<Arc<dyn DriverFactory>, DriverError> {
+        Ok(Arc::new(edge_driver_modbus::ModbusConfig::into_factory(
+            *self, registry,
+        )?))
+    }
+}
+
 /// Driver kinds compiled into this build.
 #[allow(clippy::vec_init_then_push)] // each push is behind its own cargo feature
 pub fn driver_kinds() -> Vec<&'static str> {
@@ -266,14 +281,20 @@ pub fn driver_kinds() -> Vec<&'static str> {
     v.push("sim");
     #[cfg(feature = "host")]
     v.push("host");
+    #[cfg(feature = "modbus")]
+    v.push("modbus");
     v
 }
 
 /// Kinds edge-agent knows of but that this build does not include.
 const OTHER_KINDS: &[&str] = &["sim", "host", "modbus", "s7", "coap", "mqtt", "log"];
 
-fn parse_driver(kind: &str, r: &mut TableReader<'_>) -> Option<Box<dyn ParsedDriver>> {
+fn parse_driver(kind: &str, name: &str, r: &mut TableReader<'_>) -> Option<Box<dyn ParsedDriver>> {
+    let _ = name;
     match kind {
+        #[cfg(feature = "modbus")]
+        "modbus" => edge_driver_modbus::ModbusConfig::parse(r, name)
+            .map(|c| Box::new(c) as Box<dyn ParsedDriver>),
         #[cfg(feature = "sim")]
         "sim" => edge_driver_sim::SimConfig::parse(r).map(|c| Box::new(c) as Box<dyn ParsedDriver>),
         #[cfg(feature = "host")]
@@ -723,8 +744,8 @@ fn read_root(
                         kinds.join(", ")
                     ))
                     .hint(format!(
-                        "this build was compiled without the `{}` driver (cargo feature `{}`)",
-                        k.value, k.value
+                        "the `{}` driver is not part of this build",
+                        k.value
                     ));
             } else {
                 b = b.expected(format!("one of: {}", kinds.join(", ")));
@@ -740,7 +761,7 @@ fn read_root(
         });
         match (name, kind) {
             (Some(name), Some(kind)) => {
-                if let Some(p) = parse_driver(kind, &mut d) {
+                if let Some(p) = parse_driver(kind, &name.value, &mut d) {
                     parsed.push((name, kind, p));
                 }
             }

@@ -396,3 +396,75 @@ impl TestPki {
         }
     }
 }
+
+/// The Python of the test venv (`tests/.venv`, made by `tests/run.sh` with the pinned
+/// peers from `tests/peers/requirements.txt`).
+pub fn peer_python() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run ./tests/run.sh, which creates the peers' Python venv",
+        p.display()
+    );
+    p
+}
+
+/// A pymodbus TCP server on 127.0.0.1 serving `spec` (see tests/peers/modbus_server.py),
+/// stopped when dropped.
+#[derive(Debug)]
+pub struct PyModbus {
+    pub port: u16,
+    spec: String,
+    child: Option<std::process::Child>,
+}
+
+impl PyModbus {
+    pub fn start(spec: &serde_json::Value) -> Self {
+        Self::start_on(free_port(), spec)
+    }
+
+    pub fn start_on(port: u16, spec: &serde_json::Value) -> Self {
+        let mut m = PyModbus {
+            port,
+            spec: spec.to_string(),
+            child: None,
+        };
+        m.spawn();
+        m
+    }
+
+    pub fn spawn(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/modbus_server.py");
+        let child = std::process::Command::new(peer_python())
+            .arg(script)
+            .arg(self.port.to_string())
+            .arg(&self.spec)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the pymodbus server");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pymodbus did not start on {}",
+                self.port
+            );
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PyModbus {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
