@@ -650,12 +650,14 @@ fn read_root(
         let ca = u.string("ca_file");
         let cert = u.string("cert_file");
         let key = u.string("key_file");
-        let wants_tls = tls_on.unwrap_or(ca.is_some() || cert.is_some() || key.is_some());
+        let server_name = u.string("server_name");
+        let wants_tls = tls_on.unwrap_or(ca.is_some() || cert.is_some() || key.is_some() || server_name.is_some());
         let tls = if wants_tls {
             match crate::uplink::build_tls(
                 ca.as_ref().map(|c| std::path::Path::new(c.value.as_str())),
                 cert.as_ref().map(|c| std::path::Path::new(c.value.as_str())),
                 key.as_ref().map(|c| std::path::Path::new(c.value.as_str())),
+                server_name.as_ref().map(|c| c.value.as_str()),
             ) {
                 Ok(t) => Some(t),
                 Err(msg) => {

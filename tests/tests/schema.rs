@@ -96,6 +96,10 @@ id = "schema-gw"
 [alerts]
 console = false
 jsonl = "{}"
+[journal]
+dir = "{}"
+[telemetry]
+interval = "10m"
 [[drivers]]
 name = "plant"
 kind = "sim"
@@ -118,6 +122,10 @@ name = "pump"
 signal = "pump.temperature"
 [[assets.signals]]
 signal = "pump.pressure"
+[[assets.signals]]
+signal = "pump.vibration"
+window = {{ size = 64, hop = 64 }}
+bands = [{{ name = "low", lo_hz = 0.0, hi_hz = 2.5 }}]
 [[assets.detectors]]
 name = "temp"
 kind = "threshold"
@@ -136,7 +144,8 @@ kind = "flatline"
 signal = "pump.pressure"
 min_duration = "2m"
 "#,
-        jsonl.display()
+        jsonl.display(),
+        dir.path().join("journal").display()
     );
     let handle = edge_agent::start(
         config("schema.toml", &src),

@@ -290,11 +290,20 @@ async fn replay_resumes_after_broker_restart_without_loss() {
     let dir = TempDir::new("uplink-restart");
     let j = journal(dir.path());
     let wake = Arc::new(Notify::new());
-    // Outage: alerts accumulate while the broker is down.
-    append(&j, &wake, 1..201);
+    // Outage: alerts keep coming while the broker is down and the uplink retries.
+    append(&j, &wake, 1..101);
     let up = start(config(port), j.clone(), wake.clone());
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    for chunk in 0..10u64 {
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        append(&j, &wake, 101 + chunk * 10..111 + chunk * 10);
+    }
     assert_eq!(acked(&j), 0);
+    assert!(
+        up.stats
+            .connection_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    );
     broker.spawn();
     wait_until("backlog delivered", 30, || acked(&j) == 200).await;
     // Restart the broker repeatedly while alerts keep coming.
@@ -473,7 +482,8 @@ async fn mutual_tls_delivers_and_a_missing_client_certificate_releases_nothing()
     let wake = Arc::new(Notify::new());
     append(&j, &wake, 1..11);
     let mut cfg = config(tls_port);
-    cfg.tls = Some(edge_agent::uplink::build_tls(Some(&pki.ca), None, None).expect("tls config"));
+    cfg.tls =
+        Some(edge_agent::uplink::build_tls(Some(&pki.ca), None, None, None).expect("tls config"));
     let up = start(cfg.clone(), j.clone(), wake.clone());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(acked(&j), 0);
@@ -487,8 +497,13 @@ async fn mutual_tls_delivers_and_a_missing_client_certificate_releases_nothing()
 
     // With the client certificate: delivered and released.
     cfg.tls = Some(
-        edge_agent::uplink::build_tls(Some(&pki.ca), Some(&pki.client_cert), Some(&pki.client_key))
-            .expect("mTLS config"),
+        edge_agent::uplink::build_tls(
+            Some(&pki.ca),
+            Some(&pki.client_cert),
+            Some(&pki.client_key),
+            None,
+        )
+        .expect("mTLS config"),
     );
     let up = start(cfg, j.clone(), wake.clone());
     wait_until("released over mTLS", 20, || acked(&j) == 10).await;
@@ -501,14 +516,48 @@ async fn mutual_tls_delivers_and_a_missing_client_certificate_releases_nothing()
 fn tls_configuration_errors_are_clear() {
     let pki_dir = TempDir::new("pki-bad");
     let pki = edge_agent_tests::TestPki::generate(pki_dir.path());
-    let err = edge_agent::uplink::build_tls(Some(&pki_dir.path().join("missing.pem")), None, None)
-        .expect_err("missing CA");
+    let err =
+        edge_agent::uplink::build_tls(Some(&pki_dir.path().join("missing.pem")), None, None, None)
+            .expect_err("missing CA");
     assert!(err.contains("cannot read CA file"), "{err}");
-    let err = edge_agent::uplink::build_tls(Some(&pki.ca), Some(&pki.client_cert), None)
+    let err = edge_agent::uplink::build_tls(Some(&pki.ca), Some(&pki.client_cert), None, None)
         .expect_err("cert without key");
     assert!(err.contains("needs both"), "{err}");
-    let err =
-        edge_agent::uplink::build_tls(Some(&pki.ca), Some(&pki.client_cert), Some(&pki.server_key))
-            .expect_err("mismatched key");
+    let err = edge_agent::uplink::build_tls(
+        Some(&pki.ca),
+        Some(&pki.client_cert),
+        Some(&pki.server_key),
+        None,
+    )
+    .expect_err("mismatched key");
     assert!(err.contains("do not work together"), "{err}");
+}
+
+/// `server_name` verifies the certificate against that name, not the host dialled:
+/// the right name connects, a wrong one is refused (and nothing is released).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_server_name_overrides_the_host_for_verification() {
+    let pki_dir = TempDir::new("pki-name");
+    let pki = edge_agent_tests::TestPki::generate(pki_dir.path());
+    let (broker, tls_port) = Mosquitto::start_with_tls(&pki, false);
+    let _ = broker.port;
+    let dir = TempDir::new("uplink-name");
+    let j = journal(dir.path());
+    let wake = Arc::new(Notify::new());
+    append(&j, &wake, 1..4);
+    let mut cfg = config(tls_port);
+    cfg.tls = Some(
+        edge_agent::uplink::build_tls(Some(&pki.ca), None, None, Some("wrong.example"))
+            .expect("tls"),
+    );
+    let up = start(cfg.clone(), j.clone(), wake.clone());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(acked(&j), 0, "a certificate for another name is refused");
+    up.stop().await;
+    cfg.tls = Some(
+        edge_agent::uplink::build_tls(Some(&pki.ca), None, None, Some("localhost")).expect("tls"),
+    );
+    let up = start(cfg, j.clone(), wake.clone());
+    wait_until("released", 20, || acked(&j) == 3).await;
+    up.stop().await;
 }

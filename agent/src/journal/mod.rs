@@ -36,7 +36,9 @@
 //! Every segment is scanned. A torn tail (a frame cut short, an impossible length) is
 //! truncated away and counted; a frame with a bad CRC is skipped and counted; a file
 //! that is not a segment of ours (foreign, future version, wrong lane) is renamed to
-//! `*.quarantine` and reported. Nothing in the directory can make `open` fail except
+//! `*.quarantine` and reported; a segment file that went missing (a gap in the
+//! sequence above the cursor) is reported and counted with the corrupt records.
+//! Nothing in the directory can make `open` fail except
 //! the directory itself being unusable, so the agent never crash-loops on its files.
 
 pub mod format;
@@ -159,6 +161,8 @@ pub struct JournalStats {
 pub struct RecoveryReport {
     pub segments: usize,
     pub records: u64,
+    /// Unreleased records whose segment is gone (sequence gaps above the cursor).
+    pub missing: u64,
     pub corrupt: u64,
     pub torn: u64,
     pub quarantined: Vec<PathBuf>,
@@ -276,7 +280,7 @@ impl Journal {
             let state = recover_lane(&*fs, lane, dir, &mut report)?;
             lanes.push(state);
         }
-        counters.corrupt += report.corrupt;
+        counters.corrupt += report.corrupt + report.missing;
         counters.torn += report.torn;
         counters.quarantined += report.quarantined.len() as u64;
         let mut j = Journal {
@@ -284,7 +288,8 @@ impl Journal {
             cfg,
             lanes,
             counters,
-            counters_dirty: report.corrupt + report.torn > 0 || !report.quarantined.is_empty(),
+            counters_dirty: report.corrupt + report.torn + report.missing > 0
+                || !report.quarantined.is_empty(),
             last_sync: Instant::now(),
             unsynced: 0,
         };
@@ -753,6 +758,26 @@ fn recover_lane(
                 .map_err(|e| JournalError::io(&path, e))?;
         }
         let last_seq = scan.records.last().map(|r| r.seq);
+        // A gap between segments above the cursor: a segment file went missing.
+        let expected_first = segments
+            .back()
+            .and_then(|s: &Segment| s.last_seq.map(|l| l + 1))
+            .unwrap_or(acked + 1);
+        if let Some(first_found) = scan.records.first().map(|r| r.seq)
+            && first_found > expected_first
+            && first_found > acked + 1
+        {
+            let from = expected_first.max(acked + 1);
+            let lost = first_found - from;
+            report.missing += lost;
+            tracing::error!(
+                lane = lane.name(),
+                from,
+                to = first_found - 1,
+                records = lost,
+                "journal records are missing (a segment file was removed?)"
+            );
+        }
         report.records += scan.records.len() as u64;
         report.segments += 1;
         // Fully released segments left by a crash between cursor write and delete.

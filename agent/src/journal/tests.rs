@@ -400,3 +400,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_missing_segment_is_reported_and_the_rest_delivered() {
+    let fs = MemFs::new();
+    let c = cfg("/j", 100, 1 << 20);
+    let (mut j, _) = open(&fs, &c);
+    for _ in 0..12 {
+        j.append(Lane::Alert, &[5; 30]).expect("append");
+    }
+    j.sync().expect("sync");
+    drop(j);
+    let mut segs = fs.list(Path::new("/j/alert")).expect("list");
+    segs.retain(|p| p.extension().is_some_and(|e| e == "seg"));
+    segs.sort();
+    assert!(segs.len() >= 3);
+    fs.remove(&segs[1]).expect("remove the middle segment");
+    let (mut j, rep) = open(&fs, &c);
+    assert!(rep.missing > 0, "{rep:?}");
+    let got = seqs(&j.read(Lane::Alert, 0, 100).expect("read"));
+    assert_eq!(got.first(), Some(&1));
+    assert_eq!(got.last(), Some(&12));
+    assert_eq!(got.len() as u64 + rep.missing, 12);
+    assert!(j.stats().counters.corrupt >= rep.missing);
+}
