@@ -2,36 +2,17 @@
 //! exactly as served, coils and discrete inputs, exceptions as bad quality for the
 //! affected tags only, peer restart → reconnect, prompt exit on cancel.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use edge_agent_tests::PyModbus;
 use edge_driver_api::config::{Diagnostics, TableReader, parse_document, render};
 use edge_driver_api::{
-    BadReason, Clock, DriverContext, DriverFactory, ErrorKind, PushResult, Quality, Sample,
-    SampleSink, SignalRegistry,
+    BadReason, Clock, DriverContext, DriverFactory, ErrorKind, Quality, Sample, SignalRegistry,
 };
 use edge_driver_modbus::ModbusConfig;
 use serde_json::json;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-
-#[derive(Default)]
-struct Collect {
-    samples: Mutex<Vec<Sample>>,
-    notify: Notify,
-}
-impl SampleSink for Collect {
-    fn try_push(&self, batch: &[Sample]) -> PushResult {
-        self.samples.lock().expect("m").extend_from_slice(batch);
-        PushResult {
-            accepted: batch.len(),
-        }
-    }
-    fn space_available(&self) -> &Notify {
-        &self.notify
-    }
-}
 
 const TYPES: [&str; 8] = ["u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64"];
 const ORDERS: [&str; 4] = ["ABCD", "CDAB", "BADC", "DCBA"];
@@ -163,13 +144,13 @@ async fn reads_every_type_and_word_order_exactly_as_pymodbus_serves_them() {
     assert_eq!(before, expect.len());
     // holding + input blocks, holding 400, holding 998, coils, discrete inputs, unit 2.
     assert_eq!(after, 7, "{after} requests for {before} tags");
-    let sink = Arc::new(Collect::default());
+    let sink = Arc::new(edge_driver_api::testing::CollectSink::new());
     let cancel = CancellationToken::new();
     let ctx = DriverContext::new("plc".into(), sink.clone(), cancel.clone(), Clock::system());
     let task = tokio::spawn(f.create().expect("driver").run(ctx.clone()));
     tokio::time::sleep(Duration::from_millis(900)).await;
     {
-        let samples = sink.samples.lock().expect("m").clone();
+        let samples = sink.samples();
         for (name, want, quality) in &expect {
             let s = last(&samples, &reg, name);
             assert_eq!(s.quality, *quality, "{name}");
@@ -206,10 +187,10 @@ async fn reads_every_type_and_word_order_exactly_as_pymodbus_serves_them() {
     assert_eq!(down.expect_err("refused").kind, ErrorKind::Transient);
     // Peer back: a new attempt reads again.
     server.spawn();
-    let before = sink.samples.lock().expect("m").len();
+    let before = sink.len();
     let task = tokio::spawn(f.create().expect("driver").run(ctx.clone()));
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let samples = sink.samples.lock().expect("m").clone();
+    let samples = sink.samples();
     assert!(samples.len() > before);
     assert_eq!(last(&samples, &reg, "plc.f32.CDAB").quality, Quality::Good);
     assert!(

@@ -11,6 +11,7 @@ pub mod config;
 pub mod driver;
 pub mod sample;
 pub mod signal;
+pub mod testing;
 pub mod time;
 
 pub use driver::{

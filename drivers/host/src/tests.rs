@@ -1,30 +1,7 @@
 use super::*;
 use edge_driver_api::config::{Diagnostics, parse_document, render};
-use edge_driver_api::{Clock, PushResult, Quality, SampleSink};
-use std::sync::Mutex;
-use tokio::sync::Notify;
+use edge_driver_api::{Clock, Quality};
 use tokio_util::sync::CancellationToken;
-
-#[derive(Default)]
-struct Collect {
-    samples: Mutex<Vec<Sample>>,
-    notify: Notify,
-}
-
-impl SampleSink for Collect {
-    fn try_push(&self, batch: &[Sample]) -> PushResult {
-        self.samples
-            .lock()
-            .expect("test mutex")
-            .extend_from_slice(batch);
-        PushResult {
-            accepted: batch.len(),
-        }
-    }
-    fn space_available(&self) -> &Notify {
-        &self.notify
-    }
-}
 
 fn parse(src: &str) -> Result<HostConfig, String> {
     let table = parse_document(src).map_err(|d| render("t.toml", src, &d))?;
@@ -108,7 +85,7 @@ async fn reads_every_metric_and_reports_missing_ones_as_bad_quality() {
         reg.intern(d, "host").expect("unique");
     }
     let factory = cfg.into_factory(&reg).expect("factory");
-    let sink = Arc::new(Collect::default());
+    let sink = Arc::new(edge_driver_api::testing::CollectSink::new());
     let cancel = CancellationToken::new();
     let ctx = DriverContext::new(
         "host".into(),
@@ -127,7 +104,7 @@ async fn reads_every_metric_and_reports_missing_ones_as_bad_quality() {
         .expect("stops")
         .expect("no panic");
     assert!(res.is_ok());
-    let samples = sink.samples.lock().expect("test mutex").clone();
+    let samples = sink.samples();
     let last = |name: &str| {
         let id = reg.get(name).expect("registered");
         samples

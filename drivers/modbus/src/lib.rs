@@ -195,18 +195,7 @@ impl ModbusConfig {
             .iter()
             .map(|(s, _)| id(&format!("{}.comm.{s}", self.stats_prefix)))
             .collect::<Result<Vec<_>, _>>()?;
-        let spans: Vec<TagSpan> = self
-            .tags
-            .iter()
-            .map(|t| TagSpan {
-                unit: t.unit_id,
-                area: t.area,
-                address: t.address,
-                width: if t.area.is_bit() { 1 } else { t.ty.width() },
-                poll_ms: t.poll.as_millis() as u64,
-            })
-            .collect();
-        let requests = coalesce(&spans, self.limits);
+        let requests = coalesce(&self.spans(), self.limits);
         let addr = (self.host.as_str(), self.port)
             .to_socket_addrs()
             .ok()
@@ -231,8 +220,13 @@ impl ModbusConfig {
 
     /// Number of read requests per cycle before (one per tag) and after coalescing.
     pub fn request_counts(&self) -> (usize, usize) {
-        let spans: Vec<TagSpan> = self
-            .tags
+        let spans = self.spans();
+        (spans.len(), coalesce(&spans, self.limits).len())
+    }
+
+    /// What the coalescing planner needs of each tag.
+    fn spans(&self) -> Vec<TagSpan> {
+        self.tags
             .iter()
             .map(|t| TagSpan {
                 unit: t.unit_id,
@@ -241,8 +235,7 @@ impl ModbusConfig {
                 width: if t.area.is_bit() { 1 } else { t.ty.width() },
                 poll_ms: t.poll.as_millis() as u64,
             })
-            .collect();
-        (spans.len(), coalesce(&spans, self.limits).len())
+            .collect()
     }
 }
 

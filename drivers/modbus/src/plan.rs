@@ -58,6 +58,25 @@ pub enum WordOrder {
     Dcba,
 }
 
+/// Converts between register bytes in `order` and big-endian bytes. Every order is
+/// its own inverse, so the same function decodes and encodes.
+fn reorder(b: &mut [u8], order: WordOrder) {
+    match order {
+        WordOrder::Abcd => {}
+        WordOrder::Dcba => b.reverse(),
+        WordOrder::Badc => b.chunks_exact_mut(2).for_each(|w| w.swap(0, 1)),
+        WordOrder::Cdab => {
+            // Reverse the order of the words, keep the bytes within each word.
+            let words = b.len() / 2;
+            for i in 0..words / 2 {
+                let j = words - 1 - i;
+                b.swap(2 * i, 2 * j);
+                b.swap(2 * i + 1, 2 * j + 1);
+            }
+        }
+    }
+}
+
 /// Decodes `regs` (exactly `ty.width()` registers) into a float.
 pub fn decode_registers(regs: &[u16], ty: DataType, order: WordOrder) -> Option<f64> {
     let n = usize::from(ty.width());
@@ -71,19 +90,7 @@ pub fn decode_registers(regs: &[u16], ty: DataType, order: WordOrder) -> Option<
         bytes[2 * i + 1] = lo;
     }
     let b = &mut bytes[..2 * n];
-    match order {
-        WordOrder::Abcd => {}
-        WordOrder::Dcba => b.reverse(),
-        WordOrder::Badc => b.chunks_exact_mut(2).for_each(|w| w.swap(0, 1)),
-        WordOrder::Cdab => {
-            // Reverse the order of the words, keep bytes within words.
-            let words: Vec<[u8; 2]> = b.chunks_exact(2).map(|w| [w[0], w[1]]).rev().collect();
-            for (i, w) in words.iter().enumerate() {
-                b[2 * i] = w[0];
-                b[2 * i + 1] = w[1];
-            }
-        }
-    }
+    reorder(b, order);
     let be2 = |b: &[u8]| [b[0], b[1]];
     let be4 = |b: &[u8]| [b[0], b[1], b[2], b[3]];
     let be8 = |b: &[u8]| [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
@@ -115,15 +122,7 @@ pub fn encode_registers(v: f64, ty: DataType, order: WordOrder) -> Vec<u16> {
         DataType::F64 => v.to_be_bytes().to_vec(),
     };
     let mut b = be;
-    match order {
-        WordOrder::Abcd => {}
-        WordOrder::Dcba => b.reverse(),
-        WordOrder::Badc => b.chunks_exact_mut(2).for_each(|w| w.swap(0, 1)),
-        WordOrder::Cdab => {
-            let words: Vec<[u8; 2]> = b.chunks_exact(2).map(|w| [w[0], w[1]]).rev().collect();
-            b = words.concat();
-        }
-    }
+    reorder(&mut b, order);
     b.chunks_exact(2)
         .map(|w| u16::from_be_bytes([w[0], w[1]]))
         .collect()

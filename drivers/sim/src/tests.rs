@@ -1,30 +1,7 @@
 use super::*;
+use edge_driver_api::Clock;
 use edge_driver_api::config::{Diagnostics, parse_document, render};
-use edge_driver_api::{Clock, PushResult, SampleSink};
-use std::sync::Mutex;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-
-#[derive(Default)]
-struct Collect {
-    samples: Mutex<Vec<Sample>>,
-    notify: Notify,
-}
-
-impl SampleSink for Collect {
-    fn try_push(&self, batch: &[Sample]) -> PushResult {
-        self.samples
-            .lock()
-            .expect("test mutex")
-            .extend_from_slice(batch);
-        PushResult {
-            accepted: batch.len(),
-        }
-    }
-    fn space_available(&self) -> &Notify {
-        &self.notify
-    }
-}
 
 fn parse(src: &str) -> Result<SimConfig, String> {
     let table = parse_document(src).map_err(|d| render("t.toml", src, &d))?;
@@ -49,7 +26,7 @@ fn factory(cfg: SimConfig) -> SimFactory {
 }
 
 async fn run_for(f: &SimFactory, secs: u64) -> (Vec<Sample>, Result<(), DriverError>) {
-    let sink = Arc::new(Collect::default());
+    let sink = Arc::new(edge_driver_api::testing::CollectSink::new());
     let cancel = CancellationToken::new();
     let ctx = DriverContext::new(
         "sim".into(),
@@ -65,7 +42,7 @@ async fn run_for(f: &SimFactory, secs: u64) -> (Vec<Sample>, Result<(), DriverEr
         .await
         .expect("driver stops promptly when cancelled")
         .expect("driver task does not panic");
-    let samples = std::mem::take(&mut *sink.samples.lock().expect("test mutex"));
+    let samples = sink.take();
     (samples, res)
 }
 
