@@ -330,6 +330,14 @@ async fn replay_resumes_after_broker_restart_without_loss() {
     let ids = sub.alert_ids();
     let distinct: BTreeSet<u64> = ids.iter().copied().collect();
     assert_eq!(distinct, (1..401).collect::<BTreeSet<_>>(), "no alert lost");
+    // The backlog accumulated during the outage arrived in order.
+    let mut seen = BTreeSet::new();
+    let first_200: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|&n| n <= 200 && seen.insert(n))
+        .collect();
+    assert_eq!(first_200, (1..201).collect::<Vec<_>>(), "backlog in order");
     let dups = ids.len() - distinct.len();
     assert!(
         dups <= 3 * 16 + 16,
