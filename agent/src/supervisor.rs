@@ -49,6 +49,12 @@ impl BackoffConfig {
         let factor = 2u32.saturating_pow(n.min(31));
         self.initial.saturating_mul(factor).min(self.max)
     }
+
+    /// The delay before retry `n`: [`Self::base_delay`] scaled into `[d/2, d]`
+    /// ("equal jitter").
+    pub(crate) fn jittered(&self, n: u32, jitter: &mut Jitter) -> Duration {
+        self.base_delay(n).mul_f64(0.5 + 0.5 * jitter.next())
+    }
 }
 
 /// Where a driver is in its life.
@@ -106,10 +112,11 @@ impl DriverStatus {
 
 /// Small PRNG for jitter (no need for cryptographic quality).
 #[derive(Debug)]
-struct Jitter(u64);
+pub(crate) struct Jitter(u64);
 
 impl Jitter {
-    fn new(name: &str) -> Self {
+    /// Seeded from `name` and the clock, so that gateways and drivers differ.
+    pub(crate) fn new(name: &str) -> Self {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in name.bytes() {
             h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
@@ -233,8 +240,7 @@ pub async fn supervise(sv: Supervised, cancel: CancellationToken) {
                 );
             }
         }
-        let base = sv.backoff.base_delay(failures);
-        let delay = base.mul_f64(0.5 + 0.5 * jitter.next());
+        let delay = sv.backoff.jittered(failures, &mut jitter);
         failures = failures.saturating_add(1);
         sv.status.restarts.fetch_add(1, Ordering::Relaxed);
         tracing::info!(driver = %name, delay_ms = delay.as_millis() as u64, attempt = failures, "restarting driver after backoff");

@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::journal::sink::Envelope;
 use crate::journal::{Journal, JournalStats, Lane};
+use crate::supervisor::{BackoffConfig, Jitter};
 
 /// Uplink settings (validated).
 #[derive(Clone)]
@@ -287,6 +288,12 @@ pub async fn run_uplink(
     stats: Arc<UplinkStats>,
 ) {
     let mut failures: u32 = 0;
+    let backoff = BackoffConfig {
+        initial: cfg.reconnect_initial,
+        max: cfg.reconnect_max,
+        healthy_after: Duration::ZERO,
+    };
+    let mut jitter = Jitter::new(&cfg.client_id);
     loop {
         if cancel.is_cancelled() {
             break;
@@ -309,28 +316,16 @@ pub async fn run_uplink(
         }
         stats.connected.store(false, Ordering::Relaxed);
         stats.in_flight.store(0, Ordering::Relaxed);
-        let base = cfg
-            .reconnect_initial
-            .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
-            .min(cfg.reconnect_max);
         let delay = if failures == 0 {
             Duration::from_millis(100)
         } else {
-            base.mul_f64(0.5 + 0.5 * jitter())
+            backoff.jittered(failures - 1, &mut jitter)
         };
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
         }
     }
-}
-
-fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(nanos % 1000) / 1000.0
 }
 
 enum Stop {

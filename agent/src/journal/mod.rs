@@ -531,34 +531,27 @@ impl Journal {
 
     /// Unreleased records of `lane` with `seq >= from`, in order, at most `max`.
     pub fn read(&mut self, lane: Lane, from: u64, max: usize) -> Result<Vec<Record>, JournalError> {
-        let li = lane as usize;
+        let fs = &self.fs;
+        let st = &mut self.lanes[lane as usize];
+        let from = from.max(st.acked + 1);
         let mut out = Vec::new();
-        let from = from.max(self.lanes[li].acked + 1);
-        let seg_firsts: Vec<(u64, Option<u64>, PathBuf)> = self.lanes[li]
-            .segments
-            .iter()
-            .map(|s| (s.first_seq, s.last_seq, s.path.clone()))
-            .collect();
-        for (first, last, path) in seg_firsts {
+        for seg in &st.segments {
             if out.len() >= max {
                 break;
             }
-            if last.is_none_or(|l| l < from) {
+            if seg.last_seq.is_none_or(|l| l < from) {
                 continue;
             }
-            let st = &mut self.lanes[li];
-            if st.cache.as_ref().is_none_or(|(f, _)| *f != first) {
-                let buf = self
-                    .fs
-                    .read(&path)
-                    .map_err(|e| JournalError::io(&path, e))?;
-                let scan = format::scan(&buf);
-                let recs = scan
+            if st.cache.as_ref().is_none_or(|(f, _)| *f != seg.first_seq) {
+                let buf = fs
+                    .read(&seg.path)
+                    .map_err(|e| JournalError::io(&seg.path, e))?;
+                let recs = format::scan(&buf)
                     .records
                     .into_iter()
                     .map(|r| (r.seq, buf[r.payload].to_vec()))
                     .collect();
-                st.cache = Some((first, recs));
+                st.cache = Some((seg.first_seq, recs));
             }
             let Some((_, recs)) = st.cache.as_ref() else {
                 continue;

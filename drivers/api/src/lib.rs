@@ -20,4 +20,4 @@ pub use driver::{
 };
 pub use sample::{BadReason, Quality, Sample, SignalId, Value};
 pub use signal::{DuplicateSignal, SignalDecl, SignalMeta, SignalRegistry};
-pub use time::{Clock, Timestamp};
+pub use time::{Clock, ClockAnchor, Timestamp};

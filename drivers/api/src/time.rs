@@ -35,6 +35,28 @@ impl Timestamp {
     }
 }
 
+/// Wall-clock offset captured by [`Clock::anchor`]: stamps any monotonic instant
+/// without reading the clocks again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockAnchor {
+    wall_minus_mono: i64,
+    synced: bool,
+}
+
+impl ClockAnchor {
+    /// The timestamp of monotonic instant `mono_ns`.
+    #[inline]
+    pub fn at(&self, mono_ns: u64) -> Timestamp {
+        Timestamp {
+            wall_ns: self
+                .wall_minus_mono
+                .saturating_add(i64::try_from(mono_ns).unwrap_or(i64::MAX)),
+            mono_ns,
+            synced: self.synced,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Mode {
     /// Wall time from the system clock.
@@ -115,22 +137,19 @@ impl Clock {
 
     /// A timestamp for a monotonic instant that is not "now" (e.g. a simulated sample
     /// time). Wall time is extrapolated from the current offset between the clocks.
+    /// To stamp many samples, take one [`Clock::anchor`] and use it for all of them.
     pub fn at_mono(&self, mono_ns: u64) -> Timestamp {
-        let wall_ns = match self.inner.mode {
-            Mode::System => {
-                let now_mono = self.mono_ns();
-                let delta = i64::try_from(mono_ns).unwrap_or(i64::MAX)
-                    - i64::try_from(now_mono).unwrap_or(i64::MAX);
-                system_wall_ns().saturating_add(delta)
-            }
-            Mode::Virtual { wall_origin_ns } => {
-                wall_origin_ns.saturating_add(i64::try_from(mono_ns).unwrap_or(i64::MAX))
-            }
-        };
-        Timestamp {
-            wall_ns,
-            mono_ns,
-            synced: self.is_synced(),
+        self.anchor().at(mono_ns)
+    }
+
+    /// The current offset between wall and monotonic time (reads the clocks once).
+    pub fn anchor(&self) -> ClockAnchor {
+        let now = self.now();
+        ClockAnchor {
+            wall_minus_mono: now
+                .wall_ns
+                .saturating_sub(i64::try_from(now.mono_ns).unwrap_or(i64::MAX)),
+            synced: now.synced,
         }
     }
 

@@ -416,6 +416,8 @@ async fn run(shared: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError>
     let first_instant = clock.instant_at(clock.mono_ns());
     loop {
         let t = sim_now(clock.mono_ns());
+        // One clock read per tick; every sample of the tick is stamped from it.
+        let anchor = clock.anchor();
         for (m, next_k) in shared.machines.iter().zip(next.iter_mut()) {
             if m.machine.link_lost(t) {
                 let until = m.machine.link_restored_at(t).unwrap_or(t);
@@ -435,7 +437,7 @@ async fn run(shared: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError>
                     };
                     // Sample time is simulated time on the monotonic axis (ahead of
                     // the real monotonic clock when `speed` > 1).
-                    let stamp = clock.at_mono(origin + (ts * 1e9) as u64);
+                    let stamp = anchor.at(origin + (ts * 1e9) as u64);
                     batch.push(Sample::new_f64(stamp, s.id, v));
                     *k += 1;
                     if batch.len() == MAX_BATCH {
