@@ -298,7 +298,13 @@ pub async fn run_uplink(
         if cancel.is_cancelled() {
             break;
         }
-        match connection(&cfg, &journal, &wake, &cancel, &stats).await {
+        let connects_before = stats.connects.load(Ordering::Relaxed);
+        let outcome = connection(&cfg, &journal, &wake, &cancel, &stats).await;
+        // A connection that came up and then broke starts the backoff afresh.
+        if stats.connects.load(Ordering::Relaxed) > connects_before {
+            failures = 0;
+        }
+        match outcome {
             Ok(Stop::Cancelled) => break,
             Ok(Stop::Reconnect(why)) => {
                 tracing::warn!(reason = %why, "uplink connection restarted");
