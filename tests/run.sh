@@ -3,8 +3,9 @@
 #
 # Installs what the tests need first: the real peers the protocol tests talk to —
 # the Mosquitto MQTT broker and openssl (throw-away TLS certificates) from Debian's
-# packages, and pymodbus (pinned in tests/peers/requirements.txt) in a Python venv.
-# Later peers (python-snap7, aiocoap) add their installs here, so this stays the one
+# packages, and pymodbus and python-snap7 (pinned in tests/peers/requirements.txt) in a
+# Python venv.
+# Later peers (aiocoap, ...) add their installs here, so this stays the one
 # command.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -18,6 +18,7 @@ use std::time::Duration;
 use edge_driver_api::config::{
     Diagnostic, Diagnostics, NodeValue, Span, Spanned, TableReader, closest, parse_document, render,
 };
+use edge_driver_api::health::HealthConfig;
 use edge_driver_api::{DriverError, DriverFactory, SignalDecl, SignalId, SignalRegistry};
 use edge_models::{
     Band, DetectorSpec, Direction, Feature, FeatureConfig, FlatLineSpec, MAX_BANDS,
@@ -222,6 +223,11 @@ fn check_name(r: &TableReader<'_>, key: &'static str, v: &Spanned<String>) -> bo
 /// A driver section parsed by its crate, before signal interning.
 trait ParsedDriver {
     fn signals(&self) -> Vec<SignalDecl>;
+    /// The link-health settings of a polling driver (which then publishes
+    /// `<name>.comm.health`).
+    fn link_health(&self) -> Option<&HealthConfig> {
+        None
+    }
     fn into_factory(
         self: Box<Self>,
         registry: &SignalRegistry,
@@ -263,11 +269,32 @@ impl ParsedDriver for edge_driver_modbus::ModbusConfig {
     fn signals(&self) -> Vec<SignalDecl> {
         edge_driver_modbus::ModbusConfig::signals(self)
     }
+    fn link_health(&self) -> Option<&HealthConfig> {
+        Some(&self.health)
+    }
     fn into_factory(
         self: Box<Self>,
         registry: &SignalRegistry,
     ) -> Result<Arc<dyn DriverFactory>, DriverError> {
         Ok(Arc::new(edge_driver_modbus::ModbusConfig::into_factory(
+            *self, registry,
+        )?))
+    }
+}
+
+#[cfg(feature = "s7")]
+impl ParsedDriver for edge_driver_s7::S7Config {
+    fn signals(&self) -> Vec<SignalDecl> {
+        edge_driver_s7::S7Config::signals(self)
+    }
+    fn link_health(&self) -> Option<&HealthConfig> {
+        Some(&self.health)
+    }
+    fn into_factory(
+        self: Box<Self>,
+        registry: &SignalRegistry,
+    ) -> Result<Arc<dyn DriverFactory>, DriverError> {
+        Ok(Arc::new(edge_driver_s7::S7Config::into_factory(
             *self, registry,
         )?))
     }
@@ -283,6 +310,8 @@ pub fn driver_kinds() -> Vec<&'static str> {
     v.push("host");
     #[cfg(feature = "modbus")]
     v.push("modbus");
+    #[cfg(feature = "s7")]
+    v.push("s7");
     v
 }
 
@@ -295,6 +324,10 @@ fn parse_driver(kind: &str, name: &str, r: &mut TableReader<'_>) -> Option<Box<d
         #[cfg(feature = "modbus")]
         "modbus" => edge_driver_modbus::ModbusConfig::parse(r, name)
             .map(|c| Box::new(c) as Box<dyn ParsedDriver>),
+        #[cfg(feature = "s7")]
+        "s7" => {
+            edge_driver_s7::S7Config::parse(r, name).map(|c| Box::new(c) as Box<dyn ParsedDriver>)
+        }
         #[cfg(feature = "sim")]
         "sim" => edge_driver_sim::SimConfig::parse(r).map(|c| Box::new(c) as Box<dyn ParsedDriver>),
         #[cfg(feature = "host")]
@@ -805,6 +838,31 @@ fn read_root(
             assets.push(asset);
         }
     }
+    // One implicit asset per polling driver: its link-health score against the
+    // driver's [drivers.health] limits (Warning "sub-healthy", Critical).
+    for (name, _, p) in &parsed {
+        if let Some(h) = p.link_health().filter(|h| h.alerts) {
+            let asset = link_asset_name(&name.value);
+            if !asset_names.insert(asset.clone()) {
+                diags.push(
+                    Diagnostic::new(
+                        name.span,
+                        format!("drivers.{}", name.value),
+                        format!(
+                            "asset name `{asset}` is reserved for the link health of driver `{}`",
+                            name.value
+                        ),
+                    )
+                    .hint("rename that [[assets]] section, or set [drivers.health] alerts = false"),
+                );
+                continue;
+            }
+            if let Some(signal) = registry.get(&edge_driver_api::health::health_signal(&name.value))
+            {
+                assets.push(link_health_asset(asset, signal, h));
+            }
+        }
+    }
     drop(root);
 
     if !diags.is_empty() {
@@ -969,6 +1027,39 @@ fn read_window(w: &mut TableReader<'_>) -> Option<WindowSpec> {
 
 fn fmt_dur(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
+}
+
+/// The implicit asset that carries a driver's link-health alerts.
+pub fn link_asset_name(driver: &str) -> String {
+    format!("{driver}.link")
+}
+
+fn link_health_asset(name: String, signal: SignalId, h: &HealthConfig) -> AssetCfg {
+    AssetCfg {
+        name: Arc::from(name.as_str()),
+        windows: vec![WindowCfg {
+            signal,
+            spec: WindowSpec::Time {
+                size_ns: 5_000_000_000,
+                hop_ns: 5_000_000_000,
+                max_samples: 1024,
+            },
+            features: FeatureConfig::default(),
+        }],
+        detectors: vec![DetectorCfg {
+            name: Arc::from("comm_health"),
+            window: 0,
+            feature: Feature::Last,
+            feature_name: "last".into(),
+            spec: DetectorSpec::Threshold(ThresholdSpec {
+                direction: Direction::Below,
+                warning: Some(h.warning),
+                critical: Some(h.critical),
+                hysteresis: 5.0,
+                min_duration_s: 0.0,
+            }),
+        }],
+    }
 }
 
 fn read_asset(

@@ -468,3 +468,99 @@ impl Drop for PyModbus {
         self.stop();
     }
 }
+
+/// A python-snap7 S7 server on 127.0.0.1 serving `spec` (see tests/peers/s7_server.py),
+/// stopped when dropped.
+#[derive(Debug)]
+pub struct PySnap7 {
+    pub port: u16,
+    spec: String,
+    child: Option<std::process::Child>,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: Option<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl PySnap7 {
+    pub fn start(spec: &serde_json::Value) -> Self {
+        Self::start_on(free_port(), spec)
+    }
+
+    pub fn start_on(port: u16, spec: &serde_json::Value) -> Self {
+        let mut m = PySnap7 {
+            port,
+            spec: spec.to_string(),
+            child: None,
+            stdin: None,
+            stdout: None,
+        };
+        m.spawn();
+        m
+    }
+
+    /// Starts the server (again, on the same port) and waits until it listens.
+    pub fn spawn(&mut self) {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/s7_server.py");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let mut child = std::process::Command::new(peer_python())
+                .arg(&script)
+                .arg(self.port.to_string())
+                .arg(&self.spec)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .expect("start the snap7 server");
+            let mut out = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+            let mut line = String::new();
+            let _ = out.read_line(&mut line);
+            if line.trim() == "READY" {
+                self.stdin = child.stdin.take();
+                self.stdout = Some(out);
+                self.child = Some(child);
+                return;
+            }
+            // The port may still be held by a just-killed server: retry.
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the snap7 server did not start on {}: {line}",
+                self.port
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// Overwrites bytes of a served area (`area` is DB, MK, PE or PA).
+    pub fn set(&mut self, area: &str, index: u16, offset: usize, bytes: &[u8]) {
+        use std::io::{BufRead, Write};
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let stdin = self.stdin.as_mut().expect("server running");
+        writeln!(stdin, "set {area} {index} {offset} {hex}").expect("write to snap7 server");
+        stdin.flush().expect("flush");
+        let mut line = String::new();
+        self.stdout
+            .as_mut()
+            .expect("server running")
+            .read_line(&mut line)
+            .expect("read reply");
+        assert_eq!(line.trim(), "OK");
+    }
+
+    pub fn stop(&mut self) {
+        self.stdin = None;
+        self.stdout = None;
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PySnap7 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

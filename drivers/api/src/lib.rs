@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod driver;
+pub mod health;
 pub mod sample;
 pub mod signal;
 pub mod testing;

@@ -31,17 +31,21 @@
 //! supervisor reconnects with backoff (after a timeout the TCP stream may still
 //! deliver the late reply, so it is not reused).
 //!
-//! Communication statistics are signals too: `<driver>.comm.rtt_ms`,
-//! `<driver>.comm.timeouts`, `<driver>.comm.exceptions`, `<driver>.comm.connects`.
+//! Communication statistics are signals too (`<driver>.comm.rtt_ms`, `timeouts`,
+//! `exceptions`, `connects`), with the link's health score and its parts
+//! (`health`, `success_ratio`, `rtt_p95_ms`, `jitter`, `errors_per_min`, `poll_s`;
+//! see [`edge_driver_api::health`]). While the score is below `[drivers.health]
+//! warning`, every poll period stretches (up to `poll_max`) so a struggling device
+//! is not hammered.
 
 pub mod plan;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use edge_driver_api::config::{Span, TableReader};
+use edge_driver_api::health::{CommStats, HealthConfig, comm_signal_decls};
 use edge_driver_api::{
     BadReason, BoxFuture, Driver, DriverContext, DriverError, DriverFactory, Sample, SignalDecl,
     SignalId, SignalRegistry,
@@ -76,6 +80,8 @@ pub struct ModbusConfig {
     pub limits: Limits,
     pub tags: Vec<Tag>,
     pub stats_prefix: String,
+    pub poll: Duration,
+    pub health: HealthConfig,
     pub span: Span,
 }
 
@@ -119,6 +125,7 @@ impl ModbusConfig {
                 .emit();
             ok = false;
         }
+        let health = HealthConfig::parse(r, poll, timeout);
         let mut tags = Vec::new();
         let readers = r.tables("tags");
         if readers.is_empty() {
@@ -155,6 +162,8 @@ impl ModbusConfig {
             },
             tags,
             stats_prefix: name.to_string(),
+            poll,
+            health,
             span: r.span(),
         })
     }
@@ -170,13 +179,7 @@ impl ModbusConfig {
                 span: t.span,
             })
             .collect();
-        for (s, unit) in STATS {
-            out.push(SignalDecl {
-                name: format!("{}.comm.{s}", self.stats_prefix),
-                unit: Some(unit.to_string()),
-                span: self.span,
-            });
-        }
+        out.extend(comm_signal_decls(&self.stats_prefix, self.span));
         out
     }
 
@@ -191,10 +194,7 @@ impl ModbusConfig {
             .iter()
             .map(|t| id(&t.name))
             .collect::<Result<Vec<_>, _>>()?;
-        let stat_ids = STATS
-            .iter()
-            .map(|(s, _)| id(&format!("{}.comm.{s}", self.stats_prefix)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let stats = CommStats::new(&self.stats_prefix, self.health.clone(), self.poll, registry)?;
         let requests = coalesce(&self.spans(), self.limits);
         let addr = (self.host.as_str(), self.port)
             .to_socket_addrs()
@@ -209,11 +209,9 @@ impl ModbusConfig {
                 timeout: self.timeout,
                 tags: self.tags,
                 tag_ids,
-                stat_ids,
                 requests,
-                timeouts: AtomicU64::new(0),
-                exceptions: AtomicU64::new(0),
-                connects: AtomicU64::new(0),
+                stats,
+                base_poll: self.poll,
             }),
         })
     }
@@ -238,13 +236,6 @@ impl ModbusConfig {
             .collect()
     }
 }
-
-const STATS: [(&str, &str); 4] = [
-    ("rtt_ms", "ms"),
-    ("timeouts", ""),
-    ("exceptions", ""),
-    ("connects", ""),
-];
 
 const ORDERS: &[(&str, WordOrder)] = &[
     ("ABCD", WordOrder::Abcd),
@@ -351,11 +342,9 @@ struct Shared {
     timeout: Duration,
     tags: Vec<Tag>,
     tag_ids: Vec<SignalId>,
-    stat_ids: Vec<SignalId>,
     requests: Vec<Request>,
-    timeouts: AtomicU64,
-    exceptions: AtomicU64,
-    connects: AtomicU64,
+    stats: CommStats,
+    base_poll: Duration,
 }
 
 /// Creates Modbus TCP drivers (one connection each).
@@ -425,45 +414,69 @@ async fn read(
 }
 
 async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
+    let mut batch: Vec<Sample> = Vec::with_capacity(sh.tags.len() + 16);
     let connect = tokio_modbus::client::tcp::connect(sh.addr);
-    let mut client = tokio::select! {
+    let connected = tokio::select! {
         _ = ctx.cancelled() => return Ok(()),
-        r = tokio::time::timeout(sh.timeout, connect) => match r {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(DriverError::transient(format!("connect to {}: {e}", sh.addr)).with_source(e)),
-            Err(_) => return Err(DriverError::transient(format!("connect to {} timed out after {:?}", sh.addr, sh.timeout))),
-        },
+        r = tokio::time::timeout(sh.timeout, connect) => r,
     };
-    let connects = sh.connects.fetch_add(1, Ordering::Relaxed) + 1;
-    tracing::info!(driver = ctx.name(), addr = %sh.addr, requests = sh.requests.len(), tags = sh.tags.len(), "modbus connected");
+    let mut client = match connected {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            sh.stats.error();
+            fail_all(&sh, &ctx, BadReason::Communication, &mut batch).await;
+            return Err(
+                DriverError::transient(format!("connect to {}: {e}", sh.addr)).with_source(e),
+            );
+        }
+        Err(_) => {
+            sh.stats.timeout();
+            fail_all(&sh, &ctx, BadReason::Timeout, &mut batch).await;
+            return Err(DriverError::transient(format!(
+                "connect to {} timed out after {:?}",
+                sh.addr, sh.timeout
+            )));
+        }
+    };
+    let connects = sh.stats.connected();
+    tracing::info!(driver = ctx.name(), addr = %sh.addr, requests = sh.requests.len(), tags = sh.tags.len(), connects, "modbus connected");
     let start = tokio::time::Instant::now();
     let mut next_due: Vec<tokio::time::Instant> = vec![start; sh.requests.len()];
-    let mut batch: Vec<Sample> = Vec::with_capacity(sh.tags.len() + 4);
     let mut first = true;
     loop {
         let now = tokio::time::Instant::now();
         batch.clear();
         let mut rtt_ms = f64::NAN;
+        // Adaptive polling stretches every request's period by the same factor.
+        let stretch = sh.stats.poll_period().as_secs_f64() / sh.base_poll.as_secs_f64();
         for (ri, r) in sh.requests.iter().enumerate() {
             if next_due[ri] > now {
                 continue;
             }
-            let period = Duration::from_millis(r.poll_ms);
+            let period = Duration::from_millis(r.poll_ms).mul_f64(stretch);
             // Next slot on the poll grid (skip missed ones rather than bursting).
             while next_due[ri] <= now {
                 next_due[ri] += period;
             }
             let t0 = tokio::time::Instant::now();
-            let res = tokio::time::timeout(sh.timeout, read(&mut client, r)).await;
+            let res = tokio::select! {
+                _ = ctx.cancelled() => return Ok(()),
+                r = tokio::time::timeout(sh.timeout, read(&mut client, r)) => r,
+            };
             let ts = ctx.clock().now();
             match res {
                 Ok(Ok(Ok(outcome))) => {
-                    rtt_ms = t0.elapsed().as_secs_f64() * 1e3;
+                    let rtt = t0.elapsed();
+                    sh.stats.success(rtt);
+                    rtt_ms = rtt.as_secs_f64() * 1e3;
                     decode(&sh, r, &outcome, ts, &mut batch);
                 }
                 Ok(Ok(Err(code))) => {
-                    rtt_ms = t0.elapsed().as_secs_f64() * 1e3;
-                    sh.exceptions.fetch_add(1, Ordering::Relaxed);
+                    // The device answered: the link is fine, the request was not.
+                    let rtt = t0.elapsed();
+                    sh.stats.success(rtt);
+                    sh.stats.exception();
+                    rtt_ms = rtt.as_secs_f64() * 1e3;
                     tracing::debug!(
                         driver = ctx.name(),
                         unit = r.unit,
@@ -474,8 +487,9 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
                     decode(&sh, r, &Outcome::Exception(code), ts, &mut batch);
                 }
                 Ok(Err(e)) => {
+                    sh.stats.error();
                     mark_bad(&sh, r, BadReason::Communication, ts, &mut batch);
-                    push_stats(&sh, ts, f64::NAN, connects, &mut batch);
+                    sh.stats.push_samples(ts, f64::NAN, &mut batch);
                     let _ = ctx.send(&batch).await;
                     return Err(DriverError::transient(format!(
                         "modbus read from {}: {e}",
@@ -484,9 +498,9 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
                     .with_source(e));
                 }
                 Err(_) => {
-                    sh.timeouts.fetch_add(1, Ordering::Relaxed);
+                    sh.stats.timeout();
                     mark_bad(&sh, r, BadReason::Timeout, ts, &mut batch);
-                    push_stats(&sh, ts, f64::NAN, connects, &mut batch);
+                    sh.stats.push_samples(ts, f64::NAN, &mut batch);
                     let _ = ctx.send(&batch).await;
                     return Err(DriverError::transient(format!(
                         "unit {} did not answer within {:?}; reconnecting",
@@ -496,7 +510,8 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
             }
         }
         if !batch.is_empty() || first {
-            push_stats(&sh, ctx.clock().now(), rtt_ms, connects, &mut batch);
+            let report = sh.stats.push_samples(ctx.clock().now(), rtt_ms, &mut batch);
+            sh.stats.adapt(report.score);
             if ctx.send(&batch).await.is_err() {
                 return Ok(());
             }
@@ -514,24 +529,15 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
     }
 }
 
-fn push_stats(
-    sh: &Shared,
-    ts: edge_driver_api::Timestamp,
-    rtt_ms: f64,
-    connects: u64,
-    out: &mut Vec<Sample>,
-) {
-    let vals = [
-        rtt_ms,
-        sh.timeouts.load(Ordering::Relaxed) as f64,
-        sh.exceptions.load(Ordering::Relaxed) as f64,
-        connects as f64,
-    ];
-    for (id, v) in sh.stat_ids.iter().zip(vals) {
-        if v.is_finite() {
-            out.push(Sample::new_f64(ts, *id, v));
-        }
+/// Every tag bad for `why`, plus the link statistics (a failed connection attempt).
+async fn fail_all(sh: &Shared, ctx: &DriverContext, why: BadReason, batch: &mut Vec<Sample>) {
+    let ts = ctx.clock().now();
+    batch.clear();
+    for id in &sh.tag_ids {
+        batch.push(Sample::bad(ts, *id, why));
     }
+    sh.stats.push_samples(ts, f64::NAN, batch);
+    let _ = ctx.send(batch).await;
 }
 
 fn mark_bad(

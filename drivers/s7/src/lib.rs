@@ -1,0 +1,634 @@
+//! `s7`: Siemens S7 PLCs over ISO-on-TCP (RFC 1006), with our own sans-IO codec.
+//!
+//! ```toml
+//! [[drivers]]
+//! name = "press3"
+//! kind = "s7"
+//! host = "192.0.2.20"
+//! port = 102
+//! rack = 0
+//! slot = 1               # S7-300: 2; S7-1200/1500: 0 or 1
+//! connection = "PG"      # PG | OP | S7 (basic)
+//! # local_tsap = 0x0100  # instead of rack/slot, for CPs and S7-200-style TSAPs
+//! # remote_tsap = 0x0301
+//! poll = "1s"
+//! timeout = "2s"
+//! pdu_size = 480         # asked for; the PLC may grant less
+//! max_items = 20         # items per request (Snap7-based devices accept 20)
+//! max_gap = 16           # unused bytes allowed inside one merged read
+//!
+//! [[drivers.tags]]
+//! name = "press3.oil_temp"
+//! address = "DB10.DBD4"  # DB1.DBX0.0 DB1.DBB1 DB1.DBW2 DB1.DBD4 M0.1 MW10 I0.0/E0.0 Q0.0/A0.0 ...
+//! type = "REAL"          # BOOL BYTE CHAR SINT USINT WORD UINT INT DWORD UDINT DINT REAL LREAL TIME DATE_AND_TIME
+//! scale = 1.0
+//! offset = 0.0
+//! unit = "°C"
+//!
+//! [drivers.health]       # optional: see edge_driver_api::health
+//! warning = 75
+//! critical = 60
+//! ```
+//!
+//! S7-1200/1500 CPUs answer only with "Permit access with PUT/GET communication"
+//! enabled and for DBs with "Optimized block access" switched off (absolute
+//! addresses exist only then).
+//!
+//! Each cycle reads every tag with the fewest requests the negotiated PDU allows
+//! ([`plan`]). An item-level error (e.g. a DB that does not exist) makes that tag a
+//! bad-quality sample carrying the return code; if the failing item had merged
+//! several tags, they are re-planned as separate items so a neighbour's bad address
+//! cannot spoil good values. A timeout or a broken/garbled connection fails the
+//! attempt as retryable; the supervisor reconnects with backoff, forever — a PLC
+//! absent at start-up is never fatal. The link's health score
+//! ([`edge_driver_api::health`]) slows polling while the link is sub-healthy.
+
+pub mod addr;
+pub mod client;
+pub mod codec;
+pub mod plan;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_driver_api::config::{Span, TableReader};
+use edge_driver_api::health::{CommStats, HealthConfig, comm_signal_decls};
+use edge_driver_api::{
+    BadReason, BoxFuture, Driver, DriverContext, DriverError, DriverFactory, Quality, Sample,
+    SignalDecl, SignalId, SignalRegistry, Timestamp, Value,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use addr::{Address, Area, DataType, S7Value};
+pub use client::{ClientError, ConnectParams, ConnectionType, S7Client, rack_slot_tsap};
+
+/// One configured tag.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tag {
+    pub name: String,
+    pub address: Address,
+    pub ty: DataType,
+    pub scale: f64,
+    pub offset: f64,
+    pub eng_unit: Option<String>,
+    pub span: Span,
+}
+
+/// Validated `s7` configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct S7Config {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub local_tsap: u16,
+    pub remote_tsap: u16,
+    pub poll: Duration,
+    pub timeout: Duration,
+    pub pdu_size: u16,
+    pub max_items: usize,
+    pub max_gap: u32,
+    pub health: HealthConfig,
+    pub tags: Vec<Tag>,
+    pub span: Span,
+}
+
+impl S7Config {
+    /// Reads the driver-specific keys of the `[[drivers]]` section named `name`.
+    pub fn parse(r: &mut TableReader<'_>, name: &str) -> Option<S7Config> {
+        let mut ok = true;
+        let host = r.req_string("host");
+        let port = r
+            .int_in("port", 1, 65535)
+            .map(|v| v.value as u16)
+            .unwrap_or(102);
+        let rack = r.int_in("rack", 0, 7).map(|v| v.value as u8).unwrap_or(0);
+        let slot = r.int_in("slot", 0, 31).map(|v| v.value as u8).unwrap_or(1);
+        let kind = r
+            .choice(
+                "connection",
+                &[
+                    ("PG", ConnectionType::Pg),
+                    ("OP", ConnectionType::Op),
+                    ("S7", ConnectionType::S7Basic),
+                ],
+            )
+            .map(|v| v.value)
+            .unwrap_or(ConnectionType::Pg);
+        let local_tsap = r
+            .int_in("local_tsap", 0, 0xFFFF)
+            .map(|v| v.value as u16)
+            .unwrap_or(0x0100);
+        let remote_tsap = r.int_in("remote_tsap", 0, 0xFFFF).map(|v| v.value as u16);
+        if remote_tsap.is_some() && (r.has("rack") || r.has("slot")) {
+            r.table_error("both `remote_tsap` and `rack`/`slot` are set")
+                .hint("use rack/slot for CPUs, or remote_tsap for a CP or a custom TSAP — not both")
+                .emit();
+            ok = false;
+        }
+        let remote_tsap = remote_tsap.unwrap_or_else(|| rack_slot_tsap(kind, rack, slot));
+        let poll = r
+            .duration("poll")
+            .map(|v| v.value)
+            .unwrap_or(Duration::from_secs(1));
+        let timeout = r
+            .duration("timeout")
+            .map(|v| v.value)
+            .unwrap_or(Duration::from_secs(2));
+        if poll < Duration::from_millis(10) || timeout < Duration::from_millis(10) {
+            r.table_error("`poll` and `timeout` must be at least 10ms")
+                .emit();
+            ok = false;
+        }
+        let pdu_size = r
+            .int_in("pdu_size", 240, 960)
+            .map(|v| v.value as u16)
+            .unwrap_or(480);
+        let max_items = r
+            .int_in("max_items", 1, 255)
+            .map(|v| v.value as usize)
+            .unwrap_or(20);
+        let max_gap = r
+            .int_in("max_gap", 0, 1024)
+            .map(|v| v.value as u32)
+            .unwrap_or(16);
+        let health = HealthConfig::parse(r, poll, timeout);
+        let readers = r.tables("tags");
+        if readers.is_empty() {
+            r.table_error("an s7 driver needs at least one tag")
+                .hint("add [[drivers.tags]] with name, address (e.g. \"DB1.DBD4\") and type (e.g. \"REAL\")")
+                .emit();
+            ok = false;
+        }
+        let mut tags = Vec::new();
+        for mut t in readers {
+            match parse_tag(&mut t) {
+                Some(tag) => tags.push(tag),
+                None => ok = false,
+            }
+        }
+        let host = host?;
+        if (host.value.as_str(), port).to_socket_addrs().is_err() {
+            r.error(
+                host.span,
+                "host",
+                format!("cannot resolve `{}`", host.value),
+            )
+            .expected("an IP address or a resolvable host name")
+            .emit();
+            ok = false;
+        }
+        ok.then(|| S7Config {
+            name: name.to_string(),
+            host: host.value,
+            port,
+            local_tsap,
+            remote_tsap,
+            poll,
+            timeout,
+            pdu_size,
+            max_items,
+            max_gap,
+            health,
+            tags,
+            span: r.span(),
+        })
+    }
+
+    /// Tag signals, then the communication statistics.
+    pub fn signals(&self) -> Vec<SignalDecl> {
+        let mut out: Vec<SignalDecl> = self
+            .tags
+            .iter()
+            .map(|t| SignalDecl {
+                name: t.name.clone(),
+                unit: t.eng_unit.clone(),
+                span: t.span,
+            })
+            .collect();
+        out.extend(comm_signal_decls(&self.name, self.span));
+        out
+    }
+
+    /// Requests per cycle at a PDU size: one per tag unmerged vs. the plan.
+    pub fn request_counts(&self, pdu_size: u16) -> (usize, usize) {
+        let ranges = self.ranges(&vec![false; self.tags.len()]);
+        let plan = plan::plan(&ranges, self.limits(pdu_size));
+        (self.tags.len(), plan.requests.len())
+    }
+
+    fn limits(&self, pdu_size: u16) -> plan::Limits {
+        plan::Limits {
+            pdu_size,
+            max_items: self.max_items,
+            max_gap: self.max_gap,
+        }
+    }
+
+    fn ranges(&self, isolated: &[bool]) -> Vec<plan::TagRange> {
+        self.tags
+            .iter()
+            .zip(isolated)
+            .map(|(t, &isolated)| plan::TagRange {
+                area: t.address.area,
+                start: t.address.byte,
+                len: t.ty.size(),
+                isolated,
+            })
+            .collect()
+    }
+
+    pub fn into_factory(self, registry: &SignalRegistry) -> Result<S7Factory, DriverError> {
+        self.into_factory_with(registry, None)
+    }
+
+    /// Like [`S7Config::into_factory`], with another stream source than TCP (the
+    /// fault-injection tests use an in-memory pipe).
+    pub fn into_factory_with(
+        self,
+        registry: &SignalRegistry,
+        connector: Option<Arc<dyn Connector>>,
+    ) -> Result<S7Factory, DriverError> {
+        let tag_ids = self
+            .tags
+            .iter()
+            .map(|t| {
+                registry.get(&t.name).ok_or_else(|| {
+                    DriverError::config(format!("signal `{}` was not registered", t.name))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let stats = CommStats::new(&self.name, self.health.clone(), self.poll, registry)?;
+        let addr = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                DriverError::config(format!("cannot resolve {}:{}", self.host, self.port))
+            })?;
+        Ok(S7Factory {
+            shared: Arc::new(Shared {
+                addr,
+                cfg: self,
+                tag_ids,
+                stats,
+                connector,
+            }),
+        })
+    }
+}
+
+fn parse_tag(t: &mut TableReader<'_>) -> Option<Tag> {
+    let name = t.req_string("name");
+    let address = t.req_string("address");
+    let ty_s = t.string("type");
+    let length = t.int_in("length", 1, 254).map(|v| v.value as u8);
+    let scale = t.f64("scale").map(|v| v.value).unwrap_or(1.0);
+    let offset = t.f64("offset").map(|v| v.value).unwrap_or(0.0);
+    let eng_unit = t.string("unit").map(|v| v.value);
+    let (name, address) = (name?, address?);
+    let addr = match Address::parse(&address.value) {
+        Ok(a) => a,
+        Err(msg) => {
+            t.error(address.span, "address", msg)
+                .expected("e.g. DB1.DBX0.0, DB1.DBW2, DB1.DBD4, MW10, M0.1, I0.0 (E0.0), QB4 (AB4)")
+                .emit();
+            return None;
+        }
+    };
+    let ty = match &ty_s {
+        None => DataType::default_for(addr.width),
+        Some(s) => match DataType::parse(&s.value, length) {
+            Some(ty) => ty,
+            None => {
+                t.error(s.span, "type", format!("unknown S7 type `{}`", s.value))
+                    .expected(format!("one of: {}", addr::TYPE_NAMES.join(", ")))
+                    .emit();
+                return None;
+            }
+        },
+    };
+    let ty_span = ty_s.as_ref().map(|s| s.span).unwrap_or(address.span);
+    if let DataType::String(_) = ty {
+        t.error(ty_span, "type", "STRING tags cannot be sampled yet")
+            .expected("a numeric, BOOL or DATE_AND_TIME type")
+            .hint("samples carry numbers; the codec decodes S7 STRING, but the agent has no text signals yet — read the current-length byte (address + 1) as BYTE if that helps")
+            .emit();
+        return None;
+    }
+    if !ty.fits(addr.width) {
+        t.error(
+            ty_span,
+            "type",
+            format!("a {ty:?} ({} bytes) does not fit the address `{}`", ty.size(), address.value),
+        )
+        .hint("X addresses hold BOOL; W 2-byte types (INT, WORD, UINT); D 4-byte types (REAL, DINT, DWORD, UDINT, TIME); B any type by its first byte (LREAL, DATE_AND_TIME)")
+        .emit();
+        return None;
+    }
+    if addr.byte + ty.size() - 1 > addr::MAX_BYTE {
+        t.error(
+            address.span,
+            "address",
+            "the value runs past the largest S7 byte offset",
+        )
+        .emit();
+        return None;
+    }
+    Some(Tag {
+        name: name.value,
+        address: addr,
+        ty,
+        scale,
+        offset,
+        eng_unit,
+        span: name.span,
+    })
+}
+
+/// Opens the byte stream to the PLC (tests put a fault-injecting pipe here).
+pub trait Connector: Send + Sync + std::fmt::Debug + 'static {
+    fn connect(&self) -> BoxFuture<'static, std::io::Result<Box<dyn Stream>>>;
+}
+
+/// A byte stream the client runs on.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+#[derive(Debug)]
+struct Shared {
+    addr: SocketAddr,
+    cfg: S7Config,
+    tag_ids: Vec<SignalId>,
+    stats: CommStats,
+    connector: Option<Arc<dyn Connector>>,
+}
+
+/// Creates S7 drivers (one connection each).
+#[derive(Debug, Clone)]
+pub struct S7Factory {
+    shared: Arc<Shared>,
+}
+
+impl S7Factory {
+    /// The link's communication statistics.
+    pub fn stats(&self) -> &CommStats {
+        &self.shared.stats
+    }
+}
+
+impl DriverFactory for S7Factory {
+    fn kind(&self) -> &'static str {
+        "s7"
+    }
+    fn create(&self) -> Result<Box<dyn Driver>, DriverError> {
+        Ok(Box::new(S7Driver {
+            shared: self.shared.clone(),
+        }))
+    }
+}
+
+struct S7Driver {
+    shared: Arc<Shared>,
+}
+
+impl Driver for S7Driver {
+    fn run(self: Box<Self>, ctx: DriverContext) -> BoxFuture<'static, Result<(), DriverError>> {
+        Box::pin(run(self.shared, ctx))
+    }
+}
+
+fn client_error(sh: &Shared, e: ClientError) -> DriverError {
+    use codec::CodecError;
+    let msg = format!("{} ({}): {e}", sh.cfg.name, sh.addr);
+    match &e {
+        ClientError::Io(_) | ClientError::Timeout(..) => DriverError::transient(msg),
+        ClientError::Codec(CodecError::Refused { .. } | CodecError::S7(_)) => {
+            DriverError::device(msg)
+        }
+        ClientError::Codec(_) => DriverError::device(msg),
+    }
+    .with_source(e)
+}
+
+/// Samples for every tag, all bad for `why`, plus the link statistics.
+async fn fail_cycle(sh: &Shared, ctx: &DriverContext, why: BadReason, batch: &mut Vec<Sample>) {
+    let ts = ctx.clock().now();
+    batch.clear();
+    for id in &sh.tag_ids {
+        batch.push(Sample::bad(ts, *id, why));
+    }
+    sh.stats.push_samples(ts, f64::NAN, batch);
+    let _ = ctx.send(batch).await;
+}
+
+async fn open(sh: &Shared) -> Result<Box<dyn Stream>, ClientError> {
+    let t = sh.cfg.timeout;
+    let fut = async {
+        match &sh.connector {
+            Some(c) => c.connect().await,
+            None => {
+                let s = tokio::net::TcpStream::connect(sh.addr).await?;
+                s.set_nodelay(true)?;
+                Ok(Box::new(s) as Box<dyn Stream>)
+            }
+        }
+    };
+    tokio::time::timeout(t, fut)
+        .await
+        .map_err(|_| ClientError::Timeout("the TCP connection", t))?
+        .map_err(ClientError::Io)
+}
+
+async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
+    let cfg = &sh.cfg;
+    let mut batch: Vec<Sample> = Vec::with_capacity(cfg.tags.len() + 16);
+    let params = ConnectParams {
+        local_tsap: cfg.local_tsap,
+        remote_tsap: cfg.remote_tsap,
+        pdu_size: cfg.pdu_size,
+        timeout: cfg.timeout,
+    };
+    let connected = tokio::select! {
+        _ = ctx.cancelled() => return Ok(()),
+        r = async {
+            let stream = open(&sh).await?;
+            S7Client::connect(stream, params).await
+        } => r,
+    };
+    let mut client = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            if e.is_timeout() {
+                sh.stats.timeout();
+            } else {
+                sh.stats.error();
+            }
+            fail_cycle(&sh, &ctx, BadReason::Communication, &mut batch).await;
+            return Err(client_error(&sh, e));
+        }
+    };
+    let connects = sh.stats.connected();
+    let pdu_size = client.negotiated().pdu_size;
+    let mut isolated = vec![false; cfg.tags.len()];
+    let mut the_plan = plan::plan(&cfg.ranges(&isolated), cfg.limits(pdu_size));
+    tracing::info!(
+        driver = cfg.name,
+        addr = %sh.addr,
+        pdu_size,
+        requests = the_plan.requests.len(),
+        tags = cfg.tags.len(),
+        connects,
+        "s7 connected"
+    );
+    let mut images: Vec<Vec<u8>> = Vec::new();
+    let mut block_err: Vec<Option<u8>> = Vec::new();
+    let mut items: Vec<codec::ItemSpec> = Vec::with_capacity(cfg.max_items);
+    let mut results: Vec<codec::ReadItem> = Vec::with_capacity(cfg.max_items);
+    let mut next = tokio::time::Instant::now();
+    loop {
+        // (Re)size the block images for the current plan; no allocation in steady state.
+        images.resize_with(the_plan.blocks.len(), Vec::new);
+        for (img, b) in images.iter_mut().zip(&the_plan.blocks) {
+            img.resize(b.len as usize, 0);
+        }
+        block_err.clear();
+        block_err.resize(the_plan.blocks.len(), None);
+        let mut last_rtt_ms = f64::NAN;
+        for req in &the_plan.requests {
+            items.clear();
+            items.extend(req.chunks.iter().map(|c| {
+                let b = &the_plan.blocks[c.block];
+                codec::ItemSpec::bytes(b.area, b.start + c.offset, c.len)
+            }));
+            let t0 = tokio::time::Instant::now();
+            let res = tokio::select! {
+                _ = ctx.cancelled() => { client.close().await; return Ok(()); }
+                r = client.read(&items, &mut results) => r,
+            };
+            match res {
+                Ok(data) => {
+                    let rtt = t0.elapsed();
+                    sh.stats.success(rtt);
+                    last_rtt_ms = rtt.as_secs_f64() * 1e3;
+                    for (c, r) in req.chunks.iter().zip(&results) {
+                        match r {
+                            Ok(range) => {
+                                let dst = &mut images[c.block]
+                                    [c.offset as usize..c.offset as usize + usize::from(c.len)];
+                                // A PLC may answer with fewer bytes than asked for.
+                                match data.get(range.clone()) {
+                                    Some(src) if src.len() == dst.len() => dst.copy_from_slice(src),
+                                    _ => block_err[c.block] = Some(SHORT_REPLY),
+                                }
+                            }
+                            Err(e) => {
+                                sh.stats.exception();
+                                block_err[c.block] = Some(e.0);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    if e.is_timeout() {
+                        sh.stats.timeout();
+                    } else {
+                        sh.stats.error();
+                    }
+                    let why = if e.is_timeout() {
+                        BadReason::Timeout
+                    } else {
+                        BadReason::Communication
+                    };
+                    fail_cycle(&sh, &ctx, why, &mut batch).await;
+                    return Err(client_error(&sh, e));
+                }
+            }
+        }
+        // A refused merged read: isolate its tags and re-read them separately now.
+        let mut replan = false;
+        for (bi, b) in the_plan.blocks.iter().enumerate() {
+            if block_err[bi].is_some() && b.tags.len() > 1 {
+                for &(ti, _) in &b.tags {
+                    isolated[ti] = true;
+                }
+                replan = true;
+            }
+        }
+        if replan {
+            the_plan = plan::plan(&cfg.ranges(&isolated), cfg.limits(pdu_size));
+            tracing::info!(
+                driver = cfg.name,
+                requests = the_plan.requests.len(),
+                "s7 item error in a merged read; reading those tags one by one"
+            );
+            continue;
+        }
+        let ts = ctx.clock().now();
+        batch.clear();
+        decode_tags(&sh, &the_plan, &images, &block_err, ts, &mut batch);
+        let report = sh.stats.push_samples(ts, last_rtt_ms, &mut batch);
+        if ctx.send(&batch).await.is_err() {
+            client.close().await;
+            return Ok(());
+        }
+        let period = sh.stats.adapt(report.score);
+        let now = tokio::time::Instant::now();
+        next += period;
+        if next <= now {
+            // Overran (slow PLC or a longer period): restart the grid from now.
+            next = now + period;
+        }
+        tokio::select! {
+            _ = ctx.cancelled() => { client.close().await; return Ok(()); }
+            _ = tokio::time::sleep_until(next) => {}
+        }
+    }
+}
+
+/// Marks a block whose reply was shorter than requested (0x00 is no S7 return code).
+const SHORT_REPLY: u8 = 0x00;
+
+fn decode_tags(
+    sh: &Shared,
+    plan: &plan::Plan,
+    images: &[Vec<u8>],
+    block_err: &[Option<u8>],
+    ts: Timestamp,
+    out: &mut Vec<Sample>,
+) {
+    for (bi, b) in plan.blocks.iter().enumerate() {
+        for &(ti, off) in &b.tags {
+            let tag = &sh.cfg.tags[ti];
+            let id = sh.tag_ids[ti];
+            match block_err[bi] {
+                Some(SHORT_REPLY) => {
+                    out.push(Sample::bad(ts, id, BadReason::Decode));
+                    continue;
+                }
+                Some(code) => {
+                    out.push(Sample::bad(ts, id, BadReason::DeviceException(code)));
+                    continue;
+                }
+                None => {}
+            }
+            let bytes = &images[bi][off as usize..];
+            match addr::decode_value(tag.ty, tag.address.bit, bytes) {
+                Ok(S7Value::Bool(v)) if tag.scale == 1.0 && tag.offset == 0.0 => out.push(Sample {
+                    ts,
+                    signal: id,
+                    value: Value::Bool(v),
+                    quality: Quality::Good,
+                }),
+                Ok(v) => match v.as_f64() {
+                    Some(x) if x.is_finite() => {
+                        out.push(Sample::new_f64(ts, id, x * tag.scale + tag.offset))
+                    }
+                    Some(_) => out.push(Sample::bad(ts, id, BadReason::NotFinite)),
+                    None => out.push(Sample::bad(ts, id, BadReason::Decode)),
+                },
+                Err(_) => out.push(Sample::bad(ts, id, BadReason::Decode)),
+            }
+        }
+    }
+}
