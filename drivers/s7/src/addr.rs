@@ -255,6 +255,28 @@ impl DataType {
         })
     }
 
+    /// The STEP 7 name of the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataType::Bool => "BOOL",
+            DataType::Byte => "BYTE",
+            DataType::Char => "CHAR",
+            DataType::SInt => "SINT",
+            DataType::USInt => "USINT",
+            DataType::Word => "WORD",
+            DataType::UInt => "UINT",
+            DataType::Int => "INT",
+            DataType::DWord => "DWORD",
+            DataType::UDInt => "UDINT",
+            DataType::DInt => "DINT",
+            DataType::Real => "REAL",
+            DataType::LReal => "LREAL",
+            DataType::Time => "TIME",
+            DataType::String(_) => "STRING",
+            DataType::DateAndTime => "DATE_AND_TIME",
+        }
+    }
+
     /// Bytes the value occupies in PLC memory (a BOOL occupies its byte).
     pub fn size(self) -> u32 {
         match self {

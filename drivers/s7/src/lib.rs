@@ -47,6 +47,46 @@ pub mod addr;
 pub mod client;
 pub mod codec;
 pub mod plan;
+pub mod poll;
+
+/// Entry points for the fuzz targets in `fuzz/` (also run on the seed corpus and on
+/// random bytes by the unit tests).
+pub mod fuzzing {
+    use crate::codec::{
+        Cotp, decode_job, decode_read, decode_setup, decode_write, parse_cotp, parse_s7,
+    };
+
+    /// Runs every reply decoder on arbitrary bytes, as the client would on a frame
+    /// it received. Must never panic.
+    pub fn decode_reply(bytes: &[u8]) {
+        let payload = match parse_cotp(bytes) {
+            Ok(Cotp::Data { payload, .. }) => payload,
+            _ => bytes,
+        };
+        if let Ok(len) = bytes
+            .get(..4)
+            .map(|h| crate::codec::tpkt_frame_len([h[0], h[1], h[2], h[3]]))
+            .unwrap_or(Ok(0))
+        {
+            assert!(len <= crate::codec::MAX_FRAME);
+        }
+        if let Ok(pdu) = parse_s7(payload) {
+            let mut items = Vec::new();
+            for n in [0, 1, 3, 20] {
+                if decode_read(&pdu, n, &mut items).is_ok() {
+                    assert_eq!(items.len(), n);
+                    for r in items.iter().flatten() {
+                        // Every range handed out lies inside the data.
+                        assert!(pdu.data.get(r.clone()).is_some());
+                    }
+                }
+            }
+            let _ = decode_write(&pdu, 2, &mut Vec::new());
+            let _ = decode_setup(&pdu);
+            let _ = decode_job(&pdu);
+        }
+    }
+}
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -55,8 +95,8 @@ use std::time::Duration;
 use edge_driver_api::config::{Span, TableReader};
 use edge_driver_api::health::{CommStats, HealthConfig, comm_signal_decls};
 use edge_driver_api::{
-    BadReason, BoxFuture, Driver, DriverContext, DriverError, DriverFactory, Quality, Sample,
-    SignalDecl, SignalId, SignalRegistry, Timestamp, Value,
+    BadReason, BoxFuture, Driver, DriverContext, DriverError, DriverFactory, Sample, SignalDecl,
+    SignalId, SignalRegistry,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -312,7 +352,7 @@ fn parse_tag(t: &mut TableReader<'_>) -> Option<Tag> {
     if let DataType::String(_) = ty {
         t.error(ty_span, "type", "STRING tags cannot be sampled yet")
             .expected("a numeric, BOOL or DATE_AND_TIME type")
-            .hint("samples carry numbers; the codec decodes S7 STRING, but the agent has no text signals yet — read the current-length byte (address + 1) as BYTE if that helps")
+            .hint("samples carry numbers and the agent has no text signals yet (the S7 codec itself decodes STRING)")
             .emit();
         return None;
     }
@@ -320,7 +360,7 @@ fn parse_tag(t: &mut TableReader<'_>) -> Option<Tag> {
         t.error(
             ty_span,
             "type",
-            format!("a {ty:?} ({} bytes) does not fit the address `{}`", ty.size(), address.value),
+            format!("a {} ({} bytes) does not fit the address `{}`", ty.name(), ty.size(), address.value),
         )
         .hint("X addresses hold BOOL; W 2-byte types (INT, WORD, UINT); D 4-byte types (REAL, DINT, DWORD, UDINT, TIME); B any type by its first byte (LREAL, DATE_AND_TIME)")
         .emit();
@@ -470,104 +510,39 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
     };
     let connects = sh.stats.connected();
     let pdu_size = client.negotiated().pdu_size;
-    let mut isolated = vec![false; cfg.tags.len()];
-    let mut the_plan = plan::plan(&cfg.ranges(&isolated), cfg.limits(pdu_size));
+    let mut poller = poll::Poller::new(cfg, sh.tag_ids.clone(), pdu_size);
     tracing::info!(
         driver = cfg.name,
         addr = %sh.addr,
         pdu_size,
-        requests = the_plan.requests.len(),
+        requests = poller.plan().requests.len(),
         tags = cfg.tags.len(),
         connects,
         "s7 connected"
     );
-    let mut images: Vec<Vec<u8>> = Vec::new();
-    let mut block_err: Vec<Option<u8>> = Vec::new();
-    let mut items: Vec<codec::ItemSpec> = Vec::with_capacity(cfg.max_items);
-    let mut results: Vec<codec::ReadItem> = Vec::with_capacity(cfg.max_items);
     let mut next = tokio::time::Instant::now();
     loop {
-        // (Re)size the block images for the current plan; no allocation in steady state.
-        images.resize_with(the_plan.blocks.len(), Vec::new);
-        for (img, b) in images.iter_mut().zip(&the_plan.blocks) {
-            img.resize(b.len as usize, 0);
-        }
-        block_err.clear();
-        block_err.resize(the_plan.blocks.len(), None);
-        let mut last_rtt_ms = f64::NAN;
-        for req in &the_plan.requests {
-            items.clear();
-            items.extend(req.chunks.iter().map(|c| {
-                let b = &the_plan.blocks[c.block];
-                codec::ItemSpec::bytes(b.area, b.start + c.offset, c.len)
-            }));
-            let t0 = tokio::time::Instant::now();
-            let res = tokio::select! {
-                _ = ctx.cancelled() => { client.close().await; return Ok(()); }
-                r = client.read(&items, &mut results) => r,
-            };
-            match res {
-                Ok(data) => {
-                    let rtt = t0.elapsed();
-                    sh.stats.success(rtt);
-                    last_rtt_ms = rtt.as_secs_f64() * 1e3;
-                    for (c, r) in req.chunks.iter().zip(&results) {
-                        match r {
-                            Ok(range) => {
-                                let dst = &mut images[c.block]
-                                    [c.offset as usize..c.offset as usize + usize::from(c.len)];
-                                // A PLC may answer with fewer bytes than asked for.
-                                match data.get(range.clone()) {
-                                    Some(src) if src.len() == dst.len() => dst.copy_from_slice(src),
-                                    _ => block_err[c.block] = Some(SHORT_REPLY),
-                                }
-                            }
-                            Err(e) => {
-                                sh.stats.exception();
-                                block_err[c.block] = Some(e.0);
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    if e.is_timeout() {
-                        sh.stats.timeout();
-                    } else {
-                        sh.stats.error();
-                    }
-                    let why = if e.is_timeout() {
-                        BadReason::Timeout
-                    } else {
-                        BadReason::Communication
-                    };
-                    fail_cycle(&sh, &ctx, why, &mut batch).await;
-                    return Err(client_error(&sh, e));
-                }
-            }
-        }
-        // A refused merged read: isolate its tags and re-read them separately now.
-        let mut replan = false;
-        for (bi, b) in the_plan.blocks.iter().enumerate() {
-            if block_err[bi].is_some() && b.tags.len() > 1 {
-                for &(ti, _) in &b.tags {
-                    isolated[ti] = true;
-                }
-                replan = true;
-            }
-        }
-        if replan {
-            the_plan = plan::plan(&cfg.ranges(&isolated), cfg.limits(pdu_size));
-            tracing::info!(
-                driver = cfg.name,
-                requests = the_plan.requests.len(),
-                "s7 item error in a merged read; reading those tags one by one"
-            );
-            continue;
-        }
-        let ts = ctx.clock().now();
         batch.clear();
-        decode_tags(&sh, &the_plan, &images, &block_err, ts, &mut batch);
-        let report = sh.stats.push_samples(ts, last_rtt_ms, &mut batch);
+        let res = tokio::select! {
+            _ = ctx.cancelled() => { client.close().await; return Ok(()); }
+            r = poller.cycle(&mut client, Some(&sh.stats), ctx.clock(), &mut batch) => r,
+        };
+        let rtt = match res {
+            Ok(rtt) => rtt,
+            Err(e) => {
+                let why = if e.is_timeout() {
+                    BadReason::Timeout
+                } else {
+                    BadReason::Communication
+                };
+                fail_cycle(&sh, &ctx, why, &mut batch).await;
+                return Err(client_error(&sh, e));
+            }
+        };
+        let last_rtt_ms = rtt.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+        let report = sh
+            .stats
+            .push_samples(ctx.clock().now(), last_rtt_ms, &mut batch);
         if ctx.send(&batch).await.is_err() {
             client.close().await;
             return Ok(());
@@ -582,53 +557,6 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
         tokio::select! {
             _ = ctx.cancelled() => { client.close().await; return Ok(()); }
             _ = tokio::time::sleep_until(next) => {}
-        }
-    }
-}
-
-/// Marks a block whose reply was shorter than requested (0x00 is no S7 return code).
-const SHORT_REPLY: u8 = 0x00;
-
-fn decode_tags(
-    sh: &Shared,
-    plan: &plan::Plan,
-    images: &[Vec<u8>],
-    block_err: &[Option<u8>],
-    ts: Timestamp,
-    out: &mut Vec<Sample>,
-) {
-    for (bi, b) in plan.blocks.iter().enumerate() {
-        for &(ti, off) in &b.tags {
-            let tag = &sh.cfg.tags[ti];
-            let id = sh.tag_ids[ti];
-            match block_err[bi] {
-                Some(SHORT_REPLY) => {
-                    out.push(Sample::bad(ts, id, BadReason::Decode));
-                    continue;
-                }
-                Some(code) => {
-                    out.push(Sample::bad(ts, id, BadReason::DeviceException(code)));
-                    continue;
-                }
-                None => {}
-            }
-            let bytes = &images[bi][off as usize..];
-            match addr::decode_value(tag.ty, tag.address.bit, bytes) {
-                Ok(S7Value::Bool(v)) if tag.scale == 1.0 && tag.offset == 0.0 => out.push(Sample {
-                    ts,
-                    signal: id,
-                    value: Value::Bool(v),
-                    quality: Quality::Good,
-                }),
-                Ok(v) => match v.as_f64() {
-                    Some(x) if x.is_finite() => {
-                        out.push(Sample::new_f64(ts, id, x * tag.scale + tag.offset))
-                    }
-                    Some(_) => out.push(Sample::bad(ts, id, BadReason::NotFinite)),
-                    None => out.push(Sample::bad(ts, id, BadReason::Decode)),
-                },
-                Err(_) => out.push(Sample::bad(ts, id, BadReason::Decode)),
-            }
         }
     }
 }

@@ -1,0 +1,208 @@
+//! One read cycle over a connected client: the plan's requests, block images,
+//! item errors, decoding into samples. Allocation-free in steady state.
+
+use std::time::Duration;
+
+use edge_driver_api::health::CommStats;
+use edge_driver_api::{BadReason, Clock, Quality, Sample, SignalId, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::addr::{self, S7Value};
+use crate::client::{ClientError, S7Client};
+use crate::codec::{ItemSpec, ReadItem};
+use crate::plan::{self, Limits, Plan, TagRange};
+use crate::{S7Config, Tag};
+
+/// Marks a block whose reply was shorter than requested (0x00 is no S7 return code).
+const SHORT_REPLY: u8 = 0x00;
+
+/// Reads a configuration's tags, cycle after cycle, on one connection.
+#[derive(Debug)]
+pub struct Poller {
+    tags: Vec<Tag>,
+    ids: Vec<SignalId>,
+    limits: Limits,
+    isolated: Vec<bool>,
+    plan: Plan,
+    images: Vec<Vec<u8>>,
+    block_err: Vec<Option<u8>>,
+    items: Vec<ItemSpec>,
+    results: Vec<ReadItem>,
+}
+
+impl Poller {
+    /// `ids[i]` is the signal of `cfg.tags[i]`; `pdu_size` the negotiated one.
+    pub fn new(cfg: &S7Config, ids: Vec<SignalId>, pdu_size: u16) -> Poller {
+        let limits = Limits {
+            pdu_size,
+            max_items: cfg.max_items,
+            max_gap: cfg.max_gap,
+        };
+        let mut p = Poller {
+            tags: cfg.tags.clone(),
+            ids,
+            limits,
+            isolated: vec![false; cfg.tags.len()],
+            plan: Plan::default(),
+            images: Vec::new(),
+            block_err: Vec::new(),
+            items: Vec::with_capacity(cfg.max_items),
+            results: Vec::with_capacity(cfg.max_items),
+        };
+        p.replan();
+        p
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    fn replan(&mut self) {
+        let ranges: Vec<TagRange> = self
+            .tags
+            .iter()
+            .zip(&self.isolated)
+            .map(|(t, &isolated)| TagRange {
+                area: t.address.area,
+                start: t.address.byte,
+                len: t.ty.size(),
+                isolated,
+            })
+            .collect();
+        self.plan = plan::plan(&ranges, self.limits);
+        self.images.resize_with(self.plan.blocks.len(), Vec::new);
+        for (img, b) in self.images.iter_mut().zip(&self.plan.blocks) {
+            img.resize(b.len as usize, 0);
+        }
+    }
+
+    /// Reads every tag once and appends one sample per tag to `out`. Returns the
+    /// round-trip time of the last request. A failed request fails the cycle (the
+    /// connection is then in an unknown state); item errors do not.
+    pub async fn cycle<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        client: &mut S7Client<S>,
+        stats: Option<&CommStats>,
+        clock: &Clock,
+        out: &mut Vec<Sample>,
+    ) -> Result<Option<Duration>, ClientError> {
+        loop {
+            let rtt = self.read_all(client, stats).await?;
+            // A refused merged read: isolate its tags and re-read them separately.
+            let mut replan = false;
+            for (bi, b) in self.plan.blocks.iter().enumerate() {
+                if self.block_err[bi].is_some() && b.tags.len() > 1 {
+                    for &(ti, _) in &b.tags {
+                        self.isolated[ti] = true;
+                    }
+                    replan = true;
+                }
+            }
+            if replan {
+                self.replan();
+                tracing::info!(
+                    requests = self.plan.requests.len(),
+                    "s7 item error in a merged read; reading those tags one by one"
+                );
+                continue;
+            }
+            self.decode(clock.now(), out);
+            return Ok(rtt);
+        }
+    }
+
+    async fn read_all<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        client: &mut S7Client<S>,
+        stats: Option<&CommStats>,
+    ) -> Result<Option<Duration>, ClientError> {
+        self.block_err.clear();
+        self.block_err.resize(self.plan.blocks.len(), None);
+        let mut last = None;
+        for req in &self.plan.requests {
+            self.items.clear();
+            self.items.extend(req.chunks.iter().map(|c| {
+                let b = &self.plan.blocks[c.block];
+                ItemSpec::bytes(b.area, b.start + c.offset, c.len)
+            }));
+            let t0 = tokio::time::Instant::now();
+            let data = match client.read(&self.items, &mut self.results).await {
+                Ok(d) => d,
+                Err(e) => {
+                    if let Some(s) = stats {
+                        if e.is_timeout() {
+                            s.timeout();
+                        } else {
+                            s.error();
+                        }
+                    }
+                    return Err(e);
+                }
+            };
+            let rtt = t0.elapsed();
+            last = Some(rtt);
+            if let Some(s) = stats {
+                s.success(rtt);
+            }
+            for (c, r) in req.chunks.iter().zip(&self.results) {
+                match r {
+                    Ok(range) => {
+                        let at = c.offset as usize;
+                        let dst = &mut self.images[c.block][at..at + usize::from(c.len)];
+                        // A PLC may answer with fewer bytes than asked for.
+                        match data.get(range.clone()) {
+                            Some(src) if src.len() == dst.len() => dst.copy_from_slice(src),
+                            _ => self.block_err[c.block] = Some(SHORT_REPLY),
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(s) = stats {
+                            s.exception();
+                        }
+                        self.block_err[c.block] = Some(e.0);
+                    }
+                }
+            }
+        }
+        Ok(last)
+    }
+
+    fn decode(&self, ts: edge_driver_api::Timestamp, out: &mut Vec<Sample>) {
+        for (bi, b) in self.plan.blocks.iter().enumerate() {
+            for &(ti, off) in &b.tags {
+                let tag = &self.tags[ti];
+                let id = self.ids[ti];
+                match self.block_err[bi] {
+                    Some(SHORT_REPLY) => {
+                        out.push(Sample::bad(ts, id, BadReason::Decode));
+                        continue;
+                    }
+                    Some(code) => {
+                        out.push(Sample::bad(ts, id, BadReason::DeviceException(code)));
+                        continue;
+                    }
+                    None => {}
+                }
+                let bytes = &self.images[bi][off as usize..];
+                match addr::decode_value(tag.ty, tag.address.bit, bytes) {
+                    Ok(S7Value::Bool(v)) if tag.scale == 1.0 && tag.offset == 0.0 => {
+                        out.push(Sample {
+                            ts,
+                            signal: id,
+                            value: Value::Bool(v),
+                            quality: Quality::Good,
+                        })
+                    }
+                    Ok(v) => match v.as_f64() {
+                        Some(x) if x.is_finite() => {
+                            out.push(Sample::new_f64(ts, id, x * tag.scale + tag.offset))
+                        }
+                        Some(_) => out.push(Sample::bad(ts, id, BadReason::NotFinite)),
+                        None => out.push(Sample::bad(ts, id, BadReason::Decode)),
+                    },
+                    Err(_) => out.push(Sample::bad(ts, id, BadReason::Decode)),
+                }
+            }
+        }
+    }
+}
