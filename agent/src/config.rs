@@ -1094,6 +1094,17 @@ fn read_asset(
             ok = false;
             continue;
         };
+        if registry.meta(id).text {
+            s.error(
+                sig.span,
+                "signal",
+                format!("`{}` is a text signal; it has no numbers to window", sig.value),
+            )
+            .hint("text signals (e.g. S7 STRING tags) are published as events when they change; remove this entry")
+            .emit();
+            ok = false;
+            continue;
+        }
         if window_signals.iter().any(|(n, _)| *n == sig.value) {
             s.error(
                 sig.span,

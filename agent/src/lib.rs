@@ -8,6 +8,7 @@
 
 pub mod alert;
 pub mod config;
+pub mod events;
 pub mod journal;
 pub mod logging;
 pub mod pipeline;

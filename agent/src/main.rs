@@ -69,10 +69,11 @@ fn main() -> ExitCode {
                         let id = edge_driver_api::SignalId(i as u32);
                         let m = cfg.registry.meta(id);
                         println!(
-                            "{}\t{}\t{}",
+                            "{}\t{}\t{}{}",
                             m.name,
                             m.unit.as_deref().unwrap_or(""),
-                            m.driver
+                            m.driver,
+                            if m.text { "\ttext" } else { "" }
                         );
                     }
                 }

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alert::{EngineStats, IdGenerator};
 use crate::config::{Config, DriverInstance};
+use crate::events::AgentEvents;
 use crate::journal::fs::StdFs;
 use crate::journal::sink::JournalSink;
 use crate::journal::{Journal, JournalConfig, Lane};
@@ -234,6 +235,12 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
             .map_err(|e| anyhow::anyhow!("cannot start the alert sink thread: {e}"))?;
     }
 
+    let events = Arc::new(AgentEvents::new(
+        config.agent.id.clone(),
+        &config.registry,
+        alerts_tx.clone(),
+    ));
+
     let ids = match opts.id_seed {
         Some(s) => IdGenerator::with_seed(s),
         None => IdGenerator::new(),
@@ -276,6 +283,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
             backoff: config.supervisor,
             grace,
             status,
+            events: Some(events.clone() as Arc<dyn edge_driver_api::EventSink>),
         };
         supervisors.push(tokio::spawn(supervise(sv, drivers_token.child_token())));
     }
@@ -342,6 +350,8 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
                 for s in supervisors {
                     let _ = s.await;
                 }
+                // No driver can send events any more: let the sink channel close.
+                events.close();
                 pipeline_stop.cancel();
                 pipeline.await.ok()
             };
@@ -350,6 +360,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
                 Ok(p) => (p, false),
                 Err(_) => (None, true),
             };
+            events.close();
             // The sink thread finishes once the pipeline dropped the alert sender. Wait
             // for it on a blocking thread with a real-time bound: it is outside tokio.
             let remaining = deadline

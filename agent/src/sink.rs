@@ -24,6 +24,12 @@ pub enum SinkMsg {
         wall_ns: i64,
         body: Vec<u8>,
     },
+    /// A driver event (JSON, see `events.rs`), for the event lane.
+    Event {
+        source: Arc<str>,
+        wall_ns: i64,
+        body: Vec<u8>,
+    },
     /// Periodic: lets sinks retry and sync even when nothing else arrives.
     Tick,
 }
@@ -40,6 +46,10 @@ pub trait AlertSink: Send {
     }
     /// Delivers a telemetry summary; most sinks ignore them.
     fn telemetry(&mut self, _asset: &str, _wall_ns: i64, _body: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+    /// Delivers a driver event (JSON); most sinks ignore them.
+    fn event(&mut self, _source: &str, _wall_ns: i64, _body: &[u8]) -> std::io::Result<()> {
         Ok(())
     }
     /// Makes delivered alerts durable/visible (called when the channel is idle and at
@@ -60,6 +70,17 @@ impl AlertSink for ConsoleSink {
     fn deliver(&mut self, alert: &Alert) -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}", alert.human_line())
+    }
+    fn event(&mut self, _source: &str, _wall_ns: i64, body: &[u8]) -> std::io::Result<()> {
+        let v: serde_json::Value = serde_json::from_slice(body).map_err(std::io::Error::other)?;
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "{} EVENT    {} = {}",
+            v["time"]["wall"].as_str().unwrap_or("?"),
+            v["signal"].as_str().unwrap_or("?"),
+            v["value"]
+        )
     }
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stdout().lock().flush()
@@ -124,6 +145,7 @@ impl Drop for JsonlSink {
 pub struct SinkCounters {
     pub delivered: AtomicU64,
     pub telemetry: AtomicU64,
+    pub events: AtomicU64,
     pub failures: AtomicU64,
 }
 
@@ -145,6 +167,11 @@ pub fn run_sinks(
                     wall_ns,
                     body,
                 } => sink.telemetry(asset, *wall_ns, body),
+                SinkMsg::Event {
+                    source,
+                    wall_ns,
+                    body,
+                } => sink.event(source, *wall_ns, body),
                 SinkMsg::Tick => Ok(()),
             };
             match r {
@@ -181,6 +208,9 @@ pub fn run_sinks(
             }
             SinkMsg::Telemetry { .. } => {
                 counters.telemetry.fetch_add(1, Ordering::Relaxed);
+            }
+            SinkMsg::Event { .. } => {
+                counters.events.fetch_add(1, Ordering::Relaxed);
             }
             SinkMsg::Tick => {}
         }

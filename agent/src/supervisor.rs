@@ -146,6 +146,8 @@ pub struct Supervised {
     /// How long a cancelled driver may take to return before it is aborted.
     pub grace: Duration,
     pub status: Arc<DriverStatus>,
+    /// Where the driver's events go.
+    pub events: Option<Arc<dyn edge_driver_api::EventSink>>,
 }
 
 impl std::fmt::Debug for Supervised {
@@ -176,12 +178,15 @@ pub async fn supervise(sv: Supervised, cancel: CancellationToken) {
         let started = tokio::time::Instant::now();
         let outcome = match sv.factory.create() {
             Ok(driver) => {
-                let ctx = DriverContext::new(
+                let mut ctx = DriverContext::new(
                     sv.name.clone(),
                     sv.sink.clone(),
                     cancel.clone(),
                     sv.clock.clone(),
                 );
+                if let Some(e) = &sv.events {
+                    ctx = ctx.with_events(e.clone());
+                }
                 let mut handle = tokio::spawn(driver.run(ctx));
                 let joined = tokio::select! {
                     r = &mut handle => r,
@@ -332,6 +337,7 @@ mod tests {
             },
             grace: Duration::from_secs(1),
             status: Arc::new(DriverStatus::new("failing".into(), "failing")),
+            events: None,
         };
         (sv, attempts)
     }

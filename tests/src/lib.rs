@@ -1,6 +1,12 @@
 //! Shared helpers for edge-agent's end-to-end tests.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use edge_agent::Config;
 
@@ -562,5 +568,78 @@ impl PySnap7 {
 impl Drop for PySnap7 {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Messages received: (topic, payload, retained).
+pub type Msgs = Arc<Mutex<Vec<(String, Vec<u8>, bool)>>>;
+
+/// A persistent-session QoS 1 subscriber that survives broker restarts.
+#[derive(Debug)]
+pub struct Subscriber {
+    pub msgs: Msgs,
+    cancel: CancellationToken,
+    subscribed: Arc<Notify>,
+}
+
+impl Subscriber {
+    pub async fn start(port: u16, id: &str, filter: &str) -> Subscriber {
+        let msgs: Msgs = Arc::default();
+        let cancel = CancellationToken::new();
+        let subscribed = Arc::new(Notify::new());
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_clean_session(false);
+        opts.set_keep_alive(Duration::from_secs(5));
+        let (client, mut ev) = AsyncClient::new(opts, 100);
+        let (m, c, s, filter) = (
+            msgs.clone(),
+            cancel.clone(),
+            subscribed.clone(),
+            filter.to_string(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = c.cancelled() => break,
+                    e = ev.poll() => match e {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                            let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                        }
+                        Ok(Event::Incoming(Packet::SubAck(_))) => s.notify_one(),
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                            m.lock().expect("test mutex").push((p.topic.clone(), p.payload.to_vec(), p.retain));
+                        }
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            }
+        });
+        let sub = Subscriber {
+            msgs,
+            cancel,
+            subscribed,
+        };
+        tokio::time::timeout(Duration::from_secs(10), sub.subscribed.notified())
+            .await
+            .expect("subscribed within 10 s");
+        sub
+    }
+
+    /// Payloads received on `topic`, parsed as JSON, in arrival order.
+    pub fn json_on(&self, topic: &str) -> Vec<serde_json::Value> {
+        self.msgs
+            .lock()
+            .expect("test mutex")
+            .iter()
+            .filter(|(t, _, _)| t == topic)
+            .map(|(_, p, _)| serde_json::from_slice(p).expect("JSON payload"))
+            .collect()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.cancel.cancel();
     }
 }

@@ -201,3 +201,37 @@ fn status_messages_match_the_schema() {
         assert_valid(&status_schema, &doc);
     }
 }
+
+#[test]
+fn driver_events_match_the_schema() {
+    let event_schema = schema("event.v1.schema.json");
+    let mut reg = edge_driver_api::SignalRegistry::new();
+    let id = reg
+        .intern(
+            &edge_driver_api::SignalDecl {
+                name: "press.recipe".into(),
+                unit: None,
+                span: Default::default(),
+                text: true,
+            },
+            "press",
+        )
+        .expect("interned");
+    let (tx, _rx) = tokio::sync::mpsc::channel(4);
+    let events = edge_agent::events::AgentEvents::new("gw-01".into(), &reg, tx);
+    for (text, synced) in [("Recipe A", true), ("", false), ("Süd \"3\"", true)] {
+        let ev = edge_driver_api::DriverEvent {
+            signal: id,
+            ts: Timestamp {
+                wall_ns: 1_795_000_000_123_000_000,
+                mono_ns: 42,
+                synced,
+            },
+            kind: edge_driver_api::EventKind::Text(text.into()),
+        };
+        let doc: Value =
+            serde_json::from_slice(&events.body("press", &ev).expect("body")).expect("json");
+        assert_valid(&event_schema, &doc);
+        assert_eq!(doc["value"], text);
+    }
+}

@@ -9,64 +9,17 @@ use edge_agent::journal::fs::StdFs;
 use edge_agent::journal::sink::Envelope;
 use edge_agent::journal::{FsyncPolicy, Journal, JournalConfig, Lane};
 use edge_agent::uplink::{UplinkConfig, UplinkStats, run_uplink};
-use edge_agent_tests::{Mosquitto, TempDir};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use edge_agent_tests::{Mosquitto, Subscriber, TempDir};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-type Msgs = Arc<Mutex<Vec<(String, Vec<u8>, bool)>>>;
-
-/// A persistent-session QoS 1 subscriber that survives broker restarts.
-struct Subscriber {
-    msgs: Msgs,
-    cancel: CancellationToken,
-    subscribed: Arc<Notify>,
+/// Views of what the test subscriber received.
+trait Received {
+    fn alert_ids(&self) -> Vec<u64>;
+    fn statuses(&self) -> Vec<(String, bool)>;
 }
 
-impl Subscriber {
-    async fn start(port: u16, id: &str, filter: &str) -> Subscriber {
-        let msgs: Msgs = Arc::default();
-        let cancel = CancellationToken::new();
-        let subscribed = Arc::new(Notify::new());
-        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
-        opts.set_clean_session(false);
-        opts.set_keep_alive(Duration::from_secs(5));
-        let (client, mut ev) = AsyncClient::new(opts, 100);
-        let (m, c, s, filter) = (
-            msgs.clone(),
-            cancel.clone(),
-            subscribed.clone(),
-            filter.to_string(),
-        );
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = c.cancelled() => break,
-                    e = ev.poll() => match e {
-                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                            let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
-                        }
-                        Ok(Event::Incoming(Packet::SubAck(_))) => s.notify_one(),
-                        Ok(Event::Incoming(Packet::Publish(p))) => {
-                            m.lock().expect("test mutex").push((p.topic.clone(), p.payload.to_vec(), p.retain));
-                        }
-                        Ok(_) => {}
-                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                    }
-                }
-            }
-        });
-        let sub = Subscriber {
-            msgs,
-            cancel,
-            subscribed,
-        };
-        tokio::time::timeout(Duration::from_secs(10), sub.subscribed.notified())
-            .await
-            .expect("subscribed within 10 s");
-        sub
-    }
-
+impl Received for Subscriber {
     /// Alert ids received on alert topics, in arrival order.
     fn alert_ids(&self) -> Vec<u64> {
         self.msgs
@@ -92,12 +45,6 @@ impl Subscriber {
                 (v["state"].as_str().unwrap_or_default().to_string(), *r)
             })
             .collect()
-    }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        self.cancel.cancel();
     }
 }
 

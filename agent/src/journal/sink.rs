@@ -232,6 +232,27 @@ impl AlertSink for JournalSink {
         synced.map_err(std::io::Error::other)
     }
 
+    /// Driver events go to the event lane (between alerts and telemetry). Like
+    /// telemetry they are not held in memory while the journal fails.
+    fn event(&mut self, source: &str, wall_ns: i64, body: &[u8]) -> std::io::Result<()> {
+        let rec = Envelope {
+            v: 1,
+            id: 0,
+            asset: source.to_string(),
+            created_wall_ns: wall_ns,
+            body: body.to_vec(),
+        }
+        .encode();
+        let mut j = self.lock();
+        j.append(Lane::Event, &rec).map_err(std::io::Error::other)?;
+        let synced = j.maybe_sync();
+        drop(j);
+        if let Some(n) = &self.notify {
+            n.notify_one();
+        }
+        synced.map_err(std::io::Error::other)
+    }
+
     fn take_system_alerts(&mut self) -> Vec<Alert> {
         std::mem::take(&mut self.system)
     }

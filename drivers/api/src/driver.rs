@@ -16,8 +16,9 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::sample::Sample;
-use crate::time::Clock;
+use crate::event::{DriverEvent, EventKind, EventSink};
+use crate::sample::{Sample, SignalId};
+use crate::time::{Clock, Timestamp};
 
 /// A boxed, sendable future (what trait objects return).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -117,6 +118,7 @@ pub struct DriverContext {
     sink: Arc<dyn SampleSink>,
     cancel: CancellationToken,
     clock: Clock,
+    events: Option<Arc<dyn EventSink>>,
 }
 
 impl std::fmt::Debug for DriverContext {
@@ -141,6 +143,29 @@ impl DriverContext {
             sink,
             cancel,
             clock,
+            events: None,
+        }
+    }
+
+    /// Where this driver's events go (without one, events are discarded).
+    pub fn with_events(mut self, events: Arc<dyn EventSink>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Reports a new value of a text signal. Never waits; `false` if it was dropped
+    /// (no event sink, or its queue is full — the sink counts those).
+    pub fn emit_text(&self, signal: SignalId, ts: Timestamp, text: &str) -> bool {
+        match &self.events {
+            Some(e) => e.try_send(
+                &self.name,
+                DriverEvent {
+                    signal,
+                    ts,
+                    kind: EventKind::Text(text.to_string()),
+                },
+            ),
+            None => false,
         }
     }
 

@@ -465,6 +465,7 @@ pub fn comm_signal_decls(driver: &str, span: Span) -> Vec<SignalDecl> {
     COMM_SIGNALS
         .iter()
         .map(|(s, unit)| SignalDecl {
+            text: false,
             name: format!("{driver}.comm.{s}"),
             unit: (!unit.is_empty()).then(|| unit.to_string()),
             span,

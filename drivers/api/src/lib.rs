@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod driver;
+pub mod event;
 pub mod health;
 pub mod sample;
 pub mod signal;
@@ -19,6 +20,7 @@ pub use driver::{
     BoxFuture, Cancelled, Driver, DriverContext, DriverError, DriverFactory, ErrorKind, PushResult,
     SampleSink,
 };
+pub use event::{DriverEvent, EventKind, EventSink, TextChanges};
 pub use sample::{BadReason, Quality, Sample, SignalId, Value};
 pub use signal::{DuplicateSignal, SignalDecl, SignalMeta, SignalRegistry};
 pub use time::{Clock, ClockAnchor, Timestamp};

@@ -15,6 +15,9 @@ pub struct SignalDecl {
     pub unit: Option<String>,
     /// Where in the config file the signal was declared (for duplicate errors).
     pub span: Span,
+    /// A text signal (e.g. an S7 STRING): its values travel as events when they
+    /// change, never as samples, so it cannot be windowed.
+    pub text: bool,
 }
 
 /// What the agent knows about an interned signal.
@@ -24,6 +27,8 @@ pub struct SignalMeta {
     pub unit: Option<Arc<str>>,
     /// Name of the driver instance that produces it.
     pub driver: Arc<str>,
+    /// See [`SignalDecl::text`].
+    pub text: bool,
 }
 
 /// A second declaration of a name that already exists.
@@ -64,6 +69,7 @@ impl SignalRegistry {
             name: name.clone(),
             unit: decl.unit.as_deref().map(Arc::from),
             driver: Arc::from(driver),
+            text: decl.text,
         });
         self.spans.push(decl.span);
         self.by_name.insert(name, id);
@@ -104,6 +110,7 @@ mod tests {
 
     fn decl(name: &str) -> SignalDecl {
         SignalDecl {
+            text: false,
             name: name.into(),
             unit: None,
             span: Span::default(),

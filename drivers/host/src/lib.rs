@@ -169,6 +169,7 @@ impl HostConfig {
     pub fn signals(&self) -> Vec<SignalDecl> {
         let p = &self.prefix;
         let decl = |name: String, unit: &str| SignalDecl {
+            text: false,
             name,
             unit: Some(unit.to_string()),
             span: self.span,

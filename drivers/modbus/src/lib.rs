@@ -174,6 +174,7 @@ impl ModbusConfig {
             .tags
             .iter()
             .map(|t| SignalDecl {
+                text: false,
                 name: t.name.clone(),
                 unit: t.eng_unit.clone(),
                 span: t.span,

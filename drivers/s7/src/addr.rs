@@ -383,20 +383,36 @@ pub fn decode_value(ty: DataType, bit: u8, b: &[u8]) -> Result<S7Value, DecodeEr
         ])),
         DataType::String(declared) => {
             // Byte 0 is the maximum length the PLC declared, byte 1 the current one.
-            let (max, len) = (b[0], b[1]);
-            if len > max {
-                return Err(DecodeError::StringLength { len, max });
-            }
-            let len = usize::from(len.min(declared));
-            let text = b.get(2..2 + len).ok_or(DecodeError::Short {
-                need: 2 + len,
-                have: b.len(),
-            })?;
-            // S7 strings are single-byte characters (Latin-1 / Windows-1252 in practice).
-            S7Value::Text(text.iter().map(|&c| char::from(c)).collect())
+            let mut s = String::new();
+            decode_string_into(declared, b, &mut s)?;
+            S7Value::Text(s)
         }
         DataType::DateAndTime => S7Value::DateTime(decode_dt(&b[..8])?),
     })
+}
+
+/// Decodes an S7 STRING (declared length `declared`) into `out` (cleared first)
+/// without allocating once `out` has grown to the longest value.
+pub fn decode_string_into(declared: u8, b: &[u8], out: &mut String) -> Result<(), DecodeError> {
+    out.clear();
+    if b.len() < 2 {
+        return Err(DecodeError::Short {
+            need: 2,
+            have: b.len(),
+        });
+    }
+    let (max, len) = (b[0], b[1]);
+    if len > max {
+        return Err(DecodeError::StringLength { len, max });
+    }
+    let len = usize::from(len.min(declared));
+    let text = b.get(2..2 + len).ok_or(DecodeError::Short {
+        need: 2 + len,
+        have: b.len(),
+    })?;
+    // S7 strings are single-byte characters (Latin-1 / Windows-1252 in practice).
+    out.extend(text.iter().map(|&c| char::from(c)));
+    Ok(())
 }
 
 fn bcd(b: u8) -> Result<u32, DecodeError> {

@@ -20,7 +20,8 @@
 //! [[drivers.tags]]
 //! name = "press3.oil_temp"
 //! address = "DB10.DBD4"  # DB1.DBX0.0 DB1.DBB1 DB1.DBW2 DB1.DBD4 M0.1 MW10 I0.0/E0.0 Q0.0/A0.0 ...
-//! type = "REAL"          # BOOL BYTE CHAR SINT USINT WORD UINT INT DWORD UDINT DINT REAL LREAL TIME DATE_AND_TIME
+//! type = "REAL"          # BOOL BYTE CHAR SINT USINT WORD UINT INT DWORD UDINT DINT REAL LREAL TIME DATE_AND_TIME STRING
+//! # length = 20          # STRING: declared length (STRING[20]); default 254
 //! scale = 1.0
 //! offset = 0.0
 //! unit = "°C"
@@ -36,7 +37,8 @@
 //!
 //! Each cycle reads every tag with the fewest requests the negotiated PDU allows
 //! ([`plan`]). An item-level error (e.g. a DB that does not exist) makes that tag a
-//! bad-quality sample carrying the return code; if the failing item had merged
+//! bad-quality sample carrying the return code; a STRING tag is a text signal,
+//! reported as an event when its value changes; if the failing item had merged
 //! several tags, they are re-planned as separate items so a neighbour's bad address
 //! cannot spoil good values. A timeout or a broken/garbled connection fails the
 //! attempt as retryable; the supervisor reconnects with backoff, forever — a PLC
@@ -241,6 +243,7 @@ impl S7Config {
             .tags
             .iter()
             .map(|t| SignalDecl {
+                text: matches!(t.ty, DataType::String(_)),
                 name: t.name.clone(),
                 unit: t.eng_unit.clone(),
                 span: t.span,
@@ -349,13 +352,6 @@ fn parse_tag(t: &mut TableReader<'_>) -> Option<Tag> {
         },
     };
     let ty_span = ty_s.as_ref().map(|s| s.span).unwrap_or(address.span);
-    if let DataType::String(_) = ty {
-        t.error(ty_span, "type", "STRING tags cannot be sampled yet")
-            .expected("a numeric, BOOL or DATE_AND_TIME type")
-            .hint("samples carry numbers and the agent has no text signals yet (the S7 codec itself decodes STRING)")
-            .emit();
-        return None;
-    }
     if !ty.fits(addr.width) {
         t.error(
             ty_span,
@@ -539,6 +535,10 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
                 return Err(client_error(&sh, e));
             }
         };
+        let ts = ctx.clock().now();
+        for (id, text) in poller.text_changes() {
+            ctx.emit_text(id, ts, text);
+        }
         let last_rtt_ms = rtt.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
         let report = sh
             .stats

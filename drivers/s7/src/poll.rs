@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use edge_driver_api::health::CommStats;
-use edge_driver_api::{BadReason, Clock, Quality, Sample, SignalId, Value};
+use edge_driver_api::{BadReason, Clock, Quality, Sample, SignalId, TextChanges, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::addr::{self, S7Value};
+use crate::addr::{self, DataType, S7Value};
 use crate::client::{ClientError, S7Client};
 use crate::codec::{ItemSpec, ReadItem};
 use crate::plan::{self, Limits, Plan, TagRange};
@@ -28,6 +28,12 @@ pub struct Poller {
     block_err: Vec<Option<u8>>,
     items: Vec<ItemSpec>,
     results: Vec<ReadItem>,
+    /// Per tag: its slot in `texts` (STRING tags only).
+    text_slot: Vec<Option<usize>>,
+    texts: TextChanges,
+    /// Tags whose text changed in the last cycle.
+    changed: Vec<usize>,
+    scratch: String,
 }
 
 impl Poller {
@@ -48,13 +54,35 @@ impl Poller {
             block_err: Vec::new(),
             items: Vec::with_capacity(cfg.max_items),
             results: Vec::with_capacity(cfg.max_items),
+            text_slot: Vec::with_capacity(cfg.tags.len()),
+            texts: TextChanges::default(),
+            changed: Vec::new(),
+            scratch: String::new(),
         };
+        let mut n = 0;
+        for t in &cfg.tags {
+            if let DataType::String(_) = t.ty {
+                p.text_slot.push(Some(n));
+                n += 1;
+            } else {
+                p.text_slot.push(None);
+            }
+        }
+        p.texts = TextChanges::new(n);
         p.replan();
         p
     }
 
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+
+    /// Text tags whose value changed in the last cycle (the first reading counts).
+    pub fn text_changes(&self) -> impl Iterator<Item = (SignalId, &str)> + '_ {
+        self.changed.iter().filter_map(|&ti| {
+            let slot = self.text_slot[ti]?;
+            Some((self.ids[ti], self.texts.get(slot)?))
+        })
     }
 
     fn replan(&mut self) {
@@ -167,11 +195,24 @@ impl Poller {
         Ok(last)
     }
 
-    fn decode(&self, ts: edge_driver_api::Timestamp, out: &mut Vec<Sample>) {
+    fn decode(&mut self, ts: edge_driver_api::Timestamp, out: &mut Vec<Sample>) {
+        self.changed.clear();
         for (bi, b) in self.plan.blocks.iter().enumerate() {
             for &(ti, off) in &b.tags {
                 let tag = &self.tags[ti];
                 let id = self.ids[ti];
+                if let (DataType::String(declared), Some(slot)) = (tag.ty, self.text_slot[ti]) {
+                    let bytes = &self.images[bi][off as usize..];
+                    let ok = self.block_err[bi].is_none()
+                        && addr::decode_string_into(declared, bytes, &mut self.scratch).is_ok();
+                    if !ok {
+                        // Report the next good value again, whatever it is.
+                        self.texts.forget(slot);
+                    } else if self.texts.update(slot, &self.scratch).is_some() {
+                        self.changed.push(ti);
+                    }
+                    continue;
+                }
                 match self.block_err[bi] {
                     Some(SHORT_REPLY) => {
                         out.push(Sample::bad(ts, id, BadReason::Decode));

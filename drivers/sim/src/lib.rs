@@ -119,6 +119,7 @@ impl SimConfig {
         for m in &self.machines {
             for q in Quantity::ALL {
                 out.push(SignalDecl {
+                    text: false,
                     name: format!("{}.{}", m.name, q.name()),
                     unit: Some(q.unit().to_string()),
                     span: m.span,
@@ -127,6 +128,7 @@ impl SimConfig {
             if m.ground_truth {
                 for f in &m.faults {
                     out.push(SignalDecl {
+                        text: false,
                         name: format!("{}.truth.{}", m.name, f.kind.name()),
                         unit: None,
                         span: m.span,
