@@ -2,7 +2,8 @@
 # Runs edge-agent's whole test suite on a fresh machine (the README's test command).
 #
 # Installs what the tests need first: the real peers the protocol tests talk to —
-# the Mosquitto MQTT broker and openssl (throw-away TLS certificates) from Debian's
+# the Mosquitto MQTT broker, openssl (throw-away TLS certificates) and socat (pty pairs
+# standing in for serial lines) from Debian's
 # packages, and pymodbus and python-snap7 (pinned in tests/peers/requirements.txt) in a
 # Python venv.
 # Later peers (aiocoap, ...) add their installs here, so this stays the one
@@ -30,6 +31,7 @@ apt_install() {
 need=()
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v socat >/dev/null 2>&1 || need+=(socat)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
     apt_install "${need[@]}"

@@ -440,17 +440,28 @@ impl PyModbus {
     }
 
     pub fn spawn(&mut self) {
+        use std::io::BufRead;
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/modbus_server.py");
-        let child = std::process::Command::new(peer_python())
+        let mut child = std::process::Command::new(peer_python())
             .arg(script)
             .arg(self.port.to_string())
             .arg(&self.spec)
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start the pymodbus server");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        assert_eq!(line.trim(), "READY", "pymodbus did not start");
         self.child = Some(child);
+        let serial = self.spec.contains("\"rtu\"");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        if serial {
+            // Nothing to probe on a pty: give the server a moment to open it.
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            return;
+        }
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 std::time::Instant::now() < deadline,
@@ -641,5 +652,57 @@ impl Subscriber {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.cancel.cancel();
+    }
+}
+
+/// A linked pair of pseudo-terminals from socat: a serial line for RTU tests.
+/// `a` and `b` are the two ends; stopped when dropped.
+#[derive(Debug)]
+pub struct PtyPair {
+    pub a: PathBuf,
+    pub b: PathBuf,
+    _dir: TempDir,
+    child: std::process::Child,
+}
+
+impl PtyPair {
+    pub fn new() -> PtyPair {
+        let dir = TempDir::new("pty");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let child = std::process::Command::new("socat")
+            .arg("-d")
+            .arg(format!("pty,raw,echo=0,link={}", a.display()))
+            .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start socat (installed by tests/run.sh)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !(a.exists() && b.exists()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "socat made no pty pair"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        PtyPair {
+            a,
+            b,
+            _dir: dir,
+            child,
+        }
+    }
+}
+
+impl Default for PtyPair {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -7,6 +7,8 @@
 //! reply). Successful connections after the first count as **reconnects**.
 //! Item-level answers such as a Modbus exception or an S7 "object does not exist"
 //! are *not* link failures — the link carried the answer — and do not lower the score.
+//! Neither is a silent device on a shared bus while its neighbours answer
+//! ([`CommStats::device_timeout`]): per-device backoff handles that.
 //!
 //! Outcomes land in 30 time buckets covering the sliding `window` (default 5 min).
 //! Older buckets weigh less: a bucket `k` buckets old has weight `1 − k/30`, so a
@@ -529,6 +531,16 @@ impl CommStats {
     }
     pub fn error(&self) {
         self.with(|h| h.record_error(Instant::now()));
+    }
+    /// A timeout of one device on a shared link whose other devices answer (a dead
+    /// slave on an RTU bus): counted as a timeout, not scored against the link.
+    pub fn device_timeout(&self) {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+    /// The link was re-opened for a reason that is not the link's fault (after a
+    /// device timeout): counted as a connect, not scored as a reconnect.
+    pub fn reopened(&self) -> u64 {
+        self.connects.fetch_add(1, Ordering::Relaxed) + 1
     }
     /// An item-level device answer (exception / return code): counted, not scored.
     pub fn exception(&self) {

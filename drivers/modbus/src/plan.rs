@@ -31,6 +31,8 @@ pub enum DataType {
     I64,
     F32,
     F64,
+    /// Text in `n` registers, two characters per register (a text signal).
+    String(u16),
 }
 
 impl DataType {
@@ -40,6 +42,7 @@ impl DataType {
             DataType::Bool | DataType::U16 | DataType::I16 => 1,
             DataType::U32 | DataType::I32 | DataType::F32 => 2,
             DataType::U64 | DataType::I64 | DataType::F64 => 4,
+            DataType::String(n) => n,
         }
     }
 }
@@ -80,7 +83,7 @@ fn reorder(b: &mut [u8], order: WordOrder) {
 /// Decodes `regs` (exactly `ty.width()` registers) into a float.
 pub fn decode_registers(regs: &[u16], ty: DataType, order: WordOrder) -> Option<f64> {
     let n = usize::from(ty.width());
-    if regs.len() < n {
+    if regs.len() < n || n > 4 {
         return None;
     }
     let mut bytes = [0u8; 8];
@@ -104,7 +107,33 @@ pub fn decode_registers(regs: &[u16], ty: DataType, order: WordOrder) -> Option<
         DataType::U64 => u64::from_be_bytes(be8(b)) as f64,
         DataType::I64 => i64::from_be_bytes(be8(b)) as f64,
         DataType::F64 => f64::from_be_bytes(be8(b)),
+        DataType::String(_) => return None,
     })
+}
+
+/// Decodes a string tag into `out` (cleared first): two characters per register,
+/// high byte first (`ABCD`) or swapped (`BADC`); read up to the first NUL, trailing
+/// spaces trimmed (devices pad with either). Bytes are Latin-1.
+pub fn decode_string(regs: &[u16], order: WordOrder, out: &mut String) {
+    out.clear();
+    for r in regs {
+        let [hi, lo] = r.to_be_bytes();
+        let pair = if order == WordOrder::Badc {
+            [lo, hi]
+        } else {
+            [hi, lo]
+        };
+        for c in pair {
+            if c == 0 {
+                let trimmed = out.trim_end_matches(' ').len();
+                out.truncate(trimmed);
+                return;
+            }
+            out.push(char::from(c));
+        }
+    }
+    let trimmed = out.trim_end_matches(' ').len();
+    out.truncate(trimmed);
 }
 
 /// Encodes a value into registers in `order` (the inverse of [`decode_registers`];
@@ -120,6 +149,7 @@ pub fn encode_registers(v: f64, ty: DataType, order: WordOrder) -> Vec<u16> {
         DataType::U64 => (v as u64).to_be_bytes().to_vec(),
         DataType::I64 => (v as i64).to_be_bytes().to_vec(),
         DataType::F64 => v.to_be_bytes().to_vec(),
+        DataType::String(_) => Vec::new(),
     };
     let mut b = be;
     reorder(&mut b, order);
@@ -249,6 +279,19 @@ mod tests {
         assert_eq!(decode_registers(&[1], DataType::F32, WordOrder::Abcd), None);
     }
 
+    #[test]
+    fn strings_decode_in_both_byte_orders_up_to_the_first_nul() {
+        let mut s = String::new();
+        decode_string(&[0x4142, 0x4300, 0x4444], WordOrder::Abcd, &mut s);
+        assert_eq!(s, "ABC");
+        decode_string(&[0x4241, 0x4320], WordOrder::Badc, &mut s);
+        assert_eq!(s, "AB C");
+        decode_string(&[0x4142, 0x2020], WordOrder::Abcd, &mut s);
+        assert_eq!(s, "AB");
+        decode_string(&[0x00FC], WordOrder::Badc, &mut s);
+        assert_eq!(s, "ü");
+    }
+
     proptest! {
         #[test]
         fn encode_then_decode_round_trips(v in -1e9f64..1e9, ty in 0usize..9, order in 0usize..4) {
@@ -265,6 +308,7 @@ mod tests {
                 DataType::F32 => (v as f32) as f64,
                 DataType::F64 => v,
                 DataType::Bool => f64::from(u8::from(v != 0.0)),
+                DataType::String(_) => unreachable!("not generated"),
             };
             let regs = encode_registers(v, ty, order);
             prop_assert_eq!(regs.len(), usize::from(ty.width()));
