@@ -261,8 +261,8 @@ impl ModbusConfig {
             .map(|v| v.value)
             .unwrap_or(Duration::from_secs(60))
             .max(slave_backoff);
-        if poll < Duration::from_millis(10) || timeout < Duration::from_millis(10) {
-            r.table_error("`poll` and `timeout` must be at least 10ms")
+        if poll < Duration::from_millis(1) || timeout < Duration::from_millis(10) {
+            r.table_error("`poll` must be at least 1ms and `timeout` at least 10ms")
                 .emit();
             ok = false;
         }

@@ -1,0 +1,171 @@
+//! Modbus TCP read throughput of the real driver on one core (a current-thread
+//! runtime), against a fast server in a child process (a minimal blocking responder,
+//! so the server is not the bottleneck): 1,000 u16 holding registers as 1,000 tags,
+//! with coalescing (8 requests per cycle) and without (1,000 requests per cycle).
+//!
+//!     cargo bench -p edge-agent-tests --bench modbus_read
+//!
+//! Reports tags/s and the bench process's CPU seconds per 1,000 tags (from
+//! /proc/self/stat; the server's CPU is not included). Compare the two lines of one
+//! run: these machines are noisy.
+#![allow(clippy::print_stdout)] // a bench reports on stdout
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use edge_driver_api::config::{Diagnostics, TableReader, parse_document};
+use edge_driver_api::{
+    Clock, DriverContext, DriverFactory, PushResult, Sample, SampleSink, SignalRegistry,
+};
+use edge_driver_modbus::ModbusConfig;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+const SECONDS: f64 = 3.0;
+const TAGS: u16 = 1000;
+
+/// Answers every read-holding/input-registers request with `count` registers.
+fn serve(port: u16) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    for stream in listener.incoming() {
+        let Ok(mut s) = stream else { continue };
+        std::thread::spawn(move || {
+            let _ = s.set_nodelay(true);
+            let mut req = [0u8; 12];
+            let mut out = Vec::with_capacity(300);
+            while s.read_exact(&mut req).is_ok() {
+                let count = u16::from_be_bytes([req[10], req[11]]);
+                let start = u16::from_be_bytes([req[8], req[9]]);
+                out.clear();
+                out.extend_from_slice(&req[..4]);
+                out.extend_from_slice(&(3 + 2 * count).to_be_bytes());
+                out.extend_from_slice(&[req[6], req[7], (2 * count) as u8]);
+                for i in 0..count {
+                    out.extend_from_slice(&start.wrapping_add(i).to_be_bytes());
+                }
+                if s.write_all(&out).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counting {
+    tags: AtomicU64,
+    notify: Notify,
+}
+
+impl SampleSink for Counting {
+    fn try_push(&self, batch: &[Sample]) -> PushResult {
+        let n = batch
+            .iter()
+            .filter(|s| s.signal.0 < u32::from(TAGS))
+            .count();
+        self.tags.fetch_add(n as u64, Ordering::Relaxed);
+        PushResult {
+            accepted: batch.len(),
+        }
+    }
+    fn space_available(&self) -> &Notify {
+        &self.notify
+    }
+}
+
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the comm field.
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn measure(port: u16, coalesce: bool) -> (f64, f64, usize) {
+    let mut toml =
+        format!("host = \"127.0.0.1\"\nport = {port}\npoll = \"1ms\"\ntimeout = \"1s\"\n");
+    if !coalesce {
+        toml += "max_registers = 1\nmax_gap = 0\n";
+    }
+    for i in 0..TAGS {
+        toml += &format!("[[tags]]\nname = \"t{i}\"\narea = \"holding\"\naddress = {i}\n");
+    }
+    let table = parse_document(&toml).expect("toml");
+    let diags = Diagnostics::new();
+    let cfg = {
+        let mut r = TableReader::new(&table, "drivers[0]", &diags);
+        ModbusConfig::parse(&mut r, "bench").expect("config")
+    };
+    let requests = cfg.request_counts().1;
+    let mut reg = SignalRegistry::new();
+    for d in cfg.signals() {
+        reg.intern(&d, "bench").expect("unique");
+    }
+    let f = cfg.into_factory(&reg).expect("factory");
+    let sink = Arc::new(Counting::default());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let cancel = CancellationToken::new();
+        let ctx = DriverContext::new(
+            "bench".into(),
+            sink.clone(),
+            cancel.clone(),
+            Clock::system(),
+        );
+        let task = tokio::spawn(f.create().expect("driver").run(ctx));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (t0, c0, n0) = (
+            Instant::now(),
+            cpu_seconds(),
+            sink.tags.load(Ordering::Relaxed),
+        );
+        tokio::time::sleep(Duration::from_secs_f64(SECONDS)).await;
+        let (dt, dc, dn) = (
+            t0.elapsed().as_secs_f64(),
+            cpu_seconds() - c0,
+            sink.tags.load(Ordering::Relaxed) - n0,
+        );
+        cancel.cancel();
+        let _ = task.await;
+        (dn as f64 / dt, dc / (dn as f64 / 1000.0), requests)
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve") {
+        serve(args[i + 1].parse().expect("port"));
+        return;
+    }
+    let port = edge_agent_tests::free_port();
+    let mut server = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args(["--serve", &port.to_string()])
+        .spawn()
+        .expect("start the server");
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("modbus_read: {TAGS} u16 tags, poll 1ms, {SECONDS} s each, one core");
+    let mut base = 0.0;
+    for coalesce in [false, true] {
+        let (rate, cpu, requests) = measure(port, coalesce);
+        if !coalesce {
+            base = rate;
+        }
+        println!(
+            "coalescing {:>3}: {requests:>4} requests/cycle, {rate:>10.0} tags/s, {:.2} ms CPU per 1000 tags, ratio {:.1}",
+            if coalesce { "on" } else { "off" },
+            cpu * 1e3,
+            rate / base
+        );
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}
