@@ -19,7 +19,9 @@ use edge_driver_api::config::{
     Diagnostic, Diagnostics, NodeValue, Span, Spanned, TableReader, closest, parse_document, render,
 };
 use edge_driver_api::health::HealthConfig;
-use edge_driver_api::{DriverError, DriverFactory, SignalDecl, SignalId, SignalRegistry};
+use edge_driver_api::{
+    DriverError, DriverFactory, SignalDecl, SignalId, SignalPattern, SignalRegistry,
+};
 use edge_models::{
     Band, DetectorSpec, Direction, Feature, FeatureConfig, FlatLineSpec, MAX_BANDS,
     RateOfChangeSpec, Severity, ThresholdSpec, TrendSpec, WindowSpec, ZScoreSpec,
@@ -228,6 +230,11 @@ trait ParsedDriver {
     fn link_health(&self) -> Option<&HealthConfig> {
         None
     }
+    /// Families of signals named at run time (e.g. from MQTT topics); concrete
+    /// names are interned when an asset uses them.
+    fn patterns(&self) -> Vec<SignalPattern> {
+        Vec::new()
+    }
     fn into_factory(
         self: Box<Self>,
         registry: &SignalRegistry,
@@ -300,6 +307,24 @@ impl ParsedDriver for edge_driver_s7::S7Config {
     }
 }
 
+#[cfg(feature = "mqtt")]
+impl ParsedDriver for edge_driver_mqtt::MqttConfig {
+    fn signals(&self) -> Vec<SignalDecl> {
+        edge_driver_mqtt::MqttConfig::signals(self)
+    }
+    fn patterns(&self) -> Vec<SignalPattern> {
+        edge_driver_mqtt::MqttConfig::patterns(self)
+    }
+    fn into_factory(
+        self: Box<Self>,
+        registry: &SignalRegistry,
+    ) -> Result<Arc<dyn DriverFactory>, DriverError> {
+        Ok(Arc::new(edge_driver_mqtt::MqttConfig::into_factory(
+            *self, registry,
+        )?))
+    }
+}
+
 /// Driver kinds compiled into this build.
 #[allow(clippy::vec_init_then_push)] // each push is behind its own cargo feature
 pub fn driver_kinds() -> Vec<&'static str> {
@@ -312,6 +337,8 @@ pub fn driver_kinds() -> Vec<&'static str> {
     v.push("modbus");
     #[cfg(feature = "s7")]
     v.push("s7");
+    #[cfg(feature = "mqtt")]
+    v.push("mqtt");
     v
 }
 
@@ -323,6 +350,9 @@ fn parse_driver(kind: &str, name: &str, r: &mut TableReader<'_>) -> Option<Box<d
     match kind {
         #[cfg(feature = "modbus")]
         "modbus" => edge_driver_modbus::ModbusConfig::parse(r, name)
+            .map(|c| Box::new(c) as Box<dyn ParsedDriver>),
+        #[cfg(feature = "mqtt")]
+        "mqtt" => edge_driver_mqtt::MqttConfig::parse(r, name)
             .map(|c| Box::new(c) as Box<dyn ParsedDriver>),
         #[cfg(feature = "s7")]
         "s7" => {
@@ -830,11 +860,17 @@ fn read_root(
         }
     }
 
+    // Signal families of run-time-named signals, per driver.
+    let patterns: Vec<(String, SignalPattern)> = parsed
+        .iter()
+        .flat_map(|(name, _, p)| p.patterns().into_iter().map(|pt| (name.value.clone(), pt)))
+        .collect();
+
     // [[assets]]
     let mut assets = Vec::new();
     let mut asset_names: HashSet<String> = HashSet::new();
     for mut a in root.tables("assets") {
-        if let Some(asset) = read_asset(&mut a, &registry, &mut asset_names) {
+        if let Some(asset) = read_asset(&mut a, &mut registry, &patterns, &mut asset_names) {
             assets.push(asset);
         }
     }
@@ -1064,7 +1100,8 @@ fn link_health_asset(name: String, signal: SignalId, h: &HealthConfig) -> AssetC
 
 fn read_asset(
     a: &mut TableReader<'_>,
-    registry: &SignalRegistry,
+    registry: &mut SignalRegistry,
+    patterns: &[(String, SignalPattern)],
     names: &mut HashSet<String>,
 ) -> Option<AssetCfg> {
     let name = a.req_string("name");
@@ -1090,6 +1127,12 @@ fn read_asset(
             ok = false;
             continue;
         };
+        // A name of a run-time family (an MQTT topic template) is interned now.
+        if registry.get(&sig.value).is_none()
+            && let Some((driver, p)) = patterns.iter().find(|(_, p)| p.matches(&sig.value))
+        {
+            let _ = registry.intern(&p.decl(&sig.value), driver);
+        }
         let Some(id) = resolve_signal(&s, "signal", &sig, registry) else {
             ok = false;
             continue;

@@ -22,5 +22,8 @@ pub use driver::{
 };
 pub use event::{DriverEvent, EventKind, EventSink, TextChanges};
 pub use sample::{BadReason, Quality, Sample, SignalId, Value};
-pub use signal::{DuplicateSignal, SignalDecl, SignalMeta, SignalRegistry};
+pub use signal::{
+    DuplicateSignal, SignalDecl, SignalMeta, SignalPattern, SignalRegistry, render_template,
+    template_placeholders,
+};
 pub use time::{Clock, ClockAnchor, Timestamp};

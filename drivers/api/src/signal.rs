@@ -20,6 +20,97 @@ pub struct SignalDecl {
     pub text: bool,
 }
 
+/// A family of signals a driver may produce at run time, named by a template with
+/// `{placeholder}`s filled from the data (e.g. MQTT topic levels:
+/// `{line}.{machine}.temp`). Concrete names are interned when the configuration
+/// refers to them (an asset windows `l1.m1.temp`); values for names nobody refers
+/// to are counted and dropped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SignalPattern {
+    pub template: String,
+    pub unit: Option<String>,
+    pub text: bool,
+    pub span: Span,
+}
+
+impl SignalPattern {
+    /// Whether the template can produce `name` (a placeholder stands for one or
+    /// more characters).
+    pub fn matches(&self, name: &str) -> bool {
+        template_matches(&self.template, name)
+    }
+
+    /// The declaration of one concrete name of this family.
+    pub fn decl(&self, name: &str) -> SignalDecl {
+        SignalDecl {
+            name: name.to_string(),
+            unit: self.unit.clone(),
+            span: self.span,
+            text: self.text,
+        }
+    }
+}
+
+/// The placeholder names of a template, in order (`None` if a brace is unbalanced).
+pub fn template_placeholders(template: &str) -> Option<Vec<&str>> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest.as_bytes()[open] == b'}' {
+            return None;
+        }
+        let close = rest[open..].find('}')? + open;
+        let name = &rest[open + 1..close];
+        if name.is_empty() || name.contains('{') {
+            return None;
+        }
+        out.push(name);
+        rest = &rest[close + 1..];
+    }
+    Some(out)
+}
+
+fn template_matches(template: &str, name: &str) -> bool {
+    match template.find('{') {
+        None => template == name,
+        Some(open) => {
+            let (lit, rest) = template.split_at(open);
+            let Some(after) = name.strip_prefix(lit) else {
+                return false;
+            };
+            let Some(close) = rest.find('}') else {
+                return false;
+            };
+            let tail = &rest[close + 1..];
+            // The placeholder takes 1.. characters; try every split.
+            (1..=after.len())
+                .filter(|&i| after.is_char_boundary(i))
+                .any(|i| template_matches(tail, &after[i..]))
+        }
+    }
+}
+
+/// Fills a template's placeholders from `captures` into `out` (cleared first);
+/// `false` if a placeholder has no capture.
+pub fn render_template(template: &str, captures: &[(&str, &str)], out: &mut String) -> bool {
+    out.clear();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}').map(|c| c + open) else {
+            return false;
+        };
+        let key = &rest[open + 1..close];
+        match captures.iter().find(|(k, _)| *k == key) {
+            Some((_, v)) => out.push_str(v),
+            None => return false,
+        }
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    true
+}
+
 /// What the agent knows about an interned signal.
 #[derive(Clone, Debug)]
 pub struct SignalMeta {
@@ -115,6 +206,31 @@ mod tests {
             unit: None,
             span: Span::default(),
         }
+    }
+
+    #[test]
+    fn templates_match_and_render() {
+        let p = SignalPattern {
+            template: "{line}.{machine}.temp".into(),
+            unit: None,
+            text: false,
+            span: Span::default(),
+        };
+        assert!(p.matches("l1.m1.temp"));
+        assert!(p.matches("l1.m.x.temp"));
+        assert!(!p.matches("l1.temp"));
+        assert!(!p.matches("l1.m1.temp2"));
+        assert_eq!(template_placeholders("{a}.x.{b}"), Some(vec!["a", "b"]));
+        assert_eq!(template_placeholders("{a.x"), None);
+        assert_eq!(template_placeholders("a}"), None);
+        let mut s = String::new();
+        assert!(render_template(
+            "{line}.{machine}.temp",
+            &[("machine", "m7"), ("line", "l2")],
+            &mut s
+        ));
+        assert_eq!(s, "l2.m7.temp");
+        assert!(!render_template("{x}", &[], &mut s));
     }
 
     #[test]

@@ -1,0 +1,282 @@
+//! Payload formats: a plain number, JSON with pointers, SenML (RFC 8428) in JSON,
+//! and text.
+
+use serde_json::Value as Json;
+
+/// A value found in a payload.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Found {
+    Number(f64),
+    Bool(bool),
+    Text(String),
+    /// Present but not a usable value (a string in a numeric field, NaN...).
+    Bad,
+}
+
+/// Unit of a numeric timestamp in a JSON payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeUnit {
+    Seconds,
+    Millis,
+}
+
+/// One value of a JSON payload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pointer {
+    pub pointer: String,
+    /// Index of the signal template it feeds.
+    pub template: usize,
+}
+
+/// How a subscription's payloads are read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Format {
+    /// The whole payload is a number (`21.5`, ` 3 `, `true`/`false`).
+    Number,
+    /// The whole payload is text (a text signal).
+    Text,
+    /// JSON; each pointer feeds one signal; an optional pointer gives the time.
+    Json {
+        values: Vec<Pointer>,
+        timestamp: Option<(String, TimeUnit)>,
+    },
+    /// SenML JSON: every record is a value; `{name}` in the template is the record's
+    /// resolved name (base name + name).
+    SenMl,
+}
+
+/// Why a payload yielded nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PayloadError {
+    NotUtf8,
+    NotANumber,
+    Json(String),
+    NotSenMl(&'static str),
+}
+
+/// A value with its (optional) wall time in ns and, for SenML, its name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Item {
+    pub template: usize,
+    pub name: Option<String>,
+    pub value: Found,
+    pub wall_ns: Option<i64>,
+}
+
+fn number(v: &Json) -> Found {
+    match v {
+        Json::Number(n) => n.as_f64().map_or(Found::Bad, Found::Number),
+        Json::Bool(b) => Found::Bool(*b),
+        Json::String(s) => s.trim().parse::<f64>().map_or(Found::Bad, Found::Number),
+        _ => Found::Bad,
+    }
+}
+
+/// Reads `payload` in `format`, calling `emit` for every value. `now_ns` resolves
+/// SenML relative times.
+pub fn parse(
+    format: &Format,
+    payload: &[u8],
+    now_ns: i64,
+    emit: &mut dyn FnMut(Item),
+) -> Result<(), PayloadError> {
+    match format {
+        Format::Number => {
+            let s = std::str::from_utf8(payload).map_err(|_| PayloadError::NotUtf8)?;
+            let s = s.trim();
+            let v = match s {
+                "true" | "on" | "ON" => Found::Bool(true),
+                "false" | "off" | "OFF" => Found::Bool(false),
+                _ => Found::Number(s.parse::<f64>().map_err(|_| PayloadError::NotANumber)?),
+            };
+            emit(Item {
+                template: 0,
+                name: None,
+                value: v,
+                wall_ns: None,
+            });
+            Ok(())
+        }
+        Format::Text => {
+            let s = std::str::from_utf8(payload).map_err(|_| PayloadError::NotUtf8)?;
+            emit(Item {
+                template: 0,
+                name: None,
+                value: Found::Text(s.to_string()),
+                wall_ns: None,
+            });
+            Ok(())
+        }
+        Format::Json { values, timestamp } => {
+            let doc: Json =
+                serde_json::from_slice(payload).map_err(|e| PayloadError::Json(e.to_string()))?;
+            let wall_ns = timestamp.as_ref().and_then(|(p, unit)| {
+                let v = doc.pointer(p)?;
+                let scale: i64 = match unit {
+                    TimeUnit::Seconds => 1_000_000_000,
+                    TimeUnit::Millis => 1_000_000,
+                };
+                // Integers exactly; fractions through f64.
+                if let Some(i) = v.as_i64() {
+                    return i.checked_mul(scale);
+                }
+                let ns = v.as_f64()? * scale as f64;
+                (ns.is_finite() && ns.abs() < 9.2e18).then_some(ns as i64)
+            });
+            for p in values {
+                // A missing pointer is not an error: devices often omit fields.
+                if let Some(v) = doc.pointer(&p.pointer) {
+                    emit(Item {
+                        template: p.template,
+                        name: None,
+                        value: number(v),
+                        wall_ns,
+                    });
+                }
+            }
+            Ok(())
+        }
+        Format::SenMl => {
+            let doc: Json =
+                serde_json::from_slice(payload).map_err(|e| PayloadError::Json(e.to_string()))?;
+            let Json::Array(records) = doc else {
+                return Err(PayloadError::NotSenMl("a SenML pack is a JSON array"));
+            };
+            let (mut bn, mut bt, mut bv) = (String::new(), 0.0f64, 0.0f64);
+            for r in &records {
+                let Json::Object(o) = r else {
+                    return Err(PayloadError::NotSenMl("a SenML record is a JSON object"));
+                };
+                if let Some(Json::String(s)) = o.get("bn") {
+                    bn.clone_from(s);
+                }
+                if let Some(t) = o.get("bt").and_then(Json::as_f64) {
+                    bt = t;
+                }
+                if let Some(v) = o.get("bv").and_then(Json::as_f64) {
+                    bv = v;
+                }
+                let n = o.get("n").and_then(Json::as_str).unwrap_or("");
+                let value = if let Some(v) = o.get("v") {
+                    match v.as_f64() {
+                        Some(x) => Found::Number(bv + x),
+                        None => Found::Bad,
+                    }
+                } else if let Some(b) = o.get("vb") {
+                    b.as_bool().map_or(Found::Bad, Found::Bool)
+                } else if let Some(s) = o.get("vs") {
+                    s.as_str()
+                        .map_or(Found::Bad, |s| Found::Text(s.to_string()))
+                } else {
+                    // A base-only record carries no value.
+                    continue;
+                };
+                let name = format!("{bn}{n}");
+                if name.is_empty() {
+                    return Err(PayloadError::NotSenMl("a SenML record without a name"));
+                }
+                let t = bt + o.get("t").and_then(Json::as_f64).unwrap_or(0.0);
+                // RFC 8428: times below 2^28 are relative to now.
+                let wall_ns = if t == 0.0 {
+                    None
+                } else if t.abs() < 268_435_456.0 {
+                    Some(now_ns + (t * 1e9) as i64)
+                } else {
+                    Some((t * 1e9) as i64)
+                };
+                emit(Item {
+                    template: 0,
+                    name: Some(name),
+                    value,
+                    wall_ns,
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(f: &Format, p: &[u8]) -> Result<Vec<Item>, PayloadError> {
+        let mut out = Vec::new();
+        parse(f, p, 1_000_000_000_000, &mut |i| out.push(i))?;
+        Ok(out)
+    }
+
+    #[test]
+    fn plain_numbers_and_booleans() {
+        assert_eq!(
+            all(&Format::Number, b" 21.5\n").expect("ok")[0].value,
+            Found::Number(21.5)
+        );
+        assert_eq!(
+            all(&Format::Number, b"true").expect("ok")[0].value,
+            Found::Bool(true)
+        );
+        assert!(
+            matches!(all(&Format::Number, b"NaN").expect("ok")[0].value, Found::Number(x) if x.is_nan())
+        );
+        assert_eq!(all(&Format::Number, b"21,5"), Err(PayloadError::NotANumber));
+        assert_eq!(
+            all(&Format::Number, &[0xFF, 0xFE]),
+            Err(PayloadError::NotUtf8)
+        );
+    }
+
+    #[test]
+    fn json_pointers_with_a_millisecond_timestamp() {
+        let f = Format::Json {
+            values: vec![
+                Pointer {
+                    pointer: "/t".into(),
+                    template: 0,
+                },
+                Pointer {
+                    pointer: "/env/hum".into(),
+                    template: 1,
+                },
+                Pointer {
+                    pointer: "/missing".into(),
+                    template: 2,
+                },
+            ],
+            timestamp: Some(("/ts".into(), TimeUnit::Millis)),
+        };
+        let got = all(
+            &f,
+            br#"{"t": 21.5, "env": {"hum": "40"}, "ts": 1795000000123}"#,
+        )
+        .expect("ok");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].value, Found::Number(21.5));
+        assert_eq!(got[1].value, Found::Number(40.0));
+        assert_eq!(got[0].wall_ns, Some(1_795_000_000_123_000_000));
+        assert!(matches!(all(&f, b"{oops"), Err(PayloadError::Json(_))));
+    }
+
+    #[test]
+    fn senml_resolves_base_name_time_and_value() {
+        let p = br#"[{"bn":"urn:dev:ow:10e2073a01080063:","bt":1.320067464e+09,"bu":"%RH","v":20.0,"n":"hum"},
+                    {"n":"temp","u":"Cel","v":23.1,"t":2},
+                    {"n":"door","vb":true},
+                    {"n":"label","vs":"ok"}]"#;
+        let got = all(&Format::SenMl, p).expect("ok");
+        assert_eq!(got.len(), 4);
+        assert_eq!(
+            got[0].name.as_deref(),
+            Some("urn:dev:ow:10e2073a01080063:hum")
+        );
+        assert_eq!(got[1].value, Found::Number(23.1));
+        assert_eq!(got[1].wall_ns, Some(1_320_067_466_000_000_000));
+        assert_eq!(got[2].value, Found::Bool(true));
+        assert_eq!(got[3].value, Found::Text("ok".into()));
+        // Relative time: -5 s from now.
+        let rel = all(&Format::SenMl, br#"[{"n":"x","v":1,"t":-5}]"#).expect("ok");
+        assert_eq!(rel[0].wall_ns, Some(1_000_000_000_000 - 5_000_000_000));
+        assert!(all(&Format::SenMl, br#"{"n":"x"}"#).is_err());
+        assert!(all(&Format::SenMl, br#"[{"v":1}]"#).is_err());
+    }
+}
