@@ -325,6 +325,21 @@ impl ParsedDriver for edge_driver_mqtt::MqttConfig {
     }
 }
 
+#[cfg(feature = "log")]
+impl ParsedDriver for edge_driver_log::LogConfig {
+    fn signals(&self) -> Vec<SignalDecl> {
+        edge_driver_log::LogConfig::signals(self)
+    }
+    fn into_factory(
+        self: Box<Self>,
+        registry: &SignalRegistry,
+    ) -> Result<Arc<dyn DriverFactory>, DriverError> {
+        Ok(Arc::new(edge_driver_log::LogConfig::into_factory(
+            *self, registry,
+        )?))
+    }
+}
+
 /// Driver kinds compiled into this build.
 #[allow(clippy::vec_init_then_push)] // each push is behind its own cargo feature
 pub fn driver_kinds() -> Vec<&'static str> {
@@ -339,6 +354,8 @@ pub fn driver_kinds() -> Vec<&'static str> {
     v.push("s7");
     #[cfg(feature = "mqtt")]
     v.push("mqtt");
+    #[cfg(feature = "log")]
+    v.push("log");
     v
 }
 
@@ -351,6 +368,10 @@ fn parse_driver(kind: &str, name: &str, r: &mut TableReader<'_>) -> Option<Box<d
         #[cfg(feature = "modbus")]
         "modbus" => edge_driver_modbus::ModbusConfig::parse(r, name)
             .map(|c| Box::new(c) as Box<dyn ParsedDriver>),
+        #[cfg(feature = "log")]
+        "log" => {
+            edge_driver_log::LogConfig::parse(r, name).map(|c| Box::new(c) as Box<dyn ParsedDriver>)
+        }
         #[cfg(feature = "mqtt")]
         "mqtt" => edge_driver_mqtt::MqttConfig::parse(r, name)
             .map(|c| Box::new(c) as Box<dyn ParsedDriver>),

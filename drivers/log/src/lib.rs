@@ -1,0 +1,324 @@
+//! `log`: keywords in log files become signals — the way a gateway spots a
+//! degrading link in a PLC server's log before it fails.
+//!
+//! ```toml
+//! [[drivers]]
+//! name = "plclog"
+//! kind = "log"
+//! paths = ["/var/log/plc-server.log"]
+//! interval = "1s"        # how often the files are read
+//! window = "10s"         # match counts are per window
+//! from = "end"           # end | start: where to begin in a file found at start-up
+//!
+//! [[drivers.rules]]
+//! name = "timeout"
+//! regex = 'timeout after (?P<ms>\d+)ms'
+//! unit = "ms"           # optional: engineering unit of the capture signals
+//! ```
+//!
+//! Every rule gives `<driver>.<rule>.count` — matches in the last `window`, emitted
+//! at the end of every window (0 included, so a quiet log is visible) — and one
+//! signal per named capture, `<driver>.<rule>.<capture>`, with the captured number
+//! of every matching line (a capture that is not a number is a bad-quality sample).
+//! Files are followed across rotation by rename (the old file is read to its end
+//! first), truncation and deletion, like `tail -F`; a line longer than 64 KiB is cut,
+//! and at most 4 MiB are read per file per interval, so a runaway log cannot stall
+//! the agent. Matching is linear-time (the `regex` crate): a hostile line cannot hang
+//! a rule. `<driver>.lines` counts lines read, `<driver>.rotations` rotations seen.
+
+pub mod follow;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_driver_api::config::{Span, TableReader};
+use edge_driver_api::{
+    BadReason, BoxFuture, Driver, DriverContext, DriverError, DriverFactory, Sample, SignalDecl,
+    SignalId, SignalRegistry,
+};
+use regex::Regex;
+
+pub use follow::{Follower, From};
+
+/// One keyword rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub name: String,
+    pub regex: Regex,
+    /// (capture name, unit)
+    pub captures: Vec<(String, Option<String>)>,
+    pub span: Span,
+}
+
+/// Validated `log` configuration.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub name: String,
+    pub paths: Vec<std::path::PathBuf>,
+    pub interval: Duration,
+    pub window: Duration,
+    pub from: From,
+    pub rules: Vec<Rule>,
+    pub span: Span,
+}
+
+const MAX_LINE: usize = 64 * 1024;
+const BUDGET: usize = 4 * 1024 * 1024;
+
+impl LogConfig {
+    pub fn parse(r: &mut TableReader<'_>, name: &str) -> Option<LogConfig> {
+        let mut ok = true;
+        let paths: Vec<String> = r
+            .strings("paths")
+            .map(|v| v.into_iter().map(|s| s.value).collect())
+            .unwrap_or_default();
+        if paths.is_empty() {
+            r.table_error("a log driver needs `paths`")
+                .hint("paths = [\"/var/log/plc-server.log\"]")
+                .emit();
+            ok = false;
+        }
+        let interval = r
+            .duration("interval")
+            .map(|v| v.value)
+            .unwrap_or(Duration::from_secs(1));
+        let window = r
+            .duration("window")
+            .map(|v| v.value)
+            .unwrap_or(Duration::from_secs(10));
+        if interval < Duration::from_millis(10) || window < interval {
+            r.table_error("`interval` must be at least 10ms and `window` at least `interval`")
+                .emit();
+            ok = false;
+        }
+        let from = r
+            .choice("from", &[("end", From::End), ("start", From::Start)])
+            .map(|v| v.value)
+            .unwrap_or(From::End);
+        let mut rules = Vec::new();
+        let readers = r.tables("rules");
+        if readers.is_empty() {
+            r.table_error("a log driver needs at least one rule")
+                .hint("[[drivers.rules]] name = \"timeout\" regex = 'timeout after (?P<ms>\\d+)ms'")
+                .emit();
+            ok = false;
+        }
+        for mut t in readers {
+            let rname = t.req_string("name");
+            let re = t.req_string("regex");
+            let unit = t.string("unit").map(|v| v.value);
+            let (Some(rname), Some(re)) = (rname, re) else {
+                ok = false;
+                continue;
+            };
+            if !rname
+                .value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                t.error(
+                    rname.span,
+                    "name",
+                    format!("`{}` is not a valid rule name", rname.value),
+                )
+                .expected("A-Z a-z 0-9 _ - (it becomes part of signal names)")
+                .emit();
+                ok = false;
+                continue;
+            }
+            let regex = match Regex::new(&re.value) {
+                Ok(x) => x,
+                Err(e) => {
+                    t.error(re.span, "regex", format!("invalid regular expression: {e}"))
+                        .hint("syntax of the Rust `regex` crate; name captures with (?P<name>...)")
+                        .emit();
+                    ok = false;
+                    continue;
+                }
+            };
+            let captures: Vec<(String, Option<String>)> = regex
+                .capture_names()
+                .flatten()
+                .map(|n| (n.to_string(), unit.clone()))
+                .collect();
+            rules.push(Rule {
+                name: rname.value,
+                regex,
+                captures,
+                span: rname.span,
+            });
+        }
+        ok.then(|| LogConfig {
+            name: name.to_string(),
+            paths: paths.into_iter().map(Into::into).collect(),
+            interval,
+            window,
+            from,
+            rules,
+            span: r.span(),
+        })
+    }
+
+    pub fn signals(&self) -> Vec<SignalDecl> {
+        let decl = |name: String, unit: Option<String>, span: Span| SignalDecl {
+            name,
+            unit,
+            span,
+            text: false,
+        };
+        let mut out = vec![
+            decl(format!("{}.lines", self.name), None, self.span),
+            decl(format!("{}.rotations", self.name), None, self.span),
+        ];
+        for r in &self.rules {
+            out.push(decl(
+                format!("{}.{}.count", self.name, r.name),
+                None,
+                r.span,
+            ));
+            for (c, unit) in &r.captures {
+                out.push(decl(
+                    format!("{}.{}.{c}", self.name, r.name),
+                    unit.clone(),
+                    r.span,
+                ));
+            }
+        }
+        out
+    }
+
+    pub fn into_factory(self, registry: &SignalRegistry) -> Result<LogFactory, DriverError> {
+        let id = |n: String| {
+            registry
+                .get(&n)
+                .ok_or_else(|| DriverError::config(format!("signal `{n}` was not registered")))
+        };
+        let lines_id = id(format!("{}.lines", self.name))?;
+        let rotations_id = id(format!("{}.rotations", self.name))?;
+        let mut count_ids = Vec::new();
+        let mut capture_ids = Vec::new();
+        for r in &self.rules {
+            count_ids.push(id(format!("{}.{}.count", self.name, r.name))?);
+            capture_ids.push(
+                r.captures
+                    .iter()
+                    .map(|(c, _)| id(format!("{}.{}.{c}", self.name, r.name)))
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+        }
+        Ok(LogFactory {
+            shared: Arc::new(Shared {
+                cfg: self,
+                lines_id,
+                rotations_id,
+                count_ids,
+                capture_ids,
+            }),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    cfg: LogConfig,
+    lines_id: SignalId,
+    rotations_id: SignalId,
+    count_ids: Vec<SignalId>,
+    capture_ids: Vec<Vec<SignalId>>,
+}
+
+/// Creates log drivers.
+#[derive(Debug, Clone)]
+pub struct LogFactory {
+    shared: Arc<Shared>,
+}
+
+impl DriverFactory for LogFactory {
+    fn kind(&self) -> &'static str {
+        "log"
+    }
+    fn create(&self) -> Result<Box<dyn Driver>, DriverError> {
+        Ok(Box::new(LogDriver {
+            shared: self.shared.clone(),
+        }))
+    }
+}
+
+struct LogDriver {
+    shared: Arc<Shared>,
+}
+
+impl Driver for LogDriver {
+    fn run(self: Box<Self>, ctx: DriverContext) -> BoxFuture<'static, Result<(), DriverError>> {
+        Box::pin(run(self.shared, ctx))
+    }
+}
+
+async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
+    let cfg = &sh.cfg;
+    let mut files: Vec<Follower> = cfg
+        .paths
+        .iter()
+        .map(|p| Follower::new(p.clone(), cfg.from, MAX_LINE))
+        .collect();
+    let mut counts = vec![0u64; cfg.rules.len()];
+    let mut lines_total = 0u64;
+    let mut batch: Vec<Sample> = Vec::with_capacity(256);
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut window_end = tokio::time::Instant::now() + cfg.window;
+    let mut warned: Vec<bool> = vec![false; files.len()];
+    loop {
+        tokio::select! {
+            _ = ctx.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        batch.clear();
+        let ts = ctx.clock().now();
+        for (fi, f) in files.iter_mut().enumerate() {
+            let res = f.poll(BUDGET, &mut |line| {
+                lines_total += 1;
+                for (ri, rule) in cfg.rules.iter().enumerate() {
+                    let Some(c) = rule.regex.captures(line) else {
+                        continue;
+                    };
+                    counts[ri] += 1;
+                    for ((cname, _), id) in rule.captures.iter().zip(&sh.capture_ids[ri]) {
+                        if let Some(m) = c.name(cname) {
+                            match m.as_str().trim().parse::<f64>() {
+                                Ok(v) => batch.push(Sample::new_f64(ts, *id, v)),
+                                Err(_) => batch.push(Sample::bad(ts, *id, BadReason::Decode)),
+                            }
+                        }
+                    }
+                }
+            });
+            match res {
+                Ok(()) => warned[fi] = false,
+                Err(e) => {
+                    // An unreadable file (permissions, I/O) is logged once per
+                    // episode and retried; the other files go on.
+                    if !std::mem::replace(&mut warned[fi], true) {
+                        tracing::warn!(driver = ctx.name(), path = %f.path().display(), error = %e, "cannot read log file; retrying");
+                    }
+                }
+            }
+        }
+        let now = tokio::time::Instant::now();
+        if now >= window_end {
+            let rotations: u64 = files.iter().map(|f| f.rotations + f.truncations).sum();
+            for (c, id) in counts.iter_mut().zip(&sh.count_ids) {
+                batch.push(Sample::new_f64(ts, *id, *c as f64));
+                *c = 0;
+            }
+            batch.push(Sample::new_f64(ts, sh.lines_id, lines_total as f64));
+            batch.push(Sample::new_f64(ts, sh.rotations_id, rotations as f64));
+            while window_end <= now {
+                window_end += cfg.window;
+            }
+        }
+        if !batch.is_empty() && ctx.send(&batch).await.is_err() {
+            return Ok(());
+        }
+    }
+}
