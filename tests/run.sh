@@ -4,9 +4,9 @@
 # Installs what the tests need first: the real peers the protocol tests talk to —
 # the Mosquitto MQTT broker, openssl (throw-away TLS certificates) and socat (pty pairs
 # standing in for serial lines) from Debian's
-# packages, and pymodbus and python-snap7 (pinned in tests/peers/requirements.txt) in a
+# packages, and pymodbus, python-snap7 and aiocoap (pinned in tests/peers/requirements.txt) in a
 # Python venv.
-# Later peers (aiocoap, ...) add their installs here, so this stays the one
+# Later peers add their installs here, so this stays the one
 # command.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -340,6 +340,27 @@ impl ParsedDriver for edge_driver_log::LogConfig {
     }
 }
 
+#[cfg(feature = "coap")]
+impl ParsedDriver for edge_driver_coap::CoapConfig {
+    fn signals(&self) -> Vec<SignalDecl> {
+        edge_driver_coap::CoapConfig::signals(self)
+    }
+    fn patterns(&self) -> Vec<SignalPattern> {
+        edge_driver_coap::CoapConfig::patterns(self)
+    }
+    fn link_health(&self) -> Option<&HealthConfig> {
+        Some(&self.health)
+    }
+    fn into_factory(
+        self: Box<Self>,
+        registry: &SignalRegistry,
+    ) -> Result<Arc<dyn DriverFactory>, DriverError> {
+        Ok(Arc::new(edge_driver_coap::CoapConfig::into_factory(
+            *self, registry,
+        )?))
+    }
+}
+
 /// Driver kinds compiled into this build.
 #[allow(clippy::vec_init_then_push)] // each push is behind its own cargo feature
 pub fn driver_kinds() -> Vec<&'static str> {
@@ -356,6 +377,8 @@ pub fn driver_kinds() -> Vec<&'static str> {
     v.push("mqtt");
     #[cfg(feature = "log")]
     v.push("log");
+    #[cfg(feature = "coap")]
+    v.push("coap");
     v
 }
 
@@ -367,6 +390,9 @@ fn parse_driver(kind: &str, name: &str, r: &mut TableReader<'_>) -> Option<Box<d
     match kind {
         #[cfg(feature = "modbus")]
         "modbus" => edge_driver_modbus::ModbusConfig::parse(r, name)
+            .map(|c| Box::new(c) as Box<dyn ParsedDriver>),
+        #[cfg(feature = "coap")]
+        "coap" => edge_driver_coap::CoapConfig::parse(r, name)
             .map(|c| Box::new(c) as Box<dyn ParsedDriver>),
         #[cfg(feature = "log")]
         "log" => {

@@ -706,3 +706,52 @@ impl Drop for PtyPair {
         let _ = self.child.wait();
     }
 }
+
+/// An aiocoap CoAP server on 127.0.0.1 (see tests/peers/coap_server.py), stopped when
+/// dropped.
+#[derive(Debug)]
+pub struct PyCoap {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PyCoap {
+    pub fn start() -> Self {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
+        let port = sock.local_addr().expect("local addr").port();
+        drop(sock);
+        let mut s = PyCoap { port, child: None };
+        s.spawn();
+        s
+    }
+
+    pub fn spawn(&mut self) {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/coap_server.py");
+        let mut child = std::process::Command::new(peer_python())
+            .arg(script)
+            .arg(self.port.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the aiocoap server");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        assert_eq!(line.trim(), "READY", "aiocoap did not start");
+        self.child = Some(child);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PyCoap {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -11,6 +11,8 @@ pub mod config;
 pub mod driver;
 pub mod event;
 pub mod health;
+#[cfg(feature = "payload")]
+pub mod payload;
 pub mod sample;
 pub mod signal;
 pub mod testing;

@@ -39,8 +39,9 @@
 //! the ring buffer, whose overflow policy bounds memory under a flood (dropped
 //! samples are counted there).
 
-pub mod payload;
 pub mod topic;
+
+pub use edge_driver_api::payload;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
-//! Payload formats: a plain number, JSON with pointers, SenML (RFC 8428) in JSON,
-//! and text.
+//! Sensor payload formats: a plain number, text, JSON or CBOR with pointers, and
+//! SenML (RFC 8428) in JSON or CBOR.
 
 use serde_json::Value as Json;
 
@@ -43,6 +43,71 @@ pub enum Format {
     /// SenML JSON: every record is a value; `{name}` in the template is the record's
     /// resolved name (base name + name).
     SenMl,
+    /// CBOR (RFC 8949), read with the same pointers as JSON (map keys as text,
+    /// array indices as numbers).
+    Cbor {
+        values: Vec<Pointer>,
+        timestamp: Option<(String, TimeUnit)>,
+    },
+    /// SenML CBOR (RFC 8428 §6: integer labels).
+    SenMlCbor,
+}
+
+/// CBOR → JSON value (for pointer lookup). Byte strings become hex text; non-text
+/// map keys their display form.
+fn cbor_to_json(v: ciborium::value::Value) -> Json {
+    use ciborium::value::Value as C;
+    match v {
+        C::Integer(i) => {
+            let i: i128 = i.into();
+            i64::try_from(i)
+                .map(Json::from)
+                .unwrap_or_else(|_| Json::from(i as f64))
+        }
+        C::Float(f) => serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number),
+        C::Text(t) => Json::String(t),
+        C::Bool(b) => Json::Bool(b),
+        C::Null => Json::Null,
+        C::Bytes(b) => Json::String(b.iter().map(|x| format!("{x:02x}")).collect()),
+        C::Tag(_, inner) => cbor_to_json(*inner),
+        C::Array(a) => Json::Array(a.into_iter().map(cbor_to_json).collect()),
+        C::Map(m) => Json::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        C::Text(t) => t,
+                        C::Integer(i) => i128::from(i).to_string(),
+                        other => format!("{other:?}"),
+                    };
+                    (key, cbor_to_json(v))
+                })
+                .collect(),
+        ),
+        _ => Json::Null,
+    }
+}
+
+fn read_cbor(payload: &[u8]) -> Result<Json, PayloadError> {
+    let v: ciborium::value::Value =
+        ciborium::de::from_reader(payload).map_err(|e| PayloadError::Json(format!("CBOR: {e}")))?;
+    Ok(cbor_to_json(v))
+}
+
+/// SenML CBOR labels (RFC 8428 table 4) → the JSON names.
+fn senml_label(k: &str) -> &str {
+    match k {
+        "-2" => "bn",
+        "-3" => "bt",
+        "-4" => "bu",
+        "-5" => "bv",
+        "0" => "n",
+        "1" => "u",
+        "2" => "v",
+        "3" => "vs",
+        "4" => "vb",
+        "6" => "t",
+        other => other,
+    }
 }
 
 /// Why a payload yielded nothing.
@@ -107,9 +172,12 @@ pub fn parse(
             });
             Ok(())
         }
-        Format::Json { values, timestamp } => {
-            let doc: Json =
-                serde_json::from_slice(payload).map_err(|e| PayloadError::Json(e.to_string()))?;
+        Format::Json { values, timestamp } | Format::Cbor { values, timestamp } => {
+            let doc: Json = if matches!(format, Format::Cbor { .. }) {
+                read_cbor(payload)?
+            } else {
+                serde_json::from_slice(payload).map_err(|e| PayloadError::Json(e.to_string()))?
+            };
             let wall_ns = timestamp.as_ref().and_then(|(p, unit)| {
                 let v = doc.pointer(p)?;
                 let scale: i64 = match unit {
@@ -136,9 +204,27 @@ pub fn parse(
             }
             Ok(())
         }
-        Format::SenMl => {
-            let doc: Json =
-                serde_json::from_slice(payload).map_err(|e| PayloadError::Json(e.to_string()))?;
+        Format::SenMl | Format::SenMlCbor => {
+            let doc: Json = if *format == Format::SenMlCbor {
+                match read_cbor(payload)? {
+                    Json::Array(records) => Json::Array(
+                        records
+                            .into_iter()
+                            .map(|r| match r {
+                                Json::Object(o) => Json::Object(
+                                    o.into_iter()
+                                        .map(|(k, v)| (senml_label(&k).to_string(), v))
+                                        .collect(),
+                                ),
+                                other => other,
+                            })
+                            .collect(),
+                    ),
+                    other => other,
+                }
+            } else {
+                serde_json::from_slice(payload).map_err(|e| PayloadError::Json(e.to_string()))?
+            };
             let Json::Array(records) = doc else {
                 return Err(PayloadError::NotSenMl("a SenML pack is a JSON array"));
             };
@@ -255,6 +341,37 @@ mod tests {
         assert_eq!(got[1].value, Found::Number(40.0));
         assert_eq!(got[0].wall_ns, Some(1_795_000_000_123_000_000));
         assert!(matches!(all(&f, b"{oops"), Err(PayloadError::Json(_))));
+    }
+
+    #[test]
+    fn cbor_and_senml_cbor_read_like_their_json_forms() {
+        // {"t": 21.5, "h": 40} in CBOR.
+        let cbor = [0xA2, 0x61, b't', 0xF9, 0x4D, 0x60, 0x61, b'h', 0x18, 0x28];
+        let f = Format::Cbor {
+            values: vec![
+                Pointer {
+                    pointer: "/t".into(),
+                    template: 0,
+                },
+                Pointer {
+                    pointer: "/h".into(),
+                    template: 1,
+                },
+            ],
+            timestamp: None,
+        };
+        let got = all(&f, &cbor).expect("ok");
+        assert_eq!(got[0].value, Found::Number(21.5));
+        assert_eq!(got[1].value, Found::Number(40.0));
+        // [{-2: "dev:", 0: "temp", 2: 23.5}] in SenML CBOR.
+        let senml = [
+            0x81, 0xA3, 0x21, 0x64, b'd', b'e', b'v', b':', 0x00, 0x64, b't', b'e', b'm', b'p',
+            0x02, 0xF9, 0x4D, 0xE0,
+        ];
+        let got = all(&Format::SenMlCbor, &senml).expect("ok");
+        assert_eq!(got[0].name.as_deref(), Some("dev:temp"));
+        assert_eq!(got[0].value, Found::Number(23.5));
+        assert!(all(&Format::SenMlCbor, &[0xFF, 0x00]).is_err());
     }
 
     #[test]

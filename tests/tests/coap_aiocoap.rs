@@ -1,0 +1,239 @@
+//! The CoAP driver against aiocoap: GET polling of text, JSON, CBOR, SenML (JSON and
+//! CBOR), a Block2 transfer, Observe with confirmable notifications, a missing
+//! resource (4.04) as bad quality, a server gone and back (re-registration), and
+//! silence (no ICMP) as timeouts after the RFC 7252 retransmissions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_agent_tests::PyCoap;
+use edge_driver_api::config::{Diagnostics, TableReader, parse_document, render};
+use edge_driver_api::{
+    BadReason, Clock, DriverContext, DriverFactory, Quality, Sample, SignalRegistry, Value,
+};
+use edge_driver_coap::CoapConfig;
+use tokio_util::sync::CancellationToken;
+
+const SENML_NAMES: [&str; 4] = ["f.dev:hum", "f.dev:temp", "f.dev:press", "f.dev:door"];
+
+fn factory(port: u16) -> (edge_driver_coap::CoapFactory, SignalRegistry) {
+    let src = format!(
+        r#"
+host = "127.0.0.1"
+port = {port}
+ack_timeout = "200ms"
+max_retransmit = 2
+[[resources]]
+path = "/temp"
+poll = "200ms"
+signal = "f.temp"
+[[resources]]
+path = "/json"
+poll = "200ms"
+format = "json"
+values = [{{ pointer = "/t", signal = "f.json.t" }}, {{ pointer = "/h", signal = "f.json.h" }}]
+[[resources]]
+path = "/cbor"
+poll = "200ms"
+format = "cbor"
+values = [{{ pointer = "/t", signal = "f.cbor.t" }}]
+[[resources]]
+path = "/senml"
+poll = "200ms"
+format = "senml"
+signal = "f.{{name}}"
+[[resources]]
+path = "/senml-cbor"
+poll = "200ms"
+format = "senml_cbor"
+signal = "f.{{name}}"
+[[resources]]
+path = "/big"
+poll = "500ms"
+format = "json"
+values = [{{ pointer = "/v", signal = "f.big" }}]
+[[resources]]
+path = "/counter"
+mode = "observe"
+observe_timeout = "2s"
+signal = "f.counter"
+[[resources]]
+path = "/missing"
+poll = "500ms"
+signal = "f.missing"
+"#
+    );
+    let table = parse_document(&src).unwrap_or_else(|d| panic!("{}", render("t.toml", &src, &d)));
+    let diags = Diagnostics::new();
+    let cfg = {
+        let mut r = TableReader::new(&table, "drivers[0]", &diags);
+        CoapConfig::parse(&mut r, "f")
+    };
+    assert!(
+        diags.is_empty(),
+        "{}",
+        render("t.toml", &src, &diags.into_vec())
+    );
+    let cfg = cfg.expect("config");
+    let mut reg = SignalRegistry::new();
+    for d in cfg.signals() {
+        reg.intern(&d, "f").expect("unique");
+    }
+    let pats = cfg.patterns();
+    for n in SENML_NAMES {
+        let p = pats.iter().find(|p| p.matches(n)).expect("template");
+        reg.intern(&p.decl(n), "f").expect("unique");
+    }
+    (cfg.into_factory(&reg).expect("factory"), reg)
+}
+
+fn of(samples: &[Sample], reg: &SignalRegistry, name: &str) -> Vec<Sample> {
+    let id = reg.get(name).expect("registered");
+    samples.iter().filter(|s| s.signal == id).copied().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_and_observes_every_payload_format_from_aiocoap() {
+    let mut server = PyCoap::start();
+    let (f, reg) = factory(server.port);
+    let sink = Arc::new(edge_driver_api::testing::CollectSink::new());
+    let cancel = CancellationToken::new();
+    let ctx = DriverContext::new("f".into(), sink.clone(), cancel.clone(), Clock::system());
+    let task = tokio::spawn(f.create().expect("driver").run(ctx.clone()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let samples = sink.samples();
+    let last = |n: &str| {
+        of(&samples, &reg, n)
+            .last()
+            .copied()
+            .unwrap_or_else(|| panic!("no sample for {n}"))
+    };
+    assert_eq!(last("f.temp").value, Value::F64(21.5));
+    assert_eq!(last("f.json.t").value, Value::F64(19.25));
+    assert_eq!(last("f.json.h").value, Value::F64(41.0));
+    assert_eq!(last("f.cbor.t").value, Value::F64(18.5));
+    assert_eq!(last("f.dev:hum").value, Value::F64(40.5));
+    assert_eq!(last("f.dev:temp").value, Value::F64(18.0));
+    assert_eq!(last("f.dev:press").value, Value::F64(1.25));
+    assert_eq!(last("f.dev:door").value, Value::Bool(true));
+    assert_eq!(
+        last("f.big").value,
+        Value::F64(7.5),
+        "the value after 3 kB came through Block2"
+    );
+    // 4.04 = class 4 · 32 + 4.
+    assert_eq!(
+        last("f.missing").quality,
+        Quality::Bad(BadReason::DeviceException(132))
+    );
+    // Observe: notifications every 200 ms, counting up.
+    let counter: Vec<f64> = of(&samples, &reg, "f.counter")
+        .iter()
+        .filter_map(|s| s.usable_f64())
+        .collect();
+    assert!(counter.len() >= 8, "{counter:?}");
+    assert!(counter.windows(2).all(|w| w[1] > w[0]), "{counter:?}");
+
+    // The server goes away and comes back (a new process: the observation is gone):
+    // polls time out meanwhile, and the observation is registered again.
+    server.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Nothing listens: ICMP port unreachable fails the exchanges at once.
+    assert_eq!(
+        of(&sink.samples(), &reg, "f.temp")
+            .last()
+            .map(|s| s.quality),
+        Some(Quality::Bad(BadReason::Communication))
+    );
+    server.spawn();
+    let before = of(&sink.samples(), &reg, "f.counter").len();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let samples = sink.samples();
+    assert_eq!(
+        of(&samples, &reg, "f.temp").last().map(|s| s.value),
+        Some(Value::F64(21.5))
+    );
+    let after: Vec<f64> = of(&samples, &reg, "f.counter")[before..]
+        .iter()
+        .filter_map(|s| s.usable_f64())
+        .collect();
+    assert!(
+        after.len() >= 5,
+        "notifications again after re-registration: {after:?}"
+    );
+    cancel.cancel();
+    let res = tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .expect("prompt")
+        .expect("no panic");
+    assert!(res.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_device_gets_rfc7252_retransmissions_then_times_out() {
+    // Swallows every datagram, answers nothing (no ICMP either).
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = sock.local_addr().expect("addr").port();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let seen = Arc::new(std::sync::Mutex::new(
+        Vec::<(std::time::Instant, Vec<u8>)>::new(),
+    ));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s2, st2) = (seen.clone(), stop.clone());
+    let th = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while !st2.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(n) = sock.recv(&mut buf) {
+                s2.lock()
+                    .expect("mutex")
+                    .push((std::time::Instant::now(), buf[..n].to_vec()));
+            }
+        }
+    });
+    let src = format!(
+        "host = \"127.0.0.1\"\nport = {port}\nack_timeout = \"100ms\"\nmax_retransmit = 2\n[[resources]]\npath = \"/temp\"\npoll = \"10s\"\nsignal = \"s.temp\"\n"
+    );
+    let table = parse_document(&src).expect("toml");
+    let diags = Diagnostics::new();
+    let cfg = {
+        let mut r = TableReader::new(&table, "drivers[0]", &diags);
+        CoapConfig::parse(&mut r, "s").expect("config")
+    };
+    let mut reg = SignalRegistry::new();
+    for d in cfg.signals() {
+        reg.intern(&d, "s").expect("unique");
+    }
+    let f = cfg.into_factory(&reg).expect("factory");
+    let sink = Arc::new(edge_driver_api::testing::CollectSink::new());
+    let cancel = CancellationToken::new();
+    let ctx = DriverContext::new("s".into(), sink.clone(), cancel.clone(), Clock::system());
+    let task = tokio::spawn(f.create().expect("driver").run(ctx));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .expect("prompt");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = th.join();
+    let seen = seen.lock().expect("mutex").clone();
+    // One request + 2 retransmissions, same message id, growing gaps.
+    assert_eq!(seen.len(), 3, "{} datagrams", seen.len());
+    assert!(
+        seen.iter().all(|(_, d)| d[2..4] == seen[0].1[2..4]),
+        "same message id"
+    );
+    let gaps: Vec<f64> = seen
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0).as_secs_f64())
+        .collect();
+    assert!(
+        gaps[0] >= 0.09 && gaps[1] >= 1.8 * gaps[0] * 0.9,
+        "{gaps:?}"
+    );
+    let temp = of(&sink.samples(), &reg, "s.temp");
+    assert_eq!(
+        temp.last().map(|s| s.quality),
+        Some(Quality::Bad(BadReason::Timeout))
+    );
+}
