@@ -698,98 +698,83 @@ fn read_root(
     let has_journal = journal.is_some() || root.has("journal");
     let uplink = root.table("uplink").and_then(|mut u| {
         let host = u.req_string("host");
-        let port = u.int_in("port", 1, 65535).map(|v| v.value as u16).unwrap_or(1883);
+        let port = u
+            .int_in("port", 1, 65535)
+            .map(|v| v.value as u16)
+            .unwrap_or(1883);
         let client_id = u.string("client_id");
         if let Some(c) = &client_id
             && (c.value.is_empty() || c.value.len() > 128)
         {
-            u.error(c.span, "client_id", "client_id must be 1-128 characters").emit();
-        }
-        let topic_prefix = u.string("topic_prefix").map(|v| v.value).unwrap_or_else(|| "edge".into());
-        if topic_prefix.is_empty() || topic_prefix.contains(['+', '#']) || topic_prefix.ends_with('/') {
-            u.error(u.span(), "topic_prefix", format!("`{topic_prefix}` cannot be a topic prefix"))
-                .expected("a non-empty topic without wildcards (+, #) or a trailing /")
+            u.error(c.span, "client_id", "client_id must be 1-128 characters")
                 .emit();
+        }
+        let topic_prefix = u
+            .string("topic_prefix")
+            .map(|v| v.value)
+            .unwrap_or_else(|| "edge".into());
+        if topic_prefix.is_empty()
+            || topic_prefix.contains(['+', '#'])
+            || topic_prefix.ends_with('/')
+        {
+            u.error(
+                u.span(),
+                "topic_prefix",
+                format!("`{topic_prefix}` cannot be a topic prefix"),
+            )
+            .expected("a non-empty topic without wildcards (+, #) or a trailing /")
+            .emit();
         }
         let keep_alive = u.duration("keep_alive");
         if let Some(k) = &keep_alive
             && !(Duration::from_secs(5)..=Duration::from_secs(65_535)).contains(&k.value)
         {
-            u.error(k.span, "keep_alive", "keep_alive must be between 5s and 65535s")
-                .hint("MQTT keep-alive is in whole seconds; 30s to 60s suits most gateways")
-                .emit();
+            u.error(
+                k.span,
+                "keep_alive",
+                "keep_alive must be between 5s and 65535s",
+            )
+            .hint("MQTT keep-alive is in whole seconds; 30s to 60s suits most gateways")
+            .emit();
         }
-        let window = u.int_in("window", 1, 1000).map(|v| v.value as u16).unwrap_or(32);
-        let replay_rate = u.int_in("replay_rate", 1, 1_000_000).map(|v| v.value as u32).unwrap_or(100);
+        let window = u
+            .int_in("window", 1, 1000)
+            .map(|v| v.value as u16)
+            .unwrap_or(32);
+        let replay_rate = u
+            .int_in("replay_rate", 1, 1_000_000)
+            .map(|v| v.value as u32)
+            .unwrap_or(100);
         let username = u.string("username").map(|v| v.value);
-        let pw_file = u.string("password_file");
-        let pw_env = u.string("password_env");
-        let password = match (&pw_file, &pw_env) {
-            (Some(f), Some(_)) => {
-                u.error(f.span, "password_file", "set either `password_file` or `password_env`, not both").emit();
-                None
-            }
-            (Some(f), None) => match std::fs::read_to_string(&f.value) {
-                Ok(p) => Some(p.trim_end_matches(['\n', '\r']).to_string()),
-                Err(e) => {
-                    u.error(f.span, "password_file", format!("cannot read the password file: {e}"))
-                        .hint("the file must be readable by the agent's user (e.g. mode 0640, group edge-agent)")
-                        .emit();
-                    None
-                }
-            },
-            (None, Some(v)) => match std::env::var(&v.value) {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    u.error(v.span, "password_env", format!("environment variable `{}` is not set", v.value))
-                        .hint("set it in the service environment (systemd: Environment= or EnvironmentFile=)")
-                        .emit();
-                    None
-                }
-            },
-            (None, None) => None,
-        };
+        let password = edge_driver_api::tls::read_password(&mut u);
         if password.is_some() && username.is_none() {
-            u.table_error("a password is configured without `username`").hint("add `username = ...`").emit();
-        }
-        let status_interval = u.duration("status_interval").map(|v| v.value).unwrap_or(Duration::from_secs(60));
-        let connect_timeout = u.duration("connect_timeout").map(|v| v.value).unwrap_or(Duration::from_secs(10));
-        let reconnect_initial = u.duration("reconnect_initial").map(|v| v.value).unwrap_or(Duration::from_secs(1));
-        let reconnect_max = u.duration("reconnect_max").map(|v| v.value).unwrap_or(Duration::from_secs(60));
-        let tls_on = u.bool("tls").map(|v| v.value);
-        let ca = u.string("ca_file");
-        let cert = u.string("cert_file");
-        let key = u.string("key_file");
-        let server_name = u.string("server_name");
-        let wants_tls = tls_on.unwrap_or(ca.is_some() || cert.is_some() || key.is_some() || server_name.is_some());
-        let tls = if wants_tls {
-            match crate::uplink::build_tls(
-                ca.as_ref().map(|c| std::path::Path::new(c.value.as_str())),
-                cert.as_ref().map(|c| std::path::Path::new(c.value.as_str())),
-                key.as_ref().map(|c| std::path::Path::new(c.value.as_str())),
-                server_name.as_ref().map(|c| c.value.as_str()),
-            ) {
-                Ok(t) => Some(t),
-                Err(msg) => {
-                    let span = cert.as_ref().or(ca.as_ref()).or(key.as_ref()).map(|s| s.span).unwrap_or(u.span());
-                    u.error(span, "tls", msg)
-                        .hint("PEM files readable by the agent's user: ca_file (the broker's CA), cert_file + key_file (mutual TLS)")
-                        .emit();
-                    None
-                }
-            }
-        } else {
-            if ca.is_some() || cert.is_some() || key.is_some() {
-                u.table_error("TLS files are set but `tls = false`")
-                    .hint("remove `tls = false`, or the ca_file/cert_file/key_file keys")
-                    .emit();
-            }
-            None
-        };
-        if !has_journal {
-            u.table_error("the uplink forwards alerts from the journal, but no [journal] is configured")
-                .hint("add a [journal] section with `dir = ...`")
+            u.table_error("a password is configured without `username`")
+                .hint("add `username = ...`")
                 .emit();
+        }
+        let status_interval = u
+            .duration("status_interval")
+            .map(|v| v.value)
+            .unwrap_or(Duration::from_secs(60));
+        let connect_timeout = u
+            .duration("connect_timeout")
+            .map(|v| v.value)
+            .unwrap_or(Duration::from_secs(10));
+        let reconnect_initial = u
+            .duration("reconnect_initial")
+            .map(|v| v.value)
+            .unwrap_or(Duration::from_secs(1));
+        let reconnect_max = u
+            .duration("reconnect_max")
+            .map(|v| v.value)
+            .unwrap_or(Duration::from_secs(60));
+        let tls = edge_driver_api::tls::read_tls(&mut u);
+        if !has_journal {
+            u.table_error(
+                "the uplink forwards alerts from the journal, but no [journal] is configured",
+            )
+            .hint("add a [journal] section with `dir = ...`")
+            .emit();
         }
         let host = host?;
         Some(crate::uplink::UplinkConfig {
@@ -798,7 +783,9 @@ fn read_root(
             client_id: client_id.map(|c| c.value).unwrap_or_default(),
             agent_id: String::new(),
             topic_prefix,
-            keep_alive: keep_alive.map(|k| k.value).unwrap_or(Duration::from_secs(30)),
+            keep_alive: keep_alive
+                .map(|k| k.value)
+                .unwrap_or(Duration::from_secs(30)),
             window,
             replay_rate,
             username,

@@ -68,85 +68,7 @@ pub struct UplinkConfig {
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-/// Builds the TLS client configuration: CA certificates from `ca_file` (PEM) or the
-/// system's roots, and a client certificate + key (PEM) for mutual TLS.
-///
-/// `server_name` verifies the broker's certificate against that name instead of the
-/// host connected to (e.g. connecting by IP to a broker whose certificate names
-/// its DNS name).
-pub fn build_tls(
-    ca_file: Option<&std::path::Path>,
-    cert_file: Option<&std::path::Path>,
-    key_file: Option<&std::path::Path>,
-    server_name: Option<&str>,
-) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(p) => {
-            let certs = CertificateDer::pem_file_iter(p)
-                .map_err(|e| format!("cannot read CA file {}: {e}", p.display()))?;
-            for c in certs {
-                let c = c.map_err(|e| format!("bad certificate in {}: {e}", p.display()))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("unusable CA certificate in {}: {e}", p.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("no PEM certificates in {}", p.display()));
-            }
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            for c in native.certs {
-                let _ = roots.add(c);
-            }
-            if roots.is_empty() {
-                return Err("no CA certificates found on this system; set `ca_file`".into());
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let versions = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?;
-    let builder = match server_name {
-        None => versions.with_root_certificates(roots),
-        Some(name) => {
-            let name = rustls::pki_types::ServerName::try_from(name.to_string())
-                .map_err(|e| format!("`{name}` is not a valid server name: {e}"))?;
-            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .map_err(|e| format!("TLS verifier: {e}"))?;
-            versions
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(FixedServerName { inner, name }))
-        }
-    };
-    let cfg = match (cert_file, key_file) {
-        (Some(c), Some(k)) => {
-            let certs = CertificateDer::pem_file_iter(c)
-                .map_err(|e| format!("cannot read certificate file {}: {e}", c.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("bad certificate in {}: {e}", c.display()))?;
-            if certs.is_empty() {
-                return Err(format!("no PEM certificates in {}", c.display()));
-            }
-            let key = PrivateKeyDer::from_pem_file(k)
-                .map_err(|e| format!("cannot read private key {}: {e}", k.display()))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| format!("client certificate and key do not work together: {e}"))?
-        }
-        (None, None) => builder.with_no_client_auth(),
-        _ => return Err("mutual TLS needs both `cert_file` and `key_file`".into()),
-    };
-    Ok(Arc::new(cfg))
-}
+pub use edge_driver_api::tls::build_tls;
 
 impl std::fmt::Debug for UplinkConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -174,46 +96,6 @@ impl UplinkConfig {
             Lane::Telemetry => "telemetry",
         };
         format!("{}/{}/{kind}/{asset}", self.topic_prefix, self.agent_id)
-    }
-}
-
-/// Full WebPKI verification, against a configured name instead of the connect host.
-#[derive(Debug)]
-struct FixedServerName {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-    name: rustls::pki_types::ServerName<'static>,
-}
-
-impl rustls::client::danger::ServerCertVerifier for FixedServerName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        ocsp_response: &[u8],
-        now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }
 

@@ -281,3 +281,69 @@ warning = 60.0
     assert_eq!(&*cfg.registry.meta(id).driver, "sensors");
     assert_eq!(cfg.registry.meta(id).unit.as_deref(), Some("°C"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensors_are_read_over_mutual_tls() {
+    let dir = edge_agent_tests::TempDir::new("mqtt-sensors-tls");
+    let pki = edge_agent_tests::TestPki::generate(dir.path());
+    let (broker, tls_port) = Mosquitto::start_with_tls(&pki, true);
+    let src = format!(
+        "host = \"127.0.0.1\"\nport = {tls_port}\nserver_name = \"localhost\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n[[subscriptions]]\ntopic = \"plant/+line/+machine/temp\"\nsignal = \"{{line}}.{{machine}}.temp\"\n",
+        pki.ca.display(),
+        pki.client_cert.display(),
+        pki.client_key.display()
+    );
+    let table = parse_document(&src).unwrap_or_else(|d| panic!("{}", render("t.toml", &src, &d)));
+    let diags = Diagnostics::new();
+    let cfg = {
+        let mut r = TableReader::new(&table, "drivers[0]", &diags);
+        MqttConfig::parse(&mut r, "sensors")
+    };
+    assert!(
+        diags.is_empty(),
+        "{}",
+        render("t.toml", &src, &diags.into_vec())
+    );
+    let cfg = cfg.expect("config");
+    let mut reg = SignalRegistry::new();
+    for d in cfg.signals() {
+        reg.intern(&d, "sensors").expect("unique");
+    }
+    let p = cfg.patterns()[0].clone();
+    reg.intern(&p.decl("l1.m1.temp"), "sensors")
+        .expect("unique");
+    let f = cfg.into_factory(&reg).expect("factory");
+    let sink = Arc::new(edge_driver_api::testing::CollectSink::new());
+    let cancel = CancellationToken::new();
+    let ctx = DriverContext::new(
+        "sensors".into(),
+        sink.clone(),
+        cancel.clone(),
+        Clock::system(),
+    );
+    let task = tokio::spawn(f.create().expect("driver").run(ctx));
+    wait_for("a TLS connection", 10, || {
+        of(&sink.samples(), &reg, "sensors.mqtt.connects")
+            .last()
+            .is_some_and(|s| s.value.as_f64() >= 1.0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The publisher uses the plain listener of the same broker.
+    let p = publisher(broker.port).await;
+    p.publish("plant/l1/m1/temp", QoS::AtLeastOnce, false, "42.25")
+        .await
+        .expect("pub");
+    wait_for("the value over TLS", 10, || {
+        of(&sink.samples(), &reg, "l1.m1.temp")
+            .last()
+            .is_some_and(|s| s.value == Value::F64(42.25))
+    })
+    .await;
+    cancel.cancel();
+    let res = tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .expect("prompt")
+        .expect("no panic");
+    assert!(res.is_ok());
+}

@@ -17,6 +17,8 @@ pub mod sample;
 pub mod signal;
 pub mod testing;
 pub mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use driver::{
     BoxFuture, Cancelled, Driver, DriverContext, DriverError, DriverFactory, ErrorKind, PushResult,

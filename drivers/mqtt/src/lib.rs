@@ -8,6 +8,7 @@
 //! port = 1883
 //! # client_id = "edge-agent-sensors"
 //! # username = "gw"; password_file = "/etc/edge-agent/mqtt.pw"  (or password_env)
+//! # tls = true; ca_file = "..."; cert_file/key_file (mutual TLS); server_name
 //! qos = 1                  # subscription QoS (0 or 1)
 //!
 //! [[drivers.subscriptions]]
@@ -71,7 +72,7 @@ pub struct Subscription {
 }
 
 /// Validated `mqtt` configuration.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct MqttConfig {
     pub name: String,
     pub host: String,
@@ -79,6 +80,8 @@ pub struct MqttConfig {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// TLS client configuration; plain TCP if `None`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub keep_alive: Duration,
     pub qos: u8,
     pub subscriptions: Vec<Subscription>,
@@ -100,47 +103,14 @@ impl MqttConfig {
             .map(|v| v.value)
             .unwrap_or_else(|| format!("edge-agent-{name}"));
         let username = r.string("username").map(|v| v.value);
-        let pw_file = r.string("password_file");
-        let pw_env = r.string("password_env");
-        let password = match (pw_file, pw_env) {
-            (Some(f), None) => match std::fs::read_to_string(&f.value) {
-                Ok(p) => Some(p.trim_end_matches(['\r', '\n']).to_string()),
-                Err(e) => {
-                    r.error(
-                        f.span,
-                        "password_file",
-                        format!("cannot read the password file: {e}"),
-                    )
-                    .emit();
-                    ok = false;
-                    None
-                }
-            },
-            (None, Some(v)) => match std::env::var(&v.value) {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    r.error(
-                        v.span,
-                        "password_env",
-                        format!("environment variable `{}` is not set", v.value),
-                    )
-                    .emit();
-                    ok = false;
-                    None
-                }
-            },
-            (Some(f), Some(_)) => {
-                r.error(
-                    f.span,
-                    "password_file",
-                    "set either `password_file` or `password_env`, not both",
-                )
+        let password = edge_driver_api::tls::read_password(r);
+        if password.is_some() && username.is_none() {
+            r.table_error("a password is configured without `username`")
+                .hint("add `username = ...`")
                 .emit();
-                ok = false;
-                None
-            }
-            (None, None) => None,
-        };
+            ok = false;
+        }
+        let tls = edge_driver_api::tls::read_tls(r);
         let keep_alive = r
             .duration("keep_alive")
             .map(|v| v.value)
@@ -172,6 +142,7 @@ impl MqttConfig {
             client_id,
             username,
             password,
+            tls,
             keep_alive,
             qos,
             subscriptions,
@@ -417,6 +388,11 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
     opts.set_max_packet_size(256 * 1024, 256 * 1024);
     if let Some(u) = &cfg.username {
         opts.set_credentials(u.clone(), cfg.password.clone().unwrap_or_default());
+    }
+    if let Some(tls) = &cfg.tls {
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
     }
     let (client, mut events) = AsyncClient::new(opts, 16);
     let qos = if cfg.qos == 0 {
