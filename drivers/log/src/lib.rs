@@ -9,6 +9,7 @@
 //! interval = "1s"        # how often the files are read
 //! window = "10s"         # match counts are per window
 //! from = "end"           # end | start: where to begin in a file found at start-up
+//! journal_units = ["plc-server.service"]   # also follow these units in the systemd journal
 //!
 //! [[drivers.rules]]
 //! name = "timeout"
@@ -25,6 +26,11 @@
 //! and at most 4 MiB are read per file per interval, so a runaway log cannot stall
 //! the agent. Matching is linear-time (the `regex` crate): a hostile line cannot hang
 //! a rule. `<driver>.lines` counts lines read, `<driver>.rotations` rotations seen.
+//!
+//! `journal_units` adds the systemd journal as a source, through
+//! `journalctl --follow --lines=0 --output=cat --unit=...` (path in `journalctl`).
+//! Where there is no journal (no `journalctl`, or it exits), the driver says so once,
+//! keeps following its files and retries every 30 s.
 
 pub mod follow;
 
@@ -58,6 +64,8 @@ pub struct LogConfig {
     pub interval: Duration,
     pub window: Duration,
     pub from: From,
+    pub journal_units: Vec<String>,
+    pub journalctl: std::path::PathBuf,
     pub rules: Vec<Rule>,
     pub span: Span,
 }
@@ -72,9 +80,17 @@ impl LogConfig {
             .strings("paths")
             .map(|v| v.into_iter().map(|s| s.value).collect())
             .unwrap_or_default();
-        if paths.is_empty() {
-            r.table_error("a log driver needs `paths`")
-                .hint("paths = [\"/var/log/plc-server.log\"]")
+        let journal_units: Vec<String> = r
+            .strings("journal_units")
+            .map(|v| v.into_iter().map(|s| s.value).collect())
+            .unwrap_or_default();
+        let journalctl = r
+            .string("journalctl")
+            .map(|v| v.value)
+            .unwrap_or_else(|| "journalctl".into());
+        if paths.is_empty() && journal_units.is_empty() {
+            r.table_error("a log driver needs `paths` or `journal_units`")
+                .hint("paths = [\"/var/log/plc-server.log\"], journal_units = [\"plc-server.service\"]")
                 .emit();
             ok = false;
         }
@@ -154,6 +170,8 @@ impl LogConfig {
             interval,
             window,
             from,
+            journal_units,
+            journalctl: journalctl.into(),
             rules,
             span: r.span(),
         })
@@ -254,6 +272,52 @@ impl Driver for LogDriver {
     }
 }
 
+/// Applies every rule to one line.
+fn apply_rules(
+    sh: &Shared,
+    line: &str,
+    ts: edge_driver_api::Timestamp,
+    counts: &mut [u64],
+    batch: &mut Vec<Sample>,
+) {
+    for (ri, rule) in sh.cfg.rules.iter().enumerate() {
+        let Some(c) = rule.regex.captures(line) else {
+            continue;
+        };
+        counts[ri] += 1;
+        for ((cname, _), id) in rule.captures.iter().zip(&sh.capture_ids[ri]) {
+            if let Some(m) = c.name(cname) {
+                match m.as_str().trim().parse::<f64>() {
+                    Ok(v) => batch.push(Sample::new_f64(ts, *id, v)),
+                    Err(_) => batch.push(Sample::bad(ts, *id, BadReason::Decode)),
+                }
+            }
+        }
+    }
+}
+
+type JournalLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
+/// Starts `journalctl --follow` for the configured units.
+fn open_journal(cfg: &LogConfig) -> std::io::Result<(tokio::process::Child, JournalLines)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut cmd = tokio::process::Command::new(&cfg.journalctl);
+    cmd.args(["--follow", "--lines=0", "--output=cat", "--no-pager"]);
+    for u in &cfg.journal_units {
+        cmd.arg(format!("--unit={u}"));
+    }
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let out = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("journalctl without stdout"))?;
+    Ok((child, tokio::io::BufReader::new(out).lines()))
+}
+
 async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
     let cfg = &sh.cfg;
     let mut files: Vec<Follower> = cfg
@@ -268,30 +332,68 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut window_end = tokio::time::Instant::now() + cfg.window;
     let mut warned: Vec<bool> = vec![false; files.len()];
+    // The systemd journal: a child process, retried every 30 s when it is missing.
+    let mut journal: Option<(tokio::process::Child, JournalLines)> = None;
+    let mut journal_retry = tokio::time::Instant::now();
+    let mut journal_warned = false;
     loop {
+        if !cfg.journal_units.is_empty()
+            && journal.is_none()
+            && tokio::time::Instant::now() >= journal_retry
+        {
+            match open_journal(cfg) {
+                Ok(j) => {
+                    journal = Some(j);
+                    journal_warned = false;
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut journal_warned, true) {
+                        tracing::warn!(driver = ctx.name(), journalctl = %cfg.journalctl.display(), error = %e,
+                            "systemd journal not available; following files only, retrying every 30 s");
+                    }
+                    journal_retry = tokio::time::Instant::now() + Duration::from_secs(30);
+                }
+            }
+        }
+        let journal_line = async {
+            match journal.as_mut() {
+                Some((_, lines)) => lines.next_line().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = ctx.cancelled() => return Ok(()),
             _ = tick.tick() => {}
+            l = journal_line => {
+                match l {
+                    Ok(Some(line)) => {
+                        lines_total += 1;
+                        batch.clear();
+                        let ts = ctx.clock().now();
+                        let mut cut = line.len().min(MAX_LINE);
+                        while !line.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        apply_rules(&sh, &line[..cut], ts, &mut counts, &mut batch);
+                        if !batch.is_empty() && ctx.send(&batch).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    _ => {
+                        tracing::warn!(driver = ctx.name(), "journalctl ended; restarting it in 30 s");
+                        journal = None;
+                        journal_retry = tokio::time::Instant::now() + Duration::from_secs(30);
+                    }
+                }
+                continue;
+            }
         }
         batch.clear();
         let ts = ctx.clock().now();
         for (fi, f) in files.iter_mut().enumerate() {
             let res = f.poll(BUDGET, &mut |line| {
                 lines_total += 1;
-                for (ri, rule) in cfg.rules.iter().enumerate() {
-                    let Some(c) = rule.regex.captures(line) else {
-                        continue;
-                    };
-                    counts[ri] += 1;
-                    for ((cname, _), id) in rule.captures.iter().zip(&sh.capture_ids[ri]) {
-                        if let Some(m) = c.name(cname) {
-                            match m.as_str().trim().parse::<f64>() {
-                                Ok(v) => batch.push(Sample::new_f64(ts, *id, v)),
-                                Err(_) => batch.push(Sample::bad(ts, *id, BadReason::Decode)),
-                            }
-                        }
-                    }
-                }
+                apply_rules(&sh, line, ts, &mut counts, &mut batch);
             });
             match res {
                 Ok(()) => warned[fi] = false,

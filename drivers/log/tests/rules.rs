@@ -123,3 +123,82 @@ regex = 'reconnect(ed|ing)'
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The journal source runs `journalctl --follow`; here a stand-in script on the same
+/// command line (no systemd journal in the test sandbox) checks the arguments and
+/// feeds lines. A missing journalctl leaves the driver running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_units_are_followed_through_journalctl() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("edge-journal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let args = dir.join("args");
+    let script = dir.join("journalctl");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$@\" > {}\necho '12:00 timeout after 250ms'\necho '12:01 link reconnecting'\nexec sleep 30\n",
+            args.display()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for (journalctl, expect_value) in [
+        (script.display().to_string(), true),
+        ("/nonexistent/journalctl".into(), false),
+    ] {
+        let src = format!(
+            "journal_units = [\"plc.service\"]\njournalctl = \"{journalctl}\"\ninterval = \"20ms\"\nwindow = \"200ms\"\n[[rules]]\nname = \"timeout\"\nregex = 'timeout after (?P<ms>\\d+)ms'\n"
+        );
+        let table =
+            parse_document(&src).unwrap_or_else(|d| panic!("{}", render("t.toml", &src, &d)));
+        let diags = Diagnostics::new();
+        let cfg = {
+            let mut r = TableReader::new(&table, "drivers[0]", &diags);
+            LogConfig::parse(&mut r, "j")
+        };
+        assert!(
+            diags.is_empty(),
+            "{}",
+            render("t.toml", &src, &diags.into_vec())
+        );
+        let cfg = cfg.expect("config");
+        let mut reg = SignalRegistry::new();
+        for d in cfg.signals() {
+            reg.intern(&d, "j").expect("unique");
+        }
+        let f = cfg.into_factory(&reg).expect("factory");
+        let sink = Arc::new(CollectSink::new());
+        let cancel = CancellationToken::new();
+        let ctx = DriverContext::new("j".into(), sink.clone(), cancel.clone(), Clock::system());
+        let task = tokio::spawn(f.create().expect("driver").run(ctx));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(!task.is_finished(), "the driver keeps running");
+        cancel.cancel();
+        let res = tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("prompt")
+            .expect("no panic");
+        assert!(res.is_ok());
+        let id = reg.get("j.timeout.ms").expect("signal");
+        let ms: Vec<f64> = sink
+            .samples()
+            .iter()
+            .filter(|s| s.signal == id)
+            .filter_map(|s| s.usable_f64())
+            .collect();
+        if expect_value {
+            assert_eq!(ms, [250.0]);
+            let a = std::fs::read_to_string(&args).expect("journalctl ran");
+            assert!(
+                a.contains("--follow")
+                    && a.contains("--unit=plc.service")
+                    && a.contains("--output=cat"),
+                "{a}"
+            );
+        } else {
+            assert!(ms.is_empty());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
