@@ -43,6 +43,16 @@ impl SampleSink for Counting {
     }
 }
 
+/// Resident set size of this process in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// CPU seconds of the calling thread (utime + stime from /proc/thread-self/stat).
 fn thread_cpu() -> f64 {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
@@ -98,8 +108,9 @@ fn flood(port: u16, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
         .collect()
 }
 
-/// (messages/s, share of one core the receiving thread used)
-fn driver_rate(port: u16) -> (f64, f64) {
+/// (messages/s, share of one core the receiving thread used, RSS KiB after 1 s and
+/// at the end of the flood)
+fn driver_rate(port: u16) -> (f64, f64, u64, u64) {
     let src = format!(
         "host = \"127.0.0.1\"\nport = {port}\nqos = 0\n[[subscriptions]]\ntopic = \"plant/+line/env\"\nformat = \"json\"\ntimestamp = \"/ts\"\ntimestamp_unit = \"ms\"\nvalues = [{{ pointer = \"/temp\", signal = \"{{line}}.temp\" }}, {{ pointer = \"/hum\", signal = \"{{line}}.hum\" }}]\n"
     );
@@ -145,7 +156,10 @@ fn driver_rate(port: u16) -> (f64, f64) {
             sink.samples.load(Ordering::Relaxed),
             thread_cpu(),
         );
-        tokio::time::sleep(Duration::from_secs_f64(SECONDS)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss_early = rss_kib();
+        tokio::time::sleep(Duration::from_secs_f64(SECONDS - 1.0)).await;
+        let rss_late = rss_kib();
         let (dt, dn) = (
             t0.elapsed().as_secs_f64(),
             sink.samples.load(Ordering::Relaxed) - n0,
@@ -158,7 +172,7 @@ fn driver_rate(port: u16) -> (f64, f64) {
         cancel.cancel();
         let _ = task.await;
         // Two samples per message; the once-a-second statistics are negligible.
-        (dn as f64 / 2.0 / dt, busy)
+        (dn as f64 / 2.0 / dt, busy, rss_early, rss_late)
     })
 }
 
@@ -208,7 +222,7 @@ fn main() {
     let broker = Mosquitto::start();
     println!("mqtt_ingest: JSON payloads (2 pointers + timestamp), QoS 0, {SECONDS} s each");
     let (base, base_busy) = baseline_rate(broker.port);
-    let (ours, busy) = driver_rate(broker.port);
+    let (ours, busy, rss_early, rss_late) = driver_rate(broker.port);
     println!(
         "bare rumqttc subscriber {base:>9.0} msg/s at {:>3.0}% of a core | edge-agent mqtt driver {ours:>9.0} msg/s at {:>3.0}% of a core | ratio {:.2}",
         base_busy * 100.0,
@@ -220,5 +234,8 @@ fn main() {
         base_busy / base * 1e6,
         busy / ours * 1e6,
         (busy / ours) / (base_busy / base)
+    );
+    println!(
+        "bench process RSS during the driver's flood: {rss_early} KiB after 1 s, {rss_late} KiB after {SECONDS} s"
     );
 }
