@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edge_agent_tests::PyCoap;
-use edge_driver_api::config::{Diagnostics, TableReader, parse_document, render};
 use edge_driver_api::{
-    BadReason, Clock, DriverContext, DriverFactory, Quality, Sample, SignalRegistry, Value,
+    BadReason, Clock, DriverContext, DriverFactory, Quality, SignalRegistry, Value,
 };
 use edge_driver_coap::CoapConfig;
 use tokio_util::sync::CancellationToken;
@@ -63,22 +62,8 @@ poll = "500ms"
 signal = "f.missing"
 "#
     );
-    let table = parse_document(&src).unwrap_or_else(|d| panic!("{}", render("t.toml", &src, &d)));
-    let diags = Diagnostics::new();
-    let cfg = {
-        let mut r = TableReader::new(&table, "drivers[0]", &diags);
-        CoapConfig::parse(&mut r, "f")
-    };
-    assert!(
-        diags.is_empty(),
-        "{}",
-        render("t.toml", &src, &diags.into_vec())
-    );
-    let cfg = cfg.expect("config");
-    let mut reg = SignalRegistry::new();
-    for d in cfg.signals() {
-        reg.intern(&d, "f").expect("unique");
-    }
+    let cfg = edge_driver_api::testing::parse_section(&src, |r| CoapConfig::parse(r, "f"));
+    let mut reg = edge_driver_api::testing::registry(cfg.signals(), "f");
     let pats = cfg.patterns();
     for n in SENML_NAMES {
         let p = pats.iter().find(|p| p.matches(n)).expect("template");
@@ -87,10 +72,7 @@ signal = "f.missing"
     (cfg.into_factory(&reg).expect("factory"), reg)
 }
 
-fn of(samples: &[Sample], reg: &SignalRegistry, name: &str) -> Vec<Sample> {
-    let id = reg.get(name).expect("registered");
-    samples.iter().filter(|s| s.signal == id).copied().collect()
-}
+use edge_driver_api::testing::samples_of as of;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polls_and_observes_every_payload_format_from_aiocoap() {
@@ -194,16 +176,8 @@ async fn a_silent_device_gets_rfc7252_retransmissions_then_times_out() {
     let src = format!(
         "host = \"127.0.0.1\"\nport = {port}\nack_timeout = \"100ms\"\nmax_retransmit = 2\n[[resources]]\npath = \"/temp\"\npoll = \"10s\"\nsignal = \"s.temp\"\n"
     );
-    let table = parse_document(&src).expect("toml");
-    let diags = Diagnostics::new();
-    let cfg = {
-        let mut r = TableReader::new(&table, "drivers[0]", &diags);
-        CoapConfig::parse(&mut r, "s").expect("config")
-    };
-    let mut reg = SignalRegistry::new();
-    for d in cfg.signals() {
-        reg.intern(&d, "s").expect("unique");
-    }
+    let cfg = edge_driver_api::testing::parse_section(&src, |r| CoapConfig::parse(r, "s"));
+    let reg = edge_driver_api::testing::registry(cfg.signals(), "s");
     let f = cfg.into_factory(&reg).expect("factory");
     let sink = Arc::new(edge_driver_api::testing::CollectSink::new());
     let cancel = CancellationToken::new();

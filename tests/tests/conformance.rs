@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use edge_agent_tests::{Mosquitto, PyCoap, PyModbus, PySnap7, free_port};
-use edge_driver_api::config::{Diagnostics, TableReader, parse_document, render};
 use edge_driver_api::testing::CollectSink;
 use edge_driver_api::{
     Clock, DriverContext, DriverError, DriverFactory, ErrorKind, SignalDecl, SignalPattern,
@@ -136,28 +135,14 @@ struct Case {
 /// `pattern_names` from its patterns), and builds the factory with `build`.
 fn build<C>(
     toml: &str,
-    parse: impl Fn(&mut TableReader<'_>) -> Option<C>,
+    parse: impl Fn(&mut edge_driver_api::config::TableReader<'_>) -> Option<C>,
     signals: impl Fn(&C) -> Vec<SignalDecl>,
     patterns: impl Fn(&C) -> Vec<SignalPattern>,
     pattern_names: &[&str],
     factory: impl Fn(C, &SignalRegistry) -> Result<Arc<dyn DriverFactory>, DriverError>,
 ) -> (Arc<dyn DriverFactory>, SignalRegistry) {
-    let table = parse_document(toml).unwrap_or_else(|d| panic!("{}", render("t.toml", toml, &d)));
-    let diags = Diagnostics::new();
-    let cfg = {
-        let mut r = TableReader::new(&table, "drivers[0]", &diags);
-        parse(&mut r)
-    };
-    assert!(
-        diags.is_empty(),
-        "{}",
-        render("t.toml", toml, &diags.into_vec())
-    );
-    let cfg = cfg.expect("config");
-    let mut reg = SignalRegistry::new();
-    for d in signals(&cfg) {
-        reg.intern(&d, "dut").expect("unique");
-    }
+    let cfg = edge_driver_api::testing::parse_section(toml, parse);
+    let mut reg = edge_driver_api::testing::registry(signals(&cfg), "dut");
     let pats = patterns(&cfg);
     for n in pattern_names {
         let p = pats.iter().find(|p| p.matches(n)).expect("a pattern");

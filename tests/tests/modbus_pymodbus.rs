@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edge_agent_tests::PyModbus;
-use edge_driver_api::config::{Diagnostics, TableReader, parse_document, render};
 use edge_driver_api::{
     BadReason, Clock, DriverContext, DriverFactory, ErrorKind, Quality, Sample, SignalRegistry,
 };
@@ -106,23 +105,9 @@ fn factory(
     SignalRegistry,
     (usize, usize),
 ) {
-    let table = parse_document(toml).unwrap_or_else(|d| panic!("{}", render("t.toml", toml, &d)));
-    let diags = Diagnostics::new();
-    let cfg = {
-        let mut r = TableReader::new(&table, "drivers[0]", &diags);
-        ModbusConfig::parse(&mut r, "plc")
-    };
-    assert!(
-        diags.is_empty(),
-        "{}",
-        render("t.toml", toml, &diags.into_vec())
-    );
-    let cfg = cfg.expect("config");
+    let cfg = edge_driver_api::testing::parse_section(toml, |r| ModbusConfig::parse(r, "plc"));
     let counts = cfg.request_counts();
-    let mut reg = SignalRegistry::new();
-    for d in cfg.signals() {
-        reg.intern(&d, "plc").expect("unique");
-    }
+    let reg = edge_driver_api::testing::registry(cfg.signals(), "plc");
     (cfg.into_factory(&reg).expect("factory"), reg, counts)
 }
 

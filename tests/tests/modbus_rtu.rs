@@ -6,10 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edge_agent_tests::{PtyPair, PyModbus};
-use edge_driver_api::config::{Diagnostics, TableReader, parse_document, render};
 use edge_driver_api::{
     BadReason, Clock, DriverContext, DriverEvent, DriverFactory, EventKind, EventSink, Quality,
-    Sample, SignalRegistry,
+    SignalRegistry,
 };
 use edge_driver_modbus::ModbusConfig;
 use serde_json::json;
@@ -29,29 +28,12 @@ impl EventSink for Events {
 }
 
 fn factory(toml: &str) -> (edge_driver_modbus::ModbusFactory, SignalRegistry) {
-    let table = parse_document(toml).unwrap_or_else(|d| panic!("{}", render("t.toml", toml, &d)));
-    let diags = Diagnostics::new();
-    let cfg = {
-        let mut r = TableReader::new(&table, "drivers[0]", &diags);
-        ModbusConfig::parse(&mut r, "bus")
-    };
-    assert!(
-        diags.is_empty(),
-        "{}",
-        render("t.toml", toml, &diags.into_vec())
-    );
-    let cfg = cfg.expect("config");
-    let mut reg = SignalRegistry::new();
-    for d in cfg.signals() {
-        reg.intern(&d, "bus").expect("unique");
-    }
+    let cfg = edge_driver_api::testing::parse_section(toml, |r| ModbusConfig::parse(r, "bus"));
+    let reg = edge_driver_api::testing::registry(cfg.signals(), "bus");
     (cfg.into_factory(&reg).expect("factory"), reg)
 }
 
-fn of(samples: &[Sample], reg: &SignalRegistry, name: &str) -> Vec<Sample> {
-    let id = reg.get(name).expect("registered");
-    samples.iter().filter(|s| s.signal == id).copied().collect()
-}
+use edge_driver_api::testing::samples_of as of;
 
 fn spec(transport: &str, device: Option<&std::path::Path>) -> serde_json::Value {
     json!({

@@ -6,10 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edge_agent_tests::{Mosquitto, free_port};
-use edge_driver_api::config::{Diagnostics, TableReader, parse_document, render};
 use edge_driver_api::{
     BadReason, Clock, DriverContext, DriverEvent, DriverFactory, EventKind, EventSink, Quality,
-    Sample, SignalRegistry, Value,
+    SignalRegistry, Value,
 };
 use edge_driver_mqtt::MqttConfig;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
@@ -64,22 +63,8 @@ signal = "{{dev}}.{{name}}"
 
 fn factory(port: u16) -> (edge_driver_mqtt::MqttFactory, SignalRegistry) {
     let src = toml(port);
-    let table = parse_document(&src).unwrap_or_else(|d| panic!("{}", render("t.toml", &src, &d)));
-    let diags = Diagnostics::new();
-    let cfg = {
-        let mut r = TableReader::new(&table, "drivers[0]", &diags);
-        MqttConfig::parse(&mut r, "sensors")
-    };
-    assert!(
-        diags.is_empty(),
-        "{}",
-        render("t.toml", &src, &diags.into_vec())
-    );
-    let cfg = cfg.expect("config");
-    let mut reg = SignalRegistry::new();
-    for d in cfg.signals() {
-        reg.intern(&d, "sensors").expect("unique");
-    }
+    let cfg = edge_driver_api::testing::parse_section(&src, |r| MqttConfig::parse(r, "sensors"));
+    let mut reg = edge_driver_api::testing::registry(cfg.signals(), "sensors");
     let patterns = cfg.patterns();
     for n in USED {
         let p = patterns
@@ -91,10 +76,7 @@ fn factory(port: u16) -> (edge_driver_mqtt::MqttFactory, SignalRegistry) {
     (cfg.into_factory(&reg).expect("factory"), reg)
 }
 
-fn of(samples: &[Sample], reg: &SignalRegistry, name: &str) -> Vec<Sample> {
-    let id = reg.get(name).expect("registered");
-    samples.iter().filter(|s| s.signal == id).copied().collect()
-}
+use edge_driver_api::testing::samples_of as of;
 
 async fn publisher(port: u16) -> AsyncClient {
     let mut opts = MqttOptions::new(format!("pub-{}", free_port()), "127.0.0.1", port);
@@ -293,22 +275,8 @@ async fn sensors_are_read_over_mutual_tls() {
         pki.client_cert.display(),
         pki.client_key.display()
     );
-    let table = parse_document(&src).unwrap_or_else(|d| panic!("{}", render("t.toml", &src, &d)));
-    let diags = Diagnostics::new();
-    let cfg = {
-        let mut r = TableReader::new(&table, "drivers[0]", &diags);
-        MqttConfig::parse(&mut r, "sensors")
-    };
-    assert!(
-        diags.is_empty(),
-        "{}",
-        render("t.toml", &src, &diags.into_vec())
-    );
-    let cfg = cfg.expect("config");
-    let mut reg = SignalRegistry::new();
-    for d in cfg.signals() {
-        reg.intern(&d, "sensors").expect("unique");
-    }
+    let cfg = edge_driver_api::testing::parse_section(&src, |r| MqttConfig::parse(r, "sensors"));
+    let mut reg = edge_driver_api::testing::registry(cfg.signals(), "sensors");
     let p = cfg.patterns()[0].clone();
     reg.intern(&p.decl("l1.m1.temp"), "sensors")
         .expect("unique");

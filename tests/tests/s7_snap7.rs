@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edge_agent_tests::PySnap7;
-use edge_driver_api::config::{Diagnostics, TableReader, parse_document, render};
 use edge_driver_api::{
     BadReason, Clock, DriverContext, DriverFactory, ErrorKind, Quality, Sample, SignalRegistry,
     Value,
@@ -137,22 +136,8 @@ fn driver_toml(port: u16) -> (String, Expected) {
 }
 
 fn factory(toml: &str) -> (edge_driver_s7::S7Factory, SignalRegistry, S7Config) {
-    let table = parse_document(toml).unwrap_or_else(|d| panic!("{}", render("t.toml", toml, &d)));
-    let diags = Diagnostics::new();
-    let cfg = {
-        let mut r = TableReader::new(&table, "drivers[0]", &diags);
-        S7Config::parse(&mut r, "plc")
-    };
-    assert!(
-        diags.is_empty(),
-        "{}",
-        render("t.toml", toml, &diags.into_vec())
-    );
-    let cfg = cfg.expect("config");
-    let mut reg = SignalRegistry::new();
-    for d in cfg.signals() {
-        reg.intern(&d, "plc").expect("unique");
-    }
+    let cfg = edge_driver_api::testing::parse_section(toml, |r| S7Config::parse(r, "plc"));
+    let reg = edge_driver_api::testing::registry(cfg.signals(), "plc");
     (cfg.clone().into_factory(&reg).expect("factory"), reg, cfg)
 }
 

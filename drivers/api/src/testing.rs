@@ -58,3 +58,39 @@ impl SampleSink for CollectSink {
         &self.notify
     }
 }
+
+/// Parses the keys of one `[[drivers]]` section from `toml` with `parse`, panicking
+/// with the rendered diagnostics if anything is wrong.
+pub fn parse_section<C>(
+    toml: &str,
+    parse: impl FnOnce(&mut crate::config::TableReader<'_>) -> Option<C>,
+) -> C {
+    use crate::config::{Diagnostics, TableReader, parse_document, render};
+    let table = parse_document(toml).unwrap_or_else(|d| panic!("{}", render("t.toml", toml, &d)));
+    let diags = Diagnostics::new();
+    let cfg = {
+        let mut r = TableReader::new(&table, "drivers[0]", &diags);
+        parse(&mut r)
+    };
+    assert!(
+        diags.is_empty(),
+        "{}",
+        render("t.toml", toml, &diags.into_vec())
+    );
+    cfg.expect("a configuration without diagnostics")
+}
+
+/// A registry with `decls` interned for `driver`.
+pub fn registry(decls: Vec<crate::SignalDecl>, driver: &str) -> crate::SignalRegistry {
+    let mut reg = crate::SignalRegistry::new();
+    for d in decls {
+        reg.intern(&d, driver).expect("unique signal names");
+    }
+    reg
+}
+
+/// The samples of signal `name`, in order.
+pub fn samples_of(samples: &[Sample], reg: &crate::SignalRegistry, name: &str) -> Vec<Sample> {
+    let id = reg.get(name).expect("a registered signal");
+    samples.iter().filter(|s| s.signal == id).copied().collect()
+}

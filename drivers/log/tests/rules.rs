@@ -5,9 +5,8 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge_driver_api::config::{Diagnostics, TableReader, parse_document, render};
 use edge_driver_api::testing::CollectSink;
-use edge_driver_api::{BadReason, Clock, DriverContext, DriverFactory, Quality, SignalRegistry};
+use edge_driver_api::{BadReason, Clock, DriverContext, DriverFactory, Quality};
 use edge_driver_log::LogConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -33,22 +32,8 @@ regex = 'reconnect(ed|ing)'
 "#,
         path.display()
     );
-    let table = parse_document(&src).unwrap_or_else(|d| panic!("{}", render("t.toml", &src, &d)));
-    let diags = Diagnostics::new();
-    let cfg = {
-        let mut r = TableReader::new(&table, "drivers[0]", &diags);
-        LogConfig::parse(&mut r, "plclog")
-    };
-    assert!(
-        diags.is_empty(),
-        "{}",
-        render("t.toml", &src, &diags.into_vec())
-    );
-    let cfg = cfg.expect("config");
-    let mut reg = SignalRegistry::new();
-    for d in cfg.signals() {
-        reg.intern(&d, "plclog").expect("unique");
-    }
+    let cfg = edge_driver_api::testing::parse_section(&src, |r| LogConfig::parse(r, "plclog"));
+    let reg = edge_driver_api::testing::registry(cfg.signals(), "plclog");
     assert_eq!(
         reg.meta(reg.get("plclog.timeout.ms").expect("capture signal"))
             .unit
@@ -150,23 +135,8 @@ async fn journal_units_are_followed_through_journalctl() {
         let src = format!(
             "journal_units = [\"plc.service\"]\njournalctl = \"{journalctl}\"\ninterval = \"20ms\"\nwindow = \"200ms\"\n[[rules]]\nname = \"timeout\"\nregex = 'timeout after (?P<ms>\\d+)ms'\n"
         );
-        let table =
-            parse_document(&src).unwrap_or_else(|d| panic!("{}", render("t.toml", &src, &d)));
-        let diags = Diagnostics::new();
-        let cfg = {
-            let mut r = TableReader::new(&table, "drivers[0]", &diags);
-            LogConfig::parse(&mut r, "j")
-        };
-        assert!(
-            diags.is_empty(),
-            "{}",
-            render("t.toml", &src, &diags.into_vec())
-        );
-        let cfg = cfg.expect("config");
-        let mut reg = SignalRegistry::new();
-        for d in cfg.signals() {
-            reg.intern(&d, "j").expect("unique");
-        }
+        let cfg = edge_driver_api::testing::parse_section(&src, |r| LogConfig::parse(r, "j"));
+        let reg = edge_driver_api::testing::registry(cfg.signals(), "j");
         let f = cfg.into_factory(&reg).expect("factory");
         let sink = Arc::new(CollectSink::new());
         let cancel = CancellationToken::new();

@@ -6,7 +6,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use edge_driver_api::config::{Diagnostics, TableReader, parse_document, render};
 use edge_driver_api::testing::CollectSink;
 use edge_driver_api::{
     BadReason, BoxFuture, Clock, DriverContext, DriverFactory, ErrorKind, Quality, Sample,
@@ -121,32 +120,15 @@ address = 1
 "#;
 
 fn setup(fake: &Fake) -> (ModbusFactory, SignalRegistry) {
-    let table = parse_document(TOML).unwrap_or_else(|d| panic!("{}", render("t.toml", TOML, &d)));
-    let diags = Diagnostics::new();
-    let cfg = {
-        let mut r = TableReader::new(&table, "drivers[0]", &diags);
-        ModbusConfig::parse(&mut r, "d")
-    };
-    assert!(
-        diags.is_empty(),
-        "{}",
-        render("t.toml", TOML, &diags.into_vec())
-    );
-    let cfg = cfg.expect("config");
-    let mut reg = SignalRegistry::new();
-    for d in cfg.signals() {
-        reg.intern(&d, "d").expect("unique");
-    }
+    let cfg = edge_driver_api::testing::parse_section(TOML, |r| ModbusConfig::parse(r, "d"));
+    let reg = edge_driver_api::testing::registry(cfg.signals(), "d");
     let f = cfg
         .into_factory_with(&reg, Some(Arc::new(fake.clone())))
         .expect("factory");
     (f, reg)
 }
 
-fn of(samples: &[Sample], reg: &SignalRegistry, name: &str) -> Vec<Sample> {
-    let id = reg.get(name).expect("registered");
-    samples.iter().filter(|s| s.signal == id).copied().collect()
-}
+use edge_driver_api::testing::samples_of as of;
 
 /// Runs the driver for `secs` against a fake with `fault`; returns the samples and
 /// how the run ended (`None`: still running, then cancelled).

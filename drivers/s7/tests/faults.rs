@@ -6,7 +6,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use edge_driver_api::config::{Diagnostics, TableReader, parse_document, render};
 use edge_driver_api::health::Grade;
 use edge_driver_api::testing::CollectSink;
 use edge_driver_api::{
@@ -192,22 +191,8 @@ type = "REAL"
 "#;
 
 fn setup(fake: &Fake) -> (S7Factory, SignalRegistry, S7Config) {
-    let table = parse_document(TOML).unwrap_or_else(|d| panic!("{}", render("t.toml", TOML, &d)));
-    let diags = Diagnostics::new();
-    let cfg = {
-        let mut r = TableReader::new(&table, "drivers[0]", &diags);
-        S7Config::parse(&mut r, "plc")
-    };
-    assert!(
-        diags.is_empty(),
-        "{}",
-        render("t.toml", TOML, &diags.into_vec())
-    );
-    let cfg = cfg.expect("config");
-    let mut reg = SignalRegistry::new();
-    for d in cfg.signals() {
-        reg.intern(&d, "plc").expect("unique");
-    }
+    let cfg = edge_driver_api::testing::parse_section(TOML, |r| S7Config::parse(r, "plc"));
+    let reg = edge_driver_api::testing::registry(cfg.signals(), "plc");
     let f = cfg
         .clone()
         .into_factory_with(&reg, Some(Arc::new(fake.clone())))
