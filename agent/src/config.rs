@@ -241,125 +241,47 @@ trait ParsedDriver {
     ) -> Result<Arc<dyn DriverFactory>, DriverError>;
 }
 
-#[cfg(feature = "sim")]
-impl ParsedDriver for edge_driver_sim::SimConfig {
-    fn signals(&self) -> Vec<SignalDecl> {
-        edge_driver_sim::SimConfig::signals(self)
-    }
-    fn into_factory(
-        self: Box<Self>,
-        registry: &SignalRegistry,
-    ) -> Result<Arc<dyn DriverFactory>, DriverError> {
-        Ok(Arc::new(edge_driver_sim::SimConfig::into_factory(
-            *self, registry,
-        )?))
-    }
+/// `ParsedDriver` for a driver crate's config type: `signals` and `into_factory`
+/// by the crate's inherent functions, optionally link health and signal patterns.
+macro_rules! parsed_driver {
+    ($feat:literal, $ty:ty $(, health = $h:ident)? $(, patterns = $p:ident)?) => {
+        #[cfg(feature = $feat)]
+        impl ParsedDriver for $ty {
+            fn signals(&self) -> Vec<SignalDecl> {
+                <$ty>::signals(self)
+            }
+            $(
+                fn link_health(&self) -> Option<&HealthConfig> {
+                    Some(&self.$h)
+                }
+            )?
+            $(
+                fn patterns(&self) -> Vec<SignalPattern> {
+                    <$ty>::$p(self)
+                }
+            )?
+            fn into_factory(
+                self: Box<Self>,
+                registry: &SignalRegistry,
+            ) -> Result<Arc<dyn DriverFactory>, DriverError> {
+                Ok(Arc::new(<$ty>::into_factory(*self, registry)?))
+            }
+        }
+    };
 }
 
-#[cfg(feature = "host")]
-impl ParsedDriver for edge_driver_host::HostConfig {
-    fn signals(&self) -> Vec<SignalDecl> {
-        edge_driver_host::HostConfig::signals(self)
-    }
-    fn into_factory(
-        self: Box<Self>,
-        registry: &SignalRegistry,
-    ) -> Result<Arc<dyn DriverFactory>, DriverError> {
-        Ok(Arc::new(edge_driver_host::HostConfig::into_factory(
-            *self, registry,
-        )?))
-    }
-}
-
-#[cfg(feature = "modbus")]
-impl ParsedDriver for edge_driver_modbus::ModbusConfig {
-    fn signals(&self) -> Vec<SignalDecl> {
-        edge_driver_modbus::ModbusConfig::signals(self)
-    }
-    fn link_health(&self) -> Option<&HealthConfig> {
-        Some(&self.health)
-    }
-    fn into_factory(
-        self: Box<Self>,
-        registry: &SignalRegistry,
-    ) -> Result<Arc<dyn DriverFactory>, DriverError> {
-        Ok(Arc::new(edge_driver_modbus::ModbusConfig::into_factory(
-            *self, registry,
-        )?))
-    }
-}
-
-#[cfg(feature = "s7")]
-impl ParsedDriver for edge_driver_s7::S7Config {
-    fn signals(&self) -> Vec<SignalDecl> {
-        edge_driver_s7::S7Config::signals(self)
-    }
-    fn link_health(&self) -> Option<&HealthConfig> {
-        Some(&self.health)
-    }
-    fn into_factory(
-        self: Box<Self>,
-        registry: &SignalRegistry,
-    ) -> Result<Arc<dyn DriverFactory>, DriverError> {
-        Ok(Arc::new(edge_driver_s7::S7Config::into_factory(
-            *self, registry,
-        )?))
-    }
-}
-
-#[cfg(feature = "mqtt")]
-impl ParsedDriver for edge_driver_mqtt::MqttConfig {
-    fn signals(&self) -> Vec<SignalDecl> {
-        edge_driver_mqtt::MqttConfig::signals(self)
-    }
-    fn patterns(&self) -> Vec<SignalPattern> {
-        edge_driver_mqtt::MqttConfig::patterns(self)
-    }
-    fn into_factory(
-        self: Box<Self>,
-        registry: &SignalRegistry,
-    ) -> Result<Arc<dyn DriverFactory>, DriverError> {
-        Ok(Arc::new(edge_driver_mqtt::MqttConfig::into_factory(
-            *self, registry,
-        )?))
-    }
-}
-
-#[cfg(feature = "log")]
-impl ParsedDriver for edge_driver_log::LogConfig {
-    fn signals(&self) -> Vec<SignalDecl> {
-        edge_driver_log::LogConfig::signals(self)
-    }
-    fn into_factory(
-        self: Box<Self>,
-        registry: &SignalRegistry,
-    ) -> Result<Arc<dyn DriverFactory>, DriverError> {
-        Ok(Arc::new(edge_driver_log::LogConfig::into_factory(
-            *self, registry,
-        )?))
-    }
-}
-
-#[cfg(feature = "coap")]
-impl ParsedDriver for edge_driver_coap::CoapConfig {
-    fn signals(&self) -> Vec<SignalDecl> {
-        edge_driver_coap::CoapConfig::signals(self)
-    }
-    fn patterns(&self) -> Vec<SignalPattern> {
-        edge_driver_coap::CoapConfig::patterns(self)
-    }
-    fn link_health(&self) -> Option<&HealthConfig> {
-        Some(&self.health)
-    }
-    fn into_factory(
-        self: Box<Self>,
-        registry: &SignalRegistry,
-    ) -> Result<Arc<dyn DriverFactory>, DriverError> {
-        Ok(Arc::new(edge_driver_coap::CoapConfig::into_factory(
-            *self, registry,
-        )?))
-    }
-}
+parsed_driver!("sim", edge_driver_sim::SimConfig);
+parsed_driver!("host", edge_driver_host::HostConfig);
+parsed_driver!("modbus", edge_driver_modbus::ModbusConfig, health = health);
+parsed_driver!("s7", edge_driver_s7::S7Config, health = health);
+parsed_driver!("mqtt", edge_driver_mqtt::MqttConfig, patterns = patterns);
+parsed_driver!("log", edge_driver_log::LogConfig);
+parsed_driver!(
+    "coap",
+    edge_driver_coap::CoapConfig,
+    health = health,
+    patterns = patterns
+);
 
 /// Driver kinds compiled into this build.
 #[allow(clippy::vec_init_then_push)] // each push is behind its own cargo feature
