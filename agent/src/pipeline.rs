@@ -333,8 +333,12 @@ pub async fn run_pipeline(
                 _ = ring.wait_for_data() => {}
                 _ = stop.cancelled() => {}
                 _ = tick.tick() => {
-                    // Sinks retry and sync even when no alert arrives.
-                    let _ = tx.try_send(SinkMsg::Tick);
+                    // Sinks retry and sync even when no alert arrives. Only into an
+                    // empty queue: a lagging sink thread has work anyway, and a queue
+                    // full of ticks would make the next alert wait.
+                    if tx.capacity() == tx.max_capacity() {
+                        let _ = tx.try_send(SinkMsg::Tick);
+                    }
                 }
                 _ = tele.tick(), if telemetry.is_some() => {
                     if let Some(cfg) = &telemetry {

@@ -117,10 +117,19 @@ async fn run_for(src: &str, hours: u64) -> edge_agent::RunReport {
     };
     let handle = edge_agent::start(cfg, opts).expect("agent starts");
     tokio::time::sleep(Duration::from_secs(hours * 3600)).await;
-    tokio::time::timeout(Duration::from_secs(60), handle.stop())
+    let report = tokio::time::timeout(Duration::from_secs(60), handle.stop())
         .await
         .expect("agent stops within its shutdown timeout")
-        .expect("clean stop")
+        .expect("clean stop");
+    // Detection results below assume every sample was processed.
+    assert_eq!(
+        report.ring.dropped(),
+        0,
+        "the ring dropped samples: {:?}",
+        report.ring
+    );
+    assert!(!report.shutdown_timed_out);
+    report
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
