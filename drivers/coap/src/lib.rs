@@ -398,6 +398,15 @@ fn ack_for(p: &Packet) -> Option<Vec<u8>> {
 }
 
 impl Conn {
+    /// Acknowledges a confirmable message (best effort: a lost ACK is retransmitted).
+    async fn ack(&self, p: &Packet) {
+        if p.header.get_type() == MessageType::Confirmable
+            && let Some(a) = ack_for(p)
+        {
+            let _ = self.sock.send(&a).await;
+        }
+    }
+
     fn next_mid(&mut self) -> u16 {
         self.mid = self.mid.wrapping_add(1);
         self.mid
@@ -417,7 +426,7 @@ impl Conn {
         token: &[u8],
         observe: bool,
         block: Option<u32>,
-        other: &mut (dyn FnMut(&Packet, &mut Vec<Vec<u8>>) + Send),
+        other: &mut Vec<Packet>,
     ) -> Result<Packet, Failure> {
         let mut req = Packet::new();
         req.header.set_type(MessageType::Confirmable);
@@ -442,7 +451,6 @@ impl Conn {
         let mut timeout = sh.cfg.ack_timeout.mul_f64(1.0 + 0.5 * jitter(mid));
         let mut acked = false;
         let mut sent = 0u32;
-        let mut replies: Vec<Vec<u8>> = Vec::new();
         loop {
             if !acked {
                 self.sock.send(&bytes).await.map_err(Failure::Io)?;
@@ -471,21 +479,16 @@ impl Conn {
                         return finish(p);
                     }
                     (MessageType::Confirmable | MessageType::NonConfirmable, true)
-                        if matches!(p.header.code, MessageClass::Response(_))
-                            && !observe_notification_stale(&p) =>
+                        if matches!(p.header.code, MessageClass::Response(_)) =>
                     {
-                        if p.header.get_type() == MessageType::Confirmable
-                            && let Some(a) = ack_for(&p)
-                        {
-                            let _ = self.sock.send(&a).await;
-                        }
+                        self.ack(&p).await;
                         return finish(p);
                     }
                     _ => {
-                        other(&p, &mut replies);
-                        for r in replies.drain(..) {
-                            let _ = self.sock.send(&r).await;
-                        }
+                        // Not the answer (a notification, most likely): acknowledge
+                        // it here, handle it after the exchange.
+                        self.ack(&p).await;
+                        other.push(p);
                     }
                 }
             }
@@ -504,10 +507,6 @@ impl Conn {
             timeout *= 2;
         }
     }
-}
-
-fn observe_notification_stale(_p: &Packet) -> bool {
-    false
 }
 
 fn finish(p: Packet) -> Result<Packet, Failure> {
@@ -668,9 +667,8 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
                 let Ok(n) = r else { continue };
                 let Ok(p) = Packet::from_bytes(&conn.buf[..n]) else { continue };
                 batch.clear();
-                let mut acks = Vec::new();
-                handle_notification(&sh, &ctx, &mut states, &p, &mut name, &mut batch, &mut acks);
-                for a in acks { let _ = conn.sock.send(&a).await; }
+                conn.ack(&p).await;
+                handle_notification(&sh, &ctx, &mut states, &p, &mut name, &mut batch);
                 if !batch.is_empty() && ctx.send(&batch).await.is_err() { return Ok(()); }
                 continue;
             }
@@ -703,37 +701,19 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
             let mut body: Vec<u8> = Vec::new();
             let mut block = None;
             let outcome = loop {
-                let mut pending: Vec<(Packet,)> = Vec::new();
-                let r = {
-                    let mut other = |p: &Packet, acks: &mut Vec<Vec<u8>>| {
-                        if p.header.get_type() == MessageType::Confirmable
-                            && let Some(a) = ack_for(p)
-                        {
-                            acks.push(a);
-                        }
-                        pending.push((p.clone(),));
-                    };
-                    conn.get(
+                let mut pending: Vec<Packet> = Vec::new();
+                let r = conn
+                    .get(
                         &sh,
                         &res.path,
                         &token,
                         observe && block.is_none(),
                         block,
-                        &mut other,
+                        &mut pending,
                     )
-                    .await
-                };
-                for (p,) in pending {
-                    let mut acks = Vec::new();
-                    handle_notification(
-                        &sh,
-                        &ctx,
-                        &mut states,
-                        &p,
-                        &mut name,
-                        &mut batch,
-                        &mut acks,
-                    );
+                    .await;
+                for p in &pending {
+                    handle_notification(&sh, &ctx, &mut states, p, &mut name, &mut batch);
                 }
                 match r {
                     Ok(p) => {
@@ -812,8 +792,8 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
     }
 }
 
-/// An Observe notification for one of our registrations: ACK it if confirmable,
-/// decode it, and note the time (re-registration watches it).
+/// An Observe notification for one of our registrations (already acknowledged):
+/// decode it and note the time (re-registration watches it).
 fn handle_notification(
     sh: &Shared,
     ctx: &DriverContext,
@@ -821,13 +801,7 @@ fn handle_notification(
     p: &Packet,
     name: &mut String,
     out: &mut Vec<Sample>,
-    acks: &mut Vec<Vec<u8>>,
 ) {
-    if p.header.get_type() == MessageType::Confirmable
-        && let Some(a) = ack_for(p)
-    {
-        acks.push(a);
-    }
     if !matches!(p.header.code, MessageClass::Response(_)) {
         return;
     }
