@@ -440,6 +440,12 @@ impl AdaptivePoll {
     pub fn period(&self) -> Duration {
         self.base * self.factor
     }
+
+    /// How many times the base period polling is stretched to (1 when healthy);
+    /// drivers with several poll periods stretch each by it.
+    pub fn factor(&self) -> u32 {
+        self.factor
+    }
 }
 
 /// Names and units of the communication signals every polling driver publishes,
@@ -555,6 +561,11 @@ impl CommStats {
     /// The poll period to use now.
     pub fn poll_period(&self) -> Duration {
         self.poll.lock().unwrap_or_else(|p| p.into_inner()).period()
+    }
+
+    /// The adaptive-polling stretch factor (see [`AdaptivePoll::factor`]).
+    pub fn poll_factor(&self) -> u32 {
+        self.poll.lock().unwrap_or_else(|p| p.into_inner()).factor()
     }
 
     /// Feeds a score to adaptive polling; returns the poll period to use next.

@@ -776,14 +776,8 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
                     }
                 }
             }
-            let stretch = sh.stats.poll_period().as_secs_f64()
-                / sh.stats
-                    .cfg
-                    .poll_max
-                    .min(res.poll)
-                    .max(Duration::from_millis(1))
-                    .as_secs_f64();
-            let period = res.poll.mul_f64(stretch.max(1.0));
+            // Adaptive polling stretches every resource's period by the same factor.
+            let period = res.poll * sh.stats.poll_factor();
             states[i].next = now2 + period;
             if !batch.is_empty() && ctx.send(&batch).await.is_err() {
                 return Ok(());

@@ -376,7 +376,6 @@ impl ModbusConfig {
                 tag_ids,
                 requests,
                 stats,
-                base_poll: self.poll,
             }),
         })
     }
@@ -551,7 +550,6 @@ struct Shared {
     tag_ids: Vec<SignalId>,
     requests: Vec<Request>,
     stats: CommStats,
-    base_poll: Duration,
 }
 
 /// Creates Modbus TCP drivers (one connection each).
@@ -766,7 +764,7 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
         let mut rtt_ms = f64::NAN;
         let mut reopen = false;
         // Adaptive polling stretches every request's period by the same factor.
-        let stretch = sh.stats.poll_period().as_secs_f64() / sh.base_poll.as_secs_f64();
+        let stretch = f64::from(sh.stats.poll_factor());
         for (ri, r) in sh.requests.iter().enumerate() {
             if next_due[ri] > now {
                 continue;
