@@ -13,6 +13,45 @@ pub enum Found {
     Bad,
 }
 
+/// Delivers a found value to signal `id`: a sample for a numeric signal, an event
+/// for a text signal (`text`). Returns `false` when the value does not fit the
+/// signal (a number for a text signal, text or garbage for a numeric one — the
+/// numeric signal then gets a `Bad(Decode)` sample).
+pub fn deliver(
+    value: Found,
+    text: bool,
+    id: crate::SignalId,
+    ts: crate::Timestamp,
+    ctx: &crate::DriverContext,
+    out: &mut Vec<crate::Sample>,
+) -> bool {
+    use crate::{BadReason, Quality, Sample, Value};
+    match (value, text) {
+        (Found::Text(s), true) => {
+            ctx.emit_text(id, ts, &s);
+            true
+        }
+        (Found::Number(v), false) => {
+            out.push(Sample::new_f64(ts, id, v));
+            true
+        }
+        (Found::Bool(b), false) => {
+            out.push(Sample {
+                ts,
+                signal: id,
+                value: Value::Bool(b),
+                quality: Quality::Good,
+            });
+            true
+        }
+        (_, false) => {
+            out.push(Sample::bad(ts, id, BadReason::Decode));
+            false
+        }
+        (_, true) => false,
+    }
+}
+
 /// Unit of a numeric timestamp in a JSON payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimeUnit {

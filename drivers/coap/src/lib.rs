@@ -45,11 +45,10 @@ use std::time::Duration;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use edge_driver_api::config::{Span, TableReader};
 use edge_driver_api::health::{CommStats, HealthConfig, comm_signal_decls};
-use edge_driver_api::payload::{self, Format, Found, Pointer, TimeUnit};
+use edge_driver_api::payload::{self, Format, Pointer, TimeUnit};
 use edge_driver_api::{
-    BadReason, BoxFuture, Driver, DriverContext, DriverError, DriverFactory, Quality, Sample,
-    SignalDecl, SignalId, SignalPattern, SignalRegistry, Timestamp, Value, render_template,
-    template_placeholders,
+    BadReason, BoxFuture, Driver, DriverContext, DriverError, DriverFactory, Sample, SignalDecl,
+    SignalId, SignalPattern, SignalRegistry, Timestamp, render_template, template_placeholders,
 };
 use tokio::net::UdpSocket;
 
@@ -570,20 +569,7 @@ fn decode(
             wall_ns: item.wall_ns.unwrap_or(now.wall_ns),
             ..now
         };
-        match (item.value, text) {
-            (Found::Text(s), true) => {
-                ctx.emit_text(id, ts, &s);
-            }
-            (Found::Number(v), false) => out.push(Sample::new_f64(ts, id, v)),
-            (Found::Bool(b), false) => out.push(Sample {
-                ts,
-                signal: id,
-                value: Value::Bool(b),
-                quality: Quality::Good,
-            }),
-            (_, false) => out.push(Sample::bad(ts, id, BadReason::Decode)),
-            (_, true) => {}
-        }
+        payload::deliver(item.value, text, id, ts, ctx, out);
     });
     if let Err(e) = r {
         tracing::debug!(driver = ctx.name(), path = %res.path, error = ?e, "unreadable CoAP payload");

@@ -51,9 +51,8 @@ use std::time::Duration;
 
 use edge_driver_api::config::{Span, TableReader};
 use edge_driver_api::{
-    BadReason, BoxFuture, Driver, DriverContext, DriverError, DriverFactory, Quality, Sample,
-    SignalDecl, SignalId, SignalPattern, SignalRegistry, Timestamp, Value, render_template,
-    template_placeholders,
+    BoxFuture, Driver, DriverContext, DriverError, DriverFactory, Sample, SignalDecl, SignalId,
+    SignalPattern, SignalRegistry, Timestamp, render_template, template_placeholders,
 };
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -481,22 +480,8 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
                             wall_ns: item.wall_ns.unwrap_or(now.wall_ns),
                             ..now
                         };
-                        match (item.value, text) {
-                            (Found::Text(s), true) => {
-                                ctx.emit_text(id, ts, &s);
-                            }
-                            (Found::Number(v), false) => batch.push(Sample::new_f64(ts, id, v)),
-                            (Found::Bool(b), false) => batch.push(Sample {
-                                ts,
-                                signal: id,
-                                value: Value::Bool(b),
-                                quality: Quality::Good,
-                            }),
-                            (_, false) => {
-                                bad = true;
-                                batch.push(Sample::bad(ts, id, BadReason::Decode));
-                            }
-                            (_, true) => bad = true,
+                        if !payload::deliver(item.value, text, id, ts, &ctx, &mut batch) {
+                            bad = true;
                         }
                     });
                     if let Err(e) = res {
