@@ -260,7 +260,7 @@ impl S7Config {
         (self.tags.len(), plan.requests.len())
     }
 
-    fn limits(&self, pdu_size: u16) -> plan::Limits {
+    pub(crate) fn limits(&self, pdu_size: u16) -> plan::Limits {
         plan::Limits {
             pdu_size,
             max_items: self.max_items,
@@ -268,7 +268,8 @@ impl S7Config {
         }
     }
 
-    fn ranges(&self, isolated: &[bool]) -> Vec<plan::TagRange> {
+    /// What the planner needs of each tag; `isolated[i]` keeps tag `i` unmerged.
+    pub(crate) fn ranges(&self, isolated: &[bool]) -> Vec<plan::TagRange> {
         self.tags
             .iter()
             .zip(isolated)
@@ -435,13 +436,10 @@ impl Driver for S7Driver {
 }
 
 fn client_error(sh: &Shared, e: ClientError) -> DriverError {
-    use codec::CodecError;
     let msg = format!("{} ({}): {e}", sh.cfg.name, sh.addr);
     match &e {
         ClientError::Io(_) | ClientError::Timeout(..) => DriverError::transient(msg),
-        ClientError::Codec(CodecError::Refused { .. } | CodecError::S7(_)) => {
-            DriverError::device(msg)
-        }
+        // Refusals, S7 error classes and garbled frames: the PLC answered wrongly.
         ClientError::Codec(_) => DriverError::device(msg),
     }
     .with_source(e)

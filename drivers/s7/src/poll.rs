@@ -7,11 +7,11 @@ use edge_driver_api::health::CommStats;
 use edge_driver_api::{BadReason, Clock, Quality, Sample, SignalId, TextChanges, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::S7Config;
 use crate::addr::{self, DataType, S7Value};
 use crate::client::{ClientError, S7Client};
 use crate::codec::{ItemSpec, ReadItem};
-use crate::plan::{self, Limits, Plan, TagRange};
-use crate::{S7Config, Tag};
+use crate::plan::{self, Plan};
 
 /// Marks a block whose reply was shorter than requested (0x00 is no S7 return code).
 const SHORT_REPLY: u8 = 0x00;
@@ -19,9 +19,9 @@ const SHORT_REPLY: u8 = 0x00;
 /// Reads a configuration's tags, cycle after cycle, on one connection.
 #[derive(Debug)]
 pub struct Poller {
-    tags: Vec<Tag>,
+    cfg: S7Config,
     ids: Vec<SignalId>,
-    limits: Limits,
+    pdu_size: u16,
     isolated: Vec<bool>,
     plan: Plan,
     images: Vec<Vec<u8>>,
@@ -39,15 +39,10 @@ pub struct Poller {
 impl Poller {
     /// `ids[i]` is the signal of `cfg.tags[i]`; `pdu_size` the negotiated one.
     pub fn new(cfg: &S7Config, ids: Vec<SignalId>, pdu_size: u16) -> Poller {
-        let limits = Limits {
-            pdu_size,
-            max_items: cfg.max_items,
-            max_gap: cfg.max_gap,
-        };
         let mut p = Poller {
-            tags: cfg.tags.clone(),
+            cfg: cfg.clone(),
             ids,
-            limits,
+            pdu_size,
             isolated: vec![false; cfg.tags.len()],
             plan: Plan::default(),
             images: Vec::new(),
@@ -86,18 +81,10 @@ impl Poller {
     }
 
     fn replan(&mut self) {
-        let ranges: Vec<TagRange> = self
-            .tags
-            .iter()
-            .zip(&self.isolated)
-            .map(|(t, &isolated)| TagRange {
-                area: t.address.area,
-                start: t.address.byte,
-                len: t.ty.size(),
-                isolated,
-            })
-            .collect();
-        self.plan = plan::plan(&ranges, self.limits);
+        self.plan = plan::plan(
+            &self.cfg.ranges(&self.isolated),
+            self.cfg.limits(self.pdu_size),
+        );
         self.images.resize_with(self.plan.blocks.len(), Vec::new);
         for (img, b) in self.images.iter_mut().zip(&self.plan.blocks) {
             img.resize(b.len as usize, 0);
@@ -199,7 +186,7 @@ impl Poller {
         self.changed.clear();
         for (bi, b) in self.plan.blocks.iter().enumerate() {
             for &(ti, off) in &b.tags {
-                let tag = &self.tags[ti];
+                let tag = &self.cfg.tags[ti];
                 let id = self.ids[ti];
                 if let (DataType::String(declared), Some(slot)) = (tag.ty, self.text_slot[ti]) {
                     let bytes = &self.images[bi][off as usize..];
