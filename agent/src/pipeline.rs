@@ -356,7 +356,7 @@ pub async fn run_pipeline(
         }
         processor.ingest_batch(&batch, &mut alerts);
         for a in alerts.drain(..) {
-            if tx.send(SinkMsg::Alert(Box::new(a))).await.is_err() {
+            if !send_alert(&tx, SinkMsg::Alert(Box::new(a))).await {
                 tracing::error!("alert sinks are gone; alerts can no longer be delivered");
             }
         }
@@ -364,4 +364,74 @@ pub async fn run_pipeline(
         tokio::task::yield_now().await;
     }
     processor
+}
+
+/// Queues an alert for the sink thread, waiting while its queue is full.
+///
+/// The wait is a blocking task rather than an async `send`: the sink thread does
+/// real file I/O, and while the pipeline waits for it tokio must not see an idle
+/// runtime. Under a paused clock (the virtual-time tests) an idle runtime advances
+/// time, the drivers produce hours of samples in a moment, and the ring overflows
+/// although nothing was slow in simulated time. A blocking task holds the clock
+/// still until the disk has caught up. In production this path only runs when the
+/// sinks lag, and it costs one pooled thread for the duration of the wait.
+/// Returns `false` when the sink thread is gone.
+async fn send_alert(tx: &mpsc::Sender<SinkMsg>, msg: SinkMsg) -> bool {
+    use tokio::sync::mpsc::error::TrySendError;
+    match tx.try_send(msg) {
+        Ok(()) => true,
+        Err(TrySendError::Closed(_)) => false,
+        Err(TrySendError::Full(msg)) => {
+            let tx = tx.clone();
+            tokio::task::spawn_blocking(move || tx.blocking_send(msg).is_ok())
+                .await
+                .unwrap_or(false)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The regression behind a flaky end-to-end run: an alert waiting for a full
+    /// sink queue let tokio's paused clock run ahead (hours of simulated samples in
+    /// a few real milliseconds of disk I/O) and the ring overflowed.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn waiting_for_a_full_sink_queue_holds_the_virtual_clock() {
+        let (tx, mut rx) = mpsc::channel::<SinkMsg>(1);
+        tx.try_send(SinkMsg::Tick).expect("room for one");
+        // A pending timer: an idle runtime would jump straight to it.
+        let timer = tokio::spawn(tokio::time::sleep(Duration::from_secs(3600)));
+        let t0 = tokio::time::Instant::now();
+        let slow_disk = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let first = rx.blocking_recv().is_some();
+            let second = rx.blocking_recv().is_some();
+            first && second
+        });
+        let sent = tokio::time::timeout(Duration::from_secs(10), send_alert(&tx, SinkMsg::Tick))
+            .await
+            .expect("the sink thread drains within 10 s");
+        assert!(sent);
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "the virtual clock advanced {:?} while the sink thread was busy",
+            t0.elapsed()
+        );
+        drop(tx);
+        assert!(slow_disk.join().expect("sink thread"));
+        timer.abort();
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn an_alert_for_a_closed_sink_queue_reports_failure() {
+        let (tx, rx) = mpsc::channel::<SinkMsg>(1);
+        drop(rx);
+        let sent = tokio::time::timeout(Duration::from_secs(1), send_alert(&tx, SinkMsg::Tick))
+            .await
+            .expect("returns at once");
+        assert!(!sent);
+    }
 }
