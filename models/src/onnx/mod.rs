@@ -1,0 +1,302 @@
+//! ONNX models through tract, with the ONNX-ML operators scikit-learn exports need.
+//!
+//! [`OnnxModel::load`] parses a model with our operators registered ([`ops`]),
+//! optimizes it once and keeps the runnable plan. The batch axis stays symbolic,
+//! so one loaded model scores one row or a batch of rows (several assets due at
+//! once) with the same plan. A [`Session`] keeps tract's per-run state between
+//! calls.
+
+pub mod ops;
+pub mod trees;
+
+use std::fmt;
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::plan::SimpleState;
+use tract_onnx::tract_hir::infer::Factoid;
+use tract_onnx::tract_hir::internal::DimLike;
+
+/// A model that failed to load or run, with the reason.
+#[derive(Debug)]
+pub struct OnnxError(pub String);
+
+impl fmt::Display for OnnxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OnnxError {}
+
+/// tract's errors carry a context chain; keep all of it.
+fn chain(e: TractError) -> OnnxError {
+    OnnxError(format!("{e:#}"))
+}
+
+/// The ONNX front end with our operators installed.
+pub fn framework() -> tract_onnx::Onnx {
+    let mut onnx = tract_onnx::onnx();
+    ops::register(&mut onnx.op_register);
+    onnx
+}
+
+/// Element type of a model input or output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElemType {
+    F32,
+    F64,
+    I64,
+    I32,
+    Other,
+}
+
+impl ElemType {
+    fn of(dt: DatumType) -> ElemType {
+        match dt {
+            DatumType::F32 => ElemType::F32,
+            DatumType::F64 => ElemType::F64,
+            DatumType::I64 => ElemType::I64,
+            DatumType::I32 => ElemType::I32,
+            _ => ElemType::Other,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ElemType::F32 => "float32",
+            ElemType::F64 => "float64",
+            ElemType::I64 => "int64",
+            ElemType::I32 => "int32",
+            ElemType::Other => "other",
+        }
+    }
+}
+
+/// A named input or output: its type and shape (`None` for the symbolic batch axis).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Port {
+    pub name: String,
+    pub elem: ElemType,
+    pub shape: Vec<Option<usize>>,
+}
+
+/// One output of a run, flattened row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    F32 { shape: Vec<usize>, data: Vec<f32> },
+    I64 { shape: Vec<usize>, data: Vec<i64> },
+}
+
+impl Output {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Output::F32 { shape, .. } | Output::I64 { shape, .. } => shape,
+        }
+    }
+
+    /// The values as `f64` (labels included).
+    pub fn to_f64(&self) -> Vec<f64> {
+        match self {
+            Output::F32 { data, .. } => data.iter().map(|v| *v as f64).collect(),
+            Output::I64 { data, .. } => data.iter().map(|v| *v as f64).collect(),
+        }
+    }
+}
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// A loaded, optimized ONNX model.
+#[derive(Clone)]
+pub struct OnnxModel {
+    plan: Plan,
+    inputs: Vec<Port>,
+    outputs: Vec<Port>,
+    input_dt: DatumType,
+}
+
+impl fmt::Debug for OnnxModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OnnxModel")
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .finish()
+    }
+}
+
+fn port(name: String, fact: &TypedFact) -> Port {
+    Port {
+        name,
+        elem: ElemType::of(fact.datum_type),
+        shape: fact.shape.iter().map(|d| d.to_usize().ok()).collect(),
+    }
+}
+
+impl OnnxModel {
+    /// Parses, type-checks and optimizes a model. The first input must be a matrix
+    /// `[batch, features]` (or a `[batch, ...]` tensor) of numbers.
+    pub fn load(bytes: &[u8]) -> Result<OnnxModel, OnnxError> {
+        let mut model = framework()
+            .model_for_read(&mut std::io::Cursor::new(bytes))
+            .map_err(chain)?;
+        if model.input_outlets().map_err(chain)?.len() != 1 {
+            return Err(OnnxError(
+                "the model must have exactly one input (the feature vector or window)".into(),
+            ));
+        }
+        // Let the batch axis be symbolic whatever the file says.
+        let fact = model.input_fact(0).map_err(chain)?.clone();
+        let dt = fact.datum_type.concretize().unwrap_or(DatumType::F32);
+        let rank = fact.shape.rank().concretize().map(|r| r as usize);
+        let dims: Vec<Option<usize>> = match rank {
+            Some(r) => (0..r)
+                .map(|i| {
+                    fact.shape
+                        .dim(i)
+                        .and_then(|d| d.concretize())
+                        .and_then(|d| d.to_usize().ok())
+                })
+                .collect(),
+            None => {
+                return Err(OnnxError(
+                    "the model's input has no declared rank; export it with a shape like [None, n_features]".into(),
+                ));
+            }
+        };
+        if dims.len() < 2 {
+            return Err(OnnxError(format!(
+                "the model's input has rank {}; expected [batch, features] or [batch, window, ...]",
+                dims.len()
+            )));
+        }
+        let batch = model.symbols.sym("batch");
+        let mut shape: TVec<TDim> = tvec![batch.into()];
+        for (i, d) in dims.iter().enumerate().skip(1) {
+            match d {
+                Some(d) => shape.push(d.to_dim()),
+                None => {
+                    return Err(OnnxError(format!(
+                        "input axis {i} has no fixed size; only the batch axis may be dynamic"
+                    )));
+                }
+            }
+        }
+        model
+            .set_input_fact(0, InferenceFact::dt_shape(dt, shape))
+            .map_err(chain)?;
+        let typed = model.into_optimized().map_err(chain)?;
+        let inputs = typed
+            .input_outlets()
+            .map_err(chain)?
+            .iter()
+            .map(|o| {
+                let f = typed.outlet_fact(*o)?;
+                Ok(port(typed.node(o.node).name.clone(), f))
+            })
+            .collect::<TractResult<Vec<_>>>()
+            .map_err(chain)?;
+        let outputs = typed
+            .output_outlets()
+            .map_err(chain)?
+            .iter()
+            .map(|o| {
+                let f = typed.outlet_fact(*o)?;
+                let name = typed
+                    .outlet_label(*o)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| typed.node(o.node).name.clone());
+                Ok(port(name, f))
+            })
+            .collect::<TractResult<Vec<_>>>()
+            .map_err(chain)?;
+        let plan = typed.into_runnable().map_err(chain)?;
+        Ok(OnnxModel {
+            plan,
+            inputs,
+            outputs,
+            input_dt: dt,
+        })
+    }
+
+    pub fn inputs(&self) -> &[Port] {
+        &self.inputs
+    }
+
+    pub fn outputs(&self) -> &[Port] {
+        &self.outputs
+    }
+
+    /// Values per row of the input (product of the non-batch axes).
+    pub fn row_len(&self) -> usize {
+        self.inputs[0].shape.iter().skip(1).flatten().product()
+    }
+
+    /// A session for repeated runs.
+    pub fn session(&self) -> Result<Session, OnnxError> {
+        Ok(Session {
+            state: self.plan.spawn().map_err(chain)?,
+            model: self.clone(),
+        })
+    }
+}
+
+/// Runs one model repeatedly, reusing tract's state.
+pub struct Session {
+    model: OnnxModel,
+    state: SimpleState<TypedFact, Box<dyn TypedOp>>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("model", &self.model)
+            .finish()
+    }
+}
+
+impl Session {
+    pub fn model(&self) -> &OnnxModel {
+        &self.model
+    }
+
+    /// Runs `rows` rows of `x` (row-major, [`OnnxModel::row_len`] values each).
+    pub fn run(&mut self, x: &[f32], rows: usize) -> Result<Vec<Output>, OnnxError> {
+        let m = &self.model;
+        let len = m.row_len();
+        if x.len() != rows * len {
+            return Err(OnnxError(format!(
+                "{} values for {rows} rows of {len}",
+                x.len()
+            )));
+        }
+        let mut shape = vec![rows];
+        shape.extend(m.inputs[0].shape.iter().skip(1).flatten());
+        let t = Tensor::from_shape(&shape, x).map_err(chain)?;
+        let t = if m.input_dt == DatumType::F32 {
+            t
+        } else {
+            t.cast_to_dt(m.input_dt).map_err(chain)?.into_owned()
+        };
+        let out = self.state.run(tvec!(t.into_tvalue())).map_err(chain)?;
+        out.into_iter()
+            .map(|v| {
+                let shape = v.shape().to_vec();
+                let plain = v.try_as_plain_ram().map_err(chain)?;
+                match v.datum_type() {
+                    DatumType::I64 => Ok(Output::I64 {
+                        shape,
+                        data: plain.as_slice::<i64>().map_err(chain)?.to_vec(),
+                    }),
+                    _ => {
+                        let c = v.cast_to::<f32>().map_err(chain)?;
+                        let p = c.try_as_plain_ram().map_err(chain)?;
+                        Ok(Output::F32 {
+                            shape,
+                            data: p.as_slice::<f32>().map_err(chain)?.to_vec(),
+                        })
+                    }
+                }
+            })
+            .collect()
+    }
+}
