@@ -6,6 +6,7 @@
 //! once) with the same plan. A [`Session`] keeps tract's per-run state between
 //! calls.
 
+pub mod manifest;
 pub mod ops;
 pub mod trees;
 

@@ -585,27 +585,43 @@ impl EvalOp for LabelEncoderOp {
         let input = args_1!(inputs);
         let shape = input.shape().to_vec();
         let float_keys = matches!(self.keys.first(), Some(Key::Float(_)));
-        let keys: Vec<Key> = if float_keys {
-            let x = input.cast_to::<f32>()?;
-            let xs = x.try_as_plain_ram()?.as_slice::<f32>()?;
-            xs.iter().map(|v| Key::Float(v.to_bits())).collect()
+        let keyed = if float_keys {
+            input.cast_to::<f32>()?
         } else {
-            let x = input.cast_to::<i64>()?;
-            let xs = x.try_as_plain_ram()?.as_slice::<i64>()?;
-            xs.iter().map(|v| Key::Int(*v)).collect()
+            input.cast_to::<i64>()?
         };
+        let plain = keyed.try_as_plain_ram()?;
+        let key_at = |i: usize, xf: &[f32], xi: &[i64]| {
+            if float_keys {
+                Key::Float(xf[i].to_bits())
+            } else {
+                Key::Int(xi[i])
+            }
+        };
+        let (xf, xi): (&[f32], &[i64]) = if float_keys {
+            (plain.as_slice::<f32>()?, &[])
+        } else {
+            (&[], plain.as_slice::<i64>()?)
+        };
+        let n = xf.len().max(xi.len());
         let out = match &self.values {
             Values::Int(v) => {
-                let ys: Vec<i64> = keys
-                    .iter()
-                    .map(|k| self.find(*k).map_or(self.default_int, |i| v[i]))
+                let ys: Vec<i64> = (0..n)
+                    .map(|i| {
+                        self.find(key_at(i, xf, xi))
+                            .map_or(self.default_int, |j| v[j])
+                    })
                     .collect();
                 Tensor::from_shape(&shape, &ys)?
             }
             Values::Float(v) => {
-                let ys: Vec<f32> = keys
-                    .iter()
-                    .map(|k| f32::from_bits(self.find(*k).map_or(self.default_float, |i| v[i])))
+                let ys: Vec<f32> = (0..n)
+                    .map(|i| {
+                        let b = self
+                            .find(key_at(i, xf, xi))
+                            .map_or(self.default_float, |j| v[j]);
+                        f32::from_bits(b)
+                    })
                     .collect();
                 Tensor::from_shape(&shape, &ys)?
             }

@@ -5,9 +5,12 @@
 //! id)`. [`TreeEnsemble::build`] checks them once (every child exists, every tree is
 //! a tree: no cycle, no shared node, bounded depth) and lays each tree out as a
 //! contiguous run of 16-byte nodes in depth-first order, so a traversal touches a
-//! few cache lines and indexes without hashing. Evaluation walks the trees in the
-//! outer loop and the rows of a batch in the inner loop, so a tree's nodes stay in
-//! cache while every row descends it.
+//! few cache lines and indexes without hashing. A leaf is a node whose two children
+//! are itself, so a descent needs no leaf test: eight rows descend a tree in
+//! lockstep for the tree's depth (their independent load chains overlap instead of
+//! waiting on each other), with an early exit once all eight sit in leaves. Trees
+//! are the outer loop and rows the inner one, so a tree's nodes stay in cache while
+//! the rows of a batch descend it.
 //!
 //! Results follow onnxruntime's CPU kernels, which is what skl2onnx exports are
 //! validated against: scores accumulate in `f32` in tree order, and the binary
@@ -16,8 +19,10 @@
 
 use std::fmt;
 
-/// Marks a child (or root) index that refers to a leaf.
-const LEAF: u32 = 1 << 31;
+/// `leaf_of[i]` for a decision node.
+const NOT_LEAF: u32 = u32::MAX;
+/// Rows descending a tree together.
+const LANES: usize = 16;
 /// Marks a node whose missing (NaN) input goes to the true branch.
 const NAN_TRUE: u32 = 1 << 31;
 /// Deepest tree accepted (scikit-learn trees are far shallower; this bounds a
@@ -152,7 +157,7 @@ struct Node {
     /// Feature index; bit 31 set when NaN goes to the true branch.
     feature: u32,
     threshold: u32,
-    /// Child indices (into `nodes`, or a leaf id with [`LEAF`] set).
+    /// Child indices into `nodes` (a leaf's children are itself).
     yes: u32,
     no: u32,
 }
@@ -165,6 +170,14 @@ pub struct TreeEnsemble {
     modes: Option<Vec<NodeMode>>,
     uniform_mode: NodeMode,
     roots: Vec<u32>,
+    /// Depth of each tree (longest root-to-leaf path, in edges).
+    depths: Vec<u32>,
+    /// Leaf id of each node (`NOT_LEAF` for a decision node).
+    leaf_of: Vec<u32>,
+    /// When every leaf of a sum or average has exactly one vote, all for the same
+    /// target (regressors, boosting, binary random forests, isolation trees): that
+    /// target and each leaf's weight.
+    single: Option<(u32, Vec<u32>)>,
     /// Leaf `i`'s votes are `votes[leaf_start[i]..leaf_start[i + 1]]`.
     leaf_start: Vec<u32>,
     votes: Vec<(u32, u32)>,
@@ -216,7 +229,7 @@ impl TreeEnsemble {
         if n_targets == 0 {
             return err("the ensemble has no target or class");
         }
-        if n >= LEAF as usize || m >= u32::MAX as usize {
+        if n >= (u32::MAX / 2) as usize || m >= u32::MAX as usize {
             return err("the ensemble is too large");
         }
 
@@ -275,6 +288,9 @@ impl TreeEnsemble {
             modes: mixed.then(Vec::new),
             uniform_mode: modes_seen.unwrap_or(NodeMode::Leq),
             roots: Vec::with_capacity(tree_ids.len()),
+            depths: Vec::with_capacity(tree_ids.len()),
+            leaf_of: Vec::with_capacity(n),
+            single: None,
             leaf_start: vec![0],
             votes: Vec::with_capacity(m),
             n_targets,
@@ -288,14 +304,34 @@ impl TreeEnsemble {
             let Some(root) = find(tree, 0) else {
                 return err(format!("tree {tree} has no node 0 (its root)"));
             };
-            let r = out.place(attrs, tree, root, 0, &find, &mut visited, &votes_of)?;
+            let mut depth = 0;
+            let r = out.place(
+                attrs,
+                tree,
+                root,
+                0,
+                &mut depth,
+                &find,
+                &mut visited,
+                &votes_of,
+            )?;
             out.roots.push(r);
+            out.depths.push(depth as u32);
         }
         if let Some(i) = visited.iter().position(|v| !v) {
             return err(format!(
                 "node {} of tree {} is not reachable from its root",
                 attrs.nodes_nodeids[i], attrs.nodes_treeids[i]
             ));
+        }
+        let n_leaves = out.leaf_start.len() - 1;
+        let one_vote = (0..n_leaves).all(|l| out.leaf_start[l + 1] - out.leaf_start[l] == 1);
+        let first_target = out.votes.first().map_or(0, |v| v.0);
+        if one_vote
+            && out.votes.iter().all(|v| v.0 == first_target)
+            && matches!(out.aggregate, Aggregate::Sum | Aggregate::Average)
+        {
+            out.single = Some((first_target, out.votes.iter().map(|v| v.1).collect()));
         }
         Ok(out)
     }
@@ -308,6 +344,7 @@ impl TreeEnsemble {
         tree: i64,
         i: usize,
         depth: usize,
+        max_depth: &mut usize,
         find: &dyn Fn(i64, i64) -> Option<usize>,
         visited: &mut [bool],
         votes_of: &[Vec<(u32, f32)>],
@@ -321,12 +358,24 @@ impl TreeEnsemble {
                 attrs.nodes_nodeids[i]
             ));
         }
+        *max_depth = (*max_depth).max(depth);
         let Some(mode) = attrs.nodes_modes[i] else {
             let leaf = (self.leaf_start.len() - 1) as u32;
             self.votes
                 .extend(votes_of[i].iter().map(|&(t, w)| (t, w.to_bits())));
             self.leaf_start.push(self.votes.len() as u32);
-            return Ok(leaf | LEAF);
+            let me = self.nodes.len() as u32;
+            self.nodes.push(Node {
+                feature: 0,
+                threshold: 0,
+                yes: me,
+                no: me,
+            });
+            self.leaf_of.push(leaf);
+            if let Some(m) = self.modes.as_mut() {
+                m.push(NodeMode::Leq);
+            }
+            return Ok(me);
         };
         let feature = attrs.nodes_featureids[i];
         if !(0..(1 << 24)).contains(&feature) {
@@ -347,6 +396,7 @@ impl TreeEnsemble {
             yes: 0,
             no: 0,
         });
+        self.leaf_of.push(NOT_LEAF);
         if let Some(m) = self.modes.as_mut() {
             m.push(mode);
         }
@@ -357,7 +407,16 @@ impl TreeEnsemble {
                     attrs.nodes_nodeids[i]
                 ));
             };
-            self.place(attrs, tree, c, depth + 1, find, visited, votes_of)
+            self.place(
+                attrs,
+                tree,
+                c,
+                depth + 1,
+                max_depth,
+                find,
+                visited,
+                votes_of,
+            )
         };
         let yes = child(attrs.nodes_truenodeids[i], "true")?;
         let no = child(attrs.nodes_falsenodeids[i], "false")?;
@@ -387,38 +446,47 @@ impl TreeEnsemble {
         self.base_values.iter().map(|b| f32::from_bits(*b))
     }
 
-    /// The leaf tree `t` sends row `x` to.
+    /// One step down from node `i` for row `x` (a leaf stays where it is).
     #[inline(always)]
-    fn leaf(&self, t: usize, x: &[f32]) -> usize {
+    fn step(&self, i: u32, x: &[f32]) -> u32 {
+        let n = &self.nodes[i as usize];
+        let v = x[(n.feature & !NAN_TRUE) as usize];
+        let t = f32::from_bits(n.threshold);
+        let mode = match &self.modes {
+            None => self.uniform_mode,
+            Some(m) => m[i as usize],
+        };
+        let go = mode.test(v, t) | (v.is_nan() & (n.feature & NAN_TRUE != 0));
+        if go { n.yes } else { n.no }
+    }
+
+    /// The leaf tree `t` sends one row to.
+    #[inline(always)]
+    fn leaf(&self, t: usize, x: &[f32]) -> u32 {
         let mut i = self.roots[t];
-        match &self.modes {
-            None => {
-                let mode = self.uniform_mode;
-                while i & LEAF == 0 {
-                    let n = &self.nodes[i as usize];
-                    let v = x[(n.feature & !NAN_TRUE) as usize];
-                    let go = if v.is_nan() {
-                        n.feature & NAN_TRUE != 0
-                    } else {
-                        mode.test(v, f32::from_bits(n.threshold))
-                    };
-                    i = if go { n.yes } else { n.no };
-                }
+        loop {
+            let leaf = self.leaf_of[i as usize];
+            if leaf != NOT_LEAF {
+                return leaf;
             }
-            Some(modes) => {
-                while i & LEAF == 0 {
-                    let n = &self.nodes[i as usize];
-                    let v = x[(n.feature & !NAN_TRUE) as usize];
-                    let go = if v.is_nan() {
-                        n.feature & NAN_TRUE != 0
-                    } else {
-                        modes[i as usize].test(v, f32::from_bits(n.threshold))
-                    };
-                    i = if go { n.yes } else { n.no };
-                }
+            i = self.step(i, x);
+        }
+    }
+
+    /// The leaves tree `t` sends `LANES` rows to.
+    #[inline(always)]
+    fn leaves(&self, t: usize, rows: &[&[f32]; LANES]) -> [u32; LANES] {
+        let mut idx = [self.roots[t]; LANES];
+        for d in 0..self.depths[t] {
+            for l in 0..LANES {
+                idx[l] = self.step(idx[l], rows[l]);
+            }
+            // Unbalanced trees: stop once every row sits in a leaf.
+            if d % 4 == 3 && idx.iter().all(|&i| self.leaf_of[i as usize] != NOT_LEAF) {
+                break;
             }
         }
-        (i & !LEAF) as usize
+        idx.map(|i| self.leaf_of[i as usize])
     }
 
     /// Aggregated raw scores (before base values and transforms) of `rows` rows of
@@ -442,13 +510,32 @@ impl TreeEnsemble {
         scores.resize(rows * k, 0.0);
         has.clear();
         has.resize(rows * k, false);
-        // Trees outside, rows inside (in blocks, so scores stay in cache too).
-        const BLOCK: usize = 64;
-        for r0 in (0..rows).step_by(BLOCK) {
-            let r1 = (r0 + BLOCK).min(rows);
+        // Trees outside, rows inside, eight rows in lockstep.
+        for r0 in (0..rows).step_by(LANES) {
+            let n_live = (rows - r0).min(LANES);
+            // A short last group repeats its last row; the extra lanes are ignored.
+            let lane_rows: [&[f32]; LANES] = std::array::from_fn(|l| {
+                let r = r0 + l.min(n_live - 1);
+                &x[r * width..(r + 1) * width]
+            });
             for t in 0..self.roots.len() {
-                for r in r0..r1 {
-                    let leaf = self.leaf(t, &x[r * width..(r + 1) * width]);
+                let leaves = if n_live == 1 {
+                    let mut l = [0; LANES];
+                    l[0] = self.leaf(t, lane_rows[0]);
+                    l
+                } else {
+                    self.leaves(t, &lane_rows)
+                };
+                if let Some((target, single)) = &self.single {
+                    for (l, leaf) in leaves.iter().enumerate().take(n_live) {
+                        scores[(r0 + l) * k + *target as usize] +=
+                            f32::from_bits(single[*leaf as usize]);
+                    }
+                    continue;
+                }
+                for (l, leaf) in leaves.iter().enumerate().take(n_live) {
+                    let leaf = *leaf as usize;
+                    let r = r0 + l;
                     let votes = &self.votes
                         [self.leaf_start[leaf] as usize..self.leaf_start[leaf + 1] as usize];
                     for &(target, w) in votes {
@@ -464,6 +551,11 @@ impl TreeEnsemble {
                         has[o] = true;
                     }
                 }
+            }
+        }
+        if let Some((target, _)) = &self.single {
+            for r in 0..rows {
+                has[r * k + *target as usize] = true;
             }
         }
         Ok(rows)

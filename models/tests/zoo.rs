@@ -1,0 +1,159 @@
+//! The model zoo: every committed model validates against its manifest, and the
+//! validation catches what an engineer can get wrong.
+#![cfg(feature = "onnx")]
+
+use std::path::{Path, PathBuf};
+
+use edge_models::onnx::manifest::{Manifest, ValidatedModel};
+
+fn zoo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("zoo")
+}
+
+fn manifests() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(zoo())
+        .expect("zoo")
+        .filter_map(|e| {
+            let p = e.ok()?.path().join("manifest.toml");
+            p.exists().then_some(p)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A scratch copy of one zoo model that a test may break.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn of(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "edge-zoo-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        for e in std::fs::read_dir(zoo().join(name))
+            .expect("model dir")
+            .flatten()
+        {
+            std::fs::copy(e.path(), dir.join(e.file_name())).expect("copy");
+        }
+        Scratch(dir)
+    }
+
+    fn manifest(&self) -> PathBuf {
+        self.0.join("manifest.toml")
+    }
+
+    fn edit_manifest(&self, f: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(self.manifest()).expect("read");
+        std::fs::write(self.manifest(), f(text)).expect("write");
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn errors(path: &Path) -> String {
+    match ValidatedModel::load(path) {
+        Ok(_) => panic!("{} should be rejected", path.display()),
+        Err(errs) => errs
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+#[test]
+fn the_zoo_holds_the_five_model_kinds() {
+    let names: Vec<String> = manifests()
+        .iter()
+        .filter_map(|p| Some(p.parent()?.file_name()?.to_string_lossy().into_owned()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "bearing_gbt",
+            "bearing_mlp",
+            "bearing_rf",
+            "pump_iforest",
+            "wear_linear"
+        ]
+    );
+}
+
+#[test]
+fn every_zoo_model_matches_its_manifest_and_reference_outputs() {
+    for m in manifests() {
+        let v = ValidatedModel::load(&m).unwrap_or_else(|e| panic!("{}: {e:?}", m.display()));
+        assert_eq!(v.sha256, v.manifest.model.sha256);
+        assert_eq!(v.model.row_len(), v.manifest.input.features.len());
+    }
+}
+
+#[test]
+fn a_changed_model_file_is_rejected_by_its_hash() {
+    let s = Scratch::of("bearing_gbt");
+    let f = s.0.join("bearing_gbt.onnx");
+    let mut bytes = std::fs::read(&f).expect("read");
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x40;
+    std::fs::write(&f, bytes).expect("write");
+    let e = errors(&s.manifest());
+    assert!(
+        e.contains("has SHA-256") && e.contains("the file changed"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_manifest_mistake_is_reported_at_once() {
+    let s = Scratch::of("bearing_rf");
+    s.edit_manifest(|t| {
+        t.replace("\"current.std\", ", "")
+            .replace("warning = 0.5", "warning = 0.9")
+            .replace("name = \"X\"", "name = \"features\"")
+    });
+    let e = errors(&s.manifest());
+    for want in [
+        "lists 9 features but the model takes 10",
+        "[training.\"current.std\"] names a feature that is not an input",
+        "warning = 0.9 and prefault = 0.8 are in the wrong order",
+        "[input] name \"features\", but the model's input is \"X\"",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn a_dry_run_that_disagrees_with_the_reference_is_rejected() {
+    let s = Scratch::of("wear_linear");
+    let r = s.0.join("reference.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&r).expect("read")).expect("json");
+    let v = doc["outputs"]["variable"]["data"][3]
+        .as_f64()
+        .expect("number");
+    doc["outputs"]["variable"]["data"][3] = serde_json::json!(v + 0.5);
+    std::fs::write(&r, doc.to_string()).expect("write");
+    let e = errors(&s.manifest());
+    assert!(e.contains("dry run: output \"variable\"[3]"), "{e}");
+}
+
+#[test]
+fn unknown_manifest_fields_point_at_their_line() {
+    let p = Path::new("m.toml");
+    let e = Manifest::parse(
+        p,
+        "[model]\nname = \"x\"\nversion = \"1\"\nfile = \"x.onnx\"\nsha256 = \"00\"\ncolour = \"red\"\n",
+    )
+    .expect_err("unknown field");
+    assert!(e.message.contains("line 6"), "{}", e.message);
+    assert!(e.message.contains("colour"), "{}", e.message);
+}
