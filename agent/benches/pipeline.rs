@@ -152,6 +152,7 @@ fn run(samples: u64, process: bool) -> (f64, u64, u64) {
         cfg.agent.id.clone(),
         &cfg.registry,
         &cfg.assets,
+        &cfg.models,
         RateLimits::default(),
         IdGenerator::with_seed(1),
     );

@@ -168,9 +168,12 @@ pub struct Alert {
     /// Predicted seconds until the limit is crossed (trend detectors).
     pub eta_s: Option<f64>,
     pub message: String,
-    /// The window features at the time of the alert.
+    /// The window features (or the model's inputs) at the time of the alert.
     pub features: BTreeMap<String, f64>,
     pub time: AlertTime,
+    /// The model version that raised it (model alerts only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelRef>,
 }
 
 impl Alert {
@@ -222,6 +225,38 @@ pub struct DetectorInfo {
     pub feature_name: String,
     /// Names of the signal's bands, for the feature snapshot.
     pub band_names: Vec<String>,
+    /// Set for the detectors of a fault-prediction model (kinds `model` and
+    /// `model_health`).
+    pub model: Option<ModelAlertInfo>,
+}
+
+/// What a model's alerts say about the model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelAlertInfo {
+    pub model: ModelRef,
+    /// Every signal the model reads.
+    pub signals: Vec<Arc<str>>,
+    /// What the scored output means, e.g. `fault_probability`.
+    pub meaning: &'static str,
+    /// Why a model is quarantined (kind `model_health`).
+    pub note: String,
+}
+
+/// The model version behind an alert.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModelRef {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+}
+
+/// The values an alert carries as its `features` snapshot.
+#[derive(Clone, Copy, Debug)]
+pub enum Snapshot<'a> {
+    /// A window's features (built-in detectors).
+    Window(&'a FeatureValues),
+    /// A model's input row: names and values, in the manifest's order.
+    Row(&'a [Arc<str>], &'a [f32]),
 }
 
 #[derive(Debug, Default)]
@@ -288,6 +323,17 @@ impl AlertEngine {
         &self.infos[detector]
     }
 
+    /// The model description of a model detector (to follow a new version or note
+    /// why it is quarantined).
+    pub fn model_info_mut(&mut self, detector: usize) -> Option<&mut ModelAlertInfo> {
+        self.infos.get_mut(detector)?.model.as_mut()
+    }
+
+    /// The level a detector is at now.
+    pub fn level(&self, detector: usize) -> Option<Severity> {
+        self.slots.get(detector).and_then(|s| s.level)
+    }
+
     fn refill(&mut self, t: f64) {
         let cap = f64::from(self.limits.max_per_minute);
         if let Some(last) = self.last_refill
@@ -307,6 +353,17 @@ impl AlertEngine {
         eval: &Evaluation,
         ts: Timestamp,
         features: &FeatureValues,
+    ) -> Option<Alert> {
+        self.observe_with(det, eval, ts, Snapshot::Window(features))
+    }
+
+    /// [`AlertEngine::observe`] with any snapshot.
+    pub fn observe_with(
+        &mut self,
+        det: usize,
+        eval: &Evaluation,
+        ts: Timestamp,
+        features: Snapshot<'_>,
     ) -> Option<Alert> {
         let t = ts.mono_secs();
         self.refill(t);
@@ -424,7 +481,7 @@ impl AlertEngine {
         previous: Option<Severity>,
         state: AlertState,
         ts: Timestamp,
-        features: &FeatureValues,
+        features: Snapshot<'_>,
     ) -> Alert {
         match state {
             AlertState::Raised => {
@@ -435,14 +492,23 @@ impl AlertEngine {
         }
         let info = &self.infos[det];
         let mut snapshot = BTreeMap::new();
-        for f in edge_models::features::SCALAR_FEATURES {
-            snapshot.insert(f.name().to_string(), features.get(f));
-        }
-        for (i, name) in info.band_names.iter().enumerate() {
-            snapshot.insert(
-                format!("band:{name}"),
-                features.bands().get(i).copied().unwrap_or(f64::NAN),
-            );
+        match features {
+            Snapshot::Window(features) => {
+                for f in edge_models::features::SCALAR_FEATURES {
+                    snapshot.insert(f.name().to_string(), features.get(f));
+                }
+                for (i, name) in info.band_names.iter().enumerate() {
+                    snapshot.insert(
+                        format!("band:{name}"),
+                        features.bands().get(i).copied().unwrap_or(f64::NAN),
+                    );
+                }
+            }
+            Snapshot::Row(names, values) => {
+                for (n, v) in names.iter().zip(values) {
+                    snapshot.insert(n.to_string(), f64::from(*v));
+                }
+            }
         }
         Alert {
             v: ALERT_SCHEMA_VERSION,
@@ -452,7 +518,10 @@ impl AlertEngine {
             asset: info.asset.clone(),
             detector: info.name.clone(),
             kind: info.kind,
-            signals: vec![info.signal.clone()],
+            signals: match &info.model {
+                Some(m) => m.signals.clone(),
+                None => vec![info.signal.clone()],
+            },
             feature: info.feature_name.clone(),
             severity,
             previous_severity: previous,
@@ -468,6 +537,7 @@ impl AlertEngine {
                 mono_ns: ts.mono_ns,
                 clock_synced: ts.synced,
             },
+            model: info.model.as_ref().map(|m| m.model.clone()),
         }
     }
 }
@@ -509,6 +579,7 @@ pub fn system_alert(
             mono_ns: now.mono_ns,
             clock_synced: now.synced,
         },
+        model: None,
     }
 }
 
@@ -552,8 +623,34 @@ fn message(
     severity: Severity,
     state: AlertState,
 ) -> String {
-    let what = format!("{}({})", info.feature_name, info.signal);
     let (score, limit) = (num(eval.score), num(eval.limit));
+    if let Some(m) = &info.model {
+        let who = format!("model {} {}", m.model.name, m.model.version);
+        return match (info.kind, state) {
+            ("model_health", AlertState::Raised) => format!(
+                "{who} is quarantined: {}; {} keeps only its built-in detectors",
+                m.note, info.asset
+            ),
+            ("model_health", AlertState::Cleared) => format!("{who} is back in service"),
+            (_, AlertState::Cleared) => {
+                format!("{who}: {} back to normal ({score})", m.meaning)
+            }
+            _ => match eval.eta_s {
+                Some(eta) if m.meaning == "remaining_time_s" => format!(
+                    "{who}: {} left (limit {}, {})",
+                    human_duration(eta),
+                    human_duration(eval.limit),
+                    severity.as_str()
+                ),
+                _ => format!(
+                    "{who}: {} = {score} beyond {} limit {limit}",
+                    m.meaning,
+                    severity.as_str()
+                ),
+            },
+        };
+    }
+    let what = format!("{}({})", info.feature_name, info.signal);
     if state == AlertState::Cleared {
         return format!("{what} back to normal ({} score {score})", info.kind);
     }
@@ -615,6 +712,7 @@ mod tests {
             feature: Feature::Mean,
             feature_name: "mean".into(),
             band_names: vec![],
+            model: None,
         }
     }
 

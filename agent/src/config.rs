@@ -11,7 +11,13 @@
 //! rendered as `file:line:col` with the key path, what was expected and a hint.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use edge_models::onnx::manifest::ValidatedModel;
+
+use crate::models::{
+    DriftCfg, ModelBindingCfg, ModelHandle, ModelStore, RoleWindow, resolve_inputs,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,6 +133,8 @@ pub struct AssetCfg {
     pub name: Arc<str>,
     pub windows: Vec<WindowCfg>,
     pub detectors: Vec<DetectorCfg>,
+    /// Fault-prediction models scoring this asset.
+    pub models: Vec<crate::models::ModelBindingCfg>,
 }
 
 /// A validated configuration.
@@ -146,6 +154,8 @@ pub struct Config {
     pub registry: SignalRegistry,
     pub drivers: Vec<DriverInstance>,
     pub assets: Vec<AssetCfg>,
+    /// Every model the assets bind, loaded and validated.
+    pub models: Arc<crate::models::ModelStore>,
 }
 
 /// An invalid configuration: every problem, rendered.
@@ -822,11 +832,38 @@ fn read_root(
         .flat_map(|(name, _, p)| p.patterns().into_iter().map(|pt| (name.value.clone(), pt)))
         .collect();
 
+    // [models]
+    let config_dir = Path::new(file)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let (models_dir, models_watch) = match root.table("models") {
+        Some(mut m) => {
+            let dir = m
+                .string("dir")
+                .map(|d| config_dir.join(d.value))
+                .unwrap_or_else(|| config_dir.clone());
+            let watch = m.duration("watch").map(|d| d.value);
+            (dir, watch)
+        }
+        None => (config_dir.clone(), None),
+    };
+    let mut loader = ModelLoader {
+        base: models_dir,
+        entries: Vec::new(),
+    };
+
     // [[assets]]
     let mut assets = Vec::new();
     let mut asset_names: HashSet<String> = HashSet::new();
     for mut a in root.tables("assets") {
-        if let Some(asset) = read_asset(&mut a, &mut registry, &patterns, &mut asset_names) {
+        if let Some(asset) = read_asset(
+            &mut a,
+            &mut registry,
+            &patterns,
+            &mut asset_names,
+            &mut loader,
+        ) {
             assets.push(asset);
         }
     }
@@ -897,6 +934,16 @@ fn read_root(
         registry,
         drivers,
         assets,
+        models: Arc::new(ModelStore {
+            handles: loader
+                .entries
+                .into_iter()
+                .filter_map(|(path, model, roles)| {
+                    Some(Arc::new(ModelHandle::new(path, model?, roles)))
+                })
+                .collect(),
+            watch: models_watch.filter(|d| !d.is_zero()),
+        }),
     })
 }
 
@@ -1051,7 +1098,190 @@ fn link_health_asset(name: String, signal: SignalId, h: &HealthConfig) -> AssetC
                 min_duration_s: 0.0,
             }),
         }],
+        models: Vec::new(),
     }
+}
+
+/// Models met while reading the assets: each manifest is loaded and validated once,
+/// however many assets bind it.
+struct ModelLoader {
+    base: PathBuf,
+    /// (manifest path, the model or `None` when it failed, the roles of each binding).
+    entries: Vec<(PathBuf, Option<ValidatedModel>, Vec<Vec<RoleWindow>>)>,
+}
+
+impl ModelLoader {
+    /// The index of a validated model; `Err` carries its problems the first time
+    /// (and nothing after, so one broken file is reported once).
+    fn load(&mut self, manifest: &str) -> Result<usize, Vec<String>> {
+        let path = self.base.join(manifest);
+        if let Some(i) = self.entries.iter().position(|(p, _, _)| *p == path) {
+            return match &self.entries[i].1 {
+                Some(_) => Ok(i),
+                None => Err(Vec::new()),
+            };
+        }
+        match ValidatedModel::load(&path) {
+            Ok(m) => {
+                self.entries.push((path, Some(m), Vec::new()));
+                Ok(self.entries.len() - 1)
+            }
+            Err(errs) => {
+                self.entries.push((path.clone(), None, Vec::new()));
+                Err(errs
+                    .into_iter()
+                    .map(|e| format!("{}: {}", e.file.display(), e.message))
+                    .collect())
+            }
+        }
+    }
+}
+
+fn read_model_binding(
+    m: &mut TableReader<'_>,
+    windows: &[WindowCfg],
+    window_signals: &[(String, Vec<String>)],
+    loader: &mut ModelLoader,
+    names: &mut HashSet<String>,
+) -> Option<ModelBindingCfg> {
+    let mut ok = true;
+    let manifest = m.req_string("manifest");
+    let name = m.string("name");
+    if let Some(n) = &name {
+        if !valid_name(&n.value) || n.value.len() > 57 {
+            m.error(n.span, "name", format!("`{}` is not a valid model binding name", n.value))
+                .expected("1-57 characters from A-Z a-z 0-9 _ - . (`.health` is appended for its quarantine alerts)")
+                .emit();
+            ok = false;
+        }
+    }
+    let every = m
+        .duration("every")
+        .map(|d| d.value)
+        .unwrap_or(Duration::from_secs(10));
+    let confirm = m
+        .int_in("confirm", 1, 1000)
+        .map(|v| v.value as u32)
+        .unwrap_or(3);
+    let quarantine_after = m
+        .int_in("quarantine_after", 1, 1000)
+        .map(|v| v.value as u32)
+        .unwrap_or(3);
+    let drift_z = m
+        .f64_in("drift_z", 0.1, 1e9)
+        .map(|v| v.value)
+        .unwrap_or(4.0);
+    let drift_rows = m
+        .int_in("drift_rows", 1, 1_000_000)
+        .map(|v| v.value as u32)
+        .unwrap_or(30);
+    // roles = { vibration = "pump1.vibration", ... }
+    let mut roles = Vec::new();
+    let roles_span = m.node("roles").map(|n| n.span);
+    match m.node("roles") {
+        None => {
+            m.table_error("missing required key `roles`")
+                .expected("a table from the model's roles to this asset's signals, e.g. roles = { vibration = \"pump1.vibration\" }")
+                .emit();
+            ok = false;
+        }
+        Some(node) => match &node.value {
+            NodeValue::Table(t) => {
+                for e in &t.entries {
+                    let NodeValue::Str(sig) = &e.node.value else {
+                        m.error(
+                            e.node.span,
+                            "roles",
+                            format!("role `{}` must name a signal", e.key),
+                        )
+                        .expected("a signal name (a string)")
+                        .emit();
+                        ok = false;
+                        continue;
+                    };
+                    let Some(wi) = window_signals.iter().position(|(n, _)| n == sig) else {
+                        m.error(
+                            e.node.span,
+                            "roles",
+                            format!("role `{}` names `{sig}`, which has no window in this asset", e.key),
+                        )
+                        .hint(format!(
+                            "add [[assets.signals]] signal = \"{sig}\" (with its window and bands) to this asset"
+                        ))
+                        .emit();
+                        ok = false;
+                        continue;
+                    };
+                    roles.push(RoleWindow {
+                        role: e.key.clone(),
+                        signal: Arc::from(sig.as_str()),
+                        window: wi,
+                        bands: window_signals[wi].1.clone(),
+                    });
+                }
+            }
+            other => {
+                m.error(
+                    node.span,
+                    "roles",
+                    format!("`roles` has the wrong type: found {}", other.type_name()),
+                )
+                .expected("a table, e.g. roles = { vibration = \"pump1.vibration\" }")
+                .emit();
+                ok = false;
+            }
+        },
+    }
+    let _ = windows;
+    let manifest = manifest?;
+    let idx = match loader.load(&manifest.value) {
+        Ok(i) => i,
+        Err(errs) => {
+            for e in errs {
+                m.error(manifest.span, "manifest", e)
+                    .hint("fix the model or its manifest, or run `edge-agent check-config` after updating the sha256")
+                    .emit();
+            }
+            return None;
+        }
+    };
+    let model = loader.entries[idx].1.as_ref()?;
+    if let Err(errs) = resolve_inputs(&model.manifest.input.features, &roles) {
+        for e in errs {
+            m.error(roles_span.unwrap_or(manifest.span), "roles", e)
+                .emit();
+        }
+        ok = false;
+    }
+    let name = name
+        .map(|n| n.value)
+        .unwrap_or_else(|| model.manifest.model.name.clone());
+    if !names.insert(name.clone()) {
+        m.error(
+            m.span(),
+            "name",
+            format!("model binding `{name}` is used twice in this asset"),
+        )
+        .hint("give each [[assets.models]] its own `name`")
+        .emit();
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    loader.entries[idx].2.push(roles.clone());
+    Some(ModelBindingCfg {
+        name: Arc::from(name.as_str()),
+        model: idx,
+        roles,
+        every,
+        confirm,
+        quarantine_after,
+        drift: DriftCfg {
+            z: drift_z,
+            rows: drift_rows,
+        },
+    })
 }
 
 fn read_asset(
@@ -1059,6 +1289,7 @@ fn read_asset(
     registry: &mut SignalRegistry,
     patterns: &[(String, SignalPattern)],
     names: &mut HashSet<String>,
+    loader: &mut ModelLoader,
 ) -> Option<AssetCfg> {
     let name = a.req_string("name");
     let mut ok = true;
@@ -1203,11 +1434,36 @@ fn read_asset(
             None => ok = false,
         }
     }
+    // Models.
+    let mut models = Vec::new();
+    let mut model_names: HashSet<String> = HashSet::new();
+    for mut m in a.tables("models") {
+        match read_model_binding(&mut m, &windows, &window_signals, loader, &mut model_names) {
+            Some(b) => models.push(b),
+            None => ok = false,
+        }
+    }
+    for b in &models {
+        if det_names.contains(&*b.name) {
+            a.error(
+                a.span(),
+                "models",
+                format!(
+                    "model binding `{}` has the name of a detector of this asset",
+                    b.name
+                ),
+            )
+            .hint("alerts are named by detector; rename one of them")
+            .emit();
+            ok = false;
+        }
+    }
     let name = name?;
     ok.then(|| AssetCfg {
         name: Arc::from(name.value.as_str()),
         windows,
         detectors,
+        models,
     })
 }
 

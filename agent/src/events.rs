@@ -25,6 +25,62 @@ pub struct EventJson<'a> {
     pub kind: &'static str,
     pub value: &'a str,
     pub time: AlertTime,
+    /// Model events only (`driver` = "models").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<&'a ModelEventInfo>,
+}
+
+/// What a model event is about.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ModelEventInfo {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asset: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binding: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub z: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub training_mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub training_std: Option<f64>,
+}
+
+/// A model event as a sink message (source `models`).
+pub fn model_event(
+    agent_id: &str,
+    signal: &str,
+    kind: &'static str,
+    value: &str,
+    ts: edge_driver_api::Timestamp,
+    info: &ModelEventInfo,
+) -> SinkMsg {
+    let doc = EventJson {
+        v: 1,
+        agent_id,
+        driver: "models",
+        signal,
+        kind,
+        value,
+        time: AlertTime {
+            wall: rfc3339(ts.wall_ns),
+            wall_ns: ts.wall_ns,
+            mono_ns: ts.mono_ns,
+            clock_synced: ts.synced,
+        },
+        model: Some(info),
+    };
+    SinkMsg::Event {
+        source: Arc::from("models"),
+        wall_ns: ts.wall_ns,
+        body: serde_json::to_vec(&doc).unwrap_or_default(),
+    }
 }
 
 /// The agent's [`EventSink`].
@@ -78,6 +134,7 @@ impl AgentEvents {
                 mono_ns: ev.ts.mono_ns,
                 clock_synced: ev.ts.synced,
             },
+            model: None,
         };
         serde_json::to_vec(&doc).ok()
     }

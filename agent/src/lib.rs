@@ -11,6 +11,7 @@ pub mod config;
 pub mod events;
 pub mod journal;
 pub mod logging;
+pub mod models;
 pub mod pipeline;
 pub mod ring;
 pub mod runtime;

@@ -77,13 +77,24 @@ fn main() -> ExitCode {
                         );
                     }
                 }
+                for h in &cfg.models.handles {
+                    let m = h.current();
+                    eprintln!(
+                        "model {} {} (sha256 {}) from {}: valid",
+                        m.manifest.model.name,
+                        m.manifest.model.version,
+                        m.sha256,
+                        h.manifest_path.display()
+                    );
+                }
                 eprintln!(
-                    "{}: OK ({} drivers, {} signals, {} assets, {} detectors)",
+                    "{}: OK ({} drivers, {} signals, {} assets, {} detectors, {} models)",
                     file.display(),
                     cfg.drivers.len(),
                     cfg.registry.len(),
                     cfg.assets.len(),
-                    cfg.assets.iter().map(|a| a.detectors.len()).sum::<usize>()
+                    cfg.assets.iter().map(|a| a.detectors.len()).sum::<usize>(),
+                    cfg.models.handles.len()
                 );
                 ExitCode::SUCCESS
             }
@@ -145,7 +156,28 @@ fn main() -> ExitCode {
                     tracing::warn!("second stop request: exiting immediately");
                     std::process::exit(130);
                 });
-                edge_agent::run(cfg, RunOptions::default(), shutdown).await
+                // SIGHUP (systemctl reload): load new model versions.
+                let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+                {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let reload = reload.clone();
+                    match signal(SignalKind::hangup()) {
+                        Ok(mut hup) => {
+                            tokio::spawn(async move {
+                                while hup.recv().await.is_some() {
+                                    tracing::info!("SIGHUP: reloading models");
+                                    reload.notify_one();
+                                }
+                            });
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+                    }
+                }
+                let opts = RunOptions {
+                    reload_models: Some(reload),
+                    ..RunOptions::default()
+                };
+                edge_agent::run(cfg, opts, shutdown).await
             });
             match result {
                 Ok(report) if report.shutdown_timed_out => ExitCode::FAILURE,

@@ -16,8 +16,13 @@ use edge_models::{Detector, FeatureExtractor, FeatureValues, Frame, Window};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::alert::{Alert, AlertEngine, DetectorInfo, EngineStats, IdGenerator, RateLimits};
+use crate::alert::{
+    Alert, AlertEngine, DetectorInfo, EngineStats, IdGenerator, RateLimits, Snapshot,
+};
 use crate::config::AssetCfg;
+use crate::models::{
+    BindingSlot, Drift, DriftChange, Grader, InferenceJob, ModelRun, ModelStore, evaluation,
+};
 use crate::ring::SampleRing;
 use crate::sink::SinkMsg;
 
@@ -54,6 +59,14 @@ pub struct PipelineCounters {
     pub alerts: AtomicU64,
     /// Telemetry summaries dropped because the sinks were busy.
     pub telemetry_dropped: AtomicU64,
+    /// Rows scored by models, and rows whose score was unusable (not finite, an
+    /// error or a panic).
+    pub model_rows: AtomicU64,
+    pub model_errors: AtomicU64,
+    /// Model versions swapped in while running.
+    pub model_swaps: AtomicU64,
+    /// Model events (drift) dropped because the sinks were busy.
+    pub events_dropped: AtomicU64,
 }
 
 /// The synchronous core of the pipeline.
@@ -65,6 +78,17 @@ pub struct Processor {
     detectors: Vec<DetectorSlot>,
     engine: AlertEngine,
     counters: Arc<PipelineCounters>,
+    /// Models: one run per model file, one slot per binding.
+    runs: Vec<ModelRun>,
+    bindings: Vec<BindingSlot>,
+    /// For window `w`: bindings `win_bind[win_bind_start[w]..win_bind_start[w+1]]`.
+    win_bind_start: Vec<u32>,
+    win_bind: Vec<u32>,
+    pending_rows: usize,
+    drift_changes: Vec<DriftChange>,
+    /// Model events waiting for the sinks.
+    events: Vec<SinkMsg>,
+    agent_id: Arc<str>,
     // Local counts, published in batches to keep atomics off the per-sample path.
     local_samples: u64,
     local_unusable: u64,
@@ -87,6 +111,7 @@ impl Processor {
         agent_id: Arc<str>,
         registry: &SignalRegistry,
         assets: &[AssetCfg],
+        models: &ModelStore,
         limits: RateLimits,
         ids: IdGenerator,
     ) -> Self {
@@ -94,7 +119,9 @@ impl Processor {
         let mut detectors = Vec::new();
         let mut infos = Vec::new();
         let mut per_signal: Vec<Vec<u32>> = vec![Vec::new(); registry.len()];
+        let mut asset_base = Vec::with_capacity(assets.len());
         for asset in assets {
+            asset_base.push(windows.len());
             for (wi, w) in asset.windows.iter().enumerate() {
                 let det_first = detectors.len();
                 for d in asset.detectors.iter().filter(|d| d.window == wi) {
@@ -110,6 +137,7 @@ impl Processor {
                         feature: d.feature,
                         feature_name: d.feature_name.clone(),
                         band_names: w.features.bands.iter().map(|b| b.name.clone()).collect(),
+                        model: None,
                     });
                 }
                 let cap = w.spec.capacity();
@@ -128,20 +156,94 @@ impl Processor {
                 });
             }
         }
-        let mut route_start = Vec::with_capacity(per_signal.len() + 1);
-        let mut route_ids = Vec::new();
-        for ids in &per_signal {
-            route_start.push(route_ids.len() as u32);
-            route_ids.extend_from_slice(ids);
+        let (route_start, route_ids) = flatten(&per_signal);
+        // Models: engine slots after the built-in detectors, two per binding.
+        let runs: Vec<ModelRun> = models
+            .handles
+            .iter()
+            .map(|h| ModelRun::new(h.clone()))
+            .collect();
+        let mut bindings = Vec::new();
+        let mut per_window: Vec<Vec<u32>> = vec![Vec::new(); windows.len()];
+        for (asset, base) in assets.iter().zip(&asset_base) {
+            for b in &asset.models {
+                let Some(run) = runs.get(b.model) else {
+                    continue;
+                };
+                let m = run.model.clone();
+                let mut slot = BindingSlot {
+                    run: b.model,
+                    asset: asset.name.clone(),
+                    name: b.name.clone(),
+                    roles: b.roles.clone(),
+                    window_base: *base,
+                    ready: Vec::new(),
+                    inputs: Vec::new(),
+                    labels: Vec::new(),
+                    every_ns: b.every.as_nanos() as u64,
+                    next_due_ns: 0,
+                    grader: Grader::new(&m, b.confirm),
+                    drift: Drift::new(&m, b.drift),
+                    det: infos.len(),
+                    health_det: infos.len() + 1,
+                    bad_streak: 0,
+                    quarantine_after: b.quarantine_after,
+                    quarantined: false,
+                    drift_cfg: b.drift,
+                };
+                if let Err(errs) = slot.follow(&m) {
+                    // The config check resolved these already.
+                    tracing::error!(asset = %asset.name, model = %b.name, errors = ?errs, "model inputs do not resolve; the binding is off");
+                    continue;
+                }
+                let info = slot.alert_info(&m);
+                let signal = info
+                    .signals
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(""));
+                infos.push(DetectorInfo {
+                    asset: asset.name.clone(),
+                    name: b.name.clone(),
+                    kind: "model",
+                    signal: signal.clone(),
+                    feature: edge_models::Feature::Mean,
+                    feature_name: info.meaning.to_string(),
+                    band_names: Vec::new(),
+                    model: Some(info.clone()),
+                });
+                infos.push(DetectorInfo {
+                    asset: asset.name.clone(),
+                    name: Arc::from(format!("{}.health", b.name).as_str()),
+                    kind: "model_health",
+                    signal,
+                    feature: edge_models::Feature::Mean,
+                    feature_name: "health".into(),
+                    band_names: Vec::new(),
+                    model: Some(info),
+                });
+                for w in &slot.ready {
+                    per_window[*w as usize].push(bindings.len() as u32);
+                }
+                bindings.push(slot);
+            }
         }
-        route_start.push(route_ids.len() as u32);
+        let (win_bind_start, win_bind) = flatten(&per_window);
         Processor {
             route_start,
             route_ids,
             windows,
             detectors,
-            engine: AlertEngine::new(agent_id, limits, infos, ids),
+            engine: AlertEngine::new(agent_id.clone(), limits, infos, ids),
             counters: Arc::new(PipelineCounters::default()),
+            runs,
+            bindings,
+            win_bind_start,
+            win_bind,
+            pending_rows: 0,
+            drift_changes: Vec::new(),
+            events: Vec::new(),
+            agent_id,
             local_samples: 0,
             local_unusable: 0,
             local_unrouted: 0,
@@ -200,7 +302,218 @@ impl Processor {
                     }
                 }
             }
+            // Model rows due with this window.
+            let (b0, b1) = (
+                self.win_bind_start[wi] as usize,
+                self.win_bind_start[wi + 1] as usize,
+            );
+            for k in b0..b1 {
+                let bi = self.win_bind[k] as usize;
+                let b = &mut self.bindings[bi];
+                if b.quarantined || end.mono_ns < b.next_due_ns {
+                    continue;
+                }
+                if !b.ready.iter().all(|&w| self.windows[w as usize].seen) {
+                    continue;
+                }
+                let Some(run) = self.runs.get_mut(b.run) else {
+                    continue;
+                };
+                if run.session.is_none() {
+                    continue;
+                }
+                b.next_due_ns = end.mono_ns.saturating_add(b.every_ns);
+                for (w, f) in &b.inputs {
+                    run.xs
+                        .push(self.windows[*w as usize].features.get(*f) as f32);
+                }
+                run.rows.push((bi as u32, end));
+                self.pending_rows += 1;
+            }
         }
+    }
+
+    /// Whether model rows wait for [`Processor::take_inference`].
+    pub fn inference_due(&self) -> bool {
+        self.pending_rows > 0
+    }
+
+    /// The rows due, with the models' sessions, to run on a blocking thread. Give
+    /// the job back with [`Processor::finish_inference`] before the next batch.
+    pub fn take_inference(&mut self) -> InferenceJob {
+        InferenceJob {
+            runs: std::mem::take(&mut self.runs),
+        }
+    }
+
+    /// Takes the scores back: grades them into alerts, follows input drift and
+    /// quarantines bindings whose model fails.
+    pub fn finish_inference(&mut self, job: InferenceJob, alerts: &mut Vec<Alert>) {
+        self.runs = job.runs;
+        self.pending_rows = 0;
+        let mut scored = 0u64;
+        let mut bad = 0u64;
+        for ri in 0..self.runs.len() {
+            let run = &self.runs[ri];
+            let len = run.row_len;
+            for (k, &(bi, ts)) in run.rows.iter().enumerate() {
+                let b = &mut self.bindings[bi as usize];
+                let row = run.xs.get(k * len..(k + 1) * len).unwrap_or(&[]);
+                match run.value(k) {
+                    Ok(v) => {
+                        scored += 1;
+                        b.bad_streak = 0;
+                        let level = b.grader.grade(v);
+                        let eval = evaluation(&b.grader, level, v, &run.model);
+                        if let Some(a) = self.engine.observe_with(
+                            b.det,
+                            &eval,
+                            ts,
+                            Snapshot::Row(&b.labels, row),
+                        ) {
+                            alerts.push(a);
+                        }
+                        self.drift_changes.clear();
+                        b.drift.update(row, &mut self.drift_changes);
+                        for c in &self.drift_changes {
+                            self.events
+                                .push(drift_event(&self.agent_id, b, &run.model, c, ts));
+                        }
+                    }
+                    Err(why) => {
+                        bad += 1;
+                        b.bad_streak += 1;
+                        if b.bad_streak >= b.quarantine_after && !b.quarantined {
+                            b.quarantined = true;
+                            let note = format!(
+                                "{} rows in a row were unusable, the last because {why}",
+                                b.bad_streak
+                            );
+                            tracing::error!(asset = %b.asset, binding = %b.name, model = %run.model.manifest.model.name, %note, "model quarantined");
+                            if let Some(info) = self.engine.model_info_mut(b.health_det) {
+                                info.note = note;
+                            }
+                            let eval = edge_models::Evaluation {
+                                level: Some(edge_models::Severity::Warning),
+                                score: f64::NAN,
+                                limit: f64::NAN,
+                                eta_s: None,
+                            };
+                            if let Some(a) = self.engine.observe_with(
+                                b.health_det,
+                                &eval,
+                                ts,
+                                Snapshot::Row(&b.labels, row),
+                            ) {
+                                alerts.push(a);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for run in &mut self.runs {
+            run.xs.clear();
+            run.rows.clear();
+            run.result = Ok(Vec::new());
+        }
+        self.counters
+            .model_rows
+            .fetch_add(scored, Ordering::Relaxed);
+        self.counters.model_errors.fetch_add(bad, Ordering::Relaxed);
+    }
+
+    /// Model events (drift) produced since the last call.
+    pub fn take_events(&mut self) -> std::vec::Drain<'_, SinkMsg> {
+        self.events.drain(..)
+    }
+
+    /// Switches to model versions swapped in since the last call (between batches:
+    /// no rows are pending). Lifts quarantines of the swapped models.
+    pub fn follow_model_versions(&mut self, now: Timestamp, alerts: &mut Vec<Alert>) {
+        for ri in 0..self.runs.len() {
+            let g = self.runs[ri].handle.generation();
+            if g == self.runs[ri].generation {
+                continue;
+            }
+            let new = self.runs[ri].handle.current();
+            self.runs[ri].generation = g;
+            let session = match new.model.session() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(model = %new.manifest.model.name, error = %e, "cannot start a session for the new model version; the old one keeps running");
+                    continue;
+                }
+            };
+            let mut ok = true;
+            for b in self.bindings.iter_mut().filter(|b| b.run == ri) {
+                if let Err(errs) = b.follow(&new) {
+                    tracing::error!(binding = %b.name, errors = ?errs, "new model version does not fit the binding");
+                    ok = false;
+                }
+            }
+            if !ok {
+                // Back to the version in use (validated against these bindings).
+                let old = self.runs[ri].model.clone();
+                for b in self.bindings.iter_mut().filter(|b| b.run == ri) {
+                    let _ = b.follow(&old);
+                }
+                continue;
+            }
+            let run = &mut self.runs[ri];
+            run.model = new.clone();
+            run.session = Some(session);
+            run.row_len = new.manifest.input.features.len();
+            self.counters.model_swaps.fetch_add(1, Ordering::Relaxed);
+            for b in self.bindings.iter_mut().filter(|b| b.run == ri) {
+                let info = b.alert_info(&new);
+                for det in [b.det, b.health_det] {
+                    if let Some(i) = self.engine.model_info_mut(det) {
+                        i.model = info.model.clone();
+                        i.meaning = info.meaning;
+                    }
+                }
+                tracing::info!(asset = %b.asset, binding = %b.name, version = %info.model.version, "model version in service");
+                b.bad_streak = 0;
+                if std::mem::take(&mut b.quarantined) {
+                    let eval = edge_models::Evaluation {
+                        level: None,
+                        score: f64::NAN,
+                        limit: f64::NAN,
+                        eta_s: None,
+                    };
+                    if let Some(a) =
+                        self.engine
+                            .observe_with(b.health_det, &eval, now, Snapshot::Row(&[], &[]))
+                    {
+                        alerts.push(a);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Per binding: (asset, binding, model version, quarantined, drifted inputs).
+    pub fn model_status(&self) -> Vec<BindingStatus> {
+        self.bindings
+            .iter()
+            .map(|b| {
+                let m = &self.runs.get(b.run).map(|r| r.model.clone());
+                BindingStatus {
+                    asset: b.asset.to_string(),
+                    binding: b.name.to_string(),
+                    model: m.as_ref().map(|m| crate::models::model_ref(m)),
+                    quarantined: b.quarantined,
+                    level: self.engine.level(b.det),
+                    drifted: b
+                        .drift
+                        .drifted()
+                        .filter_map(|i| b.labels.get(i))
+                        .map(|l| l.to_string())
+                        .collect(),
+                }
+            })
+            .collect()
     }
 
     /// Per-asset summaries of the latest window features (JSON documents), for the
@@ -264,6 +577,9 @@ impl Processor {
 
     /// Processes a batch and publishes the counters.
     pub fn ingest_batch(&mut self, batch: &[Sample], alerts: &mut Vec<Alert>) {
+        if let Some(first) = batch.first() {
+            self.follow_model_versions(first.ts, alerts);
+        }
         for s in batch {
             self.ingest(s, alerts);
         }
@@ -284,6 +600,73 @@ impl Processor {
             .fetch_add(std::mem::take(&mut self.local_evals), Ordering::Relaxed);
         c.alerts.fetch_add(new_alerts, Ordering::Relaxed);
     }
+}
+
+/// A binding's state, for status reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BindingStatus {
+    pub asset: String,
+    pub binding: String,
+    pub model: Option<crate::alert::ModelRef>,
+    pub quarantined: bool,
+    pub level: Option<edge_models::Severity>,
+    pub drifted: Vec<String>,
+}
+
+fn drift_event(
+    agent_id: &str,
+    b: &BindingSlot,
+    m: &edge_models::onnx::manifest::ValidatedModel,
+    c: &DriftChange,
+    ts: Timestamp,
+) -> SinkMsg {
+    let label = b.labels.get(c.input).map(|l| &**l).unwrap_or("?");
+    let signal = label
+        .split_once('.')
+        .and_then(|(role, _)| b.roles.iter().find(|r| r.role == role))
+        .map(|r| &*r.signal)
+        .unwrap_or(label);
+    let stats = b.drift.stats(c.input).copied();
+    let mut info = b.event_info(m);
+    info.feature = Some(label.to_string());
+    info.z = finite(c.z);
+    info.recent_mean = finite(c.recent_mean);
+    info.training_mean = stats.map(|s| s.mean);
+    info.training_std = stats.map(|s| s.std);
+    let (kind, text) = if c.drifted {
+        (
+            "model_drift",
+            format!(
+                "{}/{}: input {label} drifted out of {}'s training data: recent mean {:.4} is {:.1} σ from the training mean {:.4}; its scores are less trustworthy",
+                b.asset,
+                b.name,
+                m.manifest.model.name,
+                c.recent_mean,
+                c.z,
+                stats.map(|s| s.mean).unwrap_or(f64::NAN)
+            ),
+        )
+    } else {
+        (
+            "model_drift_cleared",
+            format!(
+                "{}/{}: input {label} is back within {}'s training data (recent mean {:.4})",
+                b.asset, b.name, m.manifest.model.name, c.recent_mean
+            ),
+        )
+    };
+    crate::events::model_event(agent_id, signal, kind, &text, ts, &info)
+}
+
+fn flatten(lists: &[Vec<u32>]) -> (Vec<u32>, Vec<u32>) {
+    let mut start = Vec::with_capacity(lists.len() + 1);
+    let mut ids = Vec::new();
+    for l in lists {
+        start.push(ids.len() as u32);
+        ids.extend_from_slice(l);
+    }
+    start.push(ids.len() as u32);
+    (start, ids)
 }
 
 fn finite(v: f64) -> Option<f64> {
@@ -355,6 +738,31 @@ pub async fn run_pipeline(
             continue;
         }
         processor.ingest_batch(&batch, &mut alerts);
+        if processor.inference_due() {
+            let mut job = processor.take_inference();
+            // Off the async threads; `run` catches a model's panics itself.
+            job = match tokio::task::spawn_blocking(move || {
+                job.run();
+                job
+            })
+            .await
+            {
+                Ok(job) => job,
+                Err(e) => {
+                    tracing::error!(error = %e, "model inference task failed; models are off");
+                    InferenceJob { runs: Vec::new() }
+                }
+            };
+            processor.finish_inference(job, &mut alerts);
+            for ev in processor.events.drain(..) {
+                if tx.try_send(ev).is_err() {
+                    processor
+                        .counters
+                        .events_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         for a in alerts.drain(..) {
             if !send_alert(&tx, SinkMsg::Alert(Box::new(a))).await {
                 tracing::error!("alert sinks are gone; alerts can no longer be delivered");

@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub extra_drivers: Vec<DriverInstance>,
     /// Seed for alert ids (default: from the kernel's random source).
     pub id_seed: Option<u64>,
+    /// Notified to reload every model (the command wires SIGHUP to it).
+    pub reload_models: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -65,6 +67,10 @@ pub struct PipelineSnapshot {
     pub windows: u64,
     pub evaluations: u64,
     pub alerts: u64,
+    pub model_rows: u64,
+    pub model_errors: u64,
+    pub model_swaps: u64,
+    pub events_dropped: u64,
 }
 
 impl PipelineSnapshot {
@@ -76,6 +82,10 @@ impl PipelineSnapshot {
             windows: c.windows.load(Ordering::Relaxed),
             evaluations: c.evaluations.load(Ordering::Relaxed),
             alerts: c.alerts.load(Ordering::Relaxed),
+            model_rows: c.model_rows.load(Ordering::Relaxed),
+            model_errors: c.model_errors.load(Ordering::Relaxed),
+            model_swaps: c.model_swaps.load(Ordering::Relaxed),
+            events_dropped: c.events_dropped.load(Ordering::Relaxed),
         }
     }
 }
@@ -113,6 +123,8 @@ pub struct AgentHandle {
     statuses: Vec<Arc<DriverStatus>>,
     journal: Option<Arc<std::sync::Mutex<Journal>>>,
     uplink: Arc<UplinkStats>,
+    models: Arc<crate::models::ModelStore>,
+    reload_models: Arc<tokio::sync::Notify>,
     lifecycle: JoinHandle<RunReport>,
 }
 
@@ -142,6 +154,17 @@ impl AgentHandle {
     /// The journal, when configured (the uplink reads and acknowledges through it).
     pub fn journal(&self) -> Option<Arc<std::sync::Mutex<Journal>>> {
         self.journal.clone()
+    }
+
+    /// The models in service (with their swap and rejection counts).
+    pub fn models(&self) -> &Arc<crate::models::ModelStore> {
+        &self.models
+    }
+
+    /// Reloads every model now (what SIGHUP does): changed versions are validated
+    /// and swapped in, bad ones rejected.
+    pub fn reload_models(&self) {
+        self.reload_models.notify_one();
     }
 
     /// Waits until the agent stops (after its shutdown token is cancelled).
@@ -249,10 +272,22 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         config.agent.id.clone(),
         &config.registry,
         &config.assets,
+        &config.models,
         config.alerts.limits.clone(),
         ids,
     );
     let counters = processor.counters();
+    let reload_models = opts.reload_models.take().unwrap_or_default();
+    if !config.models.handles.is_empty() {
+        tokio::spawn(crate::models::watch_models(
+            config.models.clone(),
+            reload_models.clone(),
+            shutdown.clone(),
+            alerts_tx.downgrade(),
+            config.agent.id.clone(),
+            clock.clone(),
+        ));
+    }
     let pipeline = tokio::spawn(run_pipeline(
         processor,
         ring.clone(),
@@ -419,6 +454,8 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         statuses,
         journal,
         uplink: uplink_stats,
+        models: config.models.clone(),
+        reload_models,
         lifecycle,
     })
 }

@@ -37,6 +37,7 @@ fn alerts_of_every_kind_state_and_severity_match_the_schema() {
             feature: Feature::Band(0),
             feature_name: "band:bearing".into(),
             band_names: vec!["bearing".into()],
+            model: None,
         })
         .collect();
     let mut engine = AlertEngine::new(
