@@ -99,12 +99,18 @@ pub fn resolve_inputs(
 ) -> Result<Vec<(usize, Feature)>, Vec<String>> {
     let mut out = Vec::with_capacity(features.len());
     let mut errs = Vec::new();
+    let mut missing: Vec<&str> = Vec::new();
     for f in features {
         let Some((role, feat)) = f.split_once('.') else {
             errs.push(format!("input {f:?} is not <role>.<feature>"));
             continue;
         };
         let Some(rw) = roles.iter().find(|r| r.role == role) else {
+            // One message per missing role, not per input that uses it.
+            if missing.contains(&role) {
+                continue;
+            }
+            missing.push(role);
             let known: Vec<&str> = roles.iter().map(|r| r.role.as_str()).collect();
             errs.push(format!(
                 "the model reads role `{role}` (input {f:?}) but `roles` maps only {}; add {role} = \"<signal>\"",
@@ -832,7 +838,11 @@ mod tests {
         let errs = resolve_inputs(&m.manifest.input.features, &roles).expect_err("incomplete");
         let text = errs.join("\n");
         assert!(text.contains("band:bearing"), "{text}");
-        assert!(text.contains("role `current`"), "{text}");
+        assert_eq!(
+            text.matches("role `current`").count(),
+            1,
+            "one message per missing role, though two inputs use it: {text}"
+        );
         assert!(text.contains("role `pressure`"), "{text}");
     }
 
