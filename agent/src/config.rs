@@ -1139,7 +1139,6 @@ impl ModelLoader {
 
 fn read_model_binding(
     m: &mut TableReader<'_>,
-    windows: &[WindowCfg],
     window_signals: &[(String, Vec<String>)],
     loader: &mut ModelLoader,
     names: &mut HashSet<String>,
@@ -1232,7 +1231,6 @@ fn read_model_binding(
             }
         },
     }
-    let _ = windows;
     let manifest = manifest?;
     let idx = match loader.load(&manifest.value) {
         Ok(i) => i,
@@ -1438,7 +1436,7 @@ fn read_asset(
     let mut models = Vec::new();
     let mut model_names: HashSet<String> = HashSet::new();
     for mut m in a.tables("models") {
-        match read_model_binding(&mut m, &windows, &window_signals, loader, &mut model_names) {
+        match read_model_binding(&mut m, &window_signals, loader, &mut model_names) {
             Some(b) => models.push(b),
             None => ok = false,
         }

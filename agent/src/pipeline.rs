@@ -393,12 +393,7 @@ impl Processor {
                             if let Some(info) = self.engine.model_info_mut(b.health_det) {
                                 info.note = note;
                             }
-                            let eval = edge_models::Evaluation {
-                                level: Some(edge_models::Severity::Warning),
-                                score: f64::NAN,
-                                limit: f64::NAN,
-                                eta_s: None,
-                            };
+                            let eval = health_eval(Some(edge_models::Severity::Warning));
                             if let Some(a) = self.engine.observe_with(
                                 b.health_det,
                                 &eval,
@@ -421,11 +416,6 @@ impl Processor {
             .model_rows
             .fetch_add(scored, Ordering::Relaxed);
         self.counters.model_errors.fetch_add(bad, Ordering::Relaxed);
-    }
-
-    /// Model events (drift) produced since the last call.
-    pub fn take_events(&mut self) -> std::vec::Drain<'_, SinkMsg> {
-        self.events.drain(..)
     }
 
     /// Switches to model versions swapped in since the last call (between batches:
@@ -476,12 +466,7 @@ impl Processor {
                 tracing::info!(asset = %b.asset, binding = %b.name, version = %info.model.version, "model version in service");
                 b.bad_streak = 0;
                 if std::mem::take(&mut b.quarantined) {
-                    let eval = edge_models::Evaluation {
-                        level: None,
-                        score: f64::NAN,
-                        limit: f64::NAN,
-                        eta_s: None,
-                    };
+                    let eval = health_eval(None);
                     if let Some(a) =
                         self.engine
                             .observe_with(b.health_det, &eval, now, Snapshot::Row(&[], &[]))
@@ -656,6 +641,16 @@ fn drift_event(
         )
     };
     crate::events::model_event(agent_id, signal, kind, &text, ts, &info)
+}
+
+/// The evaluation behind a `model_health` alert: quarantined (Warning) or not.
+fn health_eval(level: Option<edge_models::Severity>) -> edge_models::Evaluation {
+    edge_models::Evaluation {
+        level,
+        score: f64::NAN,
+        limit: f64::NAN,
+        eta_s: None,
+    }
 }
 
 fn flatten(lists: &[Vec<u32>]) -> (Vec<u32>, Vec<u32>) {

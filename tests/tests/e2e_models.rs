@@ -23,7 +23,7 @@ const ROLES: &str = r#"roles = { vibration = "pump.vibration", temperature = "pu
 
 /// A pump like the training runs' (`drivers/sim/examples/run_to_failure.rs`): the
 /// same windows and bands, machine parameters inside the training ranges.
-fn plant(jsonl: &Path, models_dir: &Path, faults: &str, machine: &str, models: &str) -> String {
+fn plant(jsonl: &Path, models_dir: &Path, faults: &str, models: &str) -> String {
     format!(
         r#"
 [agent]
@@ -52,7 +52,6 @@ nominal_temp_c = 55.0
 nominal_current_a = 12.0
 nominal_pressure_bar = 6.0
 noise = 1.0
-{machine}
 {faults}
 
 [[assets]]
@@ -164,6 +163,14 @@ fn first_raise<'a>(
         .find(|a| a["detector"] == detector && a["state"] == "raised")
 }
 
+/// Bearing wear from 1 h to 7 h.
+const WEAR: &str = r#"
+[[drivers.machines.faults]]
+kind = "bearing_wear"
+start = "1h"
+duration = "6h"
+"#;
+
 const MODELS: [(&str, &str); 3] = [
     ("bearing-rf", "bearing_rf/manifest.toml"),
     ("bearing-gbt", "bearing_gbt/manifest.toml"),
@@ -174,14 +181,8 @@ const MODELS: [(&str, &str); 3] = [
 async fn bearing_wear_models_alert_before_the_temperature_alarm() {
     let dir = TempDir::new("models-wear");
     let jsonl = dir.path().join("alerts.jsonl");
-    let faults = r#"
-[[drivers.machines.faults]]
-kind = "bearing_wear"
-start = "1h"
-duration = "6h"
-"#;
     let models: String = MODELS.iter().map(|(n, m)| binding(n, m)).collect();
-    let src = plant(&jsonl, &zoo(), faults, "", &models);
+    let src = plant(&jsonl, &zoo(), WEAR, &models);
     let events = Events::default();
     let handle = edge_agent::start(config("models.toml", &src), options(&events)).expect("starts");
     tokio::time::sleep(Duration::from_secs(8 * 3600)).await;
@@ -234,7 +235,7 @@ async fn a_healthy_pump_stays_quiet_under_every_model() {
     let jsonl = dir.path().join("alerts.jsonl");
     let mut models: String = MODELS.iter().map(|(n, m)| binding(n, m)).collect();
     models.push_str(&binding("wear", "wear_linear/manifest.toml"));
-    let src = plant(&jsonl, &zoo(), "", "", &models);
+    let src = plant(&jsonl, &zoo(), "", &models);
     let events = Events::default();
     let handle = edge_agent::start(config("models.toml", &src), options(&events)).expect("starts");
     tokio::time::sleep(Duration::from_secs(12 * 3600)).await;
@@ -258,7 +259,6 @@ async fn inputs_outside_the_training_data_raise_a_drift_event() {
     let src = plant(
         &jsonl,
         &zoo(),
-        "",
         "",
         &binding("bearing-rf", "bearing_rf/manifest.toml"),
     )
@@ -312,17 +312,10 @@ async fn hot_swaps_under_load_lose_no_sample_and_keep_the_old_model_on_a_bad_fil
     let jsonl = dir.path().join("alerts.jsonl");
     let models_dir = dir.path().join("models");
     let manifest = copy_model("bearing_rf", &models_dir);
-    let faults = r#"
-[[drivers.machines.faults]]
-kind = "bearing_wear"
-start = "1h"
-duration = "6h"
-"#;
     let src = plant(
         &jsonl,
         &models_dir,
-        faults,
-        "",
+        WEAR,
         &binding("bearing-rf", "bearing_rf/manifest.toml"),
     );
     let events = Events::default();
