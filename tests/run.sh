@@ -2,8 +2,8 @@
 # Runs edge-agent's whole test suite on a fresh machine (the README's test command).
 #
 # Installs what the tests need first: the real peers the protocol tests talk to —
-# the Mosquitto MQTT broker, openssl (throw-away TLS certificates) and socat (pty pairs
-# standing in for serial lines) from Debian's
+# the Mosquitto MQTT broker, openssl (throw-away TLS certificates), socat (pty pairs
+# standing in for serial lines) and systemd-analyze (unit checks) from Debian's
 # packages, and pymodbus, python-snap7 and aiocoap (pinned in tests/peers/requirements.txt) in a
 # Python venv.
 # Later peers add their installs here, so this stays the one
@@ -32,6 +32,8 @@ need=()
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v socat >/dev/null 2>&1 || need+=(socat)
+# systemd-analyze checks the shipped unit (verify, security exposure).
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
     apt_install "${need[@]}"

@@ -52,6 +52,8 @@ pub struct AgentSection {
     pub id: Arc<str>,
     pub shutdown_timeout: Duration,
     pub stats_interval: Duration,
+    /// Where `edge-agent status` reads the running agent.
+    pub control_socket: crate::control::ControlSocket,
 }
 
 #[derive(Clone, Debug)]
@@ -149,6 +151,8 @@ pub struct Config {
     pub journal: Option<JournalSection>,
     pub uplink: Option<UplinkSection>,
     pub telemetry: Option<crate::pipeline::TelemetryConfig>,
+    /// The Prometheus endpoint (off unless `[metrics]` is present).
+    pub metrics: Option<crate::metrics::MetricsSection>,
     /// FNV-1a hash of the configuration text (reported in the uplink's birth message).
     pub hash: String,
     pub registry: SignalRegistry,
@@ -372,10 +376,16 @@ fn read_root(
                     .duration("stats_interval")
                     .map(|d| d.value)
                     .unwrap_or(Duration::from_secs(60));
+                let control_socket = match a.string("control_socket") {
+                    None => crate::control::ControlSocket::Default,
+                    Some(p) if p.value.is_empty() => crate::control::ControlSocket::Off,
+                    Some(p) => crate::control::ControlSocket::At(PathBuf::from(p.value)),
+                };
                 id.filter(|_| id_ok).map(|id| AgentSection {
                     id: Arc::from(id.value.as_str()),
                     shutdown_timeout,
                     stats_interval: stats_interval.max(Duration::from_secs(1)),
+                    control_socket,
                 })
             }
             None => {
@@ -581,6 +591,37 @@ fn read_root(
             fsync: fsync?,
             backlog,
         })
+    });
+
+    // [metrics]
+    let metrics = root.table("metrics").and_then(|mut m| {
+        let enabled = m.bool("enabled").map(|b| b.value).unwrap_or(true);
+        let allow_remote = m.bool("allow_remote").map(|b| b.value).unwrap_or(false);
+        let default: std::net::SocketAddr = ([127, 0, 0, 1], 9464).into();
+        let listen = match m.string("listen") {
+            None => default,
+            Some(l) => match l.value.parse::<std::net::SocketAddr>() {
+                Ok(a) if a.ip().is_loopback() || allow_remote => a,
+                Ok(a) => {
+                    m.error(
+                        l.span,
+                        "listen",
+                        format!("{a} is not a loopback address"),
+                    )
+                    .expected("127.0.0.1:<port> or [::1]:<port>")
+                    .hint("the endpoint is unauthenticated; scrape it through a local Prometheus agent, or set `allow_remote = true` if a firewall protects it")
+                    .emit();
+                    return None;
+                }
+                Err(_) => {
+                    m.error(l.span, "listen", format!("`{}` is not an address and port", l.value))
+                        .expected("an IP address and port, e.g. \"127.0.0.1:9464\"")
+                        .emit();
+                    return None;
+                }
+            },
+        };
+        enabled.then_some(crate::metrics::MetricsSection { listen })
     });
 
     // [telemetry]
@@ -930,6 +971,7 @@ fn read_root(
         journal,
         uplink,
         telemetry,
+        metrics,
         hash: String::new(),
         registry,
         drivers,

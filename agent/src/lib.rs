@@ -5,17 +5,25 @@
 //! (windows, features, detectors) → [`alert`] (engine, ids, rate limits) → [`sink`]
 //! (console, JSON lines; the journal plugs in here). [`config`] validates the TOML
 //! file, [`supervisor`] keeps drivers running, [`runtime`] wires it all together.
+//! Operations: [`meter`] and [`status`] describe a running agent, read through the
+//! [`control`] socket (`edge-agent status`) and the Prometheus endpoint
+//! ([`metrics`]); [`sdnotify`] talks to systemd.
 
 pub mod alert;
 pub mod config;
+pub mod control;
 pub mod events;
 pub mod journal;
 pub mod logging;
+pub mod meter;
+pub mod metrics;
 pub mod models;
 pub mod pipeline;
 pub mod ring;
 pub mod runtime;
+pub mod sdnotify;
 pub mod sink;
+pub mod status;
 pub mod supervisor;
 pub mod uplink;
 

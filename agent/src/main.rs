@@ -53,11 +53,74 @@ enum Command {
     },
     /// Print the fully commented default configuration.
     PrintDefaultConfig,
+    /// Show what a running agent is doing: drivers, last samples, link health,
+    /// ring, alerts, journal backlog, uplink and models.
+    Status {
+        /// The agent's control socket (default: where `run` puts it; see
+        /// `[agent] control_socket`).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print the raw JSON document instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Models of a running agent.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelsCommand {
+    /// List the models a running agent has loaded, their versions, hashes and the
+    /// state of every binding (normal, alerting, quarantined, drifting).
+    List {
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Reads a running agent through its control socket; exit 1 when none answers.
+fn query(socket: Option<&std::path::Path>) -> Result<edge_agent::status::AgentStatus, ExitCode> {
+    edge_agent::control::query_status(socket).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Status { socket, json } => match query(socket.as_deref()) {
+            Ok(s) if json => {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Ok(s) => {
+                print!("{}", s.render());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Models {
+            command: ModelsCommand::List { socket, json },
+        } => match query(socket.as_deref()) {
+            Ok(s) if json => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&s.models).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(s) => {
+                print!("{}", edge_agent::status::render_models(&s.models));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
         Command::PrintDefaultConfig => {
             print!("{}", config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
@@ -156,17 +219,27 @@ fn main() -> ExitCode {
                     tracing::warn!("second stop request: exiting immediately");
                     std::process::exit(130);
                 });
+                let systemd = edge_agent::sdnotify::Notifier::from_env().map(std::sync::Arc::new);
                 // SIGHUP (systemctl reload): load new model versions.
                 let reload = std::sync::Arc::new(tokio::sync::Notify::new());
                 {
                     use tokio::signal::unix::{SignalKind, signal};
                     let reload = reload.clone();
+                    let systemd = systemd.clone();
                     match signal(SignalKind::hangup()) {
                         Ok(mut hup) => {
                             tokio::spawn(async move {
                                 while hup.recv().await.is_some() {
                                     tracing::info!("SIGHUP: reloading models");
+                                    if let Some(n) = &systemd {
+                                        n.send("RELOADING=1");
+                                    }
                                     reload.notify_one();
+                                    // Validation and the swap run in the background;
+                                    // the old versions serve until then.
+                                    if let Some(n) = &systemd {
+                                        n.send("READY=1");
+                                    }
                                 }
                             });
                         }
@@ -175,6 +248,11 @@ fn main() -> ExitCode {
                 }
                 let opts = RunOptions {
                     reload_models: Some(reload),
+                    default_control_socket: true,
+                    watchdog: systemd
+                        .as_ref()
+                        .and_then(|_| edge_agent::sdnotify::watchdog_period()),
+                    systemd,
                     ..RunOptions::default()
                 };
                 edge_agent::run(cfg, opts, shutdown).await

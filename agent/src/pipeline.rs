@@ -67,6 +67,13 @@ pub struct PipelineCounters {
     pub model_swaps: AtomicU64,
     /// Model events (drift) dropped because the sinks were busy.
     pub events_dropped: AtomicU64,
+    /// Wall time of each model batch (every model due, run off the async threads).
+    pub model_latency: crate::meter::Histogram,
+    /// Bumped on every turn of the pipeline loop (at least once a second while it
+    /// is alive): the systemd watchdog is fed only while it moves.
+    pub heartbeat: AtomicU64,
+    /// The model bindings' state after the latest batch (for status reports).
+    pub bindings: std::sync::Mutex<Vec<BindingStatus>>,
 }
 
 /// The synchronous core of the pipeline.
@@ -501,6 +508,19 @@ impl Processor {
             .collect()
     }
 
+    /// Makes [`Self::model_status`] readable from other threads (status reports).
+    pub fn publish_model_status(&self) {
+        if self.bindings.is_empty() {
+            return;
+        }
+        let status = self.model_status();
+        *self
+            .counters
+            .bindings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = status;
+    }
+
     /// Per-asset summaries of the latest window features (JSON documents), for the
     /// telemetry lane. Signals without a completed window yet are left out.
     pub fn telemetry(
@@ -701,7 +721,9 @@ pub async fn run_pipeline(
         .unwrap_or(std::time::Duration::from_secs(3600));
     let mut tele = tokio::time::interval_at(tokio::time::Instant::now() + tele_every, tele_every);
     tele.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    processor.publish_model_status();
     loop {
+        processor.counters.heartbeat.fetch_add(1, Ordering::Relaxed);
         let n = ring.drain_into(&mut batch, batch_size);
         if n == 0 {
             if stop.is_cancelled() {
@@ -735,6 +757,7 @@ pub async fn run_pipeline(
         processor.ingest_batch(&batch, &mut alerts);
         if processor.inference_due() {
             let mut job = processor.take_inference();
+            let started = std::time::Instant::now();
             // Off the async threads; `run` catches a model's panics itself.
             job = match tokio::task::spawn_blocking(move || {
                 job.run();
@@ -748,7 +771,12 @@ pub async fn run_pipeline(
                     InferenceJob { runs: Vec::new() }
                 }
             };
+            processor
+                .counters
+                .model_latency
+                .observe(started.elapsed().as_secs_f64());
             processor.finish_inference(job, &mut alerts);
+            processor.publish_model_status();
             for ev in processor.events.drain(..) {
                 if tx.try_send(ev).is_err() {
                     processor

@@ -24,13 +24,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alert::{EngineStats, IdGenerator};
 use crate::config::{Config, DriverInstance};
+use crate::control::ControlSocket;
 use crate::events::AgentEvents;
 use crate::journal::fs::StdFs;
 use crate::journal::sink::JournalSink;
 use crate::journal::{Journal, JournalConfig, Lane};
+use crate::meter::{DriverMeter, MeteredSink};
 use crate::pipeline::{PipelineCounters, Processor, run_pipeline};
 use crate::ring::{RingStats, SampleRing};
 use crate::sink::{AlertSink, ConsoleSink, JsonlSink, SinkCounters, run_sinks};
+use crate::status::StatusSource;
 use crate::supervisor::{DriverState, DriverStatus, Supervised, supervise};
 use crate::uplink::{UplinkStats, run_uplink};
 
@@ -47,6 +50,13 @@ pub struct RunOptions {
     pub id_seed: Option<u64>,
     /// Notified to reload every model (the command wires SIGHUP to it).
     pub reload_models: Option<Arc<tokio::sync::Notify>>,
+    /// Open the control socket at its standard place when the config names none
+    /// (the `run` command does; embedded agents and tests opt in with a path).
+    pub default_control_socket: bool,
+    /// systemd's notification socket (`Type=notify`): READY, STOPPING, STATUS.
+    pub systemd: Option<Arc<crate::sdnotify::Notifier>>,
+    /// Feed systemd's watchdog at half this period while the pipeline moves.
+    pub watchdog: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -125,6 +135,7 @@ pub struct AgentHandle {
     uplink: Arc<UplinkStats>,
     models: Arc<crate::models::ModelStore>,
     reload_models: Arc<tokio::sync::Notify>,
+    source: StatusSource,
     lifecycle: JoinHandle<RunReport>,
 }
 
@@ -159,6 +170,11 @@ impl AgentHandle {
     /// The models in service (with their swap and rejection counts).
     pub fn models(&self) -> &Arc<crate::models::ModelStore> {
         &self.models
+    }
+
+    /// What `edge-agent status` would print, now.
+    pub fn status(&self) -> crate::status::AgentStatus {
+        self.source.snapshot()
     }
 
     /// Reloads every model now (what SIGHUP does): changed versions are validated
@@ -300,6 +316,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
     ));
 
     let mut statuses = Vec::new();
+    let mut meters = Vec::new();
     let mut supervisors = Vec::new();
     let grace = config.agent.shutdown_timeout.mul_f64(0.4);
     for d in config
@@ -310,10 +327,12 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
     {
         let status = Arc::new(DriverStatus::new(d.name.clone(), d.kind));
         statuses.push(status.clone());
+        let meter = Arc::new(DriverMeter::new(&d.name, &config.registry));
+        meters.push(meter.clone());
         let sv = Supervised {
             name: d.name.clone(),
             factory: d.factory.clone(),
-            sink: ring.clone(),
+            sink: Arc::new(MeteredSink::new(ring.clone(), meter, clock.clone())),
             clock: clock.clone(),
             backoff: config.supervisor,
             grace,
@@ -331,6 +350,78 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         overflow = config.ring.overflow.as_str(),
         "edge-agent started"
     );
+
+    let source = StatusSource {
+        agent: config.agent.id.clone(),
+        config_file: Arc::from(config.file.as_str()),
+        clock: clock.clone(),
+        started_ns: clock.mono_ns(),
+        ring: ring.clone(),
+        counters: counters.clone(),
+        drivers: statuses.iter().cloned().zip(meters).collect(),
+        journal: journal.clone(),
+        uplink: config.uplink.as_ref().map(|_| uplink_stats.clone()),
+        sinks: sink_counters.clone(),
+        models: config.models.clone(),
+    };
+    // Operations: the control socket, the metrics endpoint, systemd. None of them
+    // can stop the agent: a socket that cannot be opened is logged and left out.
+    let control_path = match &config.agent.control_socket {
+        ControlSocket::At(p) => Some(p.clone()),
+        ControlSocket::Default if opts.default_control_socket => {
+            Some(crate::control::default_path())
+        }
+        _ => None,
+    };
+    if let Some(path) = control_path {
+        match crate::control::bind(&path) {
+            Ok(l) => {
+                tracing::info!(socket = %path.display(), "control socket open (edge-agent status)");
+                tokio::spawn(crate::control::serve(
+                    l,
+                    path,
+                    source.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => tracing::warn!(
+                socket = %path.display(), error = %e,
+                "cannot open the control socket; `edge-agent status` will not reach this agent (set [agent] control_socket)"
+            ),
+        }
+    }
+    if let Some(m) = &config.metrics {
+        let std_listener = std::net::TcpListener::bind(m.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std);
+        match std_listener {
+            Ok(l) => {
+                tracing::info!(listen = %l.local_addr().map_or(m.listen, |a| a), "Prometheus metrics at /metrics");
+                tokio::spawn(crate::metrics::serve(l, source.clone(), shutdown.clone()));
+            }
+            Err(e) => tracing::error!(
+                listen = %m.listen, error = %e,
+                "cannot open the metrics endpoint; the agent runs without it"
+            ),
+        }
+    }
+    if let Some(n) = &opts.systemd {
+        if let Some(period) = opts.watchdog {
+            tokio::spawn(crate::sdnotify::feed_watchdog(
+                n.clone(),
+                period,
+                Arc::new(crate::sdnotify::PipelineBeat(counters.clone())),
+                shutdown.clone(),
+            ));
+        }
+        n.send(&format!(
+            "READY=1\nSTATUS=running: {} drivers, {} signals, {} assets",
+            statuses.len(),
+            config.registry.len(),
+            config.assets.len()
+        ));
+    }
+    let systemd = opts.systemd.clone();
 
     let stats_task = {
         let ring = ring.clone();
@@ -378,6 +469,9 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         let statuses = statuses.clone();
         tokio::spawn(async move {
             shutdown.cancelled().await;
+            if let Some(n) = &systemd {
+                n.send("STOPPING=1\nSTATUS=stopping: draining to the journal");
+            }
             tracing::info!("shutting down: stopping drivers");
             drivers_token.cancel();
             let deadline = tokio::time::Instant::now() + timeout;
@@ -456,6 +550,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         uplink: uplink_stats,
         models: config.models.clone(),
         reload_models,
+        source,
         lifecycle,
     })
 }

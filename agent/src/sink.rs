@@ -147,6 +147,20 @@ pub struct SinkCounters {
     pub telemetry: AtomicU64,
     pub events: AtomicU64,
     pub failures: AtomicU64,
+    /// Alerts raised or escalated, by severity (info, warning, prefault, critical).
+    pub raised: [AtomicU64; 4],
+    pub cleared: AtomicU64,
+}
+
+impl SinkCounters {
+    fn count(&self, a: &Alert) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        match a.state {
+            crate::alert::AlertState::Raised => &self.raised[a.severity as usize],
+            crate::alert::AlertState::Cleared => &self.cleared,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Runs on its own thread until the channel closes (the pipeline dropped its
@@ -200,12 +214,10 @@ pub fn run_sinks(
                     counters.failures.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            counters.delivered.fetch_add(1, Ordering::Relaxed);
+            counters.count(a);
         }
         match msg {
-            SinkMsg::Alert(_) => {
-                counters.delivered.fetch_add(1, Ordering::Relaxed);
-            }
+            SinkMsg::Alert(a) => counters.count(&a),
             SinkMsg::Telemetry { .. } => {
                 counters.telemetry.fetch_add(1, Ordering::Relaxed);
             }

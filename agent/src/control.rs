@@ -1,0 +1,211 @@
+//! The control socket: how `edge-agent status` and `edge-agent models list` read a
+//! running agent.
+//!
+//! A Unix stream socket (mode 0660, so the agent's user and group can read it; root
+//! always can). Protocol: the client sends one command line, the agent answers with
+//! one JSON document and closes. Commands: `status` (an [`AgentStatus`]). The socket
+//! only reports; it changes nothing, so reading it needs no more trust than reading
+//! the agent's logs.
+//!
+//! Where it lives ([`ControlSocket::Default`]): `$RUNTIME_DIRECTORY/control.sock`
+//! under systemd (`RuntimeDirectory=edge-agent`, i.e. `/run/edge-agent`), otherwise
+//! `/run/edge-agent/control.sock` for root, `$XDG_RUNTIME_DIR/edge-agent/control.sock`
+//! or `/tmp/edge-agent-<uid>/control.sock`. The commands look in the same places.
+
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::status::{AgentStatus, StatusSource};
+
+/// `[agent] control_socket`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ControlSocket {
+    /// The standard place (see the module docs), when the command asks for it.
+    #[default]
+    Default,
+    /// `control_socket = ""`.
+    Off,
+    At(PathBuf),
+}
+
+fn uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// Where the agent puts its socket when none is configured.
+pub fn default_path() -> PathBuf {
+    if let Some(d) = std::env::var_os("RUNTIME_DIRECTORY") {
+        // systemd may pass several, separated by ':'; ours is the first.
+        let d = d.to_string_lossy();
+        let first = d.split(':').next().unwrap_or(&d);
+        return Path::new(first).join("control.sock");
+    }
+    candidates()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| PathBuf::from("/run/edge-agent/control.sock"))
+}
+
+/// The places to look for a running agent's socket, most likely first.
+pub fn candidates() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let uid = uid();
+    if uid == Some(0) || Path::new("/run/edge-agent").is_dir() {
+        out.push(PathBuf::from("/run/edge-agent/control.sock"));
+    }
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
+        out.push(Path::new(&x).join("edge-agent/control.sock"));
+    }
+    out.push(PathBuf::from(format!(
+        "/tmp/edge-agent-{}/control.sock",
+        uid.unwrap_or(0)
+    )));
+    out
+}
+
+/// Binds the socket, replacing a stale file left by an agent that died, but never
+/// one another running agent answers on.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another agent answers on this socket",
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(l)
+}
+
+/// Answers commands until `stop`, then removes the socket file.
+pub async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    source: StatusSource,
+    stop: CancellationToken,
+) {
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            continue;
+        };
+        let source = source.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let work = async {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                // One short line; a client that sends more is cut off.
+                let mut limited = tokio::io::AsyncReadExt::take(&mut reader, 256);
+                limited.read_line(&mut line).await?;
+                let reply = match line.trim() {
+                    "status" => serde_json::to_string(&source.snapshot())
+                        .unwrap_or_else(|e| error_json(&e.to_string())),
+                    other => error_json(&format!("unknown command `{other}`; try `status`")),
+                };
+                let mut stream = reader.into_inner();
+                stream.write_all(reply.as_bytes()).await?;
+                stream.write_all(b"\n").await?;
+                stream.shutdown().await
+            };
+            match tokio::time::timeout(Duration::from_secs(5), work).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "control socket: client failed"),
+                Err(_) => tracing::debug!("control socket: slow client dropped"),
+            }
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+fn error_json(msg: &str) -> String {
+    serde_json::json!({ "error": msg }).to_string()
+}
+
+/// Why a running agent could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(
+        "no running edge-agent found (looked for {looked}); is it running? Under systemd: `systemctl status edge-agent`. Otherwise pass --socket"
+    )]
+    NotRunning { looked: String },
+    #[error("cannot talk to the agent on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the agent on {path} answered: {message}")]
+    Agent { path: PathBuf, message: String },
+}
+
+/// Asks the agent on `socket` (or the first of [`candidates`] that exists).
+pub fn query_status(socket: Option<&Path>) -> Result<AgentStatus, QueryError> {
+    let path = match socket {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let c = candidates();
+            match c.iter().find(|p| p.exists()) {
+                Some(p) => p.clone(),
+                None => {
+                    return Err(QueryError::NotRunning {
+                        looked: c
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
+                }
+            }
+        }
+    };
+    let io = |source| QueryError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut s = std::os::unix::net::UnixStream::connect(&path).map_err(io)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(io)?;
+    s.write_all(b"status\n").map_err(io)?;
+    let mut reply = String::new();
+    std::io::BufReader::new(s.take(16 << 20))
+        .read_line(&mut reply)
+        .map_err(io)?;
+    let value: serde_json::Value = serde_json::from_str(&reply).map_err(|e| io(e.into()))?;
+    if let Some(msg) = value.get("error").and_then(|m| m.as_str()) {
+        return Err(QueryError::Agent {
+            path,
+            message: msg.to_string(),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| io(e.into()))
+}

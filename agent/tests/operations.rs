@@ -1,0 +1,278 @@
+//! Operating a running agent: systemd's notify protocol and watchdog, `edge-agent
+//! status`, `edge-agent models list` and the Prometheus endpoint, all against the
+//! real binary.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+}
+
+/// Kills the agent if a test fails half-way.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn temp_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("edge-agent-ops-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn config(dir: &Path) -> String {
+    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/zoo");
+    format!(
+        r#"
+[agent]
+id = "ops-test"
+shutdown_timeout = "10s"
+control_socket = "{sock}"
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[alerts]
+console = false
+
+[journal]
+dir = "{journal}"
+
+[models]
+dir = "{zoo}"
+
+[[drivers]]
+name = "plant"
+kind = "sim"
+seed = 3
+tick = "100ms"
+
+[[drivers.machines]]
+name = "pump"
+rpm = 1480
+sample_rate_hz = 10.0
+vibration_rate_hz = 256.0
+nominal_temp_c = 55.0
+nominal_current_a = 12.0
+nominal_pressure_bar = 6.0
+
+[[assets]]
+name = "pump"
+
+[[assets.signals]]
+signal = "pump.temperature"
+window = {{ size = "60s", hop = "10s" }}
+
+[[assets.signals]]
+signal = "pump.vibration"
+window = {{ size = 512, hop = 512 }}
+bands = [
+  {{ name = "shaft", lo_hz = 0.0, hi_hz = 60.0 }},
+  {{ name = "bearing", lo_hz = 60.0, hi_hz = 128.0 }},
+]
+
+[[assets.signals]]
+signal = "pump.current"
+window = {{ size = "60s", hop = "10s" }}
+
+[[assets.signals]]
+signal = "pump.pressure"
+window = {{ size = "60s", hop = "10s" }}
+
+[[assets.models]]
+name = "wear"
+manifest = "bearing_rf/manifest.toml"
+roles = {{ vibration = "pump.vibration", temperature = "pump.temperature", current = "pump.current", pressure = "pump.pressure" }}
+"#,
+        sock = dir.join("control.sock").display(),
+        journal = dir.join("journal").display(),
+        zoo = zoo.display(),
+    )
+}
+
+fn received(s: &UnixDatagram, into: &mut Vec<String>) {
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = s.recv(&mut buf) {
+        into.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    out
+}
+
+#[test]
+fn a_running_agent_reports_to_systemd_status_models_list_and_prometheus() {
+    let dir = temp_dir();
+    let cfg = dir.join("agent.toml");
+    std::fs::write(&cfg, config(&dir)).expect("write config");
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    notify.set_nonblocking(true).expect("nonblocking");
+
+    let log = std::fs::File::create(dir.join("agent.log")).expect("log file");
+    let child = bin()
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starts");
+    let mut agent = Agent(child);
+
+    // systemd: READY once everything is up, then the watchdog every half second.
+    let mut msgs = Vec::new();
+    wait_for(
+        "READY=1 and two watchdog pings",
+        Duration::from_secs(30),
+        || {
+            received(&notify, &mut msgs);
+            msgs.iter().any(|m| m.starts_with("READY=1"))
+                && msgs.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2
+        },
+    );
+    let ready = msgs
+        .iter()
+        .find(|m| m.starts_with("READY=1"))
+        .expect("ready");
+    assert!(ready.contains("STATUS=running: 1 drivers"), "{ready}");
+
+    // edge-agent status, human and JSON.
+    let sock = dir.join("control.sock");
+    let out = bin()
+        .args(["status", "--socket"])
+        .arg(&sock)
+        .output()
+        .expect("status runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "agent ops-test",
+        "plant",
+        "running",
+        "JOURNAL",
+        "bearing_rf",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    wait_for("samples in the status", Duration::from_secs(20), || {
+        let out = bin()
+            .args(["status", "--json", "--socket"])
+            .arg(&sock)
+            .output()
+            .expect("status runs");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        v["drivers"][0]["samples"].as_u64().unwrap_or(0) > 0
+            && v["drivers"][0]["last_sample_age_s"].as_f64().is_some()
+            && v["pipeline"]["samples"].as_u64().unwrap_or(0) > 0
+    });
+
+    // edge-agent models list.
+    let out = bin()
+        .args(["models", "list", "--socket"])
+        .arg(&sock)
+        .output()
+        .expect("models list runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("bearing_rf 1."), "{text}");
+    assert!(text.contains("pump/wear: normal"), "{text}");
+    let out = bin()
+        .args(["models", "list", "--json", "--socket"])
+        .arg(&sock)
+        .output()
+        .expect("models list runs");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("models JSON");
+    assert_eq!(v[0]["sha256"].as_str().map(str::len), Some(64), "{v}");
+
+    // Prometheus: the address comes from the log (port 0 was asked for).
+    let mut addr = String::new();
+    wait_for(
+        "the metrics address in the log",
+        Duration::from_secs(10),
+        || {
+            let logs = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+            addr = logs
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find_map(|l| l["listen"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            !addr.is_empty()
+        },
+    );
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    let resp = http_get(&addr, "/metrics");
+    assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
+    assert!(resp.contains("text/plain; version=0.0.4"), "{resp}");
+    for want in [
+        "edge_agent_driver_up{driver=\"plant\",kind=\"sim\"} 1",
+        "edge_agent_driver_samples_total{driver=\"plant\"}",
+        "edge_agent_journal_records{lane=\"alert\"}",
+        "edge_agent_model_quarantined{model=\"bearing_rf\",asset=\"pump\",binding=\"wear\"} 0",
+    ] {
+        assert!(resp.contains(want), "missing {want:?} in\n{resp}");
+    }
+    assert!(http_get(&addr, "/nope").starts_with("HTTP/1.1 404"));
+
+    // Graceful stop: STOPPING=1, exit 0, socket removed.
+    let pid = agent.0.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = agent.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "agent did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    received(&notify, &mut msgs);
+    assert!(msgs.iter().any(|m| m.starts_with("STOPPING=1")), "{msgs:?}");
+    assert!(!sock.exists(), "the control socket is removed at exit");
+
+    // With no agent, status says so and fails.
+    let out = bin()
+        .args(["status", "--socket"])
+        .arg(&sock)
+        .output()
+        .expect("status runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot talk to the agent"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
