@@ -153,6 +153,8 @@ pub struct Config {
     pub telemetry: Option<crate::pipeline::TelemetryConfig>,
     /// The Prometheus endpoint (off unless `[metrics]` is present).
     pub metrics: Option<crate::metrics::MetricsSection>,
+    /// Local alarm outputs (GPIO).
+    pub alarms: Vec<crate::alarm::AlarmOutputCfg>,
     /// FNV-1a hash of the configuration text (reported in the uplink's birth message).
     pub hash: String,
     pub registry: SignalRegistry,
@@ -593,6 +595,9 @@ fn read_root(
         })
     });
 
+    // [[alarms]]
+    let alarms = crate::alarm::parse(&mut root);
+
     // [metrics]
     let metrics = root.table("metrics").and_then(|mut m| {
         let enabled = m.bool("enabled").map(|b| b.value).unwrap_or(true);
@@ -972,6 +977,7 @@ fn read_root(
         uplink,
         telemetry,
         metrics,
+        alarms,
         hash: String::new(),
         registry,
         drivers,

@@ -3,9 +3,9 @@
 //!
 //! A Unix stream socket (mode 0660, so the agent's user and group can read it; root
 //! always can). Protocol: the client sends one command line, the agent answers with
-//! one JSON document and closes. Commands: `status` (an [`AgentStatus`]). The socket
-//! only reports; it changes nothing, so reading it needs no more trust than reading
-//! the agent's logs.
+//! one JSON document and closes. Commands: `status` (an [`AgentStatus`]) and `ack`
+//! (acknowledge latched alarm outputs, then the status). Nothing else can be
+//! changed through it.
 //!
 //! Where it lives ([`ControlSocket::Default`]): `$RUNTIME_DIRECTORY/control.sock`
 //! under systemd (`RuntimeDirectory=edge-agent`, i.e. `/run/edge-agent`), otherwise
@@ -131,6 +131,14 @@ pub async fn serve(
                 let reply = match line.trim() {
                     "status" => serde_json::to_string(&source.snapshot())
                         .unwrap_or_else(|e| error_json(&e.to_string())),
+                    "ack" => {
+                        source.alarms.acknowledge();
+                        tracing::info!("alarm outputs acknowledged");
+                        // The sink thread applies it within its next idle tick.
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                        serde_json::to_string(&source.snapshot())
+                            .unwrap_or_else(|e| error_json(&e.to_string()))
+                    }
                     other => error_json(&format!("unknown command `{other}`; try `status`")),
                 };
                 let mut stream = reader.into_inner();
@@ -170,6 +178,11 @@ pub enum QueryError {
 
 /// Asks the agent on `socket` (or the first of [`candidates`] that exists).
 pub fn query_status(socket: Option<&Path>) -> Result<AgentStatus, QueryError> {
+    query(socket, "status")
+}
+
+/// Sends `command` (`status` or `ack`) and reads the status that comes back.
+pub fn query(socket: Option<&Path>, command: &str) -> Result<AgentStatus, QueryError> {
     let path = match socket {
         Some(p) => p.to_path_buf(),
         None => {
@@ -195,7 +208,7 @@ pub fn query_status(socket: Option<&Path>) -> Result<AgentStatus, QueryError> {
     let mut s = std::os::unix::net::UnixStream::connect(&path).map_err(io)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(io)?;
-    s.write_all(b"status\n").map_err(io)?;
+    s.write_all(format!("{command}\n").as_bytes()).map_err(io)?;
     let mut reply = String::new();
     std::io::BufReader::new(s.take(16 << 20))
         .read_line(&mut reply)

@@ -9,6 +9,7 @@
 //! [`control`] socket (`edge-agent status`) and the Prometheus endpoint
 //! ([`metrics`]); [`sdnotify`] talks to systemd.
 
+pub mod alarm;
 pub mod alert;
 pub mod config;
 pub mod control;

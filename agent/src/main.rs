@@ -69,6 +69,21 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Local alarm outputs (GPIO) of a running agent.
+    Alarms {
+        #[command(subcommand)]
+        command: AlarmsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AlarmsCommand {
+    /// Acknowledge latched alarm outputs: they switch off unless their alerts are
+    /// still active.
+    Ack {
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,6 +135,31 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(code) => code,
+        },
+        Command::Alarms {
+            command: AlarmsCommand::Ack { socket },
+        } => match edge_agent::control::query(socket.as_deref(), "ack") {
+            Ok(s) => {
+                for a in &s.alarms {
+                    println!(
+                        "{}: {}",
+                        a.name,
+                        match (a.failed, a.on) {
+                            (true, _) => "FAILED (GPIO line cannot be driven)",
+                            (_, true) => "on (its alerts are still active)",
+                            _ => "off",
+                        }
+                    );
+                }
+                if s.alarms.is_empty() {
+                    println!("this agent has no alarm outputs");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
         },
         Command::PrintDefaultConfig => {
             print!("{}", config::DEFAULT_CONFIG);

@@ -323,6 +323,34 @@ pub fn render(s: &AgentStatus, model_latency: &HistogramSnapshot) -> String {
         s.alerts.sink_failures as f64,
     );
 
+    // Local alarm outputs.
+    if !s.alarms.is_empty() {
+        o.head(
+            "alarm_output_on",
+            "gauge",
+            "1 while a local alarm output (GPIO) is on.",
+        );
+        for a in &s.alarms {
+            o.line(
+                "alarm_output_on",
+                &format!("output=\"{}\"", label(&a.name)),
+                f64::from(u8::from(a.on)),
+            );
+        }
+        o.head(
+            "alarm_output_failed",
+            "gauge",
+            "1 while a local alarm output's GPIO line cannot be driven.",
+        );
+        for a in &s.alarms {
+            o.line(
+                "alarm_output_failed",
+                &format!("output=\"{}\"", label(&a.name)),
+                f64::from(u8::from(a.failed)),
+            );
+        }
+    }
+
     // Journal.
     if let Some(j) = &s.journal {
         o.one(

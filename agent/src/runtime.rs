@@ -234,6 +234,17 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         }
         None => None,
     };
+    // Local alarm outputs next: they must not wait behind a slow console or file.
+    let alarms = crate::alarm::AlarmState::new(&config.alarms);
+    #[cfg(feature = "gpio")]
+    if !config.alarms.is_empty() {
+        let pins = crate::alarm::linux_pins(&config.alarms);
+        sinks.push(Box::new(crate::alarm::AlarmSink::new(
+            &config.alarms,
+            pins,
+            alarms.clone(),
+        )));
+    }
     if config.alerts.console {
         sinks.push(Box::new(ConsoleSink));
     }
@@ -363,6 +374,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         uplink: config.uplink.as_ref().map(|_| uplink_stats.clone()),
         sinks: sink_counters.clone(),
         models: config.models.clone(),
+        alarms,
     };
     // Operations: the control socket, the metrics endpoint, systemd. None of them
     // can stop the agent: a socket that cannot be opened is logged and left out.

@@ -35,6 +35,19 @@ pub struct AgentStatus {
     pub journal: Option<JournalInfo>,
     pub uplink: Option<UplinkInfo>,
     pub models: Vec<ModelInfo>,
+    #[serde(default)]
+    pub alarms: Vec<AlarmInfo>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlarmInfo {
+    pub name: String,
+    pub on: bool,
+    /// On only because it latched (its alerts cleared); `edge-agent alarms ack`
+    /// turns it off.
+    pub latched: bool,
+    /// The GPIO line could not be requested or driven.
+    pub failed: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -158,6 +171,7 @@ pub struct StatusSource {
     pub uplink: Option<Arc<UplinkStats>>,
     pub sinks: Arc<SinkCounters>,
     pub models: Arc<ModelStore>,
+    pub alarms: Arc<crate::alarm::AlarmState>,
 }
 
 fn state_name(s: DriverState) -> &'static str {
@@ -298,6 +312,17 @@ impl StatusSource {
                 connection_errors: load(&u.connection_errors),
             }),
             models,
+            alarms: self
+                .alarms
+                .outputs
+                .iter()
+                .map(|o| AlarmInfo {
+                    name: o.name.to_string(),
+                    on: o.on.load(Ordering::Relaxed),
+                    latched: o.latched.load(Ordering::Relaxed),
+                    failed: o.failed.load(Ordering::Relaxed),
+                })
+                .collect(),
         }
     }
 }
@@ -422,6 +447,22 @@ impl AgentStatus {
             None => {
                 let _ = writeln!(o, "UPLINK    not configured");
             }
+        }
+        if !self.alarms.is_empty() {
+            let list: Vec<String> = self
+                .alarms
+                .iter()
+                .map(|a| {
+                    let state = match (a.failed, a.on, a.latched) {
+                        (true, _, _) => "FAILED",
+                        (_, true, true) => "ON (latched; edge-agent alarms ack)",
+                        (_, true, false) => "ON",
+                        _ => "off",
+                    };
+                    format!("{} {state}", a.name)
+                })
+                .collect();
+            let _ = writeln!(o, "ALARMS    {}", list.join(", "));
         }
         if !self.models.is_empty() {
             let _ = writeln!(o, "\nMODELS");

@@ -44,6 +44,15 @@ listen = "127.0.0.1:0"
 [alerts]
 console = false
 
+# /dev/null is a character device but no GPIO chip: the config is valid, the line
+# cannot be requested, and the agent runs on and reports the output as failed.
+[[alarms]]
+name = "stack_red"
+chip = "/dev/null"
+line = 0
+on = ["critical"]
+latch = true
+
 [journal]
 dir = "{journal}"
 
@@ -196,6 +205,26 @@ fn a_running_agent_reports_to_systemd_status_models_list_and_prometheus() {
             && v["pipeline"]["samples"].as_u64().unwrap_or(0) > 0
     });
 
+    // An alarm output whose line cannot be requested is reported, not fatal.
+    let out = bin()
+        .args(["status", "--socket"])
+        .arg(&sock)
+        .output()
+        .expect("status runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ALARMS    stack_red FAILED"), "{text}");
+    let out = bin()
+        .args(["alarms", "ack", "--socket"])
+        .arg(&sock)
+        .output()
+        .expect("alarms ack runs");
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("stack_red: FAILED"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
     // edge-agent models list.
     let out = bin()
         .args(["models", "list", "--socket"])
@@ -238,6 +267,7 @@ fn a_running_agent_reports_to_systemd_status_models_list_and_prometheus() {
         "edge_agent_driver_samples_total{driver=\"plant\"}",
         "edge_agent_journal_records{lane=\"alert\"}",
         "edge_agent_model_quarantined{model=\"bearing_rf\",asset=\"pump\",binding=\"wear\"} 0",
+        "edge_agent_alarm_output_failed{output=\"stack_red\"} 1",
     ] {
         assert!(resp.contains(want), "missing {want:?} in\n{resp}");
     }

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Footprint report of one built edge-agent binary.
+#
+#   cross/footprint.sh <arch> <triple> <binary>     # called by FOOTPRINT=1 cross/build.sh
+#   cross/footprint.sh x86_64 native target/release/edge-agent
+#
+# Reports:
+# * the stripped binary size (the release profile strips symbols);
+# * RSS after SECONDS (default 60) of the built-in demo (2 simulated pumps at 120x,
+#   the gateway's own health);
+# * RSS after SECONDS of the budget scenario: 1,000 Modbus tags against a local
+#   responder (cross/modbus_responder.py), a simulated pump with 2 models bound,
+#   host health and a log driver: 4 drivers, 1,000+ tags, 2 models. Budget 16 MB;
+# * idle CPU: CPU seconds per wall second of an agent with only the host driver.
+#
+# Under qemu-user the RSS is qemu's, which includes the emulator itself (a few MB):
+# an upper bound for the real ARM process.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+arch="$1"; triple="$2"; bin="$3"
+secs="${SECONDS_RUN:-60}"
+case "$triple" in
+    aarch64-*-musl) qemu=(qemu-aarch64-static) ;;
+    aarch64-*-gnu) qemu=(qemu-aarch64-static -L /usr/aarch64-linux-gnu) ;;
+    armv7-*-musleabihf) qemu=(qemu-arm-static) ;;
+    armv7-*-gnueabihf) qemu=(qemu-arm-static -L /usr/arm-linux-gnueabihf) ;;
+    *) qemu=() ;;
+esac
+work="$(mktemp -d)"
+responder=""
+cleanup() {
+    [ -z "$responder" ] || kill "$responder" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Runs the agent with a config for $secs seconds; prints "rss_kib cpu_s".
+measure() {
+    local cfg="$1"
+    "${qemu[@]}" "$bin" run --config "$cfg" --log-level warn > "$work/out.log" 2>&1 &
+    local pid=$!
+    sleep "$secs"
+    local rss cpu
+    rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+    # utime + stime in clock ticks (fields 14 and 15 of /proc/<pid>/stat).
+    cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$pid/stat")
+    kill -TERM "$pid"
+    wait "$pid" || true
+    echo "$rss $cpu"
+}
+
+size=$(stat -c %s "$bin")
+
+"${qemu[@]}" "$bin" print-default-config > "$work/demo.toml"
+read -r demo_rss demo_cpu < <(measure "$work/demo.toml")
+
+# Budget scenario.
+port_file="$work/port"
+python3 cross/modbus_responder.py 0 > "$port_file" &
+responder=$!
+for _ in $(seq 50); do [ -s "$port_file" ] && break; sleep 0.1; done
+port=$(head -1 "$port_file")
+touch "$work/plc.log"
+{
+    cat <<EOF
+[agent]
+id = "footprint"
+control_socket = "$work/control.sock"
+
+[alerts]
+console = false
+
+[journal]
+dir = "$work/journal"
+
+[models]
+dir = "$(pwd)/models/zoo"
+
+[[drivers]]
+name = "skid"
+kind = "modbus"
+host = "127.0.0.1"
+port = $port
+poll = "1s"
+EOF
+    for i in $(seq 0 999); do
+        printf '[[drivers.tags]]\nname = "skid.r%d"\narea = "holding"\naddress = %d\n' "$i" "$i"
+    done
+    cat <<EOF
+
+[[drivers]]
+name = "plant"
+kind = "sim"
+tick = "100ms"
+
+[[drivers.machines]]
+name = "pump"
+rpm = 1480
+sample_rate_hz = 1.0
+vibration_rate_hz = 256.0
+nominal_temp_c = 55.0
+nominal_current_a = 12.0
+nominal_pressure_bar = 6.0
+
+[[drivers]]
+name = "host"
+kind = "host"
+
+[[drivers]]
+name = "plclog"
+kind = "log"
+paths = ["$work/plc.log"]
+
+[[drivers.rules]]
+name = "timeout"
+regex = 'timeout after (?P<ms>\\d+)ms'
+
+[[assets]]
+name = "pump"
+
+[[assets.signals]]
+signal = "pump.temperature"
+window = { size = "60s", hop = "10s" }
+
+[[assets.signals]]
+signal = "pump.vibration"
+window = { size = 512, hop = 512 }
+bands = [
+  { name = "shaft", lo_hz = 0.0, hi_hz = 60.0 },
+  { name = "bearing", lo_hz = 60.0, hi_hz = 128.0 },
+]
+
+[[assets.signals]]
+signal = "pump.current"
+window = { size = "60s", hop = "10s" }
+
+[[assets.signals]]
+signal = "pump.pressure"
+window = { size = "60s", hop = "10s" }
+
+[[assets.models]]
+name = "wear"
+manifest = "bearing_rf/manifest.toml"
+roles = { vibration = "pump.vibration", temperature = "pump.temperature", current = "pump.current", pressure = "pump.pressure" }
+
+[[assets.models]]
+name = "anomaly"
+manifest = "pump_iforest/manifest.toml"
+roles = { vibration = "pump.vibration", temperature = "pump.temperature", current = "pump.current", pressure = "pump.pressure" }
+EOF
+} > "$work/budget.toml"
+"${qemu[@]}" "$bin" check-config "$work/budget.toml" >/dev/null
+read -r budget_rss budget_cpu < <(measure "$work/budget.toml")
+kill "$responder" 2>/dev/null || true
+responder=""
+
+cat > "$work/idle.toml" <<EOF
+[agent]
+id = "idle"
+control_socket = ""
+
+[[drivers]]
+name = "host"
+kind = "host"
+EOF
+read -r idle_rss idle_cpu < <(measure "$work/idle.toml")
+
+div() { awk -v a="$1" -v b="$2" -v p="${3:-2}" 'BEGIN { printf "%.*f", p, a / b }'; }
+emu=""
+[ "${#qemu[@]}" -eq 0 ] || emu=" (under ${qemu[0]}: RSS includes the emulator)"
+echo "== footprint $arch ($triple)$emu"
+echo "   binary (stripped):                              $(div "$size" 1048576) MB"
+echo "   RSS, demo after ${secs} s:                       $(div "$demo_rss" 1024) MB (CPU ${demo_cpu} s)"
+echo "   RSS, 1000 tags/4 drivers/2 models after ${secs} s: $(div "$budget_rss" 1024) MB (CPU ${budget_cpu} s; budget 16 MB)"
+echo "   idle CPU (host driver only):                    $(div "$idle_cpu" "$secs" 4) CPU s per s (RSS $(div "$idle_rss" 1024) MB)"
