@@ -5,7 +5,8 @@
 #   cross/build.sh aarch64         # one target (aarch64 | armv7)
 #   PROFILE=fastrelease cross/build.sh   # quicker builds (no LTO) for local checks
 #   SMOKE=0 cross/build.sh         # build only
-#   FOOTPRINT=1 cross/build.sh     # also the footprint report (minimal build, RSS)
+#   FOOTPRINT=1 cross/build.sh     # also the footprint report (size, RSS, idle CPU)
+#   DEB=1 cross/build.sh           # also a Debian package per target (cargo-deb)
 #
 # Targets: aarch64-unknown-linux-musl (static) and armv7-unknown-linux-musleabihf
 # (static). Where rustup cannot install a musl standard library (some mirrors lack
@@ -23,6 +24,7 @@ cd "$(dirname "$0")/.."
 profile="${PROFILE:-release}"
 smoke="${SMOKE:-1}"
 footprint="${FOOTPRINT:-0}"
+deb="${DEB:-0}"
 arches=("$@")
 [ "${#arches[@]}" -gt 0 ] || arches=(aarch64 armv7)
 
@@ -52,6 +54,9 @@ for arch in "${arches[@]}"; do
         *) echo "error: unknown target '$arch' (aarch64 | armv7)" >&2; exit 2 ;;
     esac
 done
+if [ "$deb" != 0 ]; then
+    command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
+fi
 if [ "${#need[@]}" -gt 0 ]; then
     # shellcheck disable=SC2207
     need=($(printf '%s\n' "${need[@]}" | sort -u))
@@ -154,6 +159,31 @@ for arch in "${arches[@]}"; do
             exit 1
         fi
         echo "   demo alerts under qemu: $(grep -c RAISED "$log") raised, graceful stop"
+    fi
+
+    if [ "$deb" != 0 ]; then
+        if ! cargo deb --version >/dev/null 2>&1; then
+            echo "== installing cargo-deb"
+            cargo install --locked cargo-deb --version "^2" >/dev/null
+        fi
+        echo "== Debian package for $triple"
+        pkg=$(cargo deb -p edge-agent --no-build --no-strip --target "$triple" \
+            --profile "$profile" --output "$out_dir/" 2>&1 | tail -1)
+        [ -f "$pkg" ] || { echo "error: cargo deb failed: $pkg" >&2; exit 1; }
+        contents=$(dpkg-deb --contents "$pkg")
+        for want in ./usr/bin/edge-agent ./etc/edge-agent/edge-agent.toml \
+                    ./lib/systemd/system/edge-agent.service \
+                    ./usr/share/doc/edge-agent/systemd/rtu.conf; do
+            if ! grep -q " $want\$" <<<"$contents"; then
+                echo "error: $pkg lacks $want" >&2
+                echo "$contents" >&2
+                exit 1
+            fi
+        done
+        dpkg-deb --field "$pkg" Package Version Architecture Depends | sed 's/^/   /'
+        dpkg-deb --ctrl-tarfile "$pkg" | tar -tf - | grep -q conffiles \
+            || { echo "error: $pkg has no conffiles" >&2; exit 1; }
+        echo "   $pkg ($(stat -c %s "$pkg") bytes)"
     fi
 
     if [ "$footprint" != 0 ]; then

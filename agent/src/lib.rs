@@ -20,6 +20,7 @@ pub mod meter;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;
+pub mod reload;
 pub mod ring;
 pub mod runtime;
 pub mod sdnotify;

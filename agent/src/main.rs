@@ -260,25 +260,35 @@ fn main() -> ExitCode {
                     std::process::exit(130);
                 });
                 let systemd = edge_agent::sdnotify::Notifier::from_env().map(std::sync::Arc::new);
-                // SIGHUP (systemctl reload): load new model versions.
                 let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+                let opts = RunOptions {
+                    reload_models: Some(reload.clone()),
+                    default_control_socket: true,
+                    watchdog: systemd
+                        .as_ref()
+                        .and_then(|_| edge_agent::sdnotify::watchdog_period()),
+                    systemd: systemd.clone(),
+                    ..RunOptions::default()
+                };
+                let handle = edge_agent::start(cfg, opts)?;
+                // SIGHUP (systemctl reload): re-read the config file and apply its
+                // driver changes, then load new model versions.
                 {
                     use tokio::signal::unix::{SignalKind, signal};
-                    let reload = reload.clone();
-                    let systemd = systemd.clone();
+                    let reloader = handle.reloader();
                     match signal(SignalKind::hangup()) {
                         Ok(mut hup) => {
                             tokio::spawn(async move {
                                 while hup.recv().await.is_some() {
-                                    tracing::info!("SIGHUP: reloading models");
                                     if let Some(n) = &systemd {
                                         n.send("RELOADING=1");
                                     }
+                                    let status = reload_config(path.as_deref(), &reloader).await;
+                                    // Model versions are validated and swapped in the
+                                    // background; the old ones serve until then.
                                     reload.notify_one();
-                                    // Validation and the swap run in the background;
-                                    // the old versions serve until then.
                                     if let Some(n) = &systemd {
-                                        n.send("READY=1");
+                                        n.send(&format!("READY=1\nSTATUS={status}"));
                                     }
                                 }
                             });
@@ -286,16 +296,12 @@ fn main() -> ExitCode {
                         Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
                     }
                 }
-                let opts = RunOptions {
-                    reload_models: Some(reload),
-                    default_control_socket: true,
-                    watchdog: systemd
-                        .as_ref()
-                        .and_then(|_| edge_agent::sdnotify::watchdog_period()),
-                    systemd,
-                    ..RunOptions::default()
-                };
-                edge_agent::run(cfg, opts, shutdown).await
+                let token = handle.shutdown_token();
+                tokio::select! {
+                    _ = shutdown.cancelled() => token.cancel(),
+                    _ = token.cancelled() => {}
+                }
+                handle.wait().await
             });
             match result {
                 Ok(report) if report.shutdown_timed_out => ExitCode::FAILURE,
@@ -306,6 +312,47 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Re-reads the config file and applies what can be applied live; returns a line for
+/// systemd's status. Never fails the agent: a bad file is reported and ignored.
+async fn reload_config(
+    path: Option<&std::path::Path>,
+    reloader: &edge_agent::reload::ConfigReloader,
+) -> String {
+    let Some(path) = path else {
+        tracing::info!("SIGHUP: reloading models (the built-in config has no file to re-read)");
+        return "running; models reloaded".into();
+    };
+    tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration and models");
+    match config::load_file(path) {
+        Err(e) => {
+            tracing::error!(
+                "the new configuration is invalid; the running one stays in force:\n{}",
+                e.rendered
+            );
+            format!(
+                "running; reload rejected: {} config errors",
+                e.diagnostics.len()
+            )
+        }
+        Ok(new) => match reloader.apply(new).await {
+            Ok(r) => {
+                tracing::info!(
+                    restarted = ?r.restarted, unchanged = r.unchanged,
+                    "configuration reloaded"
+                );
+                format!(
+                    "running; reloaded ({} drivers restarted)",
+                    r.restarted.len()
+                )
+            }
+            Err(e) => {
+                tracing::warn!("configuration not reloaded: {e}");
+                "running; reload needs a restart".into()
+            }
+        },
     }
 }
 

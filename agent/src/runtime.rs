@@ -29,12 +29,13 @@ use crate::events::AgentEvents;
 use crate::journal::fs::StdFs;
 use crate::journal::sink::JournalSink;
 use crate::journal::{Journal, JournalConfig, Lane};
-use crate::meter::{DriverMeter, MeteredSink};
+use crate::meter::DriverMeter;
 use crate::pipeline::{PipelineCounters, Processor, run_pipeline};
+use crate::reload::{ConfigReloader, DriverSet, Spawner};
 use crate::ring::{RingStats, SampleRing};
 use crate::sink::{AlertSink, ConsoleSink, JsonlSink, SinkCounters, run_sinks};
 use crate::status::StatusSource;
-use crate::supervisor::{DriverState, DriverStatus, Supervised, supervise};
+use crate::supervisor::{DriverState, DriverStatus};
 use crate::uplink::{UplinkStats, run_uplink};
 
 /// Extra parts for embedding and tests.
@@ -136,6 +137,7 @@ pub struct AgentHandle {
     models: Arc<crate::models::ModelStore>,
     reload_models: Arc<tokio::sync::Notify>,
     source: StatusSource,
+    reloader: ConfigReloader,
     lifecycle: JoinHandle<RunReport>,
 }
 
@@ -170,6 +172,12 @@ impl AgentHandle {
     /// The models in service (with their swap and rejection counts).
     pub fn models(&self) -> &Arc<crate::models::ModelStore> {
         &self.models
+    }
+
+    /// Applies a new configuration's driver changes live (what SIGHUP does; see
+    /// [`crate::reload`]).
+    pub fn reloader(&self) -> ConfigReloader {
+        self.reloader.clone()
     }
 
     /// What `edge-agent status` would print, now.
@@ -328,8 +336,18 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
 
     let mut statuses = Vec::new();
     let mut meters = Vec::new();
-    let mut supervisors = Vec::new();
-    let grace = config.agent.shutdown_timeout.mul_f64(0.4);
+    let drivers = Arc::new(DriverSet::new(
+        Spawner {
+            ring: ring.clone(),
+            clock: clock.clone(),
+            backoff: config.supervisor,
+            grace: config.agent.shutdown_timeout.mul_f64(0.4),
+            events: events.clone() as Arc<dyn edge_driver_api::EventSink>,
+            parent: drivers_token.clone(),
+        },
+        config.fingerprints.clone(),
+        &config.registry,
+    ));
     for d in config
         .drivers
         .iter()
@@ -340,17 +358,14 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         statuses.push(status.clone());
         let meter = Arc::new(DriverMeter::new(&d.name, &config.registry));
         meters.push(meter.clone());
-        let sv = Supervised {
-            name: d.name.clone(),
-            factory: d.factory.clone(),
-            sink: Arc::new(MeteredSink::new(ring.clone(), meter, clock.clone())),
-            clock: clock.clone(),
-            backoff: config.supervisor,
-            grace,
-            status,
-            events: Some(events.clone() as Arc<dyn edge_driver_api::EventSink>),
-        };
-        supervisors.push(tokio::spawn(supervise(sv, drivers_token.child_token())));
+        let running = drivers
+            .spawner
+            .spawn(d.name.clone(), d.factory.clone(), status, meter);
+        drivers
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(running);
     }
     tracing::info!(
         agent = %config.agent.id,
@@ -474,6 +489,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
     };
 
     let timeout = config.agent.shutdown_timeout;
+    let drivers_for_shutdown = drivers.clone();
     let lifecycle = {
         let shutdown = shutdown.clone();
         let counters = counters.clone();
@@ -487,8 +503,10 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
             tracing::info!("shutting down: stopping drivers");
             drivers_token.cancel();
             let deadline = tokio::time::Instant::now() + timeout;
+            let driver_set = drivers_for_shutdown;
             let sequence = async {
-                for s in supervisors {
+                // A reload in progress finishes first (it holds the set briefly).
+                for s in driver_set.take_tasks() {
                     let _ = s.await;
                 }
                 // No driver can send events any more: let the sink channel close.
@@ -563,6 +581,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         models: config.models.clone(),
         reload_models,
         source,
+        reloader: ConfigReloader { set: drivers },
         lifecycle,
     })
 }

@@ -273,8 +273,20 @@ fn a_running_agent_reports_to_systemd_status_models_list_and_prometheus() {
     }
     assert!(http_get(&addr, "/nope").starts_with("HTTP/1.1 404"));
 
-    // Graceful stop: STOPPING=1, exit 0, socket removed.
+    // systemctl reload (SIGHUP): the changed driver restarts, systemd hears
+    // RELOADING then READY with the outcome.
     let pid = agent.0.id().to_string();
+    let edited = config(&dir).replace("seed = 3", "seed = 4");
+    std::fs::write(&cfg, edited).expect("edit config");
+    let _ = Command::new("kill").args(["-HUP", &pid]).status();
+    wait_for("the reload's READY", Duration::from_secs(20), || {
+        received(&notify, &mut msgs);
+        msgs.iter()
+            .any(|m| m == "READY=1\nSTATUS=running; reloaded (1 drivers restarted)")
+    });
+    assert!(msgs.iter().any(|m| m == "RELOADING=1"), "{msgs:?}");
+
+    // Graceful stop: STOPPING=1, exit 0, socket removed.
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let start = Instant::now();
     let status = loop {

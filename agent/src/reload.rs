@@ -1,0 +1,262 @@
+//! Configuration reload (SIGHUP, `systemctl reload`) without a restart.
+//!
+//! The new file is parsed and validated in full first; an invalid one changes
+//! nothing. What a running agent can take over live:
+//!
+//! * **drivers** whose `[[drivers]]` section changed (a PLC's address, a poll period,
+//!   tags that keep their signal names): only those are stopped (with the usual
+//!   grace) and started again with the new settings. Unchanged drivers, the ring,
+//!   the pipeline, the journal and the uplink keep running; no sample of an
+//!   unchanged driver is lost.
+//! * **models**: new versions are validated and swapped in (see `models`).
+//!
+//! What needs a restart, and is reported as such (the old settings stay in force):
+//! a different set of signals (drivers or tags added, removed or renamed), and any
+//! other section (`[agent]`, `[ring]`, `[[assets]]`, `[journal]`, `[uplink]`, ...).
+//! The reload then applies nothing rather than half of the file, so the running
+//! agent always matches one whole, valid configuration (the old one, or the old one
+//! with changed driver sections).
+
+use std::sync::{Arc, Mutex};
+
+use edge_driver_api::{Clock, SignalRegistry};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Fingerprints};
+use crate::meter::{DriverMeter, MeteredSink};
+use crate::ring::SampleRing;
+use crate::supervisor::{BackoffConfig, DriverStatus, Supervised, supervise};
+
+/// What every driver's supervisor gets besides its own factory.
+pub(crate) struct Spawner {
+    pub ring: Arc<SampleRing>,
+    pub clock: Clock,
+    pub backoff: BackoffConfig,
+    pub grace: std::time::Duration,
+    pub events: Arc<dyn edge_driver_api::EventSink>,
+    /// Parent of every driver's token (cancelled at shutdown).
+    pub parent: CancellationToken,
+}
+
+pub(crate) struct RunningDriver {
+    pub name: Arc<str>,
+    pub token: CancellationToken,
+    pub task: Option<JoinHandle<()>>,
+    pub status: Arc<DriverStatus>,
+    pub meter: Arc<DriverMeter>,
+}
+
+impl Spawner {
+    pub fn spawn(
+        &self,
+        name: Arc<str>,
+        factory: Arc<dyn edge_driver_api::DriverFactory>,
+        status: Arc<DriverStatus>,
+        meter: Arc<DriverMeter>,
+    ) -> RunningDriver {
+        let token = self.parent.child_token();
+        let sv = Supervised {
+            name: name.clone(),
+            factory,
+            sink: Arc::new(MeteredSink::new(
+                self.ring.clone(),
+                meter.clone(),
+                self.clock.clone(),
+            )),
+            clock: self.clock.clone(),
+            backoff: self.backoff,
+            grace: self.grace,
+            status: status.clone(),
+            events: Some(self.events.clone()),
+        };
+        let task = tokio::spawn(supervise(sv, token.clone()));
+        RunningDriver {
+            name,
+            token,
+            task: Some(task),
+            status,
+            meter,
+        }
+    }
+}
+
+/// The running drivers and what the running configuration said.
+pub(crate) struct DriverSet {
+    pub spawner: Spawner,
+    pub running: Mutex<Vec<RunningDriver>>,
+    pub fingerprints: Mutex<Fingerprints>,
+    signals: Vec<SignalKey>,
+    /// One reload at a time.
+    busy: tokio::sync::Mutex<()>,
+}
+
+/// A signal as the pipeline knows it: a reload must keep every one of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SignalKey {
+    name: Arc<str>,
+    unit: Option<Arc<str>>,
+    driver: Arc<str>,
+    text: bool,
+}
+
+fn signal_keys(reg: &SignalRegistry) -> Vec<SignalKey> {
+    (0..reg.len())
+        .map(|i| {
+            let m = reg.meta(edge_driver_api::SignalId(i as u32));
+            SignalKey {
+                name: m.name.clone(),
+                unit: m.unit.clone(),
+                driver: m.driver.clone(),
+                text: m.text,
+            }
+        })
+        .collect()
+}
+
+impl DriverSet {
+    pub fn new(spawner: Spawner, fingerprints: Fingerprints, registry: &SignalRegistry) -> Self {
+        DriverSet {
+            spawner,
+            running: Mutex::new(Vec::new()),
+            fingerprints: Mutex::new(fingerprints),
+            signals: signal_keys(registry),
+            busy: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RunningDriver>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every supervisor task (for shutdown: the caller awaits them).
+    pub fn take_tasks(&self) -> Vec<JoinHandle<()>> {
+        self.lock()
+            .iter_mut()
+            .filter_map(|d| d.task.take())
+            .collect()
+    }
+}
+
+/// What a reload did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Drivers stopped and started with their new settings.
+    pub restarted: Vec<String>,
+    pub unchanged: usize,
+}
+
+/// Why a reload applied nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    #[error(
+        "the signals changed ({0}); this needs a restart (systemctl restart edge-agent). The running configuration stays in force"
+    )]
+    SignalsChanged(String),
+    #[error(
+        "[{}] changed; only [[drivers]] sections and model files can be reloaded, the rest needs a restart (systemctl restart edge-agent). The running configuration stays in force",
+        .0.join("], [")
+    )]
+    NeedsRestart(Vec<String>),
+    #[error("the agent is shutting down")]
+    ShuttingDown,
+}
+
+fn describe_signal_change(old: &[SignalKey], new: &[SignalKey]) -> String {
+    let added: Vec<&str> = new
+        .iter()
+        .filter(|n| !old.iter().any(|o| o.name == n.name))
+        .map(|n| &*n.name)
+        .collect();
+    let removed: Vec<&str> = old
+        .iter()
+        .filter(|o| !new.iter().any(|n| n.name == o.name))
+        .map(|o| &*o.name)
+        .collect();
+    let list = |v: &[&str]| {
+        let mut s = v.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+        if v.len() > 5 {
+            s.push_str(&format!(" and {} more", v.len() - 5));
+        }
+        s
+    };
+    match (added.is_empty(), removed.is_empty()) {
+        (false, false) => format!("added {}; removed {}", list(&added), list(&removed)),
+        (false, true) => format!("added {}", list(&added)),
+        (true, false) => format!("removed {}", list(&removed)),
+        (true, true) => "units, order or producing drivers of signals differ".into(),
+    }
+}
+
+/// Applies new configurations to a running agent. Cheap to clone.
+#[derive(Clone)]
+pub struct ConfigReloader {
+    pub(crate) set: Arc<DriverSet>,
+}
+
+impl std::fmt::Debug for ConfigReloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigReloader").finish_non_exhaustive()
+    }
+}
+
+impl ConfigReloader {
+    /// Applies `new` (already validated) or explains why it cannot be applied live.
+    pub async fn apply(&self, new: Config) -> Result<ReloadReport, ReloadError> {
+        let set = &self.set;
+        let _one = set.busy.lock().await;
+        if set.spawner.parent.is_cancelled() {
+            return Err(ReloadError::ShuttingDown);
+        }
+        let new_signals = signal_keys(&new.registry);
+        if new_signals != set.signals {
+            return Err(ReloadError::SignalsChanged(describe_signal_change(
+                &set.signals,
+                &new_signals,
+            )));
+        }
+        let old = set
+            .fingerprints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let sections = old.changed_sections(&new.fingerprints);
+        if !sections.is_empty() {
+            return Err(ReloadError::NeedsRestart(sections));
+        }
+        let mut report = ReloadReport::default();
+        for d in &new.drivers {
+            if old.drivers.get(&*d.name) == new.fingerprints.drivers.get(&*d.name) {
+                report.unchanged += 1;
+                continue;
+            }
+            // Stop the old instance (its supervisor gives it the grace period, then
+            // aborts it), outside the lock.
+            let (token, task) = {
+                let mut running = set.lock();
+                let Some(r) = running.iter_mut().find(|r| r.name == d.name) else {
+                    continue;
+                };
+                (r.token.clone(), r.task.take())
+            };
+            token.cancel();
+            if let Some(t) = task {
+                let _ = t.await;
+            }
+            let mut running = set.lock();
+            if let Some(r) = running.iter_mut().find(|r| r.name == d.name) {
+                let next = set.spawner.spawn(
+                    d.name.clone(),
+                    d.factory.clone(),
+                    r.status.clone(),
+                    r.meter.clone(),
+                );
+                *r = next;
+                tracing::info!(driver = %d.name, "driver restarted with its new settings");
+                report.restarted.push(d.name.to_string());
+            }
+        }
+        *set.fingerprints.lock().unwrap_or_else(|p| p.into_inner()) = new.fingerprints.clone();
+        Ok(report)
+    }
+}
