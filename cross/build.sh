@@ -171,10 +171,10 @@ for arch in "${arches[@]}"; do
             --profile "$profile" --output "$out_dir/" 2>&1 | tail -1)
         [ -f "$pkg" ] || { echo "error: cargo deb failed: $pkg" >&2; exit 1; }
         contents=$(dpkg-deb --contents "$pkg")
-        for want in ./usr/bin/edge-agent ./etc/edge-agent/edge-agent.toml \
-                    ./lib/systemd/system/edge-agent.service \
-                    ./usr/share/doc/edge-agent/systemd/rtu.conf; do
-            if ! grep -q " $want\$" <<<"$contents"; then
+        for want in usr/bin/edge-agent etc/edge-agent/edge-agent.toml \
+                    lib/systemd/system/edge-agent.service \
+                    usr/share/doc/edge-agent/systemd/rtu.conf; do
+            if ! grep -qE " (\./)?$want\$" <<<"$contents"; then
                 echo "error: $pkg lacks $want" >&2
                 echo "$contents" >&2
                 exit 1

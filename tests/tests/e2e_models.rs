@@ -389,3 +389,52 @@ async fn hot_swaps_under_load_lose_no_sample_and_keep_the_old_model_on_a_bad_fil
     assert!(v.starts_with("1.0."), "{raise}");
     assert_ne!(v, "1.0.0", "raised after swaps began: {raise}");
 }
+
+/// A model that loads cleanly (hash, ports and its reference rows check out) and
+/// returns NaN for every real row: `tests/fixtures/nan_model/make.py`.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_model_that_returns_nan_is_quarantined_and_the_builtin_detectors_carry_on() {
+    let dir = TempDir::new("models-quarantine");
+    let jsonl = dir.path().join("alerts.jsonl");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let src = plant(
+        &jsonl,
+        &fixtures,
+        WEAR,
+        &binding("scorer", "nan_model/manifest.toml"),
+    );
+    let events = Events::default();
+    let handle = edge_agent::start(config("models.toml", &src), options(&events)).expect("starts");
+    tokio::time::sleep(Duration::from_secs(7 * 3600)).await;
+    let status = handle.status();
+    let report = stop(handle).await;
+    let alerts = read_alerts(&jsonl);
+
+    // Quarantined after `quarantine_after` (3) unusable rows in a row, once.
+    let health: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["detector"] == "scorer.health")
+        .collect();
+    assert_eq!(health.len(), 1, "{health:#?}");
+    let q = health[0];
+    assert_eq!(q["kind"], "model_health");
+    assert_eq!(q["severity"], "warning");
+    assert_eq!(q["state"], "raised");
+    assert_eq!(q["model"]["name"], "nan_in_service");
+    let msg = q["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("quarantined"), "{msg}");
+    assert!(mono_h(q) < 0.1, "quarantined late: {} h", mono_h(q));
+    // The model raised nothing itself; its errors stopped at the quarantine.
+    assert!(
+        alerts.iter().all(|a| a["detector"] != "scorer"),
+        "{alerts:#?}"
+    );
+    assert_eq!(report.pipeline.model_errors, 3);
+    let binding = &status.models[0].bindings[0];
+    assert!(binding.quarantined, "{status:#?}");
+    // The asset's own detectors still work: the wear reaches the 75 °C alarm.
+    assert!(
+        first_raise(&alerts, "temperature").is_some(),
+        "the built-in detectors stopped: {alerts:#?}"
+    );
+}
