@@ -11,7 +11,7 @@
 # Targets: aarch64-unknown-linux-musl (static) and armv7-unknown-linux-musleabihf
 # (static). Where rustup cannot install a musl standard library (some mirrors lack
 # armv7 musl), the glibc variant (armv7-unknown-linux-gnueabihf, dynamically linked
-# against glibc ≥ 2.36, i.e. Debian 12 / Raspberry Pi OS bookworm) is built instead,
+# against glibc ≥ 2.35: Debian 12 / Raspberry Pi OS bookworm, Ubuntu 22.04) is built instead,
 # and the script says so.
 #
 # Installs what it needs: the rustup targets, Debian's cross compilers (ring and
@@ -167,7 +167,9 @@ for arch in "${arches[@]}"; do
             cargo install --locked cargo-deb --version "^2" >/dev/null
         fi
         echo "== Debian package for $triple"
-        pkg=$(cargo deb -p edge-agent --no-build --no-strip --target "$triple" \
+        variant=()
+        case "$triple" in *-gnu*) variant=(--variant gnu) ;; esac
+        pkg=$(cargo deb -p edge-agent "${variant[@]}" --no-build --no-strip --target "$triple" \
             --profile "$profile" --output "$out_dir/" 2>&1 | tail -1)
         [ -f "$pkg" ] || { echo "error: cargo deb failed: $pkg" >&2; exit 1; }
         contents=$(dpkg-deb --contents "$pkg")
