@@ -176,12 +176,8 @@ pub enum QueryError {
     Agent { path: PathBuf, message: String },
 }
 
-/// Asks the agent on `socket` (or the first of [`candidates`] that exists).
-pub fn query_status(socket: Option<&Path>) -> Result<AgentStatus, QueryError> {
-    query(socket, "status")
-}
-
-/// Sends `command` (`status` or `ack`) and reads the status that comes back.
+/// Sends `command` (`status` or `ack`) to the agent on `socket` (or the first of
+/// [`candidates`] that exists) and reads the status that comes back.
 pub fn query(socket: Option<&Path>, command: &str) -> Result<AgentStatus, QueryError> {
     let path = match socket {
         Some(p) => p.to_path_buf(),

@@ -98,9 +98,13 @@ enum ModelsCommand {
     },
 }
 
-/// Reads a running agent through its control socket; exit 1 when none answers.
-fn query(socket: Option<&std::path::Path>) -> Result<edge_agent::status::AgentStatus, ExitCode> {
-    edge_agent::control::query_status(socket).map_err(|e| {
+/// Sends `command` to a running agent through its control socket; exit 1 when
+/// none answers.
+fn query(
+    socket: Option<&std::path::Path>,
+    command: &str,
+) -> Result<edge_agent::status::AgentStatus, ExitCode> {
+    edge_agent::control::query(socket, command).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })
@@ -109,7 +113,7 @@ fn query(socket: Option<&std::path::Path>) -> Result<edge_agent::status::AgentSt
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Status { socket, json } => match query(socket.as_deref()) {
+        Command::Status { socket, json } => match query(socket.as_deref(), "status") {
             Ok(s) if json => {
                 println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
                 ExitCode::SUCCESS
@@ -122,7 +126,7 @@ fn main() -> ExitCode {
         },
         Command::Models {
             command: ModelsCommand::List { socket, json },
-        } => match query(socket.as_deref()) {
+        } => match query(socket.as_deref(), "status") {
             Ok(s) if json => {
                 println!(
                     "{}",
@@ -138,7 +142,7 @@ fn main() -> ExitCode {
         },
         Command::Alarms {
             command: AlarmsCommand::Ack { socket },
-        } => match edge_agent::control::query(socket.as_deref(), "ack") {
+        } => match query(socket.as_deref(), "ack") {
             Ok(s) => {
                 for a in &s.alarms {
                     println!(
@@ -156,10 +160,7 @@ fn main() -> ExitCode {
                 }
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
+            Err(code) => code,
         },
         Command::PrintDefaultConfig => {
             print!("{}", config::DEFAULT_CONFIG);

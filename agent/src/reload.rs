@@ -129,6 +129,26 @@ impl DriverSet {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Starts a supervised driver and keeps it in the set.
+    pub fn start(
+        &self,
+        name: Arc<str>,
+        factory: Arc<dyn edge_driver_api::DriverFactory>,
+        status: Arc<DriverStatus>,
+        meter: Arc<DriverMeter>,
+    ) {
+        let running = self.spawner.spawn(name, factory, status, meter);
+        self.lock().push(running);
+    }
+
+    /// Every driver's status and meter, in start order (a reload keeps both).
+    pub fn meters(&self) -> Vec<(Arc<DriverStatus>, Arc<DriverMeter>)> {
+        self.lock()
+            .iter()
+            .map(|r| (r.status.clone(), r.meter.clone()))
+            .collect()
+    }
+
     /// Every supervisor task (for shutdown: the caller awaits them).
     pub fn take_tasks(&self) -> Vec<JoinHandle<()>> {
         self.lock()

@@ -335,7 +335,6 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
     ));
 
     let mut statuses = Vec::new();
-    let mut meters = Vec::new();
     let drivers = Arc::new(DriverSet::new(
         Spawner {
             ring: ring.clone(),
@@ -357,15 +356,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         let status = Arc::new(DriverStatus::new(d.name.clone(), d.kind));
         statuses.push(status.clone());
         let meter = Arc::new(DriverMeter::new(&d.name, &config.registry));
-        meters.push(meter.clone());
-        let running = drivers
-            .spawner
-            .spawn(d.name.clone(), d.factory.clone(), status, meter);
-        drivers
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(running);
+        drivers.start(d.name.clone(), d.factory.clone(), status, meter);
     }
     tracing::info!(
         agent = %config.agent.id,
@@ -384,7 +375,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         started_ns: clock.mono_ns(),
         ring: ring.clone(),
         counters: counters.clone(),
-        drivers: statuses.iter().cloned().zip(meters).collect(),
+        drivers: drivers.meters(),
         journal: journal.clone(),
         uplink: config.uplink.as_ref().map(|_| uplink_stats.clone()),
         sinks: sink_counters.clone(),
@@ -437,7 +428,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
             tokio::spawn(crate::sdnotify::feed_watchdog(
                 n.clone(),
                 period,
-                Arc::new(crate::sdnotify::PipelineBeat(counters.clone())),
+                counters.clone(),
                 shutdown.clone(),
             ));
         }

@@ -97,20 +97,21 @@ fn parse_watchdog(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Dura
 pub async fn feed_watchdog(
     notifier: Arc<Notifier>,
     period: Duration,
-    heartbeat: Arc<PipelineBeat>,
+    pipeline: Arc<crate::pipeline::PipelineCounters>,
     stop: CancellationToken,
 ) {
+    let beat = || pipeline.heartbeat.load(Ordering::Relaxed);
     let every = (period / 2).max(Duration::from_millis(10));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = heartbeat.read();
+    let mut last = beat();
     let mut stalled = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = heartbeat.read();
+        let now = beat();
         if now != last {
             last = now;
             if stalled {
@@ -125,16 +126,6 @@ pub async fn feed_watchdog(
                 "pipeline has not moved for {every:?}; no longer feeding the systemd watchdog"
             );
         }
-    }
-}
-
-/// The pipeline's heartbeat, as the watchdog reads it.
-#[derive(Debug)]
-pub struct PipelineBeat(pub Arc<crate::pipeline::PipelineCounters>);
-
-impl PipelineBeat {
-    fn read(&self) -> u64 {
-        self.0.heartbeat.load(Ordering::Relaxed)
     }
 }
 
@@ -199,7 +190,7 @@ mod tests {
         let task = tokio::spawn(feed_watchdog(
             n,
             Duration::from_secs(10),
-            Arc::new(PipelineBeat(counters.clone())),
+            counters.clone(),
             stop.clone(),
         ));
         // A live pipeline beats at least once a second: pings every 5 s.

@@ -12,6 +12,16 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_edge-agent"))
 }
 
+/// Runs `edge-agent <args> --socket <sock>` to completion.
+fn cli(args: &[&str], sock: &Path) -> std::process::Output {
+    bin()
+        .args(args)
+        .arg("--socket")
+        .arg(sock)
+        .output()
+        .unwrap_or_else(|e| panic!("edge-agent {args:?} runs: {e}"))
+}
+
 /// Kills the agent if a test fails half-way.
 struct Agent(Child);
 
@@ -173,11 +183,7 @@ fn a_running_agent_reports_to_systemd_status_models_list_and_prometheus() {
 
     // edge-agent status, human and JSON.
     let sock = dir.join("control.sock");
-    let out = bin()
-        .args(["status", "--socket"])
-        .arg(&sock)
-        .output()
-        .expect("status runs");
+    let out = cli(&["status"], &sock);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -194,11 +200,7 @@ fn a_running_agent_reports_to_systemd_status_models_list_and_prometheus() {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
     wait_for("samples in the status", Duration::from_secs(20), || {
-        let out = bin()
-            .args(["status", "--json", "--socket"])
-            .arg(&sock)
-            .output()
-            .expect("status runs");
+        let out = cli(&["status", "--json"], &sock);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
         v["drivers"][0]["samples"].as_u64().unwrap_or(0) > 0
             && v["drivers"][0]["last_sample_age_s"].as_f64().is_some()
@@ -206,18 +208,10 @@ fn a_running_agent_reports_to_systemd_status_models_list_and_prometheus() {
     });
 
     // An alarm output whose line cannot be requested is reported, not fatal.
-    let out = bin()
-        .args(["status", "--socket"])
-        .arg(&sock)
-        .output()
-        .expect("status runs");
+    let out = cli(&["status"], &sock);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ALARMS    stack_red FAILED"), "{text}");
-    let out = bin()
-        .args(["alarms", "ack", "--socket"])
-        .arg(&sock)
-        .output()
-        .expect("alarms ack runs");
+    let out = cli(&["alarms", "ack"], &sock);
     assert!(out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("stack_red: FAILED"),
@@ -226,20 +220,12 @@ fn a_running_agent_reports_to_systemd_status_models_list_and_prometheus() {
     );
 
     // edge-agent models list.
-    let out = bin()
-        .args(["models", "list", "--socket"])
-        .arg(&sock)
-        .output()
-        .expect("models list runs");
+    let out = cli(&["models", "list"], &sock);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("bearing_rf 1."), "{text}");
     assert!(text.contains("pump/wear: normal"), "{text}");
-    let out = bin()
-        .args(["models", "list", "--json", "--socket"])
-        .arg(&sock)
-        .output()
-        .expect("models list runs");
+    let out = cli(&["models", "list", "--json"], &sock);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("models JSON");
     assert_eq!(v[0]["sha256"].as_str().map(str::len), Some(64), "{v}");
 
@@ -305,11 +291,7 @@ fn a_running_agent_reports_to_systemd_status_models_list_and_prometheus() {
     assert!(!sock.exists(), "the control socket is removed at exit");
 
     // With no agent, status says so and fails.
-    let out = bin()
-        .args(["status", "--socket"])
-        .arg(&sock)
-        .output()
-        .expect("status runs");
+    let out = cli(&["status"], &sock);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot talk to the agent"),
