@@ -6,6 +6,7 @@
 //! once) with the same plan. A [`Session`] keeps tract's per-run state between
 //! calls.
 
+pub mod fuse;
 pub mod manifest;
 pub mod ops;
 pub mod trees;
@@ -114,6 +115,7 @@ pub struct OnnxModel {
     inputs: Vec<Port>,
     outputs: Vec<Port>,
     input_dt: DatumType,
+    fused_trees: usize,
 }
 
 impl fmt::Debug for OnnxModel {
@@ -135,11 +137,25 @@ fn port(name: String, fact: &TypedFact) -> Port {
 
 impl OnnxModel {
     /// Parses, type-checks and optimizes a model. The first input must be a matrix
-    /// `[batch, features]` (or a `[batch, ...]` tensor) of numbers.
+    /// `[batch, features]` (or a `[batch, ...]` tensor) of numbers. Per-tree chains
+    /// summed into one score (skl2onnx's isolation forests) are fused into one tree
+    /// ensemble first (see [`fuse`]).
     pub fn load(bytes: &[u8]) -> Result<OnnxModel, OnnxError> {
-        let mut model = framework()
-            .model_for_read(&mut std::io::Cursor::new(bytes))
+        OnnxModel::load_with(bytes, true)
+    }
+
+    /// [`OnnxModel::load`], with tree-sum fusion on or off (off only to compare).
+    pub fn load_with(bytes: &[u8], fuse_trees: bool) -> Result<OnnxModel, OnnxError> {
+        let onnx = framework();
+        let mut proto = onnx
+            .proto_model_for_read(&mut std::io::Cursor::new(bytes))
             .map_err(chain)?;
+        let fused_trees = if fuse_trees {
+            fuse::fuse_tree_sums(&onnx, &mut proto)
+        } else {
+            0
+        };
+        let mut model = onnx.model_for_proto_model(&proto).map_err(chain)?;
         if model.input_outlets().map_err(chain)?.len() != 1 {
             return Err(OnnxError(
                 "the model must have exactly one input (the feature vector or window)".into(),
@@ -216,11 +232,22 @@ impl OnnxModel {
             inputs,
             outputs,
             input_dt: dt,
+            fused_trees,
         })
     }
 
     pub fn inputs(&self) -> &[Port] {
         &self.inputs
+    }
+
+    /// Nodes in the optimized plan (what tract runs per call).
+    pub fn plan_nodes(&self) -> usize {
+        self.plan.model().nodes().len()
+    }
+
+    /// Trees folded into one ensemble at load (0 when nothing was fused).
+    pub fn fused_trees(&self) -> usize {
+        self.fused_trees
     }
 
     pub fn outputs(&self) -> &[Port] {

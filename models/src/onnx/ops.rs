@@ -55,7 +55,7 @@ fn reject_double_tensors(node: &NodeProto, names: &[&str]) -> TractResult<()> {
 }
 
 /// The tree attributes of `node`; `leaf` is `class_` or `target_`.
-fn tree_attributes(node: &NodeProto, leaf: &str) -> TractResult<TreeAttributes> {
+pub(crate) fn tree_attributes(node: &NodeProto, leaf: &str) -> TractResult<TreeAttributes> {
     reject_double_tensors(
         node,
         &[
