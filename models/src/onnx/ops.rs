@@ -15,7 +15,7 @@ use tract_onnx::tract_core::{args_1, as_op, op_as_typed_op, op_out_of_plan};
 use tract_onnx::tract_hir::internal::*;
 
 use super::trees::{
-    Aggregate, NodeMode, PostTransform, TreeAttributes, TreeClassifier, TreeEnsemble,
+    Aggregate, NodeMode, PostTransform, TreeAttributes, TreeClassifier, TreeEnsemble, TreeScratch,
 };
 
 /// Installs (or replaces) our ONNX-ML operators.
@@ -203,20 +203,61 @@ impl Op for ClassifierOp {
     op_as_typed_op!();
 }
 
+impl ClassifierOp {
+    fn run(&self, s: &mut TreeState, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let (x, rows, width) = rows_of(&input)?;
+        let xs = x.try_as_plain_ram()?.as_slice::<f32>()?;
+        self.0
+            .classify_with(xs, width, &mut s.labels, &mut s.values, &mut s.scratch)?;
+        let k = self.0.n_classes();
+        Ok(tvec!(
+            Tensor::from_shape(&[rows], &s.labels)?.into_tvalue(),
+            Tensor::from_shape(&[rows, k], &s.values)?.into_tvalue()
+        ))
+    }
+}
+
 impl EvalOp for ClassifierOp {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        let (x, rows, width) = rows_of(&input)?;
-        let xs = x.try_as_plain_ram()?.as_slice::<f32>()?;
-        let (mut labels, mut probs) = (Vec::with_capacity(rows), Vec::new());
-        self.0.classify(xs, width, &mut labels, &mut probs)?;
-        let k = self.0.n_classes();
-        Ok(tvec!(
-            Tensor::from_shape(&[rows], &labels)?.into_tvalue(),
-            Tensor::from_shape(&[rows, k], &probs)?.into_tvalue()
-        ))
+        self.run(&mut TreeState::default(), inputs)
+    }
+
+    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
+        Ok(Some(Box::<TreeState>::default()))
+    }
+}
+
+/// Per-session buffers of a tree op: after the first batch of a given size, a run
+/// allocates only its output tensors.
+#[derive(Clone, Debug, Default)]
+struct TreeState {
+    scratch: TreeScratch,
+    values: Vec<f32>,
+    labels: Vec<i64>,
+}
+
+impl OpState for TreeState {
+    fn eval(
+        &mut self,
+        _ctx: &EvalContext,
+        op: &dyn Op,
+        inputs: TVec<TValue>,
+    ) -> TractResult<TVec<TValue>> {
+        if let Some(op) = op.downcast_ref::<ClassifierOp>() {
+            op.run(self, inputs)
+        } else if let Some(op) = op.downcast_ref::<RegressorOp>() {
+            op.run(self, inputs)
+        } else {
+            bail!("tree scratch state attached to {}", op.name())
+        }
+    }
+
+    fn reset_lanes(&mut self, _lanes: &[LaneId]) -> TractResult<()> {
+        // Scratch only: nothing carries from one run to the next.
+        Ok(())
     }
 }
 
@@ -302,18 +343,28 @@ impl Op for RegressorOp {
     op_as_typed_op!();
 }
 
+impl RegressorOp {
+    fn run(&self, s: &mut TreeState, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let (x, rows, width) = rows_of(&input)?;
+        let xs = x.try_as_plain_ram()?.as_slice::<f32>()?;
+        self.0
+            .regress_with(xs, width, &mut s.values, &mut s.scratch)?;
+        Ok(tvec!(
+            Tensor::from_shape(&[rows, self.0.n_targets()], &s.values)?.into_tvalue()
+        ))
+    }
+}
+
 impl EvalOp for RegressorOp {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        let (x, rows, width) = rows_of(&input)?;
-        let xs = x.try_as_plain_ram()?.as_slice::<f32>()?;
-        let mut out = Vec::new();
-        self.0.regress(xs, width, &mut out)?;
-        Ok(tvec!(
-            Tensor::from_shape(&[rows, self.0.n_targets()], &out)?.into_tvalue()
-        ))
+        self.run(&mut TreeState::default(), inputs)
+    }
+
+    fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
+        Ok(Some(Box::<TreeState>::default()))
     }
 }
 

@@ -563,12 +563,27 @@ impl TreeEnsemble {
 
     /// Regressor outputs: `rows * n_targets` values.
     pub fn regress(&self, x: &[f32], width: usize, out: &mut Vec<f32>) -> Result<(), TreeError> {
-        let mut has = Vec::new();
-        let rows = self.raw_scores(x, width, out, &mut has)?;
+        self.regress_with(x, width, out, &mut TreeScratch::default())
+    }
+
+    /// [`TreeEnsemble::regress`] with caller-owned scratch: allocation-free once
+    /// `out` and `scratch` have grown to the batch size.
+    pub fn regress_with(
+        &self,
+        x: &[f32],
+        width: usize,
+        out: &mut Vec<f32>,
+        scratch: &mut TreeScratch,
+    ) -> Result<(), TreeError> {
+        let TreeScratch { has, base, row } = scratch;
+        let rows = self.raw_scores(x, width, out, has)?;
         let k = self.n_targets;
-        let base: Vec<f32> = self.base_values().collect();
+        base.clear();
+        base.extend(self.base_values());
         let n_trees = self.roots.len() as f32;
-        let mut row_buf = vec![0f32; k];
+        row.clear();
+        row.resize(k, 0.0);
+        let row_buf = row;
         for r in 0..rows {
             let s = &mut out[r * k..(r + 1) * k];
             let h = &has[r * k..(r + 1) * k];
@@ -601,11 +616,21 @@ impl TreeEnsemble {
                     Aggregate::Min | Aggregate::Max => b + if h[j] { s[j] } else { 0.0 },
                 };
             }
-            transform_many(&mut row_buf, self.post_transform);
-            s.copy_from_slice(&row_buf);
+            transform_many(row_buf, self.post_transform);
+            s.copy_from_slice(row_buf);
         }
         Ok(())
     }
+}
+
+/// Per-caller working memory of [`TreeEnsemble::regress_with`] and
+/// [`TreeClassifier::classify_with`], kept between calls so a steady batch size
+/// allocates nothing.
+#[derive(Clone, Debug, Default)]
+pub struct TreeScratch {
+    has: Vec<bool>,
+    base: Vec<f32>,
+    row: Vec<f32>,
 }
 
 /// A classifier: a tree ensemble over class indices plus onnxruntime's rules for
@@ -649,12 +674,29 @@ impl TreeClassifier {
         labels: &mut Vec<i64>,
         probs: &mut Vec<f32>,
     ) -> Result<(), TreeError> {
-        let mut has = Vec::new();
-        let rows = self.ensemble.raw_scores(x, width, probs, &mut has)?;
+        self.classify_with(x, width, labels, probs, &mut TreeScratch::default())
+    }
+
+    /// [`TreeClassifier::classify`] with caller-owned scratch: allocation-free once
+    /// the buffers have grown to the batch size.
+    pub fn classify_with(
+        &self,
+        x: &[f32],
+        width: usize,
+        labels: &mut Vec<i64>,
+        probs: &mut Vec<f32>,
+        scratch: &mut TreeScratch,
+    ) -> Result<(), TreeError> {
+        let TreeScratch {
+            has,
+            base,
+            row: buf,
+        } = scratch;
+        let rows = self.ensemble.raw_scores(x, width, probs, has)?;
         let k = self.labels.len();
-        let base: Vec<f32> = self.ensemble.base_values().collect();
+        base.clear();
+        base.extend(self.ensemble.base_values());
         labels.clear();
-        let mut buf: Vec<f32> = Vec::with_capacity(k.max(2));
         for r in 0..rows {
             let s = &mut probs[r * k..(r + 1) * k];
             let h = &mut has[r * k..(r + 1) * k];
@@ -671,10 +713,10 @@ impl TreeClassifier {
                     }
                 }
                 buf.extend_from_slice(s);
-                transform_many(&mut buf, self.ensemble.post_transform);
+                transform_many(buf, self.ensemble.post_transform);
                 self.labels[best.unwrap_or(0)]
             } else {
-                self.binary(s, h, &base, &mut buf)
+                self.binary(s, h, base, buf)
             };
             labels.push(label);
             s.copy_from_slice(&buf[..k]);
