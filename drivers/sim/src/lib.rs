@@ -447,6 +447,13 @@ async fn run(shared: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError>
                             return Ok(());
                         }
                         batch.clear();
+                        // A pass far behind (high `speed` on a slow CPU) can be
+                        // millions of samples: stay cancellable and let the other
+                        // tasks of the worker run between batches.
+                        if ctx.is_cancelled() {
+                            return Ok(());
+                        }
+                        tokio::task::yield_now().await;
                     }
                 }
             }

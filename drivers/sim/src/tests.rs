@@ -109,6 +109,52 @@ async fn speed_runs_simulated_time_faster_than_the_clock() {
     assert!(last >= 599_000_000_000);
 }
 
+/// Counts and discards (a sim far behind produces more than a test should keep).
+#[derive(Default)]
+struct CountSink {
+    n: std::sync::atomic::AtomicU64,
+    notify: tokio::sync::Notify,
+}
+
+impl edge_driver_api::SampleSink for CountSink {
+    fn try_push(&self, batch: &[Sample]) -> edge_driver_api::PushResult {
+        self.n
+            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        edge_driver_api::PushResult {
+            accepted: batch.len(),
+        }
+    }
+    fn space_available(&self) -> &tokio::sync::Notify {
+        &self.notify
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sim_far_behind_real_time_still_stops_promptly_when_cancelled() {
+    // 10^6 x speed at 100 kHz vibration: every pass falls further behind.
+    let src = "speed = 1000000.0\n[[machines]]\nname = \"m\"\nvibration_rate_hz = 100000.0\n";
+    let f = factory(parse(src).expect("valid"));
+    let sink = Arc::new(CountSink::default());
+    let cancel = CancellationToken::new();
+    let ctx = DriverContext::new("sim".into(), sink.clone(), cancel.clone(), Clock::system());
+    let task = tokio::spawn(f.create().expect("create").run(ctx));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cancel.cancel();
+    // Watched from this thread with std time: a driver that never yields could
+    // starve the runtime's timers.
+    let stopped = std::time::Instant::now();
+    while !task.is_finished() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(2),
+            "driver still running 2 s after cancel"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let res = task.await.expect("driver task does not panic");
+    assert!(res.is_ok(), "{res:?}");
+    assert!(sink.n.load(std::sync::atomic::Ordering::Relaxed) > 0);
+}
+
 #[test]
 fn ground_truth_signals_are_declared_per_fault() {
     let src = r#"
