@@ -12,6 +12,8 @@
 #   responder (cross/modbus_responder.py), a simulated pump with 2 models bound,
 #   host health and a log driver: 4 drivers, 1,000+ tags, 2 models. Budget 16 MB;
 # * idle CPU: CPU seconds per wall second of an agent with only the host driver.
+# Each RSS comes with its anonymous part (RssAnon: heap and stacks); the rest is
+# file-backed, mostly the pages of binary text the run has touched.
 #
 # Under qemu-user the RSS is qemu's, which includes the emulator itself (a few MB):
 # an upper bound for the real ARM process.
@@ -41,19 +43,22 @@ measure() {
     "${qemu[@]}" "$bin" run --config "$cfg" --log-level warn > "$work/out.log" 2>&1 &
     local pid=$!
     sleep "$secs"
-    local rss cpu
+    local rss anon cpu
     rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+    # Anonymous memory (heap, stacks): what the agent allocates. The rest of RSS
+    # is file-backed, mostly binary text paged in; clean and reclaimable.
+    anon=$(awk '/^RssAnon/ {print $2}' "/proc/$pid/status")
     # utime + stime in clock ticks (fields 14 and 15 of /proc/<pid>/stat).
     cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$pid/stat")
     kill -TERM "$pid"
     wait "$pid" || true
-    echo "$rss $cpu"
+    echo "$rss $cpu $anon"
 }
 
 size=$(stat -c %s "$bin")
 
 "${qemu[@]}" "$bin" print-default-config > "$work/demo.toml"
-read -r demo_rss demo_cpu < <(measure "$work/demo.toml")
+read -r demo_rss demo_cpu demo_anon < <(measure "$work/demo.toml")
 
 # Budget scenario.
 port_file="$work/port"
@@ -151,7 +156,7 @@ roles = { vibration = "pump.vibration", temperature = "pump.temperature", curren
 EOF
 } > "$work/budget.toml"
 "${qemu[@]}" "$bin" check-config "$work/budget.toml" >/dev/null
-read -r budget_rss budget_cpu < <(measure "$work/budget.toml")
+read -r budget_rss budget_cpu budget_anon < <(measure "$work/budget.toml")
 kill "$responder" 2>/dev/null || true
 responder=""
 
@@ -164,13 +169,13 @@ control_socket = ""
 name = "host"
 kind = "host"
 EOF
-read -r idle_rss idle_cpu < <(measure "$work/idle.toml")
+read -r idle_rss idle_cpu idle_anon < <(measure "$work/idle.toml")
 
 div() { awk -v a="$1" -v b="$2" -v p="${3:-2}" 'BEGIN { printf "%.*f", p, a / b }'; }
 emu=""
 [ "${#qemu[@]}" -eq 0 ] || emu=" (under ${qemu[0]}: RSS includes the emulator)"
 echo "== footprint $arch ($triple)$emu"
 echo "   binary (stripped):                              $(div "$size" 1048576) MB"
-echo "   RSS, demo after ${secs} s:                       $(div "$demo_rss" 1024) MB (CPU ${demo_cpu} s)"
-echo "   RSS, 1000 tags/4 drivers/2 models after ${secs} s: $(div "$budget_rss" 1024) MB (CPU ${budget_cpu} s; budget 16 MB)"
-echo "   idle CPU (host driver only):                    $(div "$idle_cpu" "$secs" 4) CPU s per s (RSS $(div "$idle_rss" 1024) MB)"
+echo "   RSS, demo after ${secs} s:                       $(div "$demo_rss" 1024) MB, anonymous $(div "$demo_anon" 1024) MB (CPU ${demo_cpu} s)"
+echo "   RSS, 1000 tags/4 drivers/2 models after ${secs} s: $(div "$budget_rss" 1024) MB, anonymous $(div "$budget_anon" 1024) MB (CPU ${budget_cpu} s; budget 16 MB)"
+echo "   idle CPU (host driver only):                    $(div "$idle_cpu" "$secs" 4) CPU s per s (RSS $(div "$idle_rss" 1024) MB, anonymous $(div "$idle_anon" 1024) MB)"

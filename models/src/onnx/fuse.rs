@@ -434,9 +434,12 @@ fn tabulate(
         opset_import: model.opset_import.clone(),
         ..Default::default()
     };
+    // Run once, so typed but not optimized: the optimizer's passes over ~1,300
+    // nodes would cost more than the run, and page in code the agent never needs
+    // again (it shows in RSS as touched binary text).
     let runnable = onnx
         .model_for_proto_model(&eval)?
-        .into_optimized()?
+        .into_typed()?
         .into_runnable()?;
     let inputs = plan
         .chains
