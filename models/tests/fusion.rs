@@ -39,12 +39,18 @@ fn rows(n: usize, width: usize) -> Vec<f32> {
         .collect()
 }
 
+/// The model at `rel` loaded with and without fusion.
+fn fused_and_plain(rel: &str) -> (OnnxModel, OnnxModel) {
+    let b = bytes(rel);
+    let fused = OnnxModel::load(&b).expect("fused load");
+    let plain = OnnxModel::load_with(&b, false).expect("unfused load");
+    (fused, plain)
+}
+
 #[test]
 fn isolation_forests_load_as_one_tree_ensemble() {
     for rel in FORESTS {
-        let b = bytes(rel);
-        let fused = OnnxModel::load(&b).expect("fused load");
-        let plain = OnnxModel::load_with(&b, false).expect("unfused load");
+        let (fused, plain) = fused_and_plain(rel);
         assert!(
             fused.fused_trees() >= 10,
             "{rel}: {} trees fused",
@@ -63,9 +69,7 @@ fn isolation_forests_load_as_one_tree_ensemble() {
 #[test]
 fn fused_isolation_forests_match_the_unfused_graph_row_for_row() {
     for rel in FORESTS {
-        let b = bytes(rel);
-        let fused = OnnxModel::load(&b).expect("fused load");
-        let plain = OnnxModel::load_with(&b, false).expect("unfused load");
+        let (fused, plain) = fused_and_plain(rel);
         let width = fused.row_len();
         let (mut fs, mut ps) = (
             fused.session().expect("session"),

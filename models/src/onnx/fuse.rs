@@ -32,6 +32,7 @@ use tract_onnx::pb::{
 use tract_onnx::tract_hir::internal::*;
 
 use super::ops::tree_attributes;
+use super::trees::TreeAttributes;
 
 const ML: &str = "ai.onnx.ml";
 
@@ -150,11 +151,26 @@ struct Chain {
     nodes: Vec<usize>,
     /// The value the `Sum` reads.
     end: String,
-    /// Column of the base input each of the tree's feature ids reads.
-    columns: Option<Vec<i64>>,
+    /// The graph input the tree reads, directly or through `gather`.
+    root: String,
     /// The `Gather` feeding the tree, if any.
-    gather: Option<usize>,
-    /// Distinct leaf values of the tree (what its output can be), as bits.
+    gather: Option<Gather>,
+    parsed: SingleTree,
+}
+
+/// A `Gather` between the graph input and a tree.
+struct Gather {
+    node: usize,
+    /// The column of the graph input each of the tree's feature ids reads.
+    columns: Vec<i64>,
+}
+
+/// A single-tree, single-target regressor, parsed once.
+struct SingleTree {
+    attrs: TreeAttributes,
+    /// Output of each leaf, as bits: (index into the node lists, value).
+    leaves: Vec<(usize, u32)>,
+    /// The distinct leaf outputs, sorted: what the tree's output can be.
     leaf_values: Vec<u32>,
 }
 
@@ -197,51 +213,17 @@ fn plan(g: &GraphProto, ix: &Index<'_>, sum: usize) -> Option<Plan> {
     if distinct.len() != s.input.len() {
         return None;
     }
-    let mut chains = Vec::with_capacity(s.input.len());
-    let mut base: Option<String> = None;
-    for end in &s.input {
-        let c = chain(g, ix, sum, end)?;
-        let tree = &g.node[c.tree];
-        let input = &tree.input[0];
-        let (root, gather) = match ix.producer.get(input.as_str()) {
-            None if ix.graph_inputs.contains(input.as_str()) => (input.clone(), None),
-            Some(&p) if g.node[p].op_type == "Gather" && g.node[p].domain.is_empty() => {
-                let gn = &g.node[p];
-                let axis = attr(gn, "axis").map_or(0, |a| a.i);
-                if axis != 1
-                    || gn.input.len() != 2
-                    || !ix.graph_inputs.contains(gn.input[0].as_str())
-                {
-                    return None;
-                }
-                let idx = int_values(ix.inits.get(gn.input[1].as_str())?)?;
-                if idx.iter().any(|&i| i < 0) {
-                    return None;
-                }
-                (gn.input[0].clone(), Some((p, idx)))
-            }
-            _ => return None,
-        };
-        match &base {
-            None => base = Some(root),
-            Some(b) if *b == root => {}
-            Some(_) => return None,
-        }
-        let (gather, columns) = match gather {
-            Some((p, idx)) => (Some(p), Some(idx)),
-            None => (None, None),
-        };
-        chains.push(Chain {
-            gather,
-            columns,
-            ..c
-        });
+    let chains = s
+        .input
+        .iter()
+        .map(|end| chain(g, ix, sum, end))
+        .collect::<Option<Vec<Chain>>>()?;
+    // Every tree must read the same input for one ensemble to replace them.
+    let base = chains.first()?.root.clone();
+    if chains.iter().any(|c| c.root != base) {
+        return None;
     }
-    Some(Plan {
-        sum,
-        base: base?,
-        chains,
-    })
+    Some(Plan { sum, base, chains })
 }
 
 /// The chain ending at `end`: walks up from the `Sum` input to one tree.
@@ -315,21 +297,51 @@ fn chain(g: &GraphProto, ix: &Index<'_>, sum: usize, end: &str) -> Option<Chain>
     if t.input.len() != 1 || t.output.len() != 1 {
         return None;
     }
-    let leaf_values = leaf_values(t)?;
+    let parsed = single_tree(t)?;
+    let (root, gather) = tree_input(g, ix, &t.input[0])?;
     nodes.sort_unstable();
     Some(Chain {
         tree,
         nodes,
         end: end.to_string(),
-        columns: None,
-        gather: None,
-        leaf_values,
+        root,
+        gather,
+        parsed,
     })
 }
 
-/// The distinct outputs of a single-tree, single-target regressor, as bits; `None`
-/// if the tree is not of that kind.
-fn leaf_values(t: &NodeProto) -> Option<Vec<u32>> {
+/// What a tree reads: a graph input, directly or through a `Gather` of constant,
+/// non-negative column indices.
+fn tree_input(g: &GraphProto, ix: &Index<'_>, input: &str) -> Option<(String, Option<Gather>)> {
+    let Some(&p) = ix.producer.get(input) else {
+        return ix
+            .graph_inputs
+            .contains(input)
+            .then(|| (input.to_string(), None));
+    };
+    let gn = &g.node[p];
+    if gn.op_type != "Gather" || !gn.domain.is_empty() || gn.input.len() != 2 {
+        return None;
+    }
+    if attr(gn, "axis").map_or(0, |a| a.i) != 1 || !ix.graph_inputs.contains(gn.input[0].as_str()) {
+        return None;
+    }
+    let idx = int_values(ix.inits.get(gn.input[1].as_str())?)?;
+    if idx.iter().any(|&i| i < 0) {
+        return None;
+    }
+    Some((
+        gn.input[0].clone(),
+        Some(Gather {
+            node: p,
+            columns: idx,
+        }),
+    ))
+}
+
+/// `t` parsed, with its leaf outputs; `None` if it is not a single-tree,
+/// single-target regressor without post-transform.
+fn single_tree(t: &NodeProto) -> Option<SingleTree> {
     if attr(t, "n_targets").is_some_and(|a| a.i != 1) {
         return None;
     }
@@ -349,23 +361,27 @@ fn leaf_values(t: &NodeProto) -> Option<Vec<u32>> {
         [b] => *b,
         _ => return None,
     };
-    let mut values: Vec<u32> = Vec::new();
-    for (i, mode) in a.nodes_modes.iter().enumerate() {
-        if mode.is_some() {
-            continue;
-        }
-        let id = a.nodes_nodeids[i];
-        let v = a
-            .leaf_nodeids
-            .iter()
-            .zip(&a.leaf_weights)
-            .filter(|(n, _)| **n == id)
-            .fold(base, |acc, (_, w)| acc + w);
-        values.push(v.to_bits());
-    }
-    values.sort_unstable();
-    values.dedup();
-    (!values.is_empty()).then_some(values)
+    let leaves: Vec<(usize, u32)> = (0..a.nodes_modes.len())
+        .filter(|&i| a.nodes_modes[i].is_none())
+        .map(|i| {
+            let id = a.nodes_nodeids[i];
+            let v = a
+                .leaf_nodeids
+                .iter()
+                .zip(&a.leaf_weights)
+                .filter(|(n, _)| **n == id)
+                .fold(base, |acc, (_, w)| acc + w);
+            (i, v.to_bits())
+        })
+        .collect();
+    let mut leaf_values: Vec<u32> = leaves.iter().map(|l| l.1).collect();
+    leaf_values.sort_unstable();
+    leaf_values.dedup();
+    (!leaf_values.is_empty()).then_some(SingleTree {
+        attrs: a,
+        leaves,
+        leaf_values,
+    })
 }
 
 fn value_info(name: &str, rows: usize) -> ValueInfoProto {
@@ -419,12 +435,12 @@ fn tabulate(
         input: plan
             .chains
             .iter()
-            .map(|c| value_info(&g.node[c.tree].output[0], c.leaf_values.len()))
+            .map(|c| value_info(&g.node[c.tree].output[0], c.parsed.leaf_values.len()))
             .collect(),
         output: plan
             .chains
             .iter()
-            .map(|c| value_info(&c.end, c.leaf_values.len()))
+            .map(|c| value_info(&c.end, c.parsed.leaf_values.len()))
             .collect(),
         ..Default::default()
     };
@@ -445,7 +461,12 @@ fn tabulate(
         .chains
         .iter()
         .map(|c| {
-            let v: Vec<f32> = c.leaf_values.iter().map(|b| f32::from_bits(*b)).collect();
+            let v: Vec<f32> = c
+                .parsed
+                .leaf_values
+                .iter()
+                .map(|b| f32::from_bits(*b))
+                .collect();
             Ok(Tensor::from_shape(&[v.len(), 1], &v)?.into_tvalue())
         })
         .collect::<TractResult<TVec<_>>>()?;
@@ -455,7 +476,7 @@ fn tabulate(
         .zip(outputs)
         .map(|(c, o)| {
             ensure!(
-                o.shape() == [c.leaf_values.len(), 1],
+                o.shape() == [c.parsed.leaf_values.len(), 1],
                 "chain output shape {:?}",
                 o.shape()
             );
@@ -497,39 +518,33 @@ fn string_attr(name: &str, s: &str) -> AttributeProto {
 fn fused_node(g: &GraphProto, plan: &Plan, weights: &[Vec<f32>]) -> Option<NodeProto> {
     let mut n = FusedAttrs::default();
     for (t, (c, w)) in plan.chains.iter().zip(weights).enumerate() {
-        let a = tree_attributes(&g.node[c.tree], "target_").ok()?;
+        let a = &c.parsed.attrs;
         let modes = attr(&g.node[c.tree], "nodes_modes")?;
         if modes.strings.len() != a.nodes_nodeids.len() {
             return None;
         }
-        let base = a.base_values.first().copied().unwrap_or(0.0);
         let tracks = &a.nodes_missing_value_tracks_true;
         for i in 0..a.nodes_nodeids.len() {
-            let id = a.nodes_nodeids[i];
-            let feature = match (&c.columns, a.nodes_modes[i]) {
-                (Some(cols), Some(_)) => *cols.get(usize::try_from(a.nodes_featureids[i]).ok()?)?,
+            let feature = match (&c.gather, a.nodes_modes[i]) {
+                (Some(gather), Some(_)) => *gather
+                    .columns
+                    .get(usize::try_from(a.nodes_featureids[i]).ok()?)?,
                 _ => a.nodes_featureids[i],
             };
             n.treeids.push(t as i64);
-            n.nodeids.push(id);
+            n.nodeids.push(a.nodes_nodeids[i]);
             n.featureids.push(feature);
             n.values.push(a.nodes_values[i]);
             n.modes.push(modes.strings[i].clone());
             n.trues.push(a.nodes_truenodeids[i]);
             n.falses.push(a.nodes_falsenodeids[i]);
             n.tracks.push(tracks.get(i).copied().unwrap_or(0));
-            if a.nodes_modes[i].is_none() {
-                let v = a
-                    .leaf_nodeids
-                    .iter()
-                    .zip(&a.leaf_weights)
-                    .filter(|(l, _)| **l == id)
-                    .fold(base, |acc, (_, w)| acc + w);
-                let k = c.leaf_values.binary_search(&v.to_bits()).ok()?;
-                n.leaf_trees.push(t as i64);
-                n.leaf_nodes.push(id);
-                n.leaf_weights.push(w[k]);
-            }
+        }
+        for &(i, value) in &c.parsed.leaves {
+            let k = c.parsed.leaf_values.binary_search(&value).ok()?;
+            n.leaf_trees.push(t as i64);
+            n.leaf_nodes.push(a.nodes_nodeids[i]);
+            n.leaf_weights.push(w[k]);
         }
     }
     let sum = &g.node[plan.sum];
@@ -601,7 +616,11 @@ fn apply(g: &mut GraphProto, plan: &Plan, node: NodeProto) {
         drop.insert(c.tree);
         drop.extend(c.nodes.iter().copied());
     }
-    let gathers: HashSet<usize> = plan.chains.iter().filter_map(|c| c.gather).collect();
+    let gathers: HashSet<usize> = plan
+        .chains
+        .iter()
+        .filter_map(|c| c.gather.as_ref().map(|g| g.node))
+        .collect();
     let mut node = Some(node);
     let old = std::mem::take(&mut g.node);
     let mut kept: Vec<(usize, NodeProto)> = Vec::with_capacity(old.len());
