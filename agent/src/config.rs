@@ -1265,9 +1265,17 @@ impl ModelLoader {
     }
 }
 
+/// A window of an asset, as detectors and model bindings refer to it.
+struct AssetWindow {
+    signal: String,
+    bands: Vec<String>,
+    /// The most samples it holds.
+    capacity: usize,
+}
+
 fn read_model_binding(
     m: &mut TableReader<'_>,
-    window_signals: &[(String, Vec<String>)],
+    window_signals: &[AssetWindow],
     loader: &mut ModelLoader,
     names: &mut HashSet<String>,
 ) -> Option<ModelBindingCfg> {
@@ -1326,7 +1334,7 @@ fn read_model_binding(
                         ok = false;
                         continue;
                     };
-                    let Some(wi) = window_signals.iter().position(|(n, _)| n == sig) else {
+                    let Some(wi) = window_signals.iter().position(|w| w.signal == *sig) else {
                         m.error(
                             e.node.span,
                             "roles",
@@ -1343,7 +1351,8 @@ fn read_model_binding(
                         role: e.key.clone(),
                         signal: Arc::from(sig.as_str()),
                         window: wi,
-                        bands: window_signals[wi].1.clone(),
+                        bands: window_signals[wi].bands.clone(),
+                        capacity: window_signals[wi].capacity,
                     });
                 }
             }
@@ -1372,7 +1381,7 @@ fn read_model_binding(
         }
     };
     let model = loader.entries[idx].1.as_ref()?;
-    if let Err(errs) = resolve_inputs(&model.manifest.input.features, &roles) {
+    if let Err(errs) = resolve_inputs(&model.manifest.input, &roles) {
         for e in errs {
             m.error(roles_span.unwrap_or(manifest.span), "roles", e)
                 .emit();
@@ -1434,7 +1443,7 @@ fn read_asset(
     }
     // Windows, one per signal.
     let mut windows: Vec<WindowCfg> = Vec::new();
-    let mut window_signals: Vec<(String, Vec<String>)> = Vec::new();
+    let mut window_signals: Vec<AssetWindow> = Vec::new();
     for mut s in a.tables("signals") {
         let Some(sig) = s.req_string("signal") else {
             ok = false;
@@ -1461,7 +1470,7 @@ fn read_asset(
             ok = false;
             continue;
         }
-        if window_signals.iter().any(|(n, _)| *n == sig.value) {
+        if window_signals.iter().any(|w| w.signal == sig.value) {
             s.error(
                 sig.span,
                 "signal",
@@ -1541,10 +1550,11 @@ fn read_asset(
         if let (WindowSpec::Time { max_samples: m, .. }, Some(ms)) = (&mut spec, max_samples) {
             *m = ms;
         }
-        window_signals.push((
-            sig.value.clone(),
-            bands.iter().map(|b| b.name.clone()).collect(),
-        ));
+        window_signals.push(AssetWindow {
+            signal: sig.value.clone(),
+            bands: bands.iter().map(|b| b.name.clone()).collect(),
+            capacity: spec.capacity(),
+        });
         windows.push(WindowCfg {
             signal: id,
             spec,
@@ -1629,7 +1639,7 @@ fn read_direction(d: &mut TableReader<'_>) -> Direction {
 fn read_detector(
     d: &mut TableReader<'_>,
     registry: &SignalRegistry,
-    windows: &[(String, Vec<String>)],
+    windows: &[AssetWindow],
     names: &mut HashSet<String>,
 ) -> Option<DetectorCfg> {
     let name = d.req_string("name");
@@ -1660,7 +1670,7 @@ fn read_detector(
     let signal = d.req_string("signal");
     let window = signal.as_ref().and_then(|sig| {
         resolve_signal(d, "signal", sig, registry)?;
-        let idx = windows.iter().position(|(n, _)| *n == sig.value);
+        let idx = windows.iter().position(|w| w.signal == sig.value);
         if idx.is_none() {
             d.error(
                 sig.span,
@@ -1685,7 +1695,7 @@ fn read_detector(
         .map(|f| f.value.clone())
         .unwrap_or_else(|| default_feature.to_string());
     let feature = window.and_then(|w| {
-        let bands: Vec<&str> = windows[w].1.iter().map(String::as_str).collect();
+        let bands: Vec<&str> = windows[w].bands.iter().map(String::as_str).collect();
         match Feature::parse(&feature_name, &bands) {
             Ok(f) => Some(f),
             Err(msg) => {

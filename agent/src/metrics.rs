@@ -260,6 +260,12 @@ pub fn render(s: &AgentStatus, model_latency: &HistogramSnapshot) -> String {
         p.model_rows as f64,
     );
     o.one(
+        "model_rows_skipped_total",
+        "counter",
+        "Raw-window model rows skipped: a window held fewer samples than the model reads.",
+        p.model_rows_skipped as f64,
+    );
+    o.one(
         "model_errors_total",
         "counter",
         "Model outputs that were unusable (not finite, an error or a panic).",

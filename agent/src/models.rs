@@ -10,8 +10,11 @@
 //!
 //! * **Rows.** When a window of one of a binding's signals completes and the binding
 //!   is due (`every`, in sample time), the latest features of its windows are copied
-//!   into its model's input buffer, in the manifest's order. Buffers keep their
-//!   capacity: nothing is allocated per sample or per row in steady state.
+//!   into its model's input buffer, in the manifest's order — or, for a raw-window
+//!   model, the last `samples` samples of each of its signals' latest windows. A
+//!   window holding fewer samples than that (a time window on a signal slower than
+//!   planned) skips the row, and the skip is counted and logged once. Buffers keep
+//!   their capacity: nothing is allocated per sample or per row in steady state.
 //! * **Batched, off the async threads.** After each ring batch, the rows of every
 //!   model are run together, one `Session::run` per model (all assets that bind the
 //!   same model share a batch), on tokio's blocking pool. The pipeline waits for
@@ -24,7 +27,8 @@
 //!   counts against the binding; after `quarantine_after` in a row the binding stops
 //!   scoring and raises a `model_health` Warning saying so. Its asset keeps its
 //!   built-in detectors, which always run. A new version lifts the quarantine.
-//! * **Drift.** Per input, an exponentially weighted mean over about `drift_rows`
+//! * **Drift.** Per input (for a raw-window model: per signal, the window's mean and
+//!   standard deviation), an exponentially weighted mean over about `drift_rows`
 //!   rows is compared with the manifest's training statistics: more than `drift_z`
 //!   standard deviations from the training mean, or outside the training range
 //!   widened by a quarter of it, is a `model_drift` event (and its return a
@@ -41,7 +45,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use edge_driver_api::Timestamp;
-use edge_models::onnx::manifest::{Direction, FeatureStats, Meaning, ValidatedModel};
+use edge_models::onnx::manifest::{Direction, FeatureStats, InputSpec, Meaning, ValidatedModel};
 use edge_models::onnx::{Output, Session};
 use edge_models::{Evaluation, Feature, Severity};
 
@@ -66,6 +70,9 @@ pub struct RoleWindow {
     /// The window's index within its asset.
     pub window: usize,
     pub bands: Vec<String>,
+    /// The most samples the window holds (its size, or a time window's
+    /// `max_samples`).
+    pub capacity: usize,
 }
 
 /// Input drift settings of a binding.
@@ -92,34 +99,115 @@ pub struct ModelBindingCfg {
     pub drift: DriftCfg,
 }
 
-/// Maps a manifest's `<role>.<feature>` inputs to (asset window, feature).
+/// What a binding copies into its model's input row. Window indices are relative
+/// to the asset when resolved, global once placed in the pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BindingInputs {
+    /// One feature of one window per column.
+    Features(Vec<(usize, Feature)>),
+    /// The last `samples` samples of each window, one window per channel.
+    Raw { samples: usize, windows: Vec<usize> },
+}
+
+impl BindingInputs {
+    /// The windows a row reads.
+    pub fn windows(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = match self {
+            BindingInputs::Features(f) => f.iter().map(|(w, _)| *w).collect(),
+            BindingInputs::Raw { windows, .. } => windows.clone(),
+        };
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    fn offset(self, base: usize) -> BindingInputs {
+        match self {
+            BindingInputs::Features(f) => {
+                BindingInputs::Features(f.into_iter().map(|(w, x)| (base + w, x)).collect())
+            }
+            BindingInputs::Raw { samples, windows } => BindingInputs::Raw {
+                samples,
+                windows: windows.into_iter().map(|w| base + w).collect(),
+            },
+        }
+    }
+}
+
+/// Finds the window a role names; a missing role is reported once.
+fn role_window<'a>(
+    roles: &'a [RoleWindow],
+    role: &'a str,
+    input: &str,
+    missing: &mut Vec<&'a str>,
+    errs: &mut Vec<String>,
+) -> Option<&'a RoleWindow> {
+    if let Some(rw) = roles.iter().find(|r| r.role == role) {
+        return Some(rw);
+    }
+    // One message per missing role, not per input that uses it.
+    if !missing.contains(&role) {
+        missing.push(role);
+        let known: Vec<&str> = roles.iter().map(|r| r.role.as_str()).collect();
+        errs.push(format!(
+            "the model reads role `{role}` ({input}) but `roles` maps only {}; add {role} = \"<signal>\"",
+            if known.is_empty() {
+                "nothing".to_string()
+            } else {
+                known.join(", ")
+            }
+        ));
+    }
+    None
+}
+
+/// Maps a manifest's inputs to the asset windows a binding's `roles` name: each
+/// `<role>.<feature>` to (window, feature), or each raw-window signal to its window
+/// (which must hold at least the samples the model reads).
 pub fn resolve_inputs(
-    features: &[String],
+    input: &InputSpec,
     roles: &[RoleWindow],
-) -> Result<Vec<(usize, Feature)>, Vec<String>> {
-    let mut out = Vec::with_capacity(features.len());
+) -> Result<BindingInputs, Vec<String>> {
     let mut errs = Vec::new();
     let mut missing: Vec<&str> = Vec::new();
+    if let Some(w) = &input.window {
+        let mut windows = Vec::with_capacity(w.signals.len());
+        for role in &w.signals {
+            let Some(rw) = role_window(roles, role, "raw window", &mut missing, &mut errs) else {
+                continue;
+            };
+            if rw.capacity < w.samples {
+                errs.push(format!(
+                    "the model reads the last {} samples of role `{role}`, but the window of `{}` holds at most {}; make that window at least {} samples (`size` of a count window, `max_samples` of a time window)",
+                    w.samples, rw.signal, rw.capacity, w.samples
+                ));
+                continue;
+            }
+            windows.push(rw.window);
+        }
+        return if errs.is_empty() {
+            Ok(BindingInputs::Raw {
+                samples: w.samples,
+                windows,
+            })
+        } else {
+            Err(errs)
+        };
+    }
+    let features = &input.features;
+    let mut out = Vec::with_capacity(features.len());
     for f in features {
         let Some((role, feat)) = f.split_once('.') else {
             errs.push(format!("input {f:?} is not <role>.<feature>"));
             continue;
         };
-        let Some(rw) = roles.iter().find(|r| r.role == role) else {
-            // One message per missing role, not per input that uses it.
-            if missing.contains(&role) {
-                continue;
-            }
-            missing.push(role);
-            let known: Vec<&str> = roles.iter().map(|r| r.role.as_str()).collect();
-            errs.push(format!(
-                "the model reads role `{role}` (input {f:?}) but `roles` maps only {}; add {role} = \"<signal>\"",
-                if known.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ));
+        let Some(rw) = role_window(
+            roles,
+            role,
+            &format!("input {f:?}"),
+            &mut missing,
+            &mut errs,
+        ) else {
             continue;
         };
         let bands: Vec<&str> = rw.bands.iter().map(String::as_str).collect();
@@ -136,7 +224,33 @@ pub fn resolve_inputs(
             )),
         }
     }
-    if errs.is_empty() { Ok(out) } else { Err(errs) }
+    if errs.is_empty() {
+        Ok(BindingInputs::Features(out))
+    } else {
+        Err(errs)
+    }
+}
+
+/// The values drift is judged on and an alert shows, from one input row: the row
+/// itself, or each raw window's mean and standard deviation.
+pub(crate) fn summarize(inputs: &BindingInputs, row: &[f32], out: &mut Vec<f32>) {
+    out.clear();
+    match inputs {
+        BindingInputs::Features(_) => out.extend_from_slice(row),
+        BindingInputs::Raw { samples, .. } => {
+            for w in row.chunks(*samples.max(&1)) {
+                let n = w.len().max(1) as f64;
+                let mean = w.iter().map(|v| f64::from(*v)).sum::<f64>() / n;
+                let var = w
+                    .iter()
+                    .map(|v| (f64::from(*v) - mean).powi(2))
+                    .sum::<f64>()
+                    / n;
+                out.push(mean as f32);
+                out.push(var.sqrt() as f32);
+            }
+        }
+    }
 }
 
 /// What `meaning` an output has, as alerts name it.
@@ -293,7 +407,7 @@ impl ModelHandle {
         let errs: Vec<String> = self
             .bindings
             .iter()
-            .filter_map(|roles| resolve_inputs(&new.manifest.input.features, roles).err())
+            .filter_map(|roles| resolve_inputs(&new.manifest.input, roles).err())
             .flatten()
             .collect();
         if !errs.is_empty() {
@@ -506,7 +620,7 @@ impl Drift {
         let stats: Vec<FeatureStats> = m
             .manifest
             .input
-            .features
+            .drift_inputs()
             .iter()
             .map(|f| {
                 m.manifest.training.get(f).copied().unwrap_or(FeatureStats {
@@ -608,7 +722,7 @@ impl ModelRun {
         };
         ModelRun {
             generation: handle.generation(),
-            row_len: model.manifest.input.features.len(),
+            row_len: model.manifest.input.row_len(),
             handle,
             model,
             session,
@@ -693,8 +807,15 @@ pub(crate) struct BindingSlot {
     pub(crate) window_base: usize,
     /// Global indices of the windows the binding reads.
     pub(crate) ready: Vec<u32>,
-    pub(crate) inputs: Vec<(u32, Feature)>,
+    /// What a row copies (global window indices).
+    pub(crate) inputs: BindingInputs,
+    /// Names of [`BindingSlot::summary`]'s values.
     pub(crate) labels: Vec<Arc<str>>,
+    /// The last row's drift inputs (see [`summarize`]).
+    pub(crate) summary: Vec<f32>,
+    /// Rows skipped because a window held fewer samples than a raw-window model
+    /// reads.
+    pub(crate) short_rows: u64,
     pub(crate) every_ns: u64,
     pub(crate) next_due_ns: u64,
     pub(crate) grader: Grader,
@@ -710,22 +831,17 @@ pub(crate) struct BindingSlot {
 impl BindingSlot {
     /// Points the slot at a model version (inputs, labels, thresholds, drift).
     pub(crate) fn follow(&mut self, m: &ValidatedModel) -> Result<(), Vec<String>> {
-        let inputs = resolve_inputs(&m.manifest.input.features, &self.roles)?;
-        self.inputs = inputs
-            .into_iter()
-            .map(|(w, f)| ((self.window_base + w) as u32, f))
-            .collect();
-        let mut ready: Vec<u32> = self.inputs.iter().map(|(w, _)| *w).collect();
-        ready.sort_unstable();
-        ready.dedup();
-        self.ready = ready;
+        let inputs = resolve_inputs(&m.manifest.input, &self.roles)?;
+        self.inputs = inputs.offset(self.window_base);
+        self.ready = self.inputs.windows().iter().map(|w| *w as u32).collect();
         self.labels = m
             .manifest
             .input
-            .features
+            .drift_inputs()
             .iter()
             .map(|f| Arc::from(f.as_str()))
             .collect();
+        self.summary = Vec::with_capacity(self.labels.len());
         self.grader.retune(m);
         self.drift = Drift::new(m, self.drift_cfg);
         Ok(())
@@ -827,15 +943,17 @@ mod tests {
                 signal: "p.vibration".into(),
                 window: 1,
                 bands: vec!["shaft".into()],
+                capacity: 512,
             },
             RoleWindow {
                 role: "temperature".into(),
                 signal: "p.temperature".into(),
                 window: 0,
                 bands: vec![],
+                capacity: 256,
             },
         ];
-        let errs = resolve_inputs(&m.manifest.input.features, &roles).expect_err("incomplete");
+        let errs = resolve_inputs(&m.manifest.input, &roles).expect_err("incomplete");
         let text = errs.join("\n");
         assert!(text.contains("band:bearing"), "{text}");
         assert_eq!(
@@ -844,6 +962,51 @@ mod tests {
             "one message per missing role, though two inputs use it: {text}"
         );
         assert!(text.contains("role `pressure`"), "{text}");
+    }
+
+    #[test]
+    fn a_raw_window_model_needs_its_role_with_enough_samples() {
+        let m = load("bearing_conv");
+        let w = m.manifest.input.window.clone().expect("a raw-window model");
+        let role = |capacity| RoleWindow {
+            role: w.signals[0].clone(),
+            signal: "p.vibration".into(),
+            window: 2,
+            bands: vec![],
+            capacity,
+        };
+        assert_eq!(
+            resolve_inputs(&m.manifest.input, &[role(512)]),
+            Ok(BindingInputs::Raw {
+                samples: w.samples,
+                windows: vec![2]
+            })
+        );
+        let short = resolve_inputs(&m.manifest.input, &[role(w.samples - 1)])
+            .expect_err("a window too small")
+            .join("\n");
+        assert!(
+            short.contains(&format!("at least {} samples", w.samples)),
+            "{short}"
+        );
+        let none = resolve_inputs(&m.manifest.input, &[])
+            .expect_err("no role")
+            .join("\n");
+        assert!(none.contains("role `vibration`"), "{none}");
+    }
+
+    #[test]
+    fn raw_rows_are_summarized_per_signal_as_mean_and_std() {
+        let inputs = BindingInputs::Raw {
+            samples: 4,
+            windows: vec![0, 1],
+        };
+        let mut out = Vec::new();
+        summarize(&inputs, &[1.0, 3.0, 1.0, 3.0, 5.0, 5.0, 5.0, 5.0], &mut out);
+        assert_eq!(out, vec![2.0, 1.0, 5.0, 0.0]);
+        let feats = BindingInputs::Features(vec![]);
+        summarize(&feats, &[7.0, 8.0], &mut out);
+        assert_eq!(out, vec![7.0, 8.0], "a feature row is its own summary");
     }
 
     #[test]

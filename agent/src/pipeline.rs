@@ -21,7 +21,8 @@ use crate::alert::{
 };
 use crate::config::AssetCfg;
 use crate::models::{
-    BindingSlot, Drift, DriftChange, Grader, InferenceJob, ModelRun, ModelStore, evaluation,
+    BindingInputs, BindingSlot, Drift, DriftChange, Grader, InferenceJob, ModelRun, ModelStore,
+    evaluation, summarize,
 };
 use crate::ring::SampleRing;
 use crate::sink::SinkMsg;
@@ -63,6 +64,8 @@ pub struct PipelineCounters {
     /// error or a panic).
     pub model_rows: AtomicU64,
     pub model_errors: AtomicU64,
+    /// Raw-window model rows skipped because a window held too few samples.
+    pub model_rows_skipped: AtomicU64,
     /// Model versions swapped in while running.
     pub model_swaps: AtomicU64,
     /// Model events (drift) dropped because the sinks were busy.
@@ -102,6 +105,7 @@ pub struct Processor {
     local_unrouted: u64,
     local_windows: u64,
     local_evals: u64,
+    local_short_rows: u64,
 }
 
 impl std::fmt::Debug for Processor {
@@ -185,8 +189,10 @@ impl Processor {
                     roles: b.roles.clone(),
                     window_base: *base,
                     ready: Vec::new(),
-                    inputs: Vec::new(),
+                    inputs: BindingInputs::Features(Vec::new()),
                     labels: Vec::new(),
+                    summary: Vec::new(),
+                    short_rows: 0,
                     every_ns: b.every.as_nanos() as u64,
                     next_due_ns: 0,
                     grader: Grader::new(&m, b.confirm),
@@ -229,8 +235,16 @@ impl Processor {
                     band_names: Vec::new(),
                     model: Some(info),
                 });
-                for w in &slot.ready {
-                    per_window[*w as usize].push(bindings.len() as u32);
+                // Every window a role names, not only those this version reads: a
+                // new version may read other roles (or raw samples instead of
+                // features) without rebuilding the routes.
+                let mut routed: Vec<usize> = slot.roles.iter().map(|r| base + r.window).collect();
+                routed.sort_unstable();
+                routed.dedup();
+                for w in routed {
+                    if let Some(list) = per_window.get_mut(w) {
+                        list.push(bindings.len() as u32);
+                    }
                 }
                 bindings.push(slot);
             }
@@ -256,6 +270,7 @@ impl Processor {
             local_unrouted: 0,
             local_windows: 0,
             local_evals: 0,
+            local_short_rows: 0,
         }
     }
 
@@ -329,11 +344,31 @@ impl Processor {
                 if run.session.is_none() {
                     continue;
                 }
-                b.next_due_ns = end.mono_ns.saturating_add(b.every_ns);
-                for (w, f) in &b.inputs {
-                    run.xs
-                        .push(self.windows[*w as usize].features.get(*f) as f32);
+                match &b.inputs {
+                    BindingInputs::Features(cols) => {
+                        for (w, f) in cols {
+                            run.xs.push(self.windows[*w].features.get(*f) as f32);
+                        }
+                    }
+                    BindingInputs::Raw { samples, windows } => {
+                        let n = *samples;
+                        if let Some(&w) = windows.iter().find(|&&w| self.windows[w].frame.len() < n)
+                        {
+                            // Not due yet: the next window may be complete enough.
+                            if b.short_rows == 0 {
+                                tracing::warn!(asset = %b.asset, binding = %b.name, signal = %self.windows[w].signal, held = self.windows[w].frame.len(), needs = n, "a window holds fewer samples than the raw-window model reads; rows are skipped until it holds enough (lengthen the window or check the signal's rate)");
+                            }
+                            b.short_rows += 1;
+                            self.local_short_rows += 1;
+                            continue;
+                        }
+                        for &w in windows {
+                            let x = &self.windows[w].frame.x;
+                            run.xs.extend(x[x.len() - n..].iter().map(|v| *v as f32));
+                        }
+                    }
                 }
+                b.next_due_ns = end.mono_ns.saturating_add(b.every_ns);
                 run.rows.push((bi as u32, end));
                 self.pending_rows += 1;
             }
@@ -366,6 +401,7 @@ impl Processor {
             for (k, &(bi, ts)) in run.rows.iter().enumerate() {
                 let b = &mut self.bindings[bi as usize];
                 let row = run.xs.get(k * len..(k + 1) * len).unwrap_or(&[]);
+                summarize(&b.inputs, row, &mut b.summary);
                 match run.value(k) {
                     Ok(v) => {
                         scored += 1;
@@ -376,12 +412,12 @@ impl Processor {
                             b.det,
                             &eval,
                             ts,
-                            Snapshot::Row(&b.labels, row),
+                            Snapshot::Row(&b.labels, &b.summary),
                         ) {
                             alerts.push(a);
                         }
                         self.drift_changes.clear();
-                        b.drift.update(row, &mut self.drift_changes);
+                        b.drift.update(&b.summary, &mut self.drift_changes);
                         for c in &self.drift_changes {
                             self.events
                                 .push(drift_event(&self.agent_id, b, &run.model, c, ts));
@@ -405,7 +441,7 @@ impl Processor {
                                 b.health_det,
                                 &eval,
                                 ts,
-                                Snapshot::Row(&b.labels, row),
+                                Snapshot::Row(&b.labels, &b.summary),
                             ) {
                                 alerts.push(a);
                             }
@@ -460,7 +496,7 @@ impl Processor {
             let run = &mut self.runs[ri];
             run.model = new.clone();
             run.session = Some(session);
-            run.row_len = new.manifest.input.features.len();
+            run.row_len = new.manifest.input.row_len();
             self.counters.model_swaps.fetch_add(1, Ordering::Relaxed);
             for b in self.bindings.iter_mut().filter(|b| b.run == ri) {
                 let info = b.alert_info(&new);
@@ -603,6 +639,10 @@ impl Processor {
             .fetch_add(std::mem::take(&mut self.local_windows), Ordering::Relaxed);
         c.evaluations
             .fetch_add(std::mem::take(&mut self.local_evals), Ordering::Relaxed);
+        c.model_rows_skipped.fetch_add(
+            std::mem::take(&mut self.local_short_rows),
+            Ordering::Relaxed,
+        );
         c.alerts.fetch_add(new_alerts, Ordering::Relaxed);
     }
 }

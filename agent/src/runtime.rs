@@ -80,6 +80,7 @@ pub struct PipelineSnapshot {
     pub alerts: u64,
     pub model_rows: u64,
     pub model_errors: u64,
+    pub model_rows_skipped: u64,
     pub model_swaps: u64,
     pub events_dropped: u64,
 }
@@ -95,6 +96,7 @@ impl PipelineSnapshot {
             alerts: c.alerts.load(Ordering::Relaxed),
             model_rows: c.model_rows.load(Ordering::Relaxed),
             model_errors: c.model_errors.load(Ordering::Relaxed),
+            model_rows_skipped: c.model_rows_skipped.load(Ordering::Relaxed),
             model_swaps: c.model_swaps.load(Ordering::Relaxed),
             events_dropped: c.events_dropped.load(Ordering::Relaxed),
         }

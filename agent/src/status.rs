@@ -91,6 +91,9 @@ pub struct PipelineInfo {
     pub evaluations: u64,
     pub model_rows: u64,
     pub model_errors: u64,
+    /// Raw-window rows skipped because a window held too few samples.
+    #[serde(default)]
+    pub model_rows_skipped: u64,
     pub model_swaps: u64,
     /// Mean wall time of a model batch, seconds.
     pub model_batch_mean_s: Option<f64>,
@@ -291,6 +294,7 @@ impl StatusSource {
                 evaluations: load(&c.evaluations),
                 model_rows: load(&c.model_rows),
                 model_errors: load(&c.model_errors),
+                model_rows_skipped: load(&c.model_rows_skipped),
                 model_swaps: load(&c.model_swaps),
                 model_batch_mean_s: (batches.count > 0)
                     .then(|| batches.sum_s / batches.count as f64),

@@ -71,7 +71,7 @@ fn errors(path: &Path) -> String {
 }
 
 #[test]
-fn the_zoo_holds_the_five_model_kinds() {
+fn the_zoo_holds_the_six_model_kinds() {
     let names: Vec<String> = manifests()
         .iter()
         .filter_map(|p| Some(p.parent()?.file_name()?.to_string_lossy().into_owned()))
@@ -79,6 +79,7 @@ fn the_zoo_holds_the_five_model_kinds() {
     assert_eq!(
         names,
         [
+            "bearing_conv",
             "bearing_gbt",
             "bearing_mlp",
             "bearing_rf",
@@ -93,7 +94,95 @@ fn every_zoo_model_matches_its_manifest_and_reference_outputs() {
     for m in manifests() {
         let v = ValidatedModel::load(&m).unwrap_or_else(|e| panic!("{}: {e:?}", m.display()));
         assert_eq!(v.sha256, v.manifest.model.sha256);
-        assert_eq!(v.model.row_len(), v.manifest.input.features.len());
+        assert_eq!(v.model.row_len(), v.manifest.input.row_len());
+    }
+}
+
+#[test]
+fn every_zoo_model_matches_onnxruntime_within_1e5() {
+    for m in manifests() {
+        let v = ValidatedModel::load(&m).unwrap_or_else(|e| panic!("{}: {e:?}", m.display()));
+        let r = m.with_file_name("reference.json");
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&r).expect("read")).expect("json");
+        let num = |x: &serde_json::Value| x.as_f64().unwrap_or(f64::NAN);
+        let xs: Vec<f32> = doc["inputs"]
+            .as_array()
+            .expect("inputs")
+            .iter()
+            .map(|x| num(x) as f32)
+            .collect();
+        let rows = doc["rows"].as_u64().expect("rows") as usize;
+        let outs = v
+            .model
+            .session()
+            .and_then(|mut s| s.run(&xs, rows))
+            .expect("runs");
+        for (port, out) in v.model.outputs().iter().zip(&outs) {
+            let want: Vec<f64> = doc["outputs"][&port.name]["data"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{}: no reference for {}", m.display(), port.name))
+                .iter()
+                .map(num)
+                .collect();
+            let got = out.to_f64();
+            assert_eq!(got.len(), want.len(), "{} {}", m.display(), port.name);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                    "{} {}[{i}]: ours {g}, onnxruntime {w}",
+                    m.display(),
+                    port.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_conv_model_reads_a_raw_vibration_window() {
+    let v = ValidatedModel::load(&zoo().join("bearing_conv/manifest.toml")).expect("valid");
+    let w = v.manifest.input.window.as_ref().expect("a raw window");
+    assert_eq!(w.signals, ["vibration"]);
+    assert_eq!(v.model.inputs()[0].shape[1..], [Some(1), Some(w.samples)]);
+    assert_eq!(
+        v.manifest.input.drift_inputs(),
+        ["vibration.mean", "vibration.std"]
+    );
+    assert!(v.manifest.input.features.is_empty());
+}
+
+#[test]
+fn raw_window_manifest_mistakes_are_reported_at_once() {
+    let s = Scratch::of("bearing_conv");
+    s.edit_manifest(|t| {
+        t.replace("samples = 256", "samples = 200").replace(
+            "[training.\"vibration.std\"]",
+            "[training.\"vibration.rms\"]",
+        )
+    });
+    let e = errors(&s.manifest());
+    for want in [
+        "window reads 1 signal(s) of 200 samples, a [batch, 1, 200] input, but the model's input is [batch, 1, 256]",
+        "[training.\"vibration.std\"] is missing",
+        "[training.\"vibration.rms\"] names a statistic",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+    let s = Scratch::of("bearing_conv");
+    s.edit_manifest(|t| {
+        t.replace("window = {", "features = [\"vibration.rms\"]\nwindow = {")
+            .replace(
+                "signals = [\"vibration\"]",
+                "signals = [\"vibration\", \"vibration\"]",
+            )
+    });
+    let e = errors(&s.manifest());
+    for want in [
+        "has both `features` and `window`",
+        "lists \"vibration\" twice",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
     }
 }
 

@@ -39,8 +39,10 @@ def main(argv):
         doc = json.load(open(ref))
         w = doc["width"]
         xs = np.array([0.0 if v is None else v for v in doc["inputs"]], dtype=np.float32)
-        one = xs[:w].reshape(1, w)
-        batch = np.resize(xs, 64 * w).reshape(64, w).astype(np.float32)
+        # [batch, features] or [batch, signals, samples] (raw-window models).
+        dims = [d if isinstance(d, int) else w for d in s.get_inputs()[0].shape[1:]]
+        one = xs[:w].reshape(1, *dims)
+        batch = np.resize(xs, 64 * w).reshape(64, *dims).astype(np.float32)
         iname = s.get_inputs()[0].name
         t = time.perf_counter()
         s.run(None, {iname: one})

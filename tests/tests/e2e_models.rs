@@ -171,10 +171,13 @@ start = "1h"
 duration = "6h"
 "#;
 
-const MODELS: [(&str, &str); 3] = [
+/// The fault classifiers: three on window features, one (the 1-D conv) on the raw
+/// vibration samples.
+const MODELS: [(&str, &str); 4] = [
     ("bearing-rf", "bearing_rf/manifest.toml"),
     ("bearing-gbt", "bearing_gbt/manifest.toml"),
     ("bearing-mlp", "bearing_mlp/manifest.toml"),
+    ("bearing-conv", "bearing_conv/manifest.toml"),
 ];
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -213,19 +216,30 @@ async fn bearing_wear_models_alert_before_the_temperature_alarm() {
         let model = &raise["model"];
         assert_eq!(model["version"], "1.0.0");
         assert_eq!(model["sha256"].as_str().map(str::len), Some(64));
+        // The alert shows the model's input row, or for the raw-window model
+        // the window's mean and standard deviation.
+        let shown = if name == "bearing-conv" {
+            "vibration.std"
+        } else {
+            "vibration.band:bearing"
+        };
         assert!(
-            raise["features"]["vibration.band:bearing"].is_number(),
-            "the alert carries the model's input row: {raise}"
+            raise["features"][shown].is_number(),
+            "the alert carries the model's inputs: {raise}"
         );
         assert!(raise["score"].as_f64().is_some_and(|p| p >= 0.5));
     }
-    // Three models scored every 10 s of the 8 h (minus the first minute).
+    // Four models scored every 10 s of the 8 h (minus the first minute).
     let rows = report.pipeline.model_rows;
     assert!(
-        (8 * 360 * 3 - 30..=8 * 360 * 3).contains(&rows),
+        (8 * 360 * 4 - 40..=8 * 360 * 4).contains(&rows),
         "rows scored: {rows}"
     );
     assert_eq!(report.pipeline.model_errors, 0);
+    assert_eq!(
+        report.pipeline.model_rows_skipped, 0,
+        "the 512-sample vibration window always holds the conv model's 256"
+    );
     assert!(events.of_kind("model_rejected").is_empty());
 }
 
@@ -247,8 +261,68 @@ async fn a_healthy_pump_stays_quiet_under_every_model() {
         "a healthy pump inside the training ranges drifted: {:#?}",
         events.of_kind("model_drift")
     );
-    assert!(report.pipeline.model_rows >= 12 * 360 * 4 - 40);
+    assert!(report.pipeline.model_rows >= 12 * 360 * 5 - 50);
     assert_eq!(report.pipeline.model_errors, 0);
+}
+
+const VIBRATION_WINDOW: &str = "window = { size = 512, hop = 512 }";
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_window_shorter_than_the_raw_model_reads_skips_rows_and_counts_them() {
+    let dir = TempDir::new("models-short");
+    let jsonl = dir.path().join("alerts.jsonl");
+    // Half-second windows hold 128 samples at 256 Hz; the conv model reads 256.
+    // The buffer may hold 512, so the config is accepted.
+    let src = plant(
+        &jsonl,
+        &zoo(),
+        "",
+        &binding("conv", "bearing_conv/manifest.toml"),
+    )
+    .replace(
+        VIBRATION_WINDOW,
+        r#"window = { size = "500ms", hop = "500ms", max_samples = 512 }"#,
+    );
+    assert!(!src.contains(VIBRATION_WINDOW));
+    let events = Events::default();
+    let handle = edge_agent::start(config("models.toml", &src), options(&events)).expect("starts");
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let report = stop(handle).await;
+    assert_eq!(report.pipeline.model_rows, 0);
+    assert_eq!(
+        report.pipeline.model_errors, 0,
+        "a short window is not a model error"
+    );
+    assert!(
+        report.pipeline.model_rows_skipped >= 500,
+        "every completed window was a skipped row: {:?}",
+        report.pipeline
+    );
+    assert!(read_alerts(&jsonl).is_empty(), "nothing to quarantine");
+}
+
+#[test]
+fn a_window_that_can_never_hold_the_raw_model_samples_is_a_config_error() {
+    let src = plant(
+        Path::new("/nonexistent/alerts.jsonl"),
+        &zoo(),
+        "",
+        &binding("conv", "bearing_conv/manifest.toml"),
+    )
+    .replace(VIBRATION_WINDOW, "window = { size = 128, hop = 128 }");
+    let e = match edge_agent::config::parse("models.toml", &src) {
+        Ok(_) => panic!("a 128-sample window accepted for a 256-sample model"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("the last 256 samples of role `vibration`")
+            && e.contains("at least 256 samples"),
+        "{e}"
+    );
+    assert!(
+        e.contains("models.toml:"),
+        "the error points into the file: {e}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

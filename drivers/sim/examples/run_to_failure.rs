@@ -13,6 +13,12 @@
 //! One row per 10 s of simulated time per run: the run, the time, the ground truth
 //! (bearing-wear severity 0..1, whether the run ever develops the fault) and the
 //! features named `<signal>.<feature>`, as a model manifest names them.
+//!
+//! With `--raw-out FILE`, the raw vibration windows a raw-window model reads are
+//! written too: at every row whose time is a multiple of `--raw-every` seconds
+//! (default 60), the last `--raw-samples` (default 256) samples of the latest
+//! completed vibration window, as little-endian `f32`. That is what the agent copies
+//! into a raw-window model's input, so training and gateway see the same values.
 
 use std::io::Write;
 
@@ -128,6 +134,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut hours = 12.0f64;
     let mut seed = 1u64;
     let mut out: Option<String> = None;
+    let mut raw_out: Option<String> = None;
+    let mut raw_every = 60u64;
+    let mut raw_samples = 256usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next().ok_or(format!("{a} needs a value"))?;
@@ -136,6 +145,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--hours" => hours = v.parse()?,
             "--seed" => seed = v.parse()?,
             "--out" => out = Some(v),
+            "--raw-out" => raw_out = Some(v),
+            "--raw-every" => raw_every = v.parse()?,
+            "--raw-samples" => raw_samples = v.parse()?,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -144,6 +156,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => Box::new(std::io::stdout()),
     };
     let mut w = std::io::BufWriter::new(sink);
+    let mut raw = match &raw_out {
+        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
+        None => None,
+    };
+    if raw_every == 0 || raw_every % 10 != 0 {
+        return Err("--raw-every must be a positive multiple of 10 (seconds)".into());
+    }
     write!(w, "run,t_s,wear,faulty")?;
     for (s, f) in COLUMNS {
         write!(w, ",{s}.{f}")?;
@@ -173,6 +192,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut streams: Vec<(Stream, u64)> =
             Quantity::ALL.iter().map(|q| (Stream::new(*q), 0)).collect();
         let mut t = 10.0;
+        let mut step = 1u64;
         while t <= hours * 3600.0 {
             for (s, k) in streams.iter_mut() {
                 s.advance(&m, k, t);
@@ -186,10 +206,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     write!(w, ",{}", s.latest.get(f))?;
                 }
                 writeln!(w)?;
+                if let Some(raw) = raw.as_mut()
+                    && (step * 10) % raw_every == 0
+                {
+                    let s = &streams
+                        .iter()
+                        .find(|(s, _)| s.q == Quantity::Vibration)
+                        .ok_or("stream")?
+                        .0;
+                    let x = &s.frame.x;
+                    if x.len() < raw_samples {
+                        return Err(format!(
+                            "the vibration window holds {} samples, fewer than --raw-samples {raw_samples}",
+                            x.len()
+                        )
+                        .into());
+                    }
+                    for v in &x[x.len() - raw_samples..] {
+                        raw.write_all(&(*v as f32).to_le_bytes())?;
+                    }
+                }
             }
             t += 10.0;
+            step += 1;
         }
     }
     w.flush()?;
+    if let Some(raw) = raw.as_mut() {
+        raw.flush()?;
+    }
     Ok(())
 }

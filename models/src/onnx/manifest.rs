@@ -15,6 +15,8 @@
 //! name = "X"
 //! dtype = "float32"
 //! features = ["vibration.rms", "temperature.mean"]   # <role>.<feature>, in order
+//! # or, for a model on raw samples (input shape [batch, signals, samples]):
+//! # window = { signals = ["vibration"], samples = 256 }
 //!
 //! [[outputs]]
 //! name = "probabilities"
@@ -36,6 +38,11 @@
 //! min = 0.74
 //! max = 3.05
 //! ```
+//!
+//! A raw-window model's training statistics describe its windows rather than single
+//! samples: `[training."<role>.mean"]` and `[training."<role>.std"]`, the spread of
+//! each training window's mean and standard deviation, per signal. Drift is judged on
+//! those two, which is what moves when a sensor is offset, rescaled or swapped.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -75,7 +82,48 @@ pub struct InputSpec {
     pub name: String,
     #[serde(default = "float32")]
     pub dtype: String,
+    /// `<role>.<feature>` per column (a model on window features).
+    #[serde(default)]
     pub features: Vec<String>,
+    /// Or: the latest samples of some signals (a model on raw windows).
+    #[serde(default)]
+    pub window: Option<RawWindowSpec>,
+}
+
+/// `[input] window`: the model reads the last `samples` samples of each signal's
+/// window, as a `[batch, signals, samples]` tensor (signals in this order).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindowSpec {
+    /// Role names, bound to asset signals like the roles of `features`.
+    pub signals: Vec<String>,
+    pub samples: usize,
+}
+
+/// The most samples per signal a raw-window model may read.
+pub const MAX_WINDOW_SAMPLES: usize = 65_536;
+
+impl InputSpec {
+    /// Values per input row.
+    pub fn row_len(&self) -> usize {
+        match &self.window {
+            Some(w) => w.signals.len() * w.samples,
+            None => self.features.len(),
+        }
+    }
+
+    /// What drift is judged on, and what an alert's snapshot shows: the features
+    /// themselves, or each raw-window signal's window mean and standard deviation.
+    pub fn drift_inputs(&self) -> Vec<String> {
+        match &self.window {
+            Some(w) => w
+                .signals
+                .iter()
+                .flat_map(|r| [format!("{r}.mean"), format!("{r}.std")])
+                .collect(),
+            None => self.features.clone(),
+        }
+    }
 }
 
 fn float32() -> String {
@@ -189,8 +237,38 @@ impl Manifest {
                 self.input.dtype
             ));
         }
-        if self.input.features.is_empty() {
-            errs.push("[input] features is empty".into());
+        if self.input.window.is_some() && !self.input.features.is_empty() {
+            errs.push(
+                "[input] has both `features` and `window`: a model reads either window features or raw samples; keep the one it was trained on".into(),
+            );
+        }
+        match &self.input.window {
+            Some(w) => {
+                if w.signals.is_empty() {
+                    errs.push("[input] window.signals is empty: name the roles whose samples the model reads, e.g. [\"vibration\"]".into());
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for r in &w.signals {
+                    if !seen.insert(r) {
+                        errs.push(format!("[input] window.signals lists {r:?} twice"));
+                    }
+                    if r.is_empty() || r.contains('.') {
+                        errs.push(format!(
+                            "[input] window.signals entry {r:?} must be a role name without dots, e.g. \"vibration\""
+                        ));
+                    }
+                }
+                if w.samples == 0 || w.samples > MAX_WINDOW_SAMPLES {
+                    errs.push(format!(
+                        "[input] window.samples = {} is out of range: 1 to {MAX_WINDOW_SAMPLES}",
+                        w.samples
+                    ));
+                }
+            }
+            None if self.input.features.is_empty() => errs.push(
+                "[input] needs `features = [\"<role>.<feature>\", ...]` or `window = { signals = [...], samples = N }`".into(),
+            ),
+            None => {}
         }
         let mut seen = std::collections::BTreeSet::new();
         for f in &self.input.features {
@@ -204,9 +282,17 @@ impl Manifest {
                     "[input] feature {f:?} must be <role>.<feature>, e.g. \"vibration.rms\""
                 ));
             }
+        }
+        let monitored = self.input.drift_inputs();
+        for f in &monitored {
             match self.training.get(f) {
                 None => errs.push(format!(
-                    "[training.\"{f}\"] is missing: drift detection needs mean, std, min and max of every input feature"
+                    "[training.\"{f}\"] is missing: drift detection needs mean, std, min and max of {}",
+                    if self.input.window.is_some() {
+                        "each window signal's window mean and window std"
+                    } else {
+                        "every input feature"
+                    }
                 )),
                 Some(s) => {
                     let sane = s.std >= 0.0 && s.mean.is_finite() && s.min <= s.max;
@@ -219,9 +305,14 @@ impl Manifest {
             }
         }
         for k in self.training.keys() {
-            if !self.input.features.contains(k) {
+            if !monitored.contains(k) {
                 errs.push(format!(
-                    "[training.\"{k}\"] names a feature that is not an input"
+                    "[training.\"{k}\"] names {} that is not an input",
+                    if self.input.window.is_some() {
+                        "a statistic (<role>.mean or <role>.std of a window signal)"
+                    } else {
+                        "a feature"
+                    }
                 ));
             }
         }
@@ -325,12 +416,30 @@ impl ValidatedModel {
                 manifest.input.name, input.name
             ));
         }
-        if model.row_len() != manifest.input.features.len() {
-            errs.push(format!(
+        match &manifest.input.window {
+            None if model.row_len() != manifest.input.features.len() => errs.push(format!(
                 "[input] lists {} features but the model takes {} values per row",
                 manifest.input.features.len(),
                 model.row_len()
-            ));
+            )),
+            None => {}
+            Some(w) => {
+                let dims: Vec<Option<usize>> = input.shape.iter().skip(1).copied().collect();
+                if dims != [Some(w.signals.len()), Some(w.samples)] {
+                    let shown: Vec<String> = dims
+                        .iter()
+                        .map(|d| d.map_or("?".into(), |d| d.to_string()))
+                        .collect();
+                    errs.push(format!(
+                        "[input] window reads {} signal(s) of {} samples, a [batch, {}, {}] input, but the model's input is [batch, {}]",
+                        w.signals.len(),
+                        w.samples,
+                        w.signals.len(),
+                        w.samples,
+                        shown.join(", ")
+                    ));
+                }
+            }
         }
         for o in &manifest.outputs {
             if !model.outputs().iter().any(|p| p.name == o.name) {
