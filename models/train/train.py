@@ -3,10 +3,13 @@
     models/train/setup.sh
     models/train/.venv/bin/python models/train/train.py          # writes models/zoo/
 
-The data comes from `cargo run --release -p edge-driver-sim --example
+The data comes from `cargo run --release -p edge-driver-sim --features training --example
 run_to_failure`: the sim driver's physics with the agent's own windows and feature
 code, so training features and gateway features are computed by the same code.
 Training runs use seed 1, held-out runs seed 1000 (never seen in training).
+Each reference row records the (seed, run, time) it was simulated at, and
+`tests/tests/training_features.rs` regenerates rows from the sim and checks they
+still agree with what the models were trained on.
 
 Each model gets `models/zoo/<name>/`: the `.onnx` file exactly as skl2onnx
 exported it, a `manifest.toml` (inputs, outputs, alert thresholds, training
@@ -44,12 +47,15 @@ WEAR_LABEL = 0.05
 THRESHOLD_ALARM_C = 75.0
 # Consecutive rows above the alert threshold before a model alert (like min_duration).
 CONFIRM_ROWS = 3
+# Training runs and held-out runs (never seen in training).
+TRAIN_SEED = 1
+TEST_SEED = 1000
 
 
 def simulate(runs, hours, seed, path):
     subprocess.run(
         [
-            "cargo", "run", "--release", "--quiet", "-p", "edge-driver-sim", "--example",
+            "cargo", "run", "--release", "--quiet", "-p", "edge-driver-sim", "--features", "training", "--example",
             "run_to_failure", "--", "--runs", str(runs), "--hours", str(hours),
             "--seed", str(seed), "--out", str(path),
         ],
@@ -137,11 +143,13 @@ def toml_str(s):
     return json.dumps(s)
 
 
-def write_model(name, raw, spec, features, x_train, x_ref, qual, input_lines=None, trained_with=None,
-                generator="models/train/train.py"):
+def write_model(name, raw, spec, features, x_train, x_ref, ref_ids, qual, input_lines=None,
+                trained_with=None, generator="models/train/train.py"):
     """Writes the model, its reference, quality and manifest. `features` name the
     columns of `x_train` (the training statistics); `input_lines` replace the
-    `features = [...]` line for models that read something else (raw windows)."""
+    `features = [...]` line for models that read something else (raw windows).
+    `ref_ids` are the (seed, run, t_s) each reference row was simulated at, so a test
+    can regenerate them from the sim and check the features still agree."""
     d = ZOO / name
     d.mkdir(parents=True, exist_ok=True)
     (d / f"{name}.onnx").write_bytes(raw)
@@ -152,6 +160,7 @@ def write_model(name, raw, spec, features, x_train, x_ref, qual, input_lines=Non
         "rows": int(x_ref.shape[0]),
         "width": int(np.prod(x_ref.shape[1:])),
         "inputs": [float(v) for v in x_ref.ravel()],
+        "row_ids": [[int(a), int(b), int(c)] for a, b, c in ref_ids],
         "outputs": {
             o.name: {
                 "dtype": str(np.asarray(v).dtype),
@@ -219,15 +228,17 @@ def main():
     args.data.mkdir(parents=True, exist_ok=True)
     train_csv, test_csv = args.data / "train.csv", args.data / "test.csv"
     if not train_csv.exists():
-        simulate(args.runs, args.hours, 1, train_csv)
+        simulate(args.runs, args.hours, TRAIN_SEED, train_csv)
     if not test_csv.exists():
-        simulate(args.test_runs, args.hours, 1000, test_csv)
+        simulate(args.test_runs, args.hours, TEST_SEED, test_csv)
     mtr, xtr, features = load(train_csv)
     mte, xte, _ = load(test_csv)
     ytr = (mtr["wear"] >= WEAR_LABEL).astype(np.int64)
     # Reference rows: a spread of held-out rows, healthy and faulty.
     rng = np.random.default_rng(7)
-    x_ref = xte[np.sort(rng.choice(len(xte), 64, replace=False))]
+    ref_rows = np.sort(rng.choice(len(xte), 64, replace=False))
+    x_ref = xte[ref_rows]
+    ref_ids = [(TEST_SEED, mte["run"][i], mte["t_s"][i]) for i in ref_rows]
 
     def classifier(name, model, desc, version="1.0.0", thresholds=None):
         model.fit(xtr, ytr)
@@ -243,7 +254,7 @@ def main():
             "meanings": {"probabilities": "fault_probability"},
         }
         q = quality(mte, xte, score_fn(raw, "probabilities", 1)(xte), "above", spec["thresholds"]["prefault"])
-        write_model(name, raw, spec, features, xtr, x_ref, q)
+        write_model(name, raw, spec, features, xtr, x_ref, ref_ids, q)
 
     classifier(
         "bearing_rf",
@@ -275,7 +286,7 @@ def main():
         "meanings": {"scores": "anomaly_score"},
     }
     q = quality(mte, xte, score_fn(raw, "scores", 0)(xte), "below", spec["thresholds"]["prefault"])
-    write_model("pump_iforest", raw, spec, features, xtr, x_ref, q)
+    write_model("pump_iforest", raw, spec, features, xtr, x_ref, ref_ids, q)
 
     # Linear regressor: bearing-wear severity estimate (0 healthy .. 1 worn out).
     lin = LinearRegression().fit(xtr, mtr["wear"].astype(np.float32))
@@ -290,7 +301,7 @@ def main():
         "meanings": {"variable": "predicted_value"},
     }
     q = quality(mte, xte, score_fn(raw, "variable", 0)(xte), "above", spec["thresholds"]["prefault"])
-    write_model("wear_linear", raw, spec, features, xtr, x_ref, q)
+    write_model("wear_linear", raw, spec, features, xtr, x_ref, ref_ids, q)
 
 
 if __name__ == "__main__":

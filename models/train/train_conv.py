@@ -29,7 +29,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from train import OPSET, ROOT, WEAR_LABEL, load, quality, session, write_model
+from train import OPSET, ROOT, TEST_SEED, TRAIN_SEED, WEAR_LABEL, load, quality, session, write_model
 
 NAME = "bearing_conv"
 SAMPLES = 256
@@ -44,7 +44,7 @@ IDX2 = np.arange(L2)[:, None] * S2 + np.arange(K2)[None, :]
 def simulate(runs, hours, seed, csv, raw, every):
     subprocess.run(
         [
-            "cargo", "run", "--release", "--quiet", "-p", "edge-driver-sim", "--example",
+            "cargo", "run", "--release", "--quiet", "-p", "edge-driver-sim", "--features", "training", "--example",
             "run_to_failure", "--", "--runs", str(runs), "--hours", str(hours),
             "--seed", str(seed), "--out", str(csv), "--raw-out", str(raw),
             "--raw-every", str(every), "--raw-samples", str(SAMPLES),
@@ -182,7 +182,10 @@ def main():
     args = ap.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
     sets = {}
-    for name, runs, seed, every in [("train", args.runs, 1, 60), ("test", args.test_runs, 1000, 10)]:
+    for name, runs, seed, every in [
+        ("train", args.runs, TRAIN_SEED, 60),
+        ("test", args.test_runs, TEST_SEED, 10),
+    ]:
         csv, raw = args.data / f"conv-{name}.csv", args.data / f"conv-{name}.f32"
         if not (csv.exists() and raw.exists()):
             simulate(runs, args.hours, seed, csv, raw, every)
@@ -220,7 +223,9 @@ def main():
     # Drift statistics: the mean and standard deviation of each training window.
     stats = np.stack([wtr.mean(axis=1), wtr.std(axis=1)], axis=1)
     ref_rng = np.random.default_rng(7)
-    x_ref = wte[np.sort(ref_rng.choice(len(wte), 32, replace=False))][:, None, :].astype(np.float32)
+    ref_rows = np.sort(ref_rng.choice(len(wte), 32, replace=False))
+    x_ref = wte[ref_rows][:, None, :].astype(np.float32)
+    ref_ids = [(TEST_SEED, mte["run"][i], mte["t_s"][i]) for i in ref_rows]
     write_model(
         NAME,
         raw,
@@ -228,6 +233,7 @@ def main():
         ["vibration.mean", "vibration.std"],
         stats,
         x_ref,
+        ref_ids,
         q,
         input_lines=[f'window = {{ signals = ["vibration"], samples = {SAMPLES} }}'],
         trained_with=f"numpy {np.__version__}, onnx {onnx.__version__}",

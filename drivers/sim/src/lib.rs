@@ -25,6 +25,8 @@
 //! `tokio::time::pause()` the simulation runs as fast as the CPU allows.
 
 pub mod physics;
+#[cfg(feature = "training")]
+pub mod training;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
