@@ -59,6 +59,9 @@ trap 'rm -f "$log"' EXIT
 # Unit, property, golden, CLI and end-to-end tests of every crate.
 status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+# The minimal build (no ONNX runtime, two drivers) compiles and says why models
+# are refused.
+cargo test -p edge-agent --no-default-features --features sim,host --lib --locked "$@" 2>&1 | tee -a "$log" || status=$?
 
 # One closing line for the whole suite (cargo's last line is a doc-test run).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }

@@ -1279,6 +1279,16 @@ fn read_model_binding(
     loader: &mut ModelLoader,
     names: &mut HashSet<String>,
 ) -> Option<ModelBindingCfg> {
+    if !cfg!(feature = "onnx") {
+        m.error(
+            m.span(),
+            "manifest",
+            "this edge-agent was built without ONNX support, so it cannot run models".to_string(),
+        )
+        .hint("remove the [[assets.models]] entries, or install a build with the `onnx` feature (the default build has it)")
+        .emit();
+        return None;
+    }
     let mut ok = true;
     let manifest = m.req_string("manifest");
     let name = m.string("name");
@@ -1931,5 +1941,19 @@ mod tests {
         assert!(!valid_name("gw/01"));
         assert!(!valid_name("gw+"));
         assert!(!valid_name(""));
+    }
+
+    #[test]
+    #[cfg(not(feature = "onnx"))]
+    fn a_model_binding_in_a_build_without_onnx_is_a_config_error() {
+        let src = format!(
+            "{DEFAULT_CONFIG}\n[[assets.models]]\nmanifest = \"bearing_rf/manifest.toml\"\nroles = {{ vibration = \"pump2.vibration\" }}\n"
+        );
+        let e = match parse("edge-agent.toml", &src) {
+            Ok(_) => panic!("a model binding accepted without ONNX support"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("built without ONNX support"), "{e}");
+        assert!(e.contains("edge-agent.toml:"), "points into the file: {e}");
     }
 }

@@ -884,7 +884,7 @@ pub(crate) fn evaluation(
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "onnx"))]
 mod tests {
     use super::*;
 

@@ -14,5 +14,5 @@ pub use detect::{
 };
 pub use features::{Band, Feature, FeatureConfig, FeatureExtractor, FeatureValues, MAX_BANDS};
 pub use window::{Frame, Window, WindowSpec};
-#[cfg(feature = "onnx")]
+#[cfg(feature = "manifest")]
 pub mod onnx;
