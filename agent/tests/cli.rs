@@ -7,12 +7,39 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_edge-agent"))
 }
 
-fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
+/// A file in this test run's scratch directory, removed (with the directory, once
+/// empty) when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl std::ops::Deref for TempFile {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempFile {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        if let Some(dir) = self.0.parent() {
+            // Fails while another test's file is still there; the last one wins.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn temp_file(name: &str, contents: &str) -> TempFile {
     let dir = std::env::temp_dir().join(format!("edge-agent-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let p = dir.join(name);
     std::fs::write(&p, contents).expect("write");
-    p
+    TempFile(p)
 }
 
 #[test]
