@@ -190,6 +190,20 @@ for arch in "${arches[@]}"; do
 
     if [ "$footprint" != 0 ]; then
         cross/footprint.sh "$arch" "$triple" "$bin"
+        # The same target with less in it: every driver without the ONNX runtime,
+        # and the minimal build (simulated devices + the gateway's own health).
+        for variant in "sim,host,modbus,s7,mqtt,log,coap,gpio:every driver, no ONNX" \
+                       "sim,host:minimal (sim + host, no ONNX)"; do
+            if ! build "$triple" --no-default-features --features "${variant%%:*}" \
+                    > "$out_dir/variant-$arch.log" 2>&1; then
+                echo "error: the ${variant#*:} build failed" >&2
+                tail -30 "$out_dir/variant-$arch.log" >&2
+                exit 1
+            fi
+            awk -v n="$(stat -c %s "$bin")" -v what="${variant#*:}:" \
+                'BEGIN { printf "   binary (stripped), %-36s %.2f MB\n", what, n / 1048576 }'
+        done
+        cp "$out_dir/edge-agent-$arch" "$bin"
     fi
 done
 echo "== done: $(ls "$out_dir"/edge-agent-* | tr '\n' ' ')"
