@@ -218,7 +218,8 @@ def write_model(name, raw, spec, features, x_train, x_ref, ref_ids, qual, input_
     print(f"{name}: {len(raw)} bytes, quality {qual}")
 
 
-def main():
+def arguments():
+    """The run counts, length and data directory (created) every training script takes."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--test-runs", type=int, default=20)
@@ -226,6 +227,11 @@ def main():
     ap.add_argument("--data", type=pathlib.Path, default=ROOT / "target" / "zoo-data")
     args = ap.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def main():
+    args = arguments()
     train_csv, test_csv = args.data / "train.csv", args.data / "test.csv"
     if not train_csv.exists():
         simulate(args.runs, args.hours, TRAIN_SEED, train_csv)

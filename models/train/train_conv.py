@@ -20,8 +20,6 @@ window a minute; the held-out runs one every 10 s, so detection quality is measu
 on the same rows as the feature models'.
 """
 
-import argparse
-import pathlib
 import subprocess
 
 import numpy as np
@@ -29,7 +27,18 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from train import OPSET, ROOT, TEST_SEED, TRAIN_SEED, WEAR_LABEL, load, quality, session, write_model
+from train import (
+    OPSET,
+    ROOT,
+    TEST_SEED,
+    TRAIN_SEED,
+    WEAR_LABEL,
+    arguments,
+    load,
+    quality,
+    session,
+    write_model,
+)
 
 NAME = "bearing_conv"
 SAMPLES = 256
@@ -174,13 +183,7 @@ def export(net, mean, std):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=40)
-    ap.add_argument("--test-runs", type=int, default=20)
-    ap.add_argument("--hours", type=float, default=12)
-    ap.add_argument("--data", type=pathlib.Path, default=ROOT / "target" / "zoo-data")
-    args = ap.parse_args()
-    args.data.mkdir(parents=True, exist_ok=True)
+    args = arguments()
     sets = {}
     for name, runs, seed, every in [
         ("train", args.runs, TRAIN_SEED, 60),

@@ -488,8 +488,9 @@ impl ValidatedModel {
     }
 }
 
-/// Runs the reference inputs and compares with the reference outputs.
-fn dry_run(model: &OnnxModel, path: &Path, tol: f64) -> Vec<String> {
+/// Runs the reference inputs and compares with the reference outputs: every
+/// disagreement beyond `tol` (absolute, relative above 1; labels exactly).
+pub fn dry_run(model: &OnnxModel, path: &Path, tol: f64) -> Vec<String> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => return vec![format!("cannot read the reference {}: {e}", path.display())],
