@@ -334,6 +334,81 @@ impl AlertEngine {
         self.slots.get(detector).and_then(|s| s.level)
     }
 
+    /// The identity of a detector across configurations: (asset, name, kind).
+    pub fn key(&self, detector: usize) -> (&str, &str, &str) {
+        let i = &self.infos[detector];
+        (&i.asset, &i.name, i.kind)
+    }
+
+    /// Number of detector slots (built-in detectors, then two per model binding).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Takes over what must not restart with a new configuration (see
+    /// `Processor::adopt`): the alert id sequence (ids stay strictly increasing),
+    /// the global rate budget and the counters.
+    pub fn continue_from(&mut self, old: &mut AlertEngine) {
+        std::mem::swap(&mut self.ids, &mut old.ids);
+        self.tokens = old.tokens.min(f64::from(self.limits.max_per_minute));
+        self.last_refill = old.last_refill;
+        self.stats = old.stats;
+    }
+
+    /// Moves detector `from`'s alert state (level, open episode, flap history) of
+    /// `old` into this engine's detector `to`: its detector continues unchanged.
+    pub fn adopt_slot(&mut self, to: usize, old: &mut AlertEngine, from: usize) {
+        if let (Some(dst), Some(src)) = (self.slots.get_mut(to), old.slots.get_mut(from)) {
+            *dst = std::mem::take(src);
+        }
+    }
+
+    /// Closes detector `det`'s open episode because a configuration reload removed
+    /// or changed the detector: a `cleared` alert saying so, so that nothing
+    /// upstream (or a latched stack light) waits for a clear that can no longer
+    /// come. Ids come from `ids` (the engine that continues the sequence). `None`
+    /// when the detector had nothing open (or its raise was suppressed).
+    pub fn retire(
+        &mut self,
+        det: usize,
+        ids: &mut AlertEngine,
+        ts: Timestamp,
+        why: &str,
+    ) -> Option<Alert> {
+        let slot = self.slots.get_mut(det)?;
+        let prev = slot.level.take()?;
+        let episode = slot.episode.take();
+        if std::mem::take(&mut slot.suppressed) {
+            return None;
+        }
+        let id = ids.ids.next(ts.wall_ns);
+        ids.stats.cleared += 1;
+        let eval = Evaluation {
+            level: None,
+            score: f64::NAN,
+            limit: f64::NAN,
+            eta_s: None,
+        };
+        let mut alert = self.build(
+            det,
+            id,
+            episode.unwrap_or(id),
+            &eval,
+            prev,
+            None,
+            AlertState::Cleared,
+            ts,
+            Snapshot::Row(&[], &[]),
+        );
+        let info = &self.infos[det];
+        alert.message = format!("{}/{} {why}", info.asset, info.name);
+        Some(alert)
+    }
+
     fn refill(&mut self, t: f64) {
         let cap = f64::from(self.limits.max_per_minute);
         if let Some(last) = self.last_refill

@@ -340,12 +340,29 @@ async fn reload_config(
         }
         Ok(new) => match reloader.apply(new).await {
             Ok(r) => {
-                tracing::info!(
-                    restarted = ?r.restarted, unchanged = r.unchanged,
-                    "configuration reloaded"
-                );
+                match &r.assets {
+                    Some(a) => tracing::info!(
+                        restarted = ?r.restarted, unchanged = r.unchanged,
+                        windows_kept = a.windows_kept, windows_new = a.windows_new,
+                        detectors_kept = a.detectors_kept, detectors_new = a.detectors_new,
+                        models_kept = a.bindings_kept, models_new = a.bindings_new,
+                        alerts_closed = a.alerts_closed,
+                        "configuration reloaded"
+                    ),
+                    None => tracing::info!(
+                        restarted = ?r.restarted, unchanged = r.unchanged,
+                        "configuration reloaded"
+                    ),
+                }
+                let assets = match &r.assets {
+                    Some(a) if a.windows_new + a.detectors_new + a.bindings_new > 0 => format!(
+                        ", {} detectors and {} models new or changed",
+                        a.detectors_new, a.bindings_new
+                    ),
+                    _ => String::new(),
+                };
                 format!(
-                    "running; reloaded ({} drivers restarted)",
+                    "running; reloaded ({} drivers restarted{assets})",
                     r.restarted.len()
                 )
             }

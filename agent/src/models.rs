@@ -432,27 +432,59 @@ pub struct ModelStore {
     pub watch: Option<Duration>,
 }
 
+/// The running agent's models. A configuration reload that changes `[[assets]]`
+/// or `[models]` replaces the whole store (its models validated by the new
+/// configuration's check); the watcher, the status report and the pipeline follow.
+#[derive(Debug)]
+pub struct LiveModels(Mutex<Arc<ModelStore>>);
+
+impl LiveModels {
+    pub fn new(store: Arc<ModelStore>) -> LiveModels {
+        LiveModels(Mutex::new(store))
+    }
+
+    /// The store in service now.
+    pub fn get(&self) -> Arc<ModelStore> {
+        lock(&self.0).clone()
+    }
+
+    pub fn set(&self, store: Arc<ModelStore>) {
+        *lock(&self.0) = store;
+    }
+}
+
 /// Reloads changed models: every `store.watch` (files changed) and whenever
 /// `reload` is notified (SIGHUP: every model, changed or not). Swaps and
 /// rejections are logged and published as `model_swapped` / `model_rejected`
 /// events. Holds only a weak sender, so it never keeps the sink queue open.
+/// Follows the store in service: a reload may replace it, or change `watch`.
 pub async fn watch_models(
-    store: Arc<ModelStore>,
+    live: Arc<LiveModels>,
     reload: Arc<tokio::sync::Notify>,
     stop: tokio_util::sync::CancellationToken,
     events: tokio::sync::mpsc::WeakSender<crate::sink::SinkMsg>,
     agent_id: Arc<str>,
     clock: edge_driver_api::Clock,
 ) {
-    let every = store.watch.unwrap_or(Duration::from_secs(3600));
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let interval = |watch: Option<Duration>| {
+        let every = watch.unwrap_or(Duration::from_secs(3600));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    };
+    let mut watch = live.get().watch;
+    let mut tick = interval(watch);
     loop {
         let force = tokio::select! {
             _ = stop.cancelled() => return,
             _ = reload.notified() => true,
-            _ = tick.tick(), if store.watch.is_some() => false,
+            _ = tick.tick(), if watch.is_some() => false,
         };
+        let store = live.get();
+        if store.watch != watch {
+            watch = store.watch;
+            tick = interval(watch);
+        }
         if force {
             tracing::info!(models = store.handles.len(), "reloading models");
         }
@@ -826,6 +858,32 @@ pub(crate) struct BindingSlot {
     pub(crate) quarantine_after: u32,
     pub(crate) quarantined: bool,
     pub(crate) drift_cfg: DriftCfg,
+    pub(crate) confirm: u32,
+}
+
+impl BindingSlot {
+    /// Whether `other` (of another configuration) is the same binding with the same
+    /// settings, so that a reload can carry its state over.
+    pub(crate) fn same_settings(&self, other: &BindingSlot) -> bool {
+        self.asset == other.asset
+            && self.name == other.name
+            && self.roles == other.roles
+            && self.every_ns == other.every_ns
+            && self.quarantine_after == other.quarantine_after
+            && self.drift_cfg == other.drift_cfg
+            && self.confirm == other.confirm
+    }
+
+    /// Carries `old`'s running state over (see [`BindingSlot::same_settings`]).
+    pub(crate) fn continue_from(&mut self, old: &mut BindingSlot) {
+        std::mem::swap(&mut self.grader, &mut old.grader);
+        std::mem::swap(&mut self.drift, &mut old.drift);
+        std::mem::swap(&mut self.summary, &mut old.summary);
+        self.short_rows = old.short_rows;
+        self.next_due_ns = old.next_due_ns;
+        self.bad_streak = old.bad_streak;
+        self.quarantined = old.quarantined;
+    }
 }
 
 impl BindingSlot {

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use edge_driver_api::{Sample, SignalRegistry, Timestamp};
-use edge_models::{Detector, FeatureExtractor, FeatureValues, Frame, Window};
+use edge_models::{
+    Detector, DetectorSpec, FeatureConfig, FeatureExtractor, FeatureValues, Frame, Window,
+    WindowSpec,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +33,10 @@ use crate::sink::SinkMsg;
 struct WindowSlot {
     asset: Arc<str>,
     signal: Arc<str>,
+    /// How the window is cut and what it computes: a reload keeps the window's
+    /// state only when both are unchanged.
+    spec: WindowSpec,
+    feature_cfg: FeatureConfig,
     band_names: Vec<String>,
     /// At least one window completed (features are meaningful).
     seen: bool,
@@ -45,6 +52,7 @@ struct WindowSlot {
 struct DetectorSlot {
     detector: Detector,
     feature: edge_models::Feature,
+    spec: DetectorSpec,
 }
 
 /// Counters of the processor.
@@ -139,6 +147,7 @@ impl Processor {
                     detectors.push(DetectorSlot {
                         detector: Detector::new(d.spec.clone()),
                         feature: d.feature,
+                        spec: d.spec.clone(),
                     });
                     infos.push(DetectorInfo {
                         asset: asset.name.clone(),
@@ -156,6 +165,8 @@ impl Processor {
                 windows.push(WindowSlot {
                     asset: asset.name.clone(),
                     signal: Arc::from(registry.name(w.signal)),
+                    spec: w.spec,
+                    feature_cfg: w.features.clone(),
                     band_names: w.features.bands.iter().map(|b| b.name.clone()).collect(),
                     seen: false,
                     window: Window::new(w.spec),
@@ -203,6 +214,7 @@ impl Processor {
                     quarantine_after: b.quarantine_after,
                     quarantined: false,
                     drift_cfg: b.drift,
+                    confirm: b.confirm,
                 };
                 if let Err(errs) = slot.follow(&m) {
                     // The config check resolved these already.
@@ -616,6 +628,136 @@ impl Processor {
             .collect()
     }
 
+    /// Takes over from `old`, the processor of the configuration this one replaces
+    /// (a reload that changed `[[assets]]`), between two batches.
+    ///
+    /// Whatever did not change keeps running as if nothing happened: a window with
+    /// the same asset, signal, cut and features keeps its samples; a detector with
+    /// the same name, settings and window keeps its state and its open alert; a
+    /// model binding with the same settings and model version keeps its grading,
+    /// drift and quarantine state. Everything else starts fresh, and an alert left
+    /// open by a removed or changed detector is closed with a `cleared` alert that
+    /// says why (appended to `alerts`), so nothing upstream waits for a clear that
+    /// can no longer come. Alert ids continue their sequence and the counters stay
+    /// the same objects (metrics and status keep reading them).
+    pub fn adopt(
+        &mut self,
+        mut old: Processor,
+        now: Timestamp,
+        alerts: &mut Vec<Alert>,
+    ) -> AdoptReport {
+        old.publish(0);
+        self.counters = old.counters.clone();
+        self.engine.continue_from(&mut old.engine);
+        self.events.append(&mut old.events);
+        let mut report = AdoptReport::default();
+
+        // Windows: new index -> old index.
+        let mut taken = vec![false; old.windows.len()];
+        let mut from_old: Vec<Option<usize>> = vec![None; self.windows.len()];
+        for (ni, w) in self.windows.iter_mut().enumerate() {
+            let found = old.windows.iter().enumerate().position(|(oi, o)| {
+                !taken[oi]
+                    && o.asset == w.asset
+                    && o.signal == w.signal
+                    && o.spec == w.spec
+                    && o.feature_cfg == w.feature_cfg
+            });
+            let Some(oi) = found else {
+                report.windows_new += 1;
+                continue;
+            };
+            taken[oi] = true;
+            from_old[ni] = Some(oi);
+            let o = &mut old.windows[oi];
+            std::mem::swap(&mut w.window, &mut o.window);
+            std::mem::swap(&mut w.frame, &mut o.frame);
+            std::mem::swap(&mut w.extractor, &mut o.extractor);
+            std::mem::swap(&mut w.features, &mut o.features);
+            w.seen = o.seen;
+            report.windows_kept += 1;
+        }
+
+        // Built-in detectors: engine slot i is detector i.
+        let old_window_of = |d: usize| {
+            old.windows
+                .iter()
+                .position(|w| (w.det_first..w.det_end).contains(&d))
+        };
+        let mut old_det_taken = vec![false; old.detectors.len()];
+        for (ni, was) in from_old.iter().enumerate() {
+            let (first, end) = (self.windows[ni].det_first, self.windows[ni].det_end);
+            for di in first..end {
+                let found = was.and_then(|ow| {
+                    (0..old.detectors.len()).find(|&od| {
+                        !old_det_taken[od]
+                            && old_window_of(od) == Some(ow)
+                            && old.engine.key(od) == self.engine.key(di)
+                            && old.detectors[od].spec == self.detectors[di].spec
+                            && old.detectors[od].feature == self.detectors[di].feature
+                    })
+                });
+                let Some(od) = found else {
+                    report.detectors_new += 1;
+                    continue;
+                };
+                old_det_taken[od] = true;
+                std::mem::swap(
+                    &mut self.detectors[di].detector,
+                    &mut old.detectors[od].detector,
+                );
+                self.engine.adopt_slot(di, &mut old.engine, od);
+                report.detectors_kept += 1;
+            }
+        }
+
+        // Model bindings: same settings and the same model file and version.
+        let mut old_bind_taken = vec![false; old.bindings.len()];
+        for b in self.bindings.iter_mut() {
+            let Some(run) = self.runs.get(b.run) else {
+                continue;
+            };
+            let found = (0..old.bindings.len()).find(|&ob| {
+                let o = &old.bindings[ob];
+                !old_bind_taken[ob]
+                    && b.same_settings(o)
+                    && old.runs.get(o.run).is_some_and(|r| {
+                        r.handle.manifest_path == run.handle.manifest_path
+                            && r.model.sha256 == run.model.sha256
+                    })
+            });
+            let Some(ob) = found else {
+                report.bindings_new += 1;
+                continue;
+            };
+            old_bind_taken[ob] = true;
+            let o = &mut old.bindings[ob];
+            b.continue_from(o);
+            self.engine.adopt_slot(b.det, &mut old.engine, o.det);
+            self.engine
+                .adopt_slot(b.health_det, &mut old.engine, o.health_det);
+            report.bindings_kept += 1;
+        }
+
+        // Whatever is still open in the old engine can no longer clear.
+        let before = alerts.len();
+        for det in 0..old.engine.len() {
+            if let Some(a) = old.engine.retire(
+                det,
+                &mut self.engine,
+                now,
+                "closed: a configuration reload changed or removed this detector",
+            ) {
+                alerts.push(a);
+            }
+        }
+        report.alerts_closed = alerts.len() - before;
+        self.counters
+            .alerts
+            .fetch_add(report.alerts_closed as u64, Ordering::Relaxed);
+        report
+    }
+
     /// Processes a batch and publishes the counters.
     pub fn ingest_batch(&mut self, batch: &[Sample], alerts: &mut Vec<Alert>) {
         if let Some(first) = batch.first() {
@@ -645,6 +787,27 @@ impl Processor {
         );
         c.alerts.fetch_add(new_alerts, Ordering::Relaxed);
     }
+}
+
+/// What a reload's [`Processor::adopt`] carried over and what starts fresh.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdoptReport {
+    pub windows_kept: usize,
+    pub windows_new: usize,
+    pub detectors_kept: usize,
+    pub detectors_new: usize,
+    pub bindings_kept: usize,
+    pub bindings_new: usize,
+    /// Open alerts closed because their detector was changed or removed.
+    pub alerts_closed: usize,
+}
+
+/// A new processor for the running pipeline (see [`Processor::adopt`]); the
+/// pipeline answers on `done` once it is in service.
+#[derive(Debug)]
+pub struct Reconfigure {
+    pub processor: Box<Processor>,
+    pub done: tokio::sync::oneshot::Sender<AdoptReport>,
 }
 
 /// A binding's state, for status reports.
@@ -750,6 +913,7 @@ pub async fn run_pipeline(
     clock: edge_driver_api::Clock,
     agent_id: Arc<str>,
     telemetry: Option<TelemetryConfig>,
+    mut reconfigure: mpsc::Receiver<Reconfigure>,
 ) -> Processor {
     let mut batch: Vec<Sample> = Vec::with_capacity(batch_size);
     let mut alerts: Vec<Alert> = Vec::with_capacity(64);
@@ -762,8 +926,22 @@ pub async fn run_pipeline(
     let mut tele = tokio::time::interval_at(tokio::time::Instant::now() + tele_every, tele_every);
     tele.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     processor.publish_model_status();
+    let mut next: Option<Reconfigure> = None;
     loop {
         processor.counters.heartbeat.fetch_add(1, Ordering::Relaxed);
+        // A reload's new processor, between two batches (no rows are pending).
+        if let Some(r) = next.take().or_else(|| reconfigure.try_recv().ok()) {
+            let old = std::mem::replace(&mut processor, *r.processor);
+            let report = processor.adopt(old, clock.now(), &mut alerts);
+            processor.publish_model_status();
+            tracing::info!(?report, "asset configuration in service");
+            for a in alerts.drain(..) {
+                if !send_alert(&tx, SinkMsg::Alert(Box::new(a))).await {
+                    tracing::error!("alert sinks are gone; alerts can no longer be delivered");
+                }
+            }
+            let _ = r.done.send(report);
+        }
         let n = ring.drain_into(&mut batch, batch_size);
         if n == 0 {
             if stop.is_cancelled() {
@@ -772,6 +950,7 @@ pub async fn run_pipeline(
             tokio::select! {
                 _ = ring.wait_for_data() => {}
                 _ = stop.cancelled() => {}
+                Some(r) = reconfigure.recv() => next = Some(r),
                 _ = tick.tick() => {
                     // Sinks retry and sync even when no alert arrives. Only into an
                     // empty queue: a lagging sink thread has work anyway, and a queue
@@ -864,7 +1043,196 @@ async fn send_alert(tx: &mpsc::Sender<SinkMsg>, msg: SinkMsg) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::AlertState;
     use std::time::Duration;
+
+    /// One sim machine (only its signals are used: samples are fed by hand) and one
+    /// asset with count windows of 4 samples over temperature and pressure.
+    fn asset_config(press_warning: f64, temp_window: usize, extra: &str) -> String {
+        format!(
+            r#"
+[agent]
+id = "adopt-test"
+
+[[drivers]]
+name = "plant"
+kind = "sim"
+[[drivers.machines]]
+name = "pump"
+
+[[assets]]
+name = "pump"
+[[assets.signals]]
+signal = "pump.temperature"
+window = {{ size = {temp_window}, hop = {temp_window} }}
+[[assets.signals]]
+signal = "pump.pressure"
+window = {{ size = 4, hop = 4 }}
+[[assets.detectors]]
+name = "hot"
+kind = "threshold"
+signal = "pump.temperature"
+warning = 60.0
+[[assets.detectors]]
+name = "press"
+kind = "threshold"
+signal = "pump.pressure"
+warning = {press_warning}
+{extra}"#
+        )
+    }
+
+    fn processor(text: &str) -> (Processor, SignalRegistry) {
+        let cfg =
+            crate::config::parse("adopt.toml", text).unwrap_or_else(|e| panic!("{}", e.rendered));
+        let p = Processor::new(
+            cfg.agent.id.clone(),
+            &cfg.registry,
+            &cfg.assets,
+            &cfg.models,
+            RateLimits::default(),
+            IdGenerator::with_seed(7),
+        );
+        (p, cfg.registry)
+    }
+
+    /// `n` samples of `signal` with value `v`, one a second from `*t`.
+    fn feed(
+        p: &mut Processor,
+        reg: &SignalRegistry,
+        t: &mut u64,
+        signal: &str,
+        v: f64,
+        n: usize,
+    ) -> Vec<Alert> {
+        let id = reg.get(signal).expect("signal exists");
+        let mut alerts = Vec::new();
+        for _ in 0..n {
+            *t += 1_000_000_000;
+            let ts = Timestamp {
+                mono_ns: *t,
+                wall_ns: *t as i64,
+                synced: true,
+            };
+            p.ingest_batch(&[Sample::new_f64(ts, id, v)], &mut alerts);
+        }
+        alerts
+    }
+
+    fn at(t: u64) -> Timestamp {
+        Timestamp {
+            mono_ns: t,
+            wall_ns: t as i64,
+            synced: true,
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_unchanged_detectors_open_and_closes_the_alerts_of_changed_ones() {
+        let (mut p, reg) = processor(&asset_config(5.0, 4, ""));
+        let mut t = 0;
+        let hot = feed(&mut p, &reg, &mut t, "pump.temperature", 70.0, 4);
+        let press = feed(&mut p, &reg, &mut t, "pump.pressure", 7.0, 4);
+        assert_eq!((hot.len(), press.len()), (1, 1), "{hot:?} {press:?}");
+        let counters = p.counters();
+
+        // `press` gets a higher limit, a new detector `cold` appears, `hot` stays.
+        let cold = "[[assets.detectors]]\nname = \"cold\"\nkind = \"threshold\"\nsignal = \"pump.temperature\"\nwarning = 10.0\ndirection = \"below\"\n";
+        let (mut q, _) = processor(&asset_config(10.0, 4, cold));
+        let mut closed = Vec::new();
+        let report = q.adopt(p, at(t), &mut closed);
+        assert_eq!(
+            report,
+            AdoptReport {
+                windows_kept: 2,
+                windows_new: 0,
+                detectors_kept: 1,
+                detectors_new: 2,
+                bindings_kept: 0,
+                bindings_new: 0,
+                alerts_closed: 1,
+            }
+        );
+        assert!(
+            Arc::ptr_eq(&counters, &q.counters()),
+            "metrics keep reading the same counters"
+        );
+        let [c] = &closed[..] else {
+            panic!("{closed:?}")
+        };
+        assert_eq!(
+            (&*c.detector, c.state, c.episode),
+            ("press", AlertState::Cleared, press[0].id)
+        );
+        assert!(c.message.contains("configuration reload"), "{}", c.message);
+        assert!(c.id > press[0].id, "ids continue their sequence");
+
+        // `hot` is still open: more heat raises nothing, cooling clears its episode.
+        assert!(feed(&mut q, &reg, &mut t, "pump.temperature", 70.0, 4).is_empty());
+        let cleared = feed(&mut q, &reg, &mut t, "pump.temperature", 50.0, 4);
+        let [h] = &cleared[..] else {
+            panic!("{cleared:?}")
+        };
+        assert_eq!(
+            (&*h.detector, h.state, h.episode),
+            ("hot", AlertState::Cleared, hot[0].id)
+        );
+        assert!(h.id > c.id);
+        // The new `press` judges by its new limit: 7 bar is normal now.
+        assert!(feed(&mut q, &reg, &mut t, "pump.pressure", 7.0, 8).is_empty());
+        assert_eq!(q.engine_stats().raised, 2);
+        assert_eq!(q.engine_stats().cleared, 2);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_samples_of_unchanged_windows_and_restarts_changed_ones() {
+        let (mut p, reg) = processor(&asset_config(5.0, 4, ""));
+        let mut t = 0;
+        // Half of each window before the reload.
+        feed(&mut p, &reg, &mut t, "pump.temperature", 20.0, 2);
+        feed(&mut p, &reg, &mut t, "pump.pressure", 2.0, 2);
+        // The temperature window becomes 6 samples long; pressure is unchanged.
+        let (mut q, _) = processor(&asset_config(5.0, 6, ""));
+        let report = q.adopt(p, at(t), &mut Vec::new());
+        assert_eq!((report.windows_kept, report.windows_new), (1, 1));
+        // `hot` reads the changed window: it starts fresh.
+        assert_eq!((report.detectors_kept, report.detectors_new), (1, 1));
+        let windows = |q: &Processor| q.counters().windows.load(Ordering::Relaxed);
+        feed(&mut q, &reg, &mut t, "pump.pressure", 2.0, 2);
+        assert_eq!(
+            windows(&q),
+            1,
+            "the pressure window completes with its first two samples"
+        );
+        feed(&mut q, &reg, &mut t, "pump.temperature", 20.0, 4);
+        assert_eq!(
+            windows(&q),
+            1,
+            "the new temperature window has only four of six"
+        );
+        feed(&mut q, &reg, &mut t, "pump.temperature", 20.0, 2);
+        assert_eq!(windows(&q), 2);
+    }
+
+    #[test]
+    fn removing_an_asset_closes_its_open_alerts() {
+        let (mut p, reg) = processor(&asset_config(5.0, 4, ""));
+        let mut t = 0;
+        let raised = feed(&mut p, &reg, &mut t, "pump.temperature", 70.0, 4);
+        assert_eq!(raised.len(), 1);
+        let none = "[agent]\nid = \"adopt-test\"\n[[drivers]]\nname = \"plant\"\nkind = \"sim\"\n[[drivers.machines]]\nname = \"pump\"\n";
+        let (mut q, _) = processor(none);
+        let mut closed = Vec::new();
+        let report = q.adopt(p, at(t), &mut closed);
+        assert_eq!(report.alerts_closed, 1);
+        assert_eq!(closed[0].episode, raised[0].id);
+        assert_eq!(
+            q.counters().alerts.load(Ordering::Relaxed),
+            2,
+            "the raise and the close"
+        );
+        assert!(feed(&mut q, &reg, &mut t, "pump.temperature", 70.0, 8).is_empty());
+    }
 
     /// The regression behind a flaky end-to-end run: an alert waiting for a full
     /// sink queue let tokio's paused clock run ahead (hours of simulated samples in

@@ -8,11 +8,17 @@
 //!   grace) and started again with the new settings. Unchanged drivers, the ring,
 //!   the pipeline, the journal and the uplink keep running; no sample of an
 //!   unchanged driver is lost.
+//! * **assets** (`[[assets]]`, `[models]`): the pipeline gets a new processor
+//!   between two batches. Windows, detectors and model bindings that did not
+//!   change keep their state and open alerts; changed ones start fresh, and an
+//!   alert a changed or removed detector left open is closed with a `cleared`
+//!   alert saying so (see `Processor::adopt`). No sample is lost: the ring holds
+//!   them while the pipeline switches.
 //! * **models**: new versions are validated and swapped in (see `models`).
 //!
 //! What needs a restart, and is reported as such (the old settings stay in force):
 //! a different set of signals (drivers or tags added, removed or renamed), and any
-//! other section (`[agent]`, `[ring]`, `[[assets]]`, `[journal]`, `[uplink]`, ...).
+//! other section (`[agent]`, `[ring]`, `[alerts]`, `[journal]`, `[uplink]`, ...).
 //! The reload then applies nothing rather than half of the file, so the running
 //! agent always matches one whole, valid configuration (the old one, or the old one
 //! with changed driver sections).
@@ -23,8 +29,11 @@ use edge_driver_api::{Clock, SignalRegistry};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::{IdGenerator, RateLimits};
 use crate::config::{Config, Fingerprints};
 use crate::meter::{DriverMeter, MeteredSink};
+use crate::models::LiveModels;
+use crate::pipeline::{AdoptReport, Processor, Reconfigure};
 use crate::ring::SampleRing;
 use crate::supervisor::{BackoffConfig, DriverStatus, Supervised, supervise};
 
@@ -164,7 +173,12 @@ pub struct ReloadReport {
     /// Drivers stopped and started with their new settings.
     pub restarted: Vec<String>,
     pub unchanged: usize,
+    /// Set when the pipeline took a new asset configuration: what carried over.
+    pub assets: Option<AdoptReport>,
 }
+
+/// Sections a running agent takes over (besides `[[drivers]]`).
+const LIVE_SECTIONS: &[&str] = &["assets", "models"];
 
 /// Why a reload applied nothing.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -174,7 +188,7 @@ pub enum ReloadError {
     )]
     SignalsChanged(String),
     #[error(
-        "[{}] changed; only [[drivers]] sections and model files can be reloaded, the rest needs a restart (systemctl restart edge-agent). The running configuration stays in force",
+        "[{}] changed; only [[drivers]], [[assets]], [models] and model files can be reloaded, the rest needs a restart (systemctl restart edge-agent). The running configuration stays in force",
         .0.join("], [")
     )]
     NeedsRestart(Vec<String>),
@@ -208,10 +222,20 @@ fn describe_signal_change(old: &[SignalKey], new: &[SignalKey]) -> String {
     }
 }
 
+/// What a reload needs to build and hand over a new pipeline processor.
+#[derive(Clone)]
+pub(crate) struct PipelineLink {
+    pub tx: tokio::sync::mpsc::Sender<Reconfigure>,
+    pub models: Arc<LiveModels>,
+    pub agent_id: Arc<str>,
+    pub limits: RateLimits,
+}
+
 /// Applies new configurations to a running agent. Cheap to clone.
 #[derive(Clone)]
 pub struct ConfigReloader {
     pub(crate) set: Arc<DriverSet>,
+    pub(crate) pipeline: PipelineLink,
 }
 
 impl std::fmt::Debug for ConfigReloader {
@@ -241,10 +265,44 @@ impl ConfigReloader {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let sections = old.changed_sections(&new.fingerprints);
-        if !sections.is_empty() {
-            return Err(ReloadError::NeedsRestart(sections));
+        let fixed: Vec<String> = sections
+            .iter()
+            .filter(|s| !LIVE_SECTIONS.contains(&s.as_str()))
+            .cloned()
+            .collect();
+        if !fixed.is_empty() {
+            return Err(ReloadError::NeedsRestart(fixed));
         }
         let mut report = ReloadReport::default();
+        // A driver's section also holds its link-health alerting (an asset of its
+        // own), so a changed driver rebuilds the processor too. What did not change
+        // carries over (see `Processor::adopt`).
+        let drivers_changed = new
+            .drivers
+            .iter()
+            .any(|d| old.drivers.get(&*d.name) != new.fingerprints.drivers.get(&*d.name));
+        if !sections.is_empty() || drivers_changed {
+            let link = &self.pipeline;
+            let processor = Processor::new(
+                link.agent_id.clone(),
+                &new.registry,
+                &new.assets,
+                &new.models,
+                link.limits.clone(),
+                IdGenerator::new(),
+            );
+            let (done, adopted) = tokio::sync::oneshot::channel();
+            link.tx
+                .send(Reconfigure {
+                    processor: Box::new(processor),
+                    done,
+                })
+                .await
+                .map_err(|_| ReloadError::ShuttingDown)?;
+            let adopted = adopted.await.map_err(|_| ReloadError::ShuttingDown)?;
+            link.models.set(new.models.clone());
+            report.assets = Some(adopted);
+        }
         for d in &new.drivers {
             if old.drivers.get(&*d.name) == new.fingerprints.drivers.get(&*d.name) {
                 report.unchanged += 1;

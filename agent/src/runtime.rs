@@ -136,7 +136,7 @@ pub struct AgentHandle {
     statuses: Vec<Arc<DriverStatus>>,
     journal: Option<Arc<std::sync::Mutex<Journal>>>,
     uplink: Arc<UplinkStats>,
-    models: Arc<crate::models::ModelStore>,
+    models: Arc<crate::models::LiveModels>,
     reload_models: Arc<tokio::sync::Notify>,
     source: StatusSource,
     reloader: ConfigReloader,
@@ -172,12 +172,12 @@ impl AgentHandle {
     }
 
     /// The models in service (with their swap and rejection counts).
-    pub fn models(&self) -> &Arc<crate::models::ModelStore> {
-        &self.models
+    pub fn models(&self) -> Arc<crate::models::ModelStore> {
+        self.models.get()
     }
 
-    /// Applies a new configuration's driver changes live (what SIGHUP does; see
-    /// [`crate::reload`]).
+    /// Applies a new configuration's driver and asset changes live (what SIGHUP
+    /// does; see [`crate::reload`]).
     pub fn reloader(&self) -> ConfigReloader {
         self.reloader.clone()
     }
@@ -315,16 +315,23 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
     );
     let counters = processor.counters();
     let reload_models = opts.reload_models.take().unwrap_or_default();
-    if !config.models.handles.is_empty() {
-        tokio::spawn(crate::models::watch_models(
-            config.models.clone(),
-            reload_models.clone(),
-            shutdown.clone(),
-            alerts_tx.downgrade(),
-            config.agent.id.clone(),
-            clock.clone(),
-        ));
-    }
+    // Always watched: a reload may bring the first model.
+    let live_models = Arc::new(crate::models::LiveModels::new(config.models.clone()));
+    tokio::spawn(crate::models::watch_models(
+        live_models.clone(),
+        reload_models.clone(),
+        shutdown.clone(),
+        alerts_tx.downgrade(),
+        config.agent.id.clone(),
+        clock.clone(),
+    ));
+    let (reconfigure_tx, reconfigure_rx) = mpsc::channel(1);
+    let pipeline_link = crate::reload::PipelineLink {
+        tx: reconfigure_tx,
+        models: live_models.clone(),
+        agent_id: config.agent.id.clone(),
+        limits: config.alerts.limits.clone(),
+    };
     let pipeline = tokio::spawn(run_pipeline(
         processor,
         ring.clone(),
@@ -334,6 +341,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         clock.clone(),
         config.agent.id.clone(),
         config.telemetry.clone(),
+        reconfigure_rx,
     ));
 
     let mut statuses = Vec::new();
@@ -381,7 +389,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         journal: journal.clone(),
         uplink: config.uplink.as_ref().map(|_| uplink_stats.clone()),
         sinks: sink_counters.clone(),
-        models: config.models.clone(),
+        models: live_models.clone(),
         alarms,
     };
     // Operations: the control socket, the metrics endpoint, systemd. None of them
@@ -571,10 +579,13 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         statuses,
         journal,
         uplink: uplink_stats,
-        models: config.models.clone(),
+        models: live_models,
         reload_models,
         source,
-        reloader: ConfigReloader { set: drivers },
+        reloader: ConfigReloader {
+            set: drivers,
+            pipeline: pipeline_link,
+        },
         lifecycle,
     })
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::journal::sink::Envelope;
 use crate::journal::{Journal, Lane};
 use crate::meter::{DriverMeter, HistogramSnapshot};
-use crate::models::ModelStore;
+use crate::models::LiveModels;
 use crate::pipeline::PipelineCounters;
 use crate::ring::SampleRing;
 use crate::sink::SinkCounters;
@@ -173,7 +173,7 @@ pub struct StatusSource {
     pub journal: Option<Arc<Mutex<Journal>>>,
     pub uplink: Option<Arc<UplinkStats>>,
     pub sinks: Arc<SinkCounters>,
-    pub models: Arc<ModelStore>,
+    pub models: Arc<LiveModels>,
     pub alarms: Arc<crate::alarm::AlarmState>,
 }
 
@@ -243,6 +243,7 @@ impl StatusSource {
             .clone();
         let models = self
             .models
+            .get()
             .handles
             .iter()
             .map(|h| {

@@ -272,6 +272,18 @@ fn a_running_agent_reports_to_systemd_status_models_list_and_prometheus() {
     });
     assert!(msgs.iter().any(|m| m == "RELOADING=1"), "{msgs:?}");
 
+    // A second reload adds a detector to the asset: applied live, no driver restarts.
+    let detector = "\n[[assets.detectors]]\nname = \"hot\"\nkind = \"threshold\"\nsignal = \"pump.temperature\"\nwarning = 90.0\n";
+    let edited = config(&dir).replace("seed = 3", "seed = 4") + detector;
+    std::fs::write(&cfg, edited).expect("edit config");
+    let _ = Command::new("kill").args(["-HUP", &pid]).status();
+    wait_for("the asset reload's READY", Duration::from_secs(20), || {
+        received(&notify, &mut msgs);
+        msgs.iter().any(|m| {
+            m == "READY=1\nSTATUS=running; reloaded (0 drivers restarted, 1 detectors and 0 models new or changed)"
+        })
+    });
+
     // Graceful stop: STOPPING=1, exit 0, socket removed.
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let start = Instant::now();
