@@ -6,7 +6,9 @@
 #   PROFILE=fastrelease cross/build.sh   # quicker builds (no LTO) for local checks
 #   SMOKE=0 cross/build.sh         # build only
 #   FOOTPRINT=1 cross/build.sh     # also the footprint report (size, RSS, idle CPU)
-#   DEB=1 cross/build.sh           # also a Debian package per target (cargo-deb)
+#   DEB=1 cross/build.sh           # also a Debian package per target (cargo-deb),
+#                                  # install-tested in a Debian chroot (as root;
+#                                  # DEB_INSTALL_TEST=0 skips that, see deb-install-test.sh)
 #
 # Targets: aarch64-unknown-linux-musl (static) and armv7-unknown-linux-musleabihf
 # (static). Where rustup cannot install a musl standard library (some mirrors lack
@@ -107,6 +109,7 @@ build() { # triple, extra cargo args...
         cargo build --locked --profile "$profile" --target "$triple" -p edge-agent "$@"
 }
 
+debs=()
 for arch in "${arches[@]}"; do
     triple="$(triple_for "$arch")"
     echo "== building $triple ($profile)"
@@ -186,6 +189,7 @@ for arch in "${arches[@]}"; do
         dpkg-deb --ctrl-tarfile "$pkg" | tar -tf - | grep -q conffiles \
             || { echo "error: $pkg has no conffiles" >&2; exit 1; }
         echo "   $pkg ($(stat -c %s "$pkg") bytes)"
+        debs+=("$pkg")
     fi
 
     if [ "$footprint" != 0 ]; then
@@ -206,4 +210,14 @@ for arch in "${arches[@]}"; do
         cp "$out_dir/edge-agent-$arch" "$bin"
     fi
 done
+if [ "${#debs[@]}" -gt 0 ] && [ "${DEB_INSTALL_TEST:-1}" != 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        cross/deb-install-test.sh "${debs[@]}"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo cross/deb-install-test.sh "${debs[@]}"
+    else
+        echo "error: the package install test needs root; rerun as root or with DEB_INSTALL_TEST=0" >&2
+        exit 1
+    fi
+fi
 echo "== done: $(ls "$out_dir"/edge-agent-* | tr '\n' ' ')"
