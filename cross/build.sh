@@ -186,7 +186,10 @@ for arch in "${arches[@]}"; do
             fi
         done
         dpkg-deb --field "$pkg" Package Version Architecture Depends | sed 's/^/   /'
-        dpkg-deb --ctrl-tarfile "$pkg" | tar -tf - | grep -q conffiles \
+        # Listed into a variable first: `tar | grep -q` under pipefail fails when grep
+        # exits at the first match and tar dies of SIGPIPE (it did, in CI).
+        control=$(dpkg-deb --ctrl-tarfile "$pkg" | tar -tf -)
+        grep -q conffiles <<<"$control" \
             || { echo "error: $pkg has no conffiles" >&2; exit 1; }
         echo "   $pkg ($(stat -c %s "$pkg") bytes)"
         debs+=("$pkg")

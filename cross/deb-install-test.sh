@@ -88,7 +88,9 @@ for pkg in "$@"; do
         fail "apt-get install failed"
     fi
 
-    in_root getent passwd edge-agent | grep -q ':/usr/sbin/nologin$' \
+    # (Values go through variables: `cmd | grep -q` under pipefail can fail on SIGPIPE.)
+    user="$(in_root getent passwd edge-agent || true)"
+    [[ "$user" == *:/usr/sbin/nologin ]] \
         || fail "postinst did not create the edge-agent system user"
     mode="$(in_root stat -c '%a %U %G' /etc/edge-agent/edge-agent.toml)"
     [ "$mode" = "640 root edge-agent" ] \
@@ -109,7 +111,7 @@ for pkg in "$@"; do
     echo "# edited on the gateway" >> "$root/etc/edge-agent/edge-agent.toml"
     apt_in_root install -y --reinstall /tmp/edge-agent.deb > "$root/tmp/install.log" 2>&1 \
         || { cat "$root/tmp/install.log" >&2; fail "reinstall failed"; }
-    tail -1 "$root/etc/edge-agent/edge-agent.toml" | grep -qx "# edited on the gateway" \
+    [ "$(tail -n 1 "$root/etc/edge-agent/edge-agent.toml")" = "# edited on the gateway" ] \
         || fail "a reinstall overwrote the edited config"
 
     in_root dpkg --purge edge-agent > "$root/tmp/purge.log" 2>&1 \
