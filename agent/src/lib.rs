@@ -16,6 +16,7 @@ pub mod control;
 pub mod events;
 pub mod journal;
 pub mod logging;
+pub mod memory;
 pub mod meter;
 pub mod metrics;
 pub mod models;

@@ -298,6 +298,7 @@ fn main() -> ExitCode {
                     }
                 }
                 let token = handle.shutdown_token();
+                tokio::spawn(trim_start_up_text(token.clone()));
                 tokio::select! {
                     _ = shutdown.cancelled() => token.cancel(),
                     _ = token.cancelled() => {}
@@ -313,6 +314,34 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Pages the start-up code (config parser, model loader) out of the resident set
+/// once the agent is up, and again every 10 minutes (a reload or a model swap runs
+/// the loader again). See `edge_agent::memory`.
+async fn trim_start_up_text(stop: tokio_util::sync::CancellationToken) {
+    let mut first = true;
+    loop {
+        let wait = if first { 30 } else { 600 };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(wait)) => {}
+        }
+        match tokio::task::spawn_blocking(edge_agent::memory::trim_own_text).await {
+            Ok(Ok(t)) if first => tracing::debug!(
+                mappings = t.mappings,
+                bytes = t.bytes,
+                "start-up code paged out"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot page out start-up code (kernel before 5.4?); RSS stays higher, nothing else changes");
+                return;
+            }
+            Err(_) => return,
+        }
+        first = false;
     }
 }
 
