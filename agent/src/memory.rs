@@ -11,7 +11,13 @@
 //! runs faults straight back in from the page cache.
 //!
 //! Only the executable's own read-only, private mappings are advised: nothing
-//! writable, no heap, no shared library.
+//! writable, no heap, no shared library. On glibc the same call also gives back the
+//! heap pages that loading freed (`malloc_trim`).
+//!
+//! Measured with `cross/footprint.sh` (x86_64, glibc, same process at 25 s and
+//! 60 s): the 1,000-tag / 4-driver / 2-model scenario from 31–33 MB RSS to
+//! 15.2–15.5 MB (heap 12.3 -> 6.9 MB, text 20 -> 5.6 MB), the demo from 12–15 MB to
+//! 7.7–8.9 MB.
 
 /// What [`trim_own_text`] advised.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,6 +71,17 @@ pub fn trim_own_text() -> std::io::Result<Trimmed> {
         }
         done.mappings += 1;
         done.bytes += (end - start) as u64;
+    }
+    // glibc keeps the heap pages that start-up freed (model graphs built and
+    // dropped while loading) mapped inside its arenas; malloc_trim returns them.
+    // musl's allocator returns freed groups by itself.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only releases free memory of the allocator; it is
+        // thread-safe (it locks each arena) and has no preconditions.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
     Ok(done)
 }
