@@ -140,7 +140,9 @@ for arch in "${arches[@]}"; do
         rm -f "$smoke_cfg.shipped"
         log="$out_dir/smoke-$arch.log"
         status=0
-        timeout --preserve-status -s TERM 20 "${qemu[@]}" "$bin" run --config "$smoke_cfg" \
+        # --foreground: signal only the agent (without it, timeout also signals its
+        # process group, and the agent sees the stop request twice).
+        timeout --foreground --preserve-status -s TERM 20 "${qemu[@]}" "$bin" run --config "$smoke_cfg" \
             --log-level warn > "$log" 2>&1 || status=$?
         if [ "$status" != 0 ]; then
             echo "error: the demo run under qemu exited with $status (expected a graceful stop, 0)" >&2

@@ -256,7 +256,17 @@ fn main() -> ExitCode {
                     wait_for_stop_signal().await;
                     tracing::info!("stop requested");
                     signals.cancel();
-                    wait_for_stop_signal().await;
+                    let first = std::time::Instant::now();
+                    loop {
+                        wait_for_stop_signal().await;
+                        // One request often arrives twice: `timeout`, shells and some
+                        // supervisors signal the process and then its whole group.
+                        // Only a request made again later skips the graceful drain.
+                        if first.elapsed() >= std::time::Duration::from_secs(2) {
+                            break;
+                        }
+                        tracing::info!("stop request repeated within 2 s: still stopping gracefully (send it again to exit at once)");
+                    }
                     tracing::warn!("second stop request: exiting immediately");
                     std::process::exit(130);
                 });
