@@ -858,7 +858,6 @@ pub(crate) struct BindingSlot {
     pub(crate) quarantine_after: u32,
     pub(crate) quarantined: bool,
     pub(crate) drift_cfg: DriftCfg,
-    pub(crate) confirm: u32,
 }
 
 impl BindingSlot {
@@ -871,7 +870,7 @@ impl BindingSlot {
             && self.every_ns == other.every_ns
             && self.quarantine_after == other.quarantine_after
             && self.drift_cfg == other.drift_cfg
-            && self.confirm == other.confirm
+            && self.grader.confirm == other.grader.confirm
     }
 
     /// Carries `old`'s running state over (see [`BindingSlot::same_settings`]).

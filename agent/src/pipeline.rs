@@ -214,7 +214,6 @@ impl Processor {
                     quarantine_after: b.quarantine_after,
                     quarantined: false,
                     drift_cfg: b.drift,
-                    confirm: b.confirm,
                 };
                 if let Err(errs) = slot.follow(&m) {
                     // The config check resolved these already.
@@ -935,11 +934,7 @@ pub async fn run_pipeline(
             let report = processor.adopt(old, clock.now(), &mut alerts);
             processor.publish_model_status();
             tracing::info!(?report, "asset configuration in service");
-            for a in alerts.drain(..) {
-                if !send_alert(&tx, SinkMsg::Alert(Box::new(a))).await {
-                    tracing::error!("alert sinks are gone; alerts can no longer be delivered");
-                }
-            }
+            send_alerts(&tx, &mut alerts).await;
             let _ = r.done.send(report);
         }
         let n = ring.drain_into(&mut batch, batch_size);
@@ -1005,15 +1000,20 @@ pub async fn run_pipeline(
                 }
             }
         }
-        for a in alerts.drain(..) {
-            if !send_alert(&tx, SinkMsg::Alert(Box::new(a))).await {
-                tracing::error!("alert sinks are gone; alerts can no longer be delivered");
-            }
-        }
+        send_alerts(&tx, &mut alerts).await;
         // Let drivers and sinks run between large batches.
         tokio::task::yield_now().await;
     }
     processor
+}
+
+/// Queues every alert of `alerts` (emptying it) for the sink thread.
+async fn send_alerts(tx: &mpsc::Sender<SinkMsg>, alerts: &mut Vec<Alert>) {
+    for a in alerts.drain(..) {
+        if !send_alert(tx, SinkMsg::Alert(Box::new(a))).await {
+            tracing::error!("alert sinks are gone; alerts can no longer be delivered");
+        }
+    }
 }
 
 /// Queues an alert for the sink thread, waiting while its queue is full.
