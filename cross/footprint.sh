@@ -21,6 +21,8 @@
 # an upper bound for the real ARM process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=cross/footprint-config.sh
+. cross/footprint-config.sh
 
 arch="$1"; triple="$2"; bin="$3"
 secs="${SECONDS_RUN:-60}"
@@ -77,94 +79,7 @@ responder=$!
 for _ in $(seq 50); do [ -s "$port_file" ] && break; sleep 0.1; done
 port=$(head -1 "$port_file")
 touch "$work/plc.log"
-{
-    cat <<EOF
-[agent]
-id = "footprint"
-control_socket = "$work/control.sock"
-
-[alerts]
-console = false
-
-[journal]
-dir = "$work/journal"
-
-[models]
-dir = "$(pwd)/models/zoo"
-
-[[drivers]]
-name = "skid"
-kind = "modbus"
-host = "127.0.0.1"
-port = $port
-poll = "1s"
-EOF
-    for i in $(seq 0 999); do
-        printf '[[drivers.tags]]\nname = "skid.r%d"\narea = "holding"\naddress = %d\n' "$i" "$i"
-    done
-    cat <<EOF
-
-[[drivers]]
-name = "plant"
-kind = "sim"
-tick = "100ms"
-
-[[drivers.machines]]
-name = "pump"
-rpm = 1480
-sample_rate_hz = 1.0
-vibration_rate_hz = 256.0
-nominal_temp_c = 55.0
-nominal_current_a = 12.0
-nominal_pressure_bar = 6.0
-
-[[drivers]]
-name = "host"
-kind = "host"
-
-[[drivers]]
-name = "plclog"
-kind = "log"
-paths = ["$work/plc.log"]
-
-[[drivers.rules]]
-name = "timeout"
-regex = 'timeout after (?P<ms>\\d+)ms'
-
-[[assets]]
-name = "pump"
-
-[[assets.signals]]
-signal = "pump.temperature"
-window = { size = "60s", hop = "10s" }
-
-[[assets.signals]]
-signal = "pump.vibration"
-window = { size = 512, hop = 512 }
-bands = [
-  { name = "shaft", lo_hz = 0.0, hi_hz = 60.0 },
-  { name = "bearing", lo_hz = 60.0, hi_hz = 128.0 },
-]
-
-[[assets.signals]]
-signal = "pump.current"
-window = { size = "60s", hop = "10s" }
-
-[[assets.signals]]
-signal = "pump.pressure"
-window = { size = "60s", hop = "10s" }
-
-[[assets.models]]
-name = "wear"
-manifest = "bearing_rf/manifest.toml"
-roles = { vibration = "pump.vibration", temperature = "pump.temperature", current = "pump.current", pressure = "pump.pressure" }
-
-[[assets.models]]
-name = "anomaly"
-manifest = "pump_iforest/manifest.toml"
-roles = { vibration = "pump.vibration", temperature = "pump.temperature", current = "pump.current", pressure = "pump.pressure" }
-EOF
-} > "$work/budget.toml"
+budget_config "$work" "$(pwd)/models/zoo" 127.0.0.1 "$port" > "$work/budget.toml"
 "${qemu[@]}" "$bin" check-config "$work/budget.toml" >/dev/null
 read -r budget_rss budget_cpu budget_anon budget_early < <(measure "$work/budget.toml")
 kill "$responder" 2>/dev/null || true

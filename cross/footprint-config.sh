@@ -1,0 +1,98 @@
+# The budget scenario's configuration, shared by footprint.sh (native or qemu-user)
+# and footprint-vm.sh (an emulated ARM machine): 1,000 Modbus tags, a simulated pump
+# with two zoo models bound, the gateway's health and a log driver (4 drivers,
+# 1,000+ tags, 2 models).
+#
+#   budget_config <dir> <zoo dir> <modbus host> <modbus port> > budget.toml
+#
+# <dir> is where the agent keeps its journal, control socket and watched log, as
+# the agent will see it.
+budget_config() {
+    local dir="$1" zoo="$2" host="$3" port="$4"
+    cat <<EOF
+[agent]
+id = "footprint"
+control_socket = "$dir/control.sock"
+
+[alerts]
+console = false
+
+[journal]
+dir = "$dir/journal"
+
+[models]
+dir = "$zoo"
+
+[[drivers]]
+name = "skid"
+kind = "modbus"
+host = "$host"
+port = $port
+poll = "1s"
+EOF
+    for i in $(seq 0 999); do
+        printf '[[drivers.tags]]\nname = "skid.r%d"\narea = "holding"\naddress = %d\n' "$i" "$i"
+    done
+    cat <<EOF
+
+[[drivers]]
+name = "plant"
+kind = "sim"
+tick = "100ms"
+
+[[drivers.machines]]
+name = "pump"
+rpm = 1480
+sample_rate_hz = 1.0
+vibration_rate_hz = 256.0
+nominal_temp_c = 55.0
+nominal_current_a = 12.0
+nominal_pressure_bar = 6.0
+
+[[drivers]]
+name = "host"
+kind = "host"
+
+[[drivers]]
+name = "plclog"
+kind = "log"
+paths = ["$dir/plc.log"]
+
+[[drivers.rules]]
+name = "timeout"
+regex = 'timeout after (?P<ms>\\d+)ms'
+
+[[assets]]
+name = "pump"
+
+[[assets.signals]]
+signal = "pump.temperature"
+window = { size = "60s", hop = "10s" }
+
+[[assets.signals]]
+signal = "pump.vibration"
+window = { size = 512, hop = 512 }
+bands = [
+  { name = "shaft", lo_hz = 0.0, hi_hz = 60.0 },
+  { name = "bearing", lo_hz = 60.0, hi_hz = 128.0 },
+]
+
+[[assets.signals]]
+signal = "pump.current"
+window = { size = "60s", hop = "10s" }
+
+[[assets.signals]]
+signal = "pump.pressure"
+window = { size = "60s", hop = "10s" }
+
+[[assets.models]]
+name = "wear"
+manifest = "bearing_rf/manifest.toml"
+roles = { vibration = "pump.vibration", temperature = "pump.temperature", current = "pump.current", pressure = "pump.pressure" }
+
+[[assets.models]]
+name = "anomaly"
+manifest = "pump_iforest/manifest.toml"
+roles = { vibration = "pump.vibration", temperature = "pump.temperature", current = "pump.current", pressure = "pump.pressure" }
+EOF
+}
