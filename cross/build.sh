@@ -11,13 +11,18 @@
 #                                  # DEB_INSTALL_TEST=0 skips that, see deb-install-test.sh)
 #
 # Targets: aarch64-unknown-linux-musl (static) and armv7-unknown-linux-musleabihf
-# (static). Where rustup cannot install a musl standard library (some mirrors lack
-# armv7 musl), the glibc variant (armv7-unknown-linux-gnueabihf, dynamically linked
-# against glibc ≥ 2.35: Debian 12 / Raspberry Pi OS bookworm, Ubuntu 22.04) is built instead,
-# and the script says so.
+# (static). Where rustup cannot install a target's musl standard library (the mirror
+# here has no armv7 musl), the script builds that standard library from rust-src
+# (`-Zbuild-std`, allowed on the stable toolchain by RUSTC_BOOTSTRAP=1) and links with
+# zig (PyPI's ziglang through cargo-zigbuild, in target/zig-venv), whose bundled
+# musl and libunwind stand in for the ones rustup would have shipped. The binary is
+# the same kind: static, musl. LIBC_ARMV7=gnu builds the glibc variant instead
+# (armv7-unknown-linux-gnueabihf, dynamically linked against glibc ≥ 2.35: Debian 12
+# / Raspberry Pi OS bookworm, Ubuntu 22.04).
 #
-# Installs what it needs: the rustup targets, Debian's cross compilers (ring and
-# tract-linalg compile C and assembly) and qemu-user-static.
+# Installs what it needs: the rustup targets (or rust-src), Debian's cross compilers
+# (ring and tract-linalg compile C and assembly), zig where needed, and
+# qemu-user-static.
 #
 # Output: target/<triple>/<profile>/edge-agent, copied to cross/out/edge-agent-<arch>.
 set -euo pipefail
@@ -65,20 +70,40 @@ if [ "${#need[@]}" -gt 0 ]; then
     apt_install "${need[@]}"
 fi
 
-# Picks the triple for an arch: musl when rustup can provide it, else glibc.
+# Triples whose standard library is built from source (rustup has none for them).
+std_from_source=" "
+
+# Picks the triple for an arch: musl (LIBC_<ARCH>=gnu for glibc). Where rustup cannot
+# install the musl standard library, it is built from source (see the top).
 triple_for() {
-    local arch="$1" musl gnu
+    local arch="$1" musl gnu libc
     case "$arch" in
-        aarch64) musl=aarch64-unknown-linux-musl; gnu=aarch64-unknown-linux-gnu ;;
-        armv7) musl=armv7-unknown-linux-musleabihf; gnu=armv7-unknown-linux-gnueabihf ;;
+        aarch64) musl=aarch64-unknown-linux-musl; gnu=aarch64-unknown-linux-gnu; libc="${LIBC_AARCH64:-musl}" ;;
+        armv7) musl=armv7-unknown-linux-musleabihf; gnu=armv7-unknown-linux-gnueabihf; libc="${LIBC_ARMV7:-musl}" ;;
     esac
-    if rustup target list --installed | grep -qx "$musl" || rustup target add "$musl" >/dev/null 2>&1; then
+    # Listed into a variable first: `rustup | grep -q` under pipefail can fail when
+    # grep exits at the first match.
+    local installed
+    installed=$(rustup target list --installed)
+    if [ "$libc" = gnu ]; then
+        grep -qx "$gnu" <<<"$installed" || rustup target add "$gnu" >&2
+        echo "$gnu"
+    elif grep -qx "$musl" <<<"$installed" || rustup target add "$musl" >/dev/null 2>&1; then
         echo "$musl"
     else
-        echo "warning: rustup cannot install $musl here; building $gnu (glibc, dynamic) instead" >&2
-        rustup target list --installed | grep -qx "$gnu" || rustup target add "$gnu" >&2
-        echo "$gnu"
+        echo "note: rustup has no standard library for $musl here; building it from rust-src, linking with zig" >&2
+        rustup component add rust-src >&2
+        echo "$musl"
     fi
+}
+
+# zig and cargo-zigbuild from PyPI, in a venv of the project's own.
+zig_venv=target/zig-venv
+ensure_zig() {
+    [ -x "$zig_venv/bin/cargo-zigbuild" ] && return
+    echo "== installing zig and cargo-zigbuild (PyPI) into $zig_venv"
+    python3 -m venv "$zig_venv"
+    "$zig_venv/bin/pip" install -q "ziglang==0.17.1" "cargo-zigbuild==0.24.1"
 }
 
 out_dir=cross/out
@@ -104,6 +129,17 @@ build() { # triple, extra cargo args...
     esac
     local up="${triple//-/_}"
     local UP="${up^^}"
+    if [[ "$std_from_source" == *" $triple "* ]]; then
+        # zig links against its own musl and libunwind (not rustup's self-contained
+        # objects, which do not exist here) and compiles ring's and tract's C and
+        # assembly for the target.
+        ensure_zig
+        env PATH="$PWD/$zig_venv/bin:$PATH" RUSTC_BOOTSTRAP=1 \
+            RUSTFLAGS="${RUSTFLAGS:-} -C link-self-contained=no" \
+            cargo zigbuild --locked --profile "$profile" --target "$triple" \
+            -Zbuild-std=std,panic_unwind -p edge-agent "$@"
+        return
+    fi
     env "CARGO_TARGET_${UP}_LINKER=${gcc}-gcc" \
         "CC_${up}=${gcc}-gcc" "AR_${up}=${gcc}-ar" \
         cargo build --locked --profile "$profile" --target "$triple" -p edge-agent "$@"
@@ -112,6 +148,9 @@ build() { # triple, extra cargo args...
 debs=()
 for arch in "${arches[@]}"; do
     triple="$(triple_for "$arch")"
+    if ! rustup target list --installed | grep -x "$triple" >/dev/null; then
+        std_from_source+="$triple "
+    fi
     echo "== building $triple ($profile)"
     start=$(date +%s)
     build "$triple"
