@@ -156,3 +156,198 @@ fn sigterm_stops_the_agent_gracefully_with_json_logs() {
         "{logs}"
     );
 }
+
+/// An MQTT broker that accepts one client, answers its CONNECT and then never
+/// acknowledges anything: an agent connected to it takes its full uplink linger
+/// (3 s waiting for the PUBACK of its "offline" status) to stop. Returns the port.
+fn silent_broker() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        while let Ok((mut conn, _)) = listener.accept() {
+            std::thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
+                // Fixed header: packet type, then the remaining length (varint).
+                let mut byte = [0u8; 1];
+                if conn.read_exact(&mut byte).is_err() || byte[0] >> 4 != 1 {
+                    return;
+                }
+                let (mut len, mut shift) = (0usize, 0);
+                loop {
+                    if conn.read_exact(&mut byte).is_err() {
+                        return;
+                    }
+                    len |= usize::from(byte[0] & 0x7f) << shift;
+                    shift += 7;
+                    if byte[0] & 0x80 == 0 || shift > 21 {
+                        break;
+                    }
+                }
+                let mut connect = vec![0u8; len];
+                if conn.read_exact(&mut connect).is_err() {
+                    return;
+                }
+                // CONNACK: session not present, accepted.
+                if conn.write_all(&[0x20, 0x02, 0x00, 0x00]).is_err() {
+                    return;
+                }
+                let mut sink = [0u8; 4096];
+                while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    port
+}
+
+/// The agent with its uplink on a silent broker: it takes more than 3 s to stop.
+struct SlowStopper {
+    child: std::process::Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+    journal: std::path::PathBuf,
+    _config: TempFile,
+}
+
+impl SlowStopper {
+    /// Starts the agent and returns once its uplink is connected.
+    fn start(name: &str) -> SlowStopper {
+        let port = silent_broker();
+        let journal = std::env::temp_dir().join(format!(
+            "edge-agent-cli-{}-{name}-journal",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&journal);
+        let config = temp_file(
+            &format!("{name}.toml"),
+            &format!(
+                r#"
+[agent]
+id = "{name}"
+control_socket = ""
+[alerts]
+console = false
+[journal]
+dir = "{journal}"
+[uplink]
+host = "127.0.0.1"
+port = {port}
+[[drivers]]
+name = "host"
+kind = "host"
+"#,
+                journal = journal.display()
+            ),
+        );
+        let mut child = bin()
+            .args(["run", "--log-format", "json", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starts");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let agent = SlowStopper {
+            child,
+            stderr: rx,
+            journal,
+            _config: config,
+        };
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !seen.iter().any(|l: &String| l.contains("uplink connected")) {
+            match agent
+                .stderr
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) => seen.push(l),
+                Err(_) => panic!(
+                    "the uplink did not connect within 20 s:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+        agent
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits (at most 25 s) for the agent to exit; its exit status and the rest of
+    /// its log.
+    fn exit(&mut self) -> (std::process::ExitStatus, String) {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(25),
+                "the agent did not exit within 25 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut logs = String::new();
+        while let Ok(l) = self.stderr.recv_timeout(Duration::from_secs(5)) {
+            logs.push_str(&l);
+            logs.push('\n');
+        }
+        (status, logs)
+    }
+}
+
+impl Drop for SlowStopper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.journal);
+    }
+}
+
+#[test]
+fn a_stop_request_sent_twice_at_once_still_stops_gracefully() {
+    // `timeout`, shells and some supervisors signal the process and then its group.
+    let mut agent = SlowStopper::start("twice");
+    agent.sigterm();
+    std::thread::sleep(Duration::from_millis(300));
+    agent.sigterm();
+    let (status, logs) = agent.exit();
+    assert!(status.success(), "{status:?}\n{logs}");
+    assert!(
+        logs.contains("stop request repeated within 2 s: still stopping gracefully"),
+        "{logs}"
+    );
+    assert!(logs.contains("edge-agent stopped"), "{logs}");
+}
+
+#[test]
+fn a_stop_request_repeated_later_exits_at_once_with_130() {
+    let mut agent = SlowStopper::start("again");
+    agent.sigterm();
+    // Still stopping: the uplink waits 3 s for the broker to acknowledge "offline".
+    std::thread::sleep(Duration::from_millis(2300));
+    agent.sigterm();
+    let (status, logs) = agent.exit();
+    assert_eq!(status.code(), Some(130), "{logs}");
+    assert!(
+        logs.contains("second stop request: exiting immediately"),
+        "{logs}"
+    );
+    assert!(!logs.contains("edge-agent stopped"), "{logs}");
+}
