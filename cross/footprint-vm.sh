@@ -21,6 +21,8 @@
 # guest reaches it through qemu's user network with `restrict=on` (no other route
 # out) and one guest forward, 10.0.2.100:502 -> 127.0.0.1:<port>.
 #
+# SMAPS=1 also lists each run's largest anonymous mappings.
+#
 # CPU figures are meaningless under emulation and are not reported. Needs root for
 # apt (it adds the arm64/armhf architecture to download the kernel and busybox .debs;
 # it installs nothing of them). Takes about 2.5 minutes.
@@ -158,6 +160,7 @@ touch "$disk/work/plc.log"
 budget_config /mnt/work /mnt/zoo 10.0.2.100 502 > "$disk/work/budget.toml"
 cat > "$disk/run.sh" <<EOF
 secs=$secs
+smaps=${SMAPS:-0}
 cd /mnt
 # name config: runs the agent for \$secs s; prints RSS and anonymous RSS (KiB) at the
 # end, RSS at 25 s, and the exit code of the graceful stop.
@@ -170,6 +173,11 @@ measure() {
     rss=\$(awk '/^VmRSS/ {print \$2}' /proc/\$pid/status)
     anon=\$(awk '/^RssAnon/ {print \$2}' /proc/\$pid/status)
     [ -z "\${3:-}" ] || ./edge-agent status --socket "\$3" | sed 's/^/STATUS /'
+    if [ "\$smaps" = 1 ]; then
+        # The largest anonymous mappings (KiB), to see where the heap went.
+        awk '/^[0-9a-f]+-[0-9a-f]+ / { m = \$1 " " \$6 } /^Anonymous:/ { if (\$2 > 0) print \$2, m }' \
+            /proc/\$pid/smaps | sort -rn | head -12 | sed "s/^/SMAPS \$1 /"
+    fi
     kill -TERM \$pid
     wait \$pid
     echo "FOOTPRINT \$1 \$rss \$anon \$early \$?"
@@ -206,7 +214,7 @@ if grep -q "FOOTPRINT-ERROR" "$work/console.txt" || [ "$(grep -c '^FOOTPRINT ' "
     cat "$work/console.txt" >&2
     exit 1
 fi
-grep -E '^(STATUS|LOG) ' "$work/console.txt" >&2 || true
+grep -E '^(STATUS|LOG|SMAPS) ' "$work/console.txt" >&2 || true
 failed=""
 mb() { awk -v a="$1" 'BEGIN { printf "%.2f", a / 1024 }'; }
 echo "== footprint $arch on $qemu (${machine[3]} x2, 512 MiB, Linux $kver)"
