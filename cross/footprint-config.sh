@@ -1,7 +1,29 @@
-# The budget scenario's configuration, shared by footprint.sh (native or qemu-user)
-# and footprint-vm.sh (an emulated ARM machine): 1,000 Modbus tags, a simulated pump
-# with two zoo models bound, the gateway's health and a log driver (4 drivers,
-# 1,000+ tags, 2 models).
+# The budget scenario, shared by footprint.sh (native or qemu-user) and
+# footprint-vm.sh (an emulated ARM machine): 1,000 Modbus tags, a simulated pump with
+# two zoo models bound, the gateway's health and a log driver (4 drivers, 1,000+
+# tags, 2 models). Sourced; it sets an EXIT trap that stops the responder and
+# removes $work.
+
+# A scratch directory, and the Modbus responder's pid once started.
+work="$(mktemp -d)"
+responder=""
+footprint_cleanup() {
+    [ -z "$responder" ] || kill "$responder" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap footprint_cleanup EXIT
+
+# Starts cross/modbus_responder.py on 127.0.0.1 (a free port); sets $responder and
+# $port.
+start_responder() {
+    local port_file="$work/port"
+    python3 cross/modbus_responder.py 0 > "$port_file" &
+    responder=$!
+    for _ in $(seq 50); do [ -s "$port_file" ] && break; sleep 0.1; done
+    port=$(head -1 "$port_file")
+}
+
+# Prints the configuration.
 #
 #   budget_config <dir> <zoo dir> <modbus host> <modbus port> > budget.toml
 #

@@ -94,13 +94,6 @@ kernel=$(ls "$cache"/kernel/boot/vmlinuz-* | head -1)
 kver=${kernel##*/vmlinuz-}
 mods="$cache/kernel/lib/modules/$kver/kernel"
 
-work="$(mktemp -d)"
-responder=""
-cleanup() {
-    [ -z "$responder" ] || kill "$responder" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 # initramfs: busybox, the modules for virtio and ext4 (those the kernel does not have
 # built in), a glibc build's C library, and an init that mounts the disk, runs the
@@ -194,11 +187,7 @@ size_mb=$(( $(du -sm "$disk" | cut -f1) + 64 ))
 truncate -s "${size_mb}M" "$work/disk.img"
 mkfs.ext4 -q -F -d "$disk" "$work/disk.img"
 
-port_file="$work/port"
-python3 cross/modbus_responder.py 0 > "$port_file" &
-responder=$!
-for _ in $(seq 50); do [ -s "$port_file" ] && break; sleep 0.1; done
-port=$(head -1 "$port_file")
+start_responder
 
 echo "booting $kver under $qemu (about $(( secs * 2 + 30 )) s)" >&2
 timeout $(( secs * 2 + 600 )) "$qemu" "${machine[@]}" -smp 2 -m 512 \

@@ -33,13 +33,6 @@ case "$triple" in
     armv7-*-gnueabihf) qemu=(qemu-arm-static -L /usr/arm-linux-gnueabihf) ;;
     *) qemu=() ;;
 esac
-work="$(mktemp -d)"
-responder=""
-cleanup() {
-    [ -z "$responder" ] || kill "$responder" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 # Runs the agent with a config for $secs seconds; prints "rss_kib cpu_s".
 measure() {
@@ -73,11 +66,7 @@ size=$(stat -c %s "$bin")
 read -r demo_rss demo_cpu demo_anon demo_early < <(measure "$work/demo.toml")
 
 # Budget scenario.
-port_file="$work/port"
-python3 cross/modbus_responder.py 0 > "$port_file" &
-responder=$!
-for _ in $(seq 50); do [ -s "$port_file" ] && break; sleep 0.1; done
-port=$(head -1 "$port_file")
+start_responder
 touch "$work/plc.log"
 budget_config "$work" "$(pwd)/models/zoo" 127.0.0.1 "$port" > "$work/budget.toml"
 "${qemu[@]}" "$bin" check-config "$work/budget.toml" >/dev/null
