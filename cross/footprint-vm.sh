@@ -162,6 +162,7 @@ measure() {
     pid=\$!
     sleep 25
     early=\$(awk '/^VmRSS/ {print \$2}' /proc/\$pid/status)
+    early_anon=\$(awk '/^RssAnon/ {print \$2}' /proc/\$pid/status)
     sleep \$((secs - 25))
     rss=\$(awk '/^VmRSS/ {print \$2}' /proc/\$pid/status)
     anon=\$(awk '/^RssAnon/ {print \$2}' /proc/\$pid/status)
@@ -173,7 +174,7 @@ measure() {
     fi
     kill -TERM \$pid
     wait \$pid
-    echo "FOOTPRINT \$1 \$rss \$anon \$early \$?"
+    echo "FOOTPRINT \$1 \$rss \$anon \$early \$? \$early_anon"
     tail -5 "work/\$1.log" | sed "s/^/LOG \$1 /"
 }
 echo "VERSION \$(./edge-agent --version)"
@@ -208,12 +209,12 @@ failed=""
 mb() { awk -v a="$1" 'BEGIN { printf "%.2f", a / 1024 }'; }
 echo "== footprint $arch on $qemu (${machine[3]} x2, 512 MiB, Linux $kver)"
 echo "   $(grep '^VERSION ' "$work/console.txt" | cut -d' ' -f2-)"
-while read -r _ name rss anon early rc; do
+while read -r _ name rss anon early rc early_anon; do
     case "$name" in
         demo) what="demo" ;;
         budget) what="1000 tags/4 drivers/2 models (budget 16 MB)" ;;
     esac
-    echo "   RSS, $what after ${secs} s: $(mb "$rss") MB ($(mb "$early") MB at 25 s, before the start-up trim), anonymous $(mb "$anon") MB; stop exit code $rc"
+    echo "   RSS, $what after ${secs} s: $(mb "$rss") MB ($(mb "$early") MB at 25 s, before the start-up trim), anonymous $(mb "$anon") MB ($(mb "$early_anon") at 25 s); stop exit code $rc"
     [ "$rc" = 0 ] || failed="$name stopped with exit code $rc"
     if [ "$name" = budget ] && [ "$rss" -gt "$budget_kib" ]; then
         failed="the budget scenario uses $(mb "$rss") MB, over $(mb "$budget_kib") MB"
