@@ -4,6 +4,7 @@
 #   cross/build.sh                 # both targets, release profile, smoke tests
 #   cross/build.sh aarch64         # one target (aarch64 | armv7)
 #   PROFILE=fastrelease cross/build.sh   # quicker builds (no LTO) for local checks
+#   PROFILE=small cross/build.sh         # smaller binaries (dependencies built for size)
 #   SMOKE=0 cross/build.sh         # build only
 #   FOOTPRINT=1 cross/build.sh     # also the footprint report (size, RSS, idle CPU)
 #   DEB=1 cross/build.sh           # also a Debian package per target (cargo-deb),
