@@ -71,9 +71,6 @@ if [ "${#need[@]}" -gt 0 ]; then
     apt_install "${need[@]}"
 fi
 
-# Triples whose standard library is built from source (rustup has none for them).
-std_from_source=" "
-
 # Picks the triple for an arch: musl (LIBC_<ARCH>=gnu for glibc). Where rustup cannot
 # install the musl standard library, it is built from source (see the top).
 triple_for() {
@@ -130,7 +127,8 @@ build() { # triple, extra cargo args...
     esac
     local up="${triple//-/_}"
     local UP="${up^^}"
-    if [[ "$std_from_source" == *" $triple "* ]]; then
+    # triple_for picked musl without rustup's standard library: built from source.
+    if ! rustup target list --installed | grep -x "$triple" >/dev/null; then
         # zig links against its own musl and libunwind (not rustup's self-contained
         # objects, which do not exist here) and compiles ring's and tract's C and
         # assembly for the target.
@@ -149,9 +147,6 @@ build() { # triple, extra cargo args...
 debs=()
 for arch in "${arches[@]}"; do
     triple="$(triple_for "$arch")"
-    if ! rustup target list --installed | grep -x "$triple" >/dev/null; then
-        std_from_source+="$triple "
-    fi
     echo "== building $triple ($profile)"
     start=$(date +%s)
     build "$triple"

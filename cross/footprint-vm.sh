@@ -49,7 +49,7 @@ esac
 cache="target/vm/$arch"
 
 if [ ! -x "$bin" ]; then
-    echo "error: no binary at $bin; build it first: cross/build.sh aarch64" >&2
+    echo "error: no binary at $bin; build it first: cross/build.sh $arch" >&2
     exit 2
 fi
 case "$(file -b "$bin")" in
@@ -93,7 +93,6 @@ fi
 kernel=$(ls "$cache"/kernel/boot/vmlinuz-* | head -1)
 kver=${kernel##*/vmlinuz-}
 mods="$cache/kernel/lib/modules/$kver/kernel"
-
 
 # initramfs: busybox, the modules for virtio and ext4 (those the kernel does not have
 # built in), a glibc build's C library, and an init that mounts the disk, runs the

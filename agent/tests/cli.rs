@@ -129,17 +129,7 @@ fn sigterm_stops_the_agent_gracefully_with_json_logs() {
     std::thread::sleep(Duration::from_millis(1500));
     let pid = child.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if started.elapsed() > Duration::from_secs(25) {
-            let _ = child.kill();
-            panic!("agent did not stop within 25 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_for_exit(&mut child);
     let out = child.wait_with_output().expect("output");
     assert!(status.success(), "{status:?}");
     let logs = String::from_utf8_lossy(&out.stderr);
@@ -155,6 +145,22 @@ fn sigterm_stops_the_agent_gracefully_with_json_logs() {
         lines.iter().any(|l| l["message"] == "edge-agent stopped"),
         "{logs}"
     );
+}
+
+/// Waits at most 25 s for a stopping agent to exit; kills it and fails the test if
+/// it does not.
+fn wait_for_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        if started.elapsed() > Duration::from_secs(25) {
+            let _ = child.kill();
+            panic!("the agent did not exit within 25 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// An MQTT broker that accepts one client, answers its CONNECT and then never
@@ -292,17 +298,7 @@ kind = "host"
     /// Waits (at most 25 s) for the agent to exit; its exit status and the rest of
     /// its log.
     fn exit(&mut self) -> (std::process::ExitStatus, String) {
-        let started = Instant::now();
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                break s;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(25),
-                "the agent did not exit within 25 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_for_exit(&mut self.child);
         let mut logs = String::new();
         while let Ok(l) = self.stderr.recv_timeout(Duration::from_secs(5)) {
             logs.push_str(&l);
