@@ -217,12 +217,18 @@ impl LogConfig {
         let mut capture_ids = Vec::new();
         for r in &self.rules {
             count_ids.push(id(format!("{}.{}.count", self.name, r.name))?);
-            capture_ids.push(
-                r.captures
-                    .iter()
-                    .map(|(c, _)| id(format!("{}.{}.{c}", self.name, r.name)))
-                    .collect::<Result<Vec<_>, _>>()?,
-            );
+            let mut ids = Vec::with_capacity(r.captures.len());
+            for (c, _) in &r.captures {
+                let group = r
+                    .regex
+                    .capture_names()
+                    .position(|n| n == Some(c.as_str()))
+                    .ok_or_else(|| {
+                        DriverError::config(format!("rule `{}` has no capture `{c}`", r.name))
+                    })?;
+                ids.push((group, id(format!("{}.{}.{c}", self.name, r.name))?));
+            }
+            capture_ids.push(ids);
         }
         Ok(LogFactory {
             shared: Arc::new(Shared {
@@ -242,7 +248,20 @@ struct Shared {
     lines_id: SignalId,
     rotations_id: SignalId,
     count_ids: Vec<SignalId>,
-    capture_ids: Vec<Vec<SignalId>>,
+    /// Per rule: (capture group index, signal) for each named capture.
+    capture_ids: Vec<Vec<(usize, SignalId)>>,
+}
+
+impl Shared {
+    /// Capture positions for each rule that has named captures, reused line after
+    /// line so matching allocates nothing.
+    fn capture_slots(&self) -> Vec<Option<regex::CaptureLocations>> {
+        self.cfg
+            .rules
+            .iter()
+            .map(|r| (!r.captures.is_empty()).then(|| r.regex.capture_locations()))
+            .collect()
+    }
 }
 
 /// Creates log drivers.
@@ -272,24 +291,33 @@ impl Driver for LogDriver {
     }
 }
 
-/// Applies every rule to one line.
+/// Applies every rule to one line. A rule without captures only asks whether the
+/// line matches (the regex engine's fastest question); one with captures fills its
+/// slot in `slots` (from [`Shared::capture_slots`]), so no line allocates.
 fn apply_rules(
     sh: &Shared,
     line: &str,
     ts: edge_driver_api::Timestamp,
     counts: &mut [u64],
+    slots: &mut [Option<regex::CaptureLocations>],
     batch: &mut Vec<Sample>,
 ) {
-    for (ri, rule) in sh.cfg.rules.iter().enumerate() {
-        let Some(c) = rule.regex.captures(line) else {
+    for (ri, (rule, slot)) in sh.cfg.rules.iter().zip(slots.iter_mut()).enumerate() {
+        let Some(locs) = slot else {
+            if rule.regex.is_match(line) {
+                counts[ri] += 1;
+            }
             continue;
         };
+        if rule.regex.captures_read(locs, line).is_none() {
+            continue;
+        }
         counts[ri] += 1;
-        for ((cname, _), id) in rule.captures.iter().zip(&sh.capture_ids[ri]) {
-            if let Some(m) = c.name(cname) {
-                match m.as_str().trim().parse::<f64>() {
-                    Ok(v) => batch.push(Sample::new_f64(ts, *id, v)),
-                    Err(_) => batch.push(Sample::bad(ts, *id, BadReason::Decode)),
+        for &(group, id) in &sh.capture_ids[ri] {
+            if let Some((start, end)) = locs.get(group) {
+                match line[start..end].trim().parse::<f64>() {
+                    Ok(v) => batch.push(Sample::new_f64(ts, id, v)),
+                    Err(_) => batch.push(Sample::bad(ts, id, BadReason::Decode)),
                 }
             }
         }
@@ -326,6 +354,7 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
         .map(|p| Follower::new(p.clone(), cfg.from, MAX_LINE))
         .collect();
     let mut counts = vec![0u64; cfg.rules.len()];
+    let mut slots = sh.capture_slots();
     let mut lines_total = 0u64;
     let mut batch: Vec<Sample> = Vec::with_capacity(256);
     let mut tick = tokio::time::interval(cfg.interval);
@@ -374,7 +403,7 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
                         while !line.is_char_boundary(cut) {
                             cut -= 1;
                         }
-                        apply_rules(&sh, &line[..cut], ts, &mut counts, &mut batch);
+                        apply_rules(&sh, &line[..cut], ts, &mut counts, &mut slots, &mut batch);
                         if !batch.is_empty() && ctx.send(&batch).await.is_err() {
                             return Ok(());
                         }
@@ -393,7 +422,7 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
         for (fi, f) in files.iter_mut().enumerate() {
             let res = f.poll(BUDGET, &mut |line| {
                 lines_total += 1;
-                apply_rules(&sh, line, ts, &mut counts, &mut batch);
+                apply_rules(&sh, line, ts, &mut counts, &mut slots, &mut batch);
             });
             match res {
                 Ok(()) => warned[fi] = false,
@@ -422,5 +451,49 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
         if !batch.is_empty() && ctx.send(&batch).await.is_err() {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edge_driver_api::testing::{parse_section, registry};
+
+    fn shared(rules: &str) -> (Shared, SignalRegistry) {
+        let src = format!("paths = [\"/nonexistent/x.log\"]\n{rules}");
+        let cfg = parse_section(&src, |r| LogConfig::parse(r, "app"));
+        let reg = registry(cfg.signals(), "app");
+        let f = cfg.into_factory(&reg).expect("factory");
+        let sh = Arc::try_unwrap(f.shared).expect("only handle");
+        (sh, reg)
+    }
+
+    #[test]
+    fn captures_are_read_by_group_not_by_position_among_names() {
+        // An unnamed group between the named ones, and a named group that does not
+        // take part in every match.
+        let (sh, reg) = shared(
+            r#"
+[[rules]]
+name = "xfer"
+regex = 'took (?P<ms>\d+)ms( \(retry (?P<tries>\d+)\))?'
+[[rules]]
+name = "err"
+regex = 'ERROR'
+"#,
+        );
+        let mut counts = vec![0; 2];
+        let mut slots = sh.capture_slots();
+        let mut batch = Vec::new();
+        let ts = edge_driver_api::Timestamp::default();
+        for line in ["took 12ms", "ERROR took 40ms (retry 3)", "nothing here"] {
+            apply_rules(&sh, line, ts, &mut counts, &mut slots, &mut batch);
+        }
+        assert_eq!(counts, [2, 1]);
+        let ms = reg.get("app.xfer.ms").expect("ms");
+        let tries = reg.get("app.xfer.tries").expect("tries");
+        let got: Vec<(SignalId, f64)> =
+            batch.iter().map(|s| (s.signal, s.value.as_f64())).collect();
+        assert_eq!(got, [(ms, 12.0), (ms, 40.0), (tries, 3.0)]);
     }
 }
