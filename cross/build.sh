@@ -74,6 +74,9 @@ if [ "${#need[@]}" -gt 0 ]; then
     apt_install "${need[@]}"
 fi
 
+# The small profile rebuilds the standard library for size (see build).
+[ "$profile" != small ] || rustup component add rust-src >/dev/null 2>&1
+
 # Picks the triple for an arch: musl (LIBC_<ARCH>=gnu for glibc). Where rustup cannot
 # install the musl standard library, it is built from source (see the top).
 triple_for() {
@@ -136,7 +139,6 @@ build() { # triple, extra cargo args...
     # the profile's opt-level, without the backtrace symboliser (panics still unwind).
     local std=()
     if [ "$profile" = small ]; then
-        rustup component add rust-src >/dev/null 2>&1
         std=(-Zbuild-std=std,panic_unwind -Zbuild-std-features=panic-unwind,optimize_for_size)
     fi
     if ! rustup target list --installed | grep -x "$triple" >/dev/null; then

@@ -51,9 +51,18 @@ pub use follow::{Follower, From};
 pub struct Rule {
     pub name: String,
     pub regex: Regex,
-    /// (capture name, unit)
-    pub captures: Vec<(String, Option<String>)>,
+    /// The named captures, each a numeric signal.
+    pub captures: Vec<Capture>,
     pub span: Span,
+}
+
+/// A rule's named capture group.
+#[derive(Clone, Debug)]
+pub struct Capture {
+    pub name: String,
+    /// Index of the group in the regex (unnamed groups count too).
+    pub group: usize,
+    pub unit: Option<String>,
 }
 
 /// Validated `log` configuration.
@@ -152,10 +161,16 @@ impl LogConfig {
                     continue;
                 }
             };
-            let captures: Vec<(String, Option<String>)> = regex
+            let captures: Vec<Capture> = regex
                 .capture_names()
-                .flatten()
-                .map(|n| (n.to_string(), unit.clone()))
+                .enumerate()
+                .filter_map(|(group, n)| {
+                    n.map(|n| Capture {
+                        name: n.to_string(),
+                        group,
+                        unit: unit.clone(),
+                    })
+                })
                 .collect();
             rules.push(Rule {
                 name: rname.value,
@@ -194,10 +209,10 @@ impl LogConfig {
                 None,
                 r.span,
             ));
-            for (c, unit) in &r.captures {
+            for c in &r.captures {
                 out.push(decl(
-                    format!("{}.{}.{c}", self.name, r.name),
-                    unit.clone(),
+                    format!("{}.{}.{}", self.name, r.name, c.name),
+                    c.unit.clone(),
                     r.span,
                 ));
             }
@@ -217,18 +232,12 @@ impl LogConfig {
         let mut capture_ids = Vec::new();
         for r in &self.rules {
             count_ids.push(id(format!("{}.{}.count", self.name, r.name))?);
-            let mut ids = Vec::with_capacity(r.captures.len());
-            for (c, _) in &r.captures {
-                let group = r
-                    .regex
-                    .capture_names()
-                    .position(|n| n == Some(c.as_str()))
-                    .ok_or_else(|| {
-                        DriverError::config(format!("rule `{}` has no capture `{c}`", r.name))
-                    })?;
-                ids.push((group, id(format!("{}.{}.{c}", self.name, r.name))?));
-            }
-            capture_ids.push(ids);
+            capture_ids.push(
+                r.captures
+                    .iter()
+                    .map(|c| id(format!("{}.{}.{}", self.name, r.name, c.name)))
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
         }
         Ok(LogFactory {
             shared: Arc::new(Shared {
@@ -248,8 +257,7 @@ struct Shared {
     lines_id: SignalId,
     rotations_id: SignalId,
     count_ids: Vec<SignalId>,
-    /// Per rule: (capture group index, signal) for each named capture.
-    capture_ids: Vec<Vec<(usize, SignalId)>>,
+    capture_ids: Vec<Vec<SignalId>>,
 }
 
 impl Shared {
@@ -313,8 +321,8 @@ fn apply_rules(
             continue;
         }
         counts[ri] += 1;
-        for &(group, id) in &sh.capture_ids[ri] {
-            if let Some((start, end)) = locs.get(group) {
+        for (c, &id) in rule.captures.iter().zip(&sh.capture_ids[ri]) {
+            if let Some((start, end)) = locs.get(c.group) {
                 match line[start..end].trim().parse::<f64>() {
                     Ok(v) => batch.push(Sample::new_f64(ts, id, v)),
                     Err(_) => batch.push(Sample::bad(ts, id, BadReason::Decode)),
