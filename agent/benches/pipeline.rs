@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use edge_agent::alert::{IdGenerator, RateLimits};
+use edge_agent::ingest::ring::{OverflowPolicy, SampleRing};
 use edge_agent::pipeline::Processor;
-use edge_agent::ring::{OverflowPolicy, SampleRing};
 use edge_driver_api::{Sample, SignalId, Timestamp};
 
 struct Counting;

@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use edge_agent::config::{self, LogFormat};
-use edge_agent::{RunOptions, logging};
+use edge_agent::RunOptions;
+use edge_agent::config;
+use edge_agent::ops::logging;
+use edge_agent::ops::logging::LogFormat;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -103,8 +105,8 @@ enum ModelsCommand {
 fn query(
     socket: Option<&std::path::Path>,
     command: &str,
-) -> Result<edge_agent::status::AgentStatus, ExitCode> {
-    edge_agent::control::query(socket, command).map_err(|e| {
+) -> Result<edge_agent::ops::status::AgentStatus, ExitCode> {
+    edge_agent::ops::control::query(socket, command).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })
@@ -135,7 +137,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Ok(s) => {
-                print!("{}", edge_agent::status::render_models(&s.models));
+                print!("{}", edge_agent::ops::status::render_models(&s.models));
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -270,14 +272,14 @@ fn main() -> ExitCode {
                     tracing::warn!("second stop request: exiting immediately");
                     std::process::exit(130);
                 });
-                let systemd = edge_agent::sdnotify::Notifier::from_env().map(std::sync::Arc::new);
+                let systemd = edge_agent::ops::sdnotify::Notifier::from_env().map(std::sync::Arc::new);
                 let reload = std::sync::Arc::new(tokio::sync::Notify::new());
                 let opts = RunOptions {
                     reload_models: Some(reload.clone()),
                     default_control_socket: true,
                     watchdog: systemd
                         .as_ref()
-                        .and_then(|_| edge_agent::sdnotify::watchdog_period()),
+                        .and_then(|_| edge_agent::ops::sdnotify::watchdog_period()),
                     systemd: systemd.clone(),
                     ..RunOptions::default()
                 };
@@ -329,7 +331,7 @@ fn main() -> ExitCode {
 
 /// Pages the start-up code (config parser, model loader) out of the resident set
 /// once the agent is up, and again every 10 minutes (a reload or a model swap runs
-/// the loader again). See `edge_agent::memory`.
+/// the loader again). See `edge_agent::ops::memory`.
 async fn trim_start_up_text(stop: tokio_util::sync::CancellationToken) {
     let mut first = true;
     loop {
@@ -338,7 +340,7 @@ async fn trim_start_up_text(stop: tokio_util::sync::CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(std::time::Duration::from_secs(wait)) => {}
         }
-        match tokio::task::spawn_blocking(edge_agent::memory::trim_own_text).await {
+        match tokio::task::spawn_blocking(edge_agent::ops::memory::trim_own_text).await {
             Ok(Ok(t)) if first => tracing::debug!(
                 mappings = t.mappings,
                 bytes = t.bytes,
@@ -359,7 +361,7 @@ async fn trim_start_up_text(stop: tokio_util::sync::CancellationToken) {
 /// systemd's status. Never fails the agent: a bad file is reported and ignored.
 async fn reload_config(
     path: Option<&std::path::Path>,
-    reloader: &edge_agent::reload::ConfigReloader,
+    reloader: &edge_agent::runtime::reload::ConfigReloader,
 ) -> String {
     let Some(path) = path else {
         tracing::info!("SIGHUP: reloading models (the built-in config has no file to re-read)");

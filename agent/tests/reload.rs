@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use edge_agent::reload::ReloadError;
+use edge_agent::runtime::reload::ReloadError;
 use edge_agent::{RunOptions, config};
 
 fn text(b_seed: u64, extra_machine: bool, ring: u32) -> String {
@@ -204,7 +204,7 @@ roles = {{ vibration = "pump.vibration", temperature = "pump.temperature", curre
 async fn wait_until(
     handle: &edge_agent::AgentHandle,
     what: &str,
-    f: impl Fn(&edge_agent::runtime::PipelineSnapshot) -> bool,
+    f: impl Fn(&edge_agent::pipeline::PipelineSnapshot) -> bool,
 ) {
     tokio::time::timeout(Duration::from_secs(20), async {
         while !f(&handle.pipeline()) {

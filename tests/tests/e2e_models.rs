@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use edge_agent::RunOptions;
 use edge_agent::alert::Alert;
-use edge_agent::sink::AlertSink;
+use edge_agent::delivery::sink::AlertSink;
 use edge_agent_tests::{TempDir, config, read_alerts};
 use edge_driver_api::Clock;
 

@@ -257,9 +257,9 @@ magnitude = 2.0
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn every_alert_is_accepted_into_the_journal_and_survives_a_restart() {
-    use edge_agent::journal::fs::StdFs;
-    use edge_agent::journal::sink::Envelope;
-    use edge_agent::journal::{FsyncPolicy, Journal, JournalConfig, Lane};
+    use edge_agent::delivery::journal::fs::StdFs;
+    use edge_agent::delivery::journal::{FsyncPolicy, Journal, JournalConfig, Lane};
+    use edge_agent::delivery::wire::Envelope;
     let dir = TempDir::new("journal");
     let jsonl = dir.path().join("alerts.jsonl");
     let jdir = dir.path().join("journal");
@@ -310,8 +310,8 @@ duration = "6h"
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn full_disk_budget_evicts_telemetry_before_any_alert_and_counts_it() {
-    use edge_agent::journal::fs::StdFs;
-    use edge_agent::journal::{FsyncPolicy, Journal, JournalConfig, Lane};
+    use edge_agent::delivery::journal::fs::StdFs;
+    use edge_agent::delivery::journal::{FsyncPolicy, Journal, JournalConfig, Lane};
     let dir = TempDir::new("budget");
     let jsonl = dir.path().join("alerts.jsonl");
     let jdir = dir.path().join("journal");
@@ -361,7 +361,7 @@ duration = "6h"
         "every alert kept"
     );
     let tele = j.read(Lane::Telemetry, 0, 1).expect("read");
-    let env = edge_agent::journal::sink::Envelope::decode(&tele[0].payload).expect("envelope");
+    let env = edge_agent::delivery::wire::Envelope::decode(&tele[0].payload).expect("envelope");
     let doc: serde_json::Value = serde_json::from_slice(&env.body).expect("telemetry JSON");
     assert_eq!(doc["kind"], "telemetry");
     assert!(

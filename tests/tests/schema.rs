@@ -177,7 +177,7 @@ min_duration = "2m"
 #[test]
 fn status_messages_match_the_schema() {
     let status_schema = schema("status.v1.schema.json");
-    let cfg = edge_agent::uplink::UplinkConfig {
+    let cfg = edge_agent::delivery::uplink::UplinkConfig {
         host: "127.0.0.1".into(),
         port: 1883,
         client_id: "gw-01".into(),
@@ -197,8 +197,7 @@ fn status_messages_match_the_schema() {
         tls: None,
     };
     for state in ["online", "offline"] {
-        let doc: Value =
-            serde_json::from_slice(&edge_agent::uplink::status_payload(&cfg, state)).expect("json");
+        let doc: Value = serde_json::from_slice(&cfg.status_payload(state, None)).expect("json");
         assert_valid(&status_schema, &doc);
     }
 }
@@ -219,7 +218,7 @@ fn driver_events_match_the_schema() {
         )
         .expect("interned");
     let (tx, _rx) = tokio::sync::mpsc::channel(4);
-    let events = edge_agent::events::AgentEvents::new("gw-01".into(), &reg, tx);
+    let events = edge_agent::delivery::events::AgentEvents::new("gw-01".into(), &reg, tx);
     for (text, synced) in [("Recipe A", true), ("", false), ("Süd \"3\"", true)] {
         let ev = edge_driver_api::DriverEvent {
             signal: id,

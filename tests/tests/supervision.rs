@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use edge_agent::RunOptions;
-use edge_agent::supervisor::DriverState;
+use edge_agent::ingest::supervisor::DriverState;
 use edge_agent_tests::config;
 use edge_driver_api::Clock;
 

@@ -5,10 +5,10 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use edge_agent::journal::fs::StdFs;
-use edge_agent::journal::sink::Envelope;
-use edge_agent::journal::{FsyncPolicy, Journal, JournalConfig, Lane};
-use edge_agent::uplink::{UplinkConfig, UplinkStats, run_uplink};
+use edge_agent::delivery::journal::fs::StdFs;
+use edge_agent::delivery::journal::{FsyncPolicy, Journal, JournalConfig, Lane};
+use edge_agent::delivery::uplink::{UplinkConfig, UplinkStats, run_uplink};
+use edge_agent::delivery::wire::Envelope;
 use edge_agent_tests::{Mosquitto, Subscriber, TempDir};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -437,8 +437,10 @@ async fn mutual_tls_delivers_and_a_missing_client_certificate_releases_nothing()
     let wake = Arc::new(Notify::new());
     append(&j, &wake, 1..11);
     let mut cfg = config(tls_port);
-    cfg.tls =
-        Some(edge_agent::uplink::build_tls(Some(&pki.ca), None, None, None).expect("tls config"));
+    cfg.tls = Some(
+        edge_agent::delivery::uplink::build_tls(Some(&pki.ca), None, None, None)
+            .expect("tls config"),
+    );
     let up = start(cfg.clone(), j.clone(), wake.clone());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(acked(&j), 0);
@@ -452,7 +454,7 @@ async fn mutual_tls_delivers_and_a_missing_client_certificate_releases_nothing()
 
     // With the client certificate: delivered and released.
     cfg.tls = Some(
-        edge_agent::uplink::build_tls(
+        edge_agent::delivery::uplink::build_tls(
             Some(&pki.ca),
             Some(&pki.client_cert),
             Some(&pki.client_key),
@@ -471,14 +473,19 @@ async fn mutual_tls_delivers_and_a_missing_client_certificate_releases_nothing()
 fn tls_configuration_errors_are_clear() {
     let pki_dir = TempDir::new("pki-bad");
     let pki = edge_agent_tests::TestPki::generate(pki_dir.path());
-    let err =
-        edge_agent::uplink::build_tls(Some(&pki_dir.path().join("missing.pem")), None, None, None)
-            .expect_err("missing CA");
+    let err = edge_agent::delivery::uplink::build_tls(
+        Some(&pki_dir.path().join("missing.pem")),
+        None,
+        None,
+        None,
+    )
+    .expect_err("missing CA");
     assert!(err.contains("cannot read CA file"), "{err}");
-    let err = edge_agent::uplink::build_tls(Some(&pki.ca), Some(&pki.client_cert), None, None)
-        .expect_err("cert without key");
+    let err =
+        edge_agent::delivery::uplink::build_tls(Some(&pki.ca), Some(&pki.client_cert), None, None)
+            .expect_err("cert without key");
     assert!(err.contains("needs both"), "{err}");
-    let err = edge_agent::uplink::build_tls(
+    let err = edge_agent::delivery::uplink::build_tls(
         Some(&pki.ca),
         Some(&pki.client_cert),
         Some(&pki.server_key),
@@ -502,7 +509,7 @@ async fn tls_server_name_overrides_the_host_for_verification() {
     append(&j, &wake, 1..4);
     let mut cfg = config(tls_port);
     cfg.tls = Some(
-        edge_agent::uplink::build_tls(Some(&pki.ca), None, None, Some("wrong.example"))
+        edge_agent::delivery::uplink::build_tls(Some(&pki.ca), None, None, Some("wrong.example"))
             .expect("tls"),
     );
     let up = start(cfg.clone(), j.clone(), wake.clone());
@@ -510,7 +517,8 @@ async fn tls_server_name_overrides_the_host_for_verification() {
     assert_eq!(acked(&j), 0, "a certificate for another name is refused");
     up.stop().await;
     cfg.tls = Some(
-        edge_agent::uplink::build_tls(Some(&pki.ca), None, None, Some("localhost")).expect("tls"),
+        edge_agent::delivery::uplink::build_tls(Some(&pki.ca), None, None, Some("localhost"))
+            .expect("tls"),
     );
     let up = start(cfg, j.clone(), wake.clone());
     wait_until("released", 20, || acked(&j) == 3).await;

@@ -13,37 +13,14 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::{Journal, JournalError, Lane};
 use crate::alert::{Alert, AlertId, AlertState, IdGenerator, system_alert};
-use crate::sink::AlertSink;
+use crate::delivery::sink::AlertSink;
+use crate::delivery::wire::{Envelope, json};
 use edge_driver_api::Clock;
 use edge_models::Severity;
-
-/// What a journal record holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope {
-    /// Envelope format version.
-    pub v: u8,
-    /// The message's unique id (ULID as a number).
-    pub id: u128,
-    /// For topic routing.
-    pub asset: String,
-    pub created_wall_ns: i64,
-    /// The JSON document to publish.
-    pub body: Vec<u8>,
-}
-
-impl Envelope {
-    pub fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).unwrap_or_default()
-    }
-    pub fn decode(b: &[u8]) -> Option<Envelope> {
-        postcard::from_bytes(b).ok()
-    }
-}
 
 /// Alerts into the journal.
 #[derive(Debug)]
@@ -182,15 +159,8 @@ impl AlertSink for JournalSink {
     }
 
     fn deliver(&mut self, alert: &Alert) -> std::io::Result<()> {
-        let body = serde_json::to_vec(alert).map_err(std::io::Error::other)?;
-        let rec = Envelope {
-            v: 1,
-            id: alert.id.0,
-            asset: alert.asset.to_string(),
-            created_wall_ns: alert.time.wall_ns,
-            body,
-        }
-        .encode();
+        let body = json::alert(alert).map_err(std::io::Error::other)?;
+        let rec = Envelope::new(alert.id.0, &alert.asset, alert.time.wall_ns, body).encode();
         if let Err(e) = self.drain_backlog() {
             self.keep(rec, &e);
             return Err(std::io::Error::other(e));
@@ -213,14 +183,7 @@ impl AlertSink for JournalSink {
     /// Telemetry goes to the lowest-priority lane; it is not kept in memory when the
     /// journal fails (it is superseded by the next summary anyway).
     fn telemetry(&mut self, asset: &str, wall_ns: i64, body: &[u8]) -> std::io::Result<()> {
-        let rec = Envelope {
-            v: 1,
-            id: 0,
-            asset: asset.to_string(),
-            created_wall_ns: wall_ns,
-            body: body.to_vec(),
-        }
-        .encode();
+        let rec = Envelope::new(0, asset, wall_ns, body.to_vec()).encode();
         let mut j = self.lock();
         j.append(Lane::Telemetry, &rec)
             .map_err(std::io::Error::other)?;
@@ -235,14 +198,7 @@ impl AlertSink for JournalSink {
     /// Driver events go to the event lane (between alerts and telemetry). Like
     /// telemetry they are not held in memory while the journal fails.
     fn event(&mut self, source: &str, wall_ns: i64, body: &[u8]) -> std::io::Result<()> {
-        let rec = Envelope {
-            v: 1,
-            id: 0,
-            asset: source.to_string(),
-            created_wall_ns: wall_ns,
-            body: body.to_vec(),
-        }
-        .encode();
+        let rec = Envelope::new(0, source, wall_ns, body.to_vec()).encode();
         let mut j = self.lock();
         j.append(Lane::Event, &rec).map_err(std::io::Error::other)?;
         let synced = j.maybe_sync();
@@ -267,8 +223,8 @@ impl AlertSink for JournalSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::fs::MemFs;
-    use crate::journal::{FsyncPolicy, JournalConfig};
+    use crate::delivery::journal::fs::MemFs;
+    use crate::delivery::journal::{FsyncPolicy, JournalConfig};
     use edge_driver_api::Timestamp;
 
     fn alert(n: i64) -> Alert {

@@ -10,15 +10,15 @@ use std::sync::{Arc, Mutex};
 use edge_driver_api::Clock;
 use serde::{Deserialize, Serialize};
 
-use crate::journal::sink::Envelope;
-use crate::journal::{Journal, Lane};
-use crate::meter::{DriverMeter, HistogramSnapshot};
-use crate::models::LiveModels;
-use crate::pipeline::PipelineCounters;
-use crate::ring::SampleRing;
-use crate::sink::SinkCounters;
-use crate::supervisor::{DriverState, DriverStatus};
-use crate::uplink::UplinkStats;
+use crate::delivery::journal::{Journal, Lane};
+use crate::delivery::sink::SinkCounters;
+use crate::delivery::uplink::{UplinkSnapshot, UplinkStats};
+use crate::delivery::wire::Envelope;
+use crate::ingest::meter::{DriverMeter, HistogramSnapshot};
+use crate::ingest::ring::SampleRing;
+use crate::ingest::supervisor::{DriverState, DriverStatus};
+use crate::pipeline::scoring::LiveModels;
+use crate::pipeline::{PipelineCounters, PipelineSnapshot};
 
 /// A running agent at one instant. Serialised as JSON on the control socket.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -84,21 +84,11 @@ pub struct RingInfo {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PipelineInfo {
-    pub samples: u64,
-    pub unusable: u64,
-    pub unrouted: u64,
-    pub windows: u64,
-    pub evaluations: u64,
-    pub model_rows: u64,
-    pub model_errors: u64,
-    /// Raw-window rows skipped because a window held too few samples.
-    #[serde(default)]
-    pub model_rows_skipped: u64,
-    pub model_swaps: u64,
+    /// The pipeline's counters.
+    #[serde(flatten)]
+    pub counts: PipelineSnapshot,
     /// Mean wall time of a model batch, seconds.
     pub model_batch_mean_s: Option<f64>,
-    pub telemetry_dropped: u64,
-    pub events_dropped: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -131,11 +121,9 @@ pub struct JournalInfo {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct UplinkInfo {
     pub connected: bool,
-    pub connects: u64,
-    pub published: u64,
-    pub acked: u64,
-    pub in_flight: u64,
-    pub connection_errors: u64,
+    /// The uplink's counters.
+    #[serde(flatten)]
+    pub counts: UplinkSnapshot,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -174,7 +162,7 @@ pub struct StatusSource {
     pub uplink: Option<Arc<UplinkStats>>,
     pub sinks: Arc<SinkCounters>,
     pub models: Arc<LiveModels>,
-    pub alarms: Arc<crate::alarm::AlarmState>,
+    pub alarms: Arc<crate::delivery::alarm::AlarmState>,
 }
 
 fn state_name(s: DriverState) -> &'static str {
@@ -288,19 +276,9 @@ impl StatusSource {
                 producer_waits: r.producer_waits,
             },
             pipeline: PipelineInfo {
-                samples: load(&c.samples),
-                unusable: load(&c.unusable),
-                unrouted: load(&c.unrouted),
-                windows: load(&c.windows),
-                evaluations: load(&c.evaluations),
-                model_rows: load(&c.model_rows),
-                model_errors: load(&c.model_errors),
-                model_rows_skipped: load(&c.model_rows_skipped),
-                model_swaps: load(&c.model_swaps),
+                counts: c.snapshot(),
                 model_batch_mean_s: (batches.count > 0)
                     .then(|| batches.sum_s / batches.count as f64),
-                telemetry_dropped: load(&c.telemetry_dropped),
-                events_dropped: load(&c.events_dropped),
             },
             alerts: AlertInfo {
                 raised: std::array::from_fn(|i| load(&sinks.raised[i])),
@@ -310,11 +288,7 @@ impl StatusSource {
             journal,
             uplink: self.uplink.as_ref().map(|u| UplinkInfo {
                 connected: u.connected.load(Ordering::Relaxed),
-                connects: load(&u.connects),
-                published: load(&u.published),
-                acked: load(&u.acked),
-                in_flight: load(&u.in_flight),
-                connection_errors: load(&u.connection_errors),
+                counts: u.snapshot(),
             }),
             models,
             alarms: self
@@ -392,7 +366,7 @@ impl AgentStatus {
             "\nRING      {}/{} samples (high water {}), dropped {} oldest / {} newest",
             r.len, r.capacity, r.high_water, r.dropped_oldest, r.dropped_newest
         );
-        let p = &self.pipeline;
+        let p = &self.pipeline.counts;
         let _ = writeln!(
             o,
             "PIPELINE  {} samples, {} windows, {} unusable, {} unrouted",
@@ -442,11 +416,11 @@ impl AgentStatus {
                     } else {
                         "DISCONNECTED"
                     },
-                    u.published,
-                    u.acked,
-                    u.in_flight,
-                    u.connects,
-                    u.connection_errors
+                    u.counts.published,
+                    u.counts.acked,
+                    u.counts.in_flight,
+                    u.counts.connects,
+                    u.counts.connection_errors
                 );
             }
             None => {

@@ -260,7 +260,7 @@ pub async fn supervise(sv: Supervised, cancel: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::{OverflowPolicy, SampleRing};
+    use crate::ingest::ring::{OverflowPolicy, SampleRing};
     use edge_driver_api::ErrorKind;
     use edge_driver_api::{BoxFuture, Driver};
     use std::sync::atomic::AtomicU32;

@@ -5,7 +5,12 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
 
 /// Installs the global subscriber. `RUST_LOG` overrides `level` when set.
 pub fn init(level: &str, format: LogFormat) -> anyhow::Result<()> {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use edge_models::onnx::manifest::ValidatedModel;
 
-use crate::models::{
+use crate::pipeline::scoring::{
     DriftCfg, ModelBindingCfg, ModelHandle, ModelStore, RoleWindow, resolve_inputs,
 };
 use std::sync::Arc;
@@ -34,18 +34,14 @@ use edge_models::{
 };
 
 use crate::alert::RateLimits;
-use crate::ring::OverflowPolicy;
-use crate::supervisor::BackoffConfig;
+use crate::ingest::ring::OverflowPolicy;
+use crate::ingest::supervisor::BackoffConfig;
 
 /// The commented default configuration (simulated plant + the gateway's own health).
-pub const DEFAULT_CONFIG: &str = include_str!("../default-config.toml");
+pub const DEFAULT_CONFIG: &str = include_str!("../../default-config.toml");
 
-/// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Human,
-    Json,
-}
+use crate::ops::logging::LogFormat;
+use crate::pipeline::{AssetCfg, DetectorCfg, WindowCfg};
 
 #[derive(Clone, Debug)]
 pub struct AgentSection {
@@ -53,7 +49,7 @@ pub struct AgentSection {
     pub shutdown_timeout: Duration,
     pub stats_interval: Duration,
     /// Where `edge-agent status` reads the running agent.
-    pub control_socket: crate::control::ControlSocket,
+    pub control_socket: crate::ops::control::ControlSocket,
 }
 
 #[derive(Clone, Debug)]
@@ -82,16 +78,14 @@ pub struct AlertsSection {
 /// Where and how alerts are stored before forwarding.
 #[derive(Clone, Debug)]
 pub struct JournalSection {
-    pub dir: PathBuf,
-    pub max_disk: u64,
-    pub segment_bytes: u64,
-    pub fsync: crate::journal::FsyncPolicy,
+    /// The journal's own settings (dir, sizes, fsync policy).
+    pub store: crate::delivery::journal::JournalConfig,
     /// Alerts kept in memory while the journal cannot take them.
     pub backlog: usize,
 }
 
 /// Where alerts are forwarded (MQTT, from the journal).
-pub type UplinkSection = crate::uplink::UplinkConfig;
+pub type UplinkSection = crate::delivery::uplink::UplinkConfig;
 
 /// Structural hashes of a configuration's parts (values only: moving a section or
 /// editing a comment changes nothing).
@@ -186,35 +180,6 @@ impl std::fmt::Debug for DriverInstance {
     }
 }
 
-/// A window over one signal of an asset.
-#[derive(Clone, Debug)]
-pub struct WindowCfg {
-    pub signal: SignalId,
-    pub spec: WindowSpec,
-    pub features: FeatureConfig,
-}
-
-/// A detector of an asset.
-#[derive(Clone, Debug)]
-pub struct DetectorCfg {
-    pub name: Arc<str>,
-    /// Index into the asset's windows.
-    pub window: usize,
-    pub feature: Feature,
-    pub feature_name: String,
-    pub spec: DetectorSpec,
-}
-
-/// An asset: the signals of one machine, windowed together, and its detectors.
-#[derive(Clone, Debug)]
-pub struct AssetCfg {
-    pub name: Arc<str>,
-    pub windows: Vec<WindowCfg>,
-    pub detectors: Vec<DetectorCfg>,
-    /// Fault-prediction models scoring this asset.
-    pub models: Vec<crate::models::ModelBindingCfg>,
-}
-
 /// A validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -228,9 +193,9 @@ pub struct Config {
     pub uplink: Option<UplinkSection>,
     pub telemetry: Option<crate::pipeline::TelemetryConfig>,
     /// The Prometheus endpoint (off unless `[metrics]` is present).
-    pub metrics: Option<crate::metrics::MetricsSection>,
+    pub metrics: Option<crate::ops::metrics::MetricsSection>,
     /// Local alarm outputs (GPIO).
-    pub alarms: Vec<crate::alarm::AlarmOutputCfg>,
+    pub alarms: Vec<crate::delivery::alarm::AlarmOutputCfg>,
     /// FNV-1a hash of the configuration text (reported in the uplink's birth message).
     pub hash: String,
     /// What each part of the file says, to tell what a reload changes.
@@ -239,7 +204,7 @@ pub struct Config {
     pub drivers: Vec<DriverInstance>,
     pub assets: Vec<AssetCfg>,
     /// Every model the assets bind, loaded and validated.
-    pub models: Arc<crate::models::ModelStore>,
+    pub models: Arc<crate::pipeline::scoring::ModelStore>,
 }
 
 /// An invalid configuration: every problem, rendered.
@@ -458,9 +423,9 @@ fn read_root(
                     .map(|d| d.value)
                     .unwrap_or(Duration::from_secs(60));
                 let control_socket = match a.string("control_socket") {
-                    None => crate::control::ControlSocket::Default,
-                    Some(p) if p.value.is_empty() => crate::control::ControlSocket::Off,
-                    Some(p) => crate::control::ControlSocket::At(PathBuf::from(p.value)),
+                    None => crate::ops::control::ControlSocket::Default,
+                    Some(p) if p.value.is_empty() => crate::ops::control::ControlSocket::Off,
+                    Some(p) => crate::ops::control::ControlSocket::At(PathBuf::from(p.value)),
                 };
                 id.filter(|_| id_ok).map(|id| AgentSection {
                     id: Arc::from(id.value.as_str()),
@@ -640,11 +605,11 @@ fn read_root(
             ok = false;
         }
         let fsync = match j.node("fsync") {
-            None => Some(crate::journal::FsyncPolicy::Always),
+            None => Some(crate::delivery::journal::FsyncPolicy::Always),
             Some(n) => match &n.value {
-                NodeValue::Str(s) if s == "always" => Some(crate::journal::FsyncPolicy::Always),
+                NodeValue::Str(s) if s == "always" => Some(crate::delivery::journal::FsyncPolicy::Always),
                 NodeValue::Str(s) => match edge_driver_api::config::parse_duration(s) {
-                    Ok(d) if !d.is_zero() => Some(crate::journal::FsyncPolicy::Interval(d)),
+                    Ok(d) if !d.is_zero() => Some(crate::delivery::journal::FsyncPolicy::Interval(d)),
                     _ => {
                         j.error(n.span, "fsync", format!("`{s}` is not an fsync policy"))
                             .expected("\"always\" or an interval such as \"100ms\"")
@@ -666,16 +631,18 @@ fn read_root(
             return None;
         }
         Some(JournalSection {
-            dir: PathBuf::from(dir.value),
-            max_disk,
-            segment_bytes,
-            fsync: fsync?,
+            store: crate::delivery::journal::JournalConfig {
+                dir: PathBuf::from(dir.value),
+                max_disk,
+                segment_bytes,
+                fsync: fsync?,
+            },
             backlog,
         })
     });
 
     // [[alarms]]
-    let alarms = crate::alarm::parse(&mut root);
+    let alarms = crate::delivery::alarm::parse(&mut root);
 
     // [metrics]
     let metrics = root.table("metrics").and_then(|mut m| {
@@ -705,7 +672,7 @@ fn read_root(
                 }
             },
         };
-        enabled.then_some(crate::metrics::MetricsSection { listen })
+        enabled.then_some(crate::ops::metrics::MetricsSection { listen })
     });
 
     // [telemetry]
@@ -834,7 +801,7 @@ fn read_root(
             .emit();
         }
         let host = host?;
-        Some(crate::uplink::UplinkConfig {
+        Some(crate::delivery::uplink::UplinkConfig {
             host: host.value,
             port,
             client_id: client_id.map(|c| c.value).unwrap_or_default(),

@@ -15,8 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::meter::{HistogramSnapshot, LATENCY_BUCKETS};
-use crate::status::{AgentStatus, StatusSource};
+use crate::counters::Metric;
+use crate::ingest::meter::{HistogramSnapshot, LATENCY_BUCKETS};
+use crate::ops::status::{AgentStatus, StatusSource};
 
 /// `[metrics]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +58,12 @@ impl Out {
     fn one(&mut self, name: &str, kind: &str, help: &str, v: f64) {
         self.head(name, kind, help);
         self.line(name, "", v);
+    }
+    /// A component's counters (see [`crate::counters`]), one metric each.
+    fn counters(&mut self, metrics: &[Metric]) {
+        for m in metrics {
+            self.one(m.name, m.kind.as_str(), m.help.trim(), m.value as f64);
+        }
     }
     fn histogram(&mut self, name: &str, labels: &str, h: &HistogramSnapshot) {
         let sep = if labels.is_empty() { "" } else { "," };
@@ -112,7 +119,17 @@ pub fn render(s: &AgentStatus, model_latency: &HistogramSnapshot) -> String {
         s.uptime_s,
     );
 
-    // Drivers.
+    drivers(&mut o, s);
+    ring_and_pipeline(&mut o, s, model_latency);
+    alerts(&mut o, s);
+    alarms(&mut o, s);
+    journal(&mut o, s);
+    uplink(&mut o, s);
+    o.0
+}
+
+/// Driver state, samples, errors, link health and poll latency.
+fn drivers(o: &mut Out, s: &AgentStatus) {
     let d = |n: &str| format!("driver=\"{}\"", label(n));
     o.head(
         "driver_up",
@@ -196,8 +213,10 @@ pub fn render(s: &AgentStatus, model_latency: &HistogramSnapshot) -> String {
             o.histogram("driver_poll_latency_seconds", &d(&x.name), h);
         }
     }
+}
 
-    // Ring and pipeline.
+/// The ring buffer, the pipeline's counters and the models.
+fn ring_and_pipeline(o: &mut Out, s: &AgentStatus, model_latency: &HistogramSnapshot) {
     let r = &s.ring;
     o.one(
         "ring_capacity_samples",
@@ -232,51 +251,7 @@ pub fn render(s: &AgentStatus, model_latency: &HistogramSnapshot) -> String {
         "policy=\"drop_newest\"",
         r.dropped_newest as f64,
     );
-    let p = &s.pipeline;
-    o.one(
-        "pipeline_samples_total",
-        "counter",
-        "Samples the pipeline processed.",
-        p.samples as f64,
-    );
-    o.one(
-        "pipeline_unusable_samples_total",
-        "counter",
-        "Samples of bad quality or not finite (not windowed).",
-        p.unusable as f64,
-    );
-    o.one(
-        "pipeline_windows_total",
-        "counter",
-        "Feature windows completed.",
-        p.windows as f64,
-    );
-
-    // Models.
-    o.one(
-        "model_rows_total",
-        "counter",
-        "Feature rows scored by models.",
-        p.model_rows as f64,
-    );
-    o.one(
-        "model_rows_skipped_total",
-        "counter",
-        "Raw-window model rows skipped: a window held fewer samples than the model reads.",
-        p.model_rows_skipped as f64,
-    );
-    o.one(
-        "model_errors_total",
-        "counter",
-        "Model outputs that were unusable (not finite, an error or a panic).",
-        p.model_errors as f64,
-    );
-    o.one(
-        "model_swaps_total",
-        "counter",
-        "Model versions swapped in while running.",
-        p.model_swaps as f64,
-    );
+    o.counters(&s.pipeline.counts.metrics());
     o.head(
         "model_batch_seconds",
         "histogram",
@@ -302,8 +277,10 @@ pub fn render(s: &AgentStatus, model_latency: &HistogramSnapshot) -> String {
             );
         }
     }
+}
 
-    // Alerts.
+/// Alerts raised and cleared, and sink failures.
+fn alerts(o: &mut Out, s: &AgentStatus) {
     o.head(
         "alerts_raised_total",
         "counter",
@@ -328,8 +305,10 @@ pub fn render(s: &AgentStatus, model_latency: &HistogramSnapshot) -> String {
         "Failed deliveries to an alert sink (console, file, journal).",
         s.alerts.sink_failures as f64,
     );
+}
 
-    // Local alarm outputs.
+/// Local alarm outputs (GPIO).
+fn alarms(o: &mut Out, s: &AgentStatus) {
     if !s.alarms.is_empty() {
         o.head(
             "alarm_output_on",
@@ -356,8 +335,10 @@ pub fn render(s: &AgentStatus, model_latency: &HistogramSnapshot) -> String {
             );
         }
     }
+}
 
-    // Journal.
+/// The journal: size, pending and evicted records per lane.
+fn journal(o: &mut Out, s: &AgentStatus) {
     if let Some(j) = &s.journal {
         o.one(
             "journal_bytes",
@@ -421,8 +402,10 @@ pub fn render(s: &AgentStatus, model_latency: &HistogramSnapshot) -> String {
             j.corrupt as f64,
         );
     }
+}
 
-    // Uplink.
+/// The uplink: connection and counters.
+fn uplink(o: &mut Out, s: &AgentStatus) {
     if let Some(u) = &s.uplink {
         o.one(
             "uplink_connected",
@@ -430,38 +413,8 @@ pub fn render(s: &AgentStatus, model_latency: &HistogramSnapshot) -> String {
             "1 while connected to the central broker.",
             f64::from(u8::from(u.connected)),
         );
-        o.one(
-            "uplink_in_flight",
-            "gauge",
-            "Publishes sent and not yet acknowledged.",
-            u.in_flight as f64,
-        );
-        o.one(
-            "uplink_published_total",
-            "counter",
-            "Records published to the broker.",
-            u.published as f64,
-        );
-        o.one(
-            "uplink_acked_total",
-            "counter",
-            "Records the broker acknowledged (and the journal released).",
-            u.acked as f64,
-        );
-        o.one(
-            "uplink_connects_total",
-            "counter",
-            "Connections to the broker.",
-            u.connects as f64,
-        );
-        o.one(
-            "uplink_connection_errors_total",
-            "counter",
-            "Broker connection errors.",
-            u.connection_errors as f64,
-        );
+        o.counters(&u.counts.metrics());
     }
-    o.0
 }
 
 /// Serves `GET /metrics` on `listener` until `stop`.
@@ -546,7 +499,7 @@ async fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{DriverInfo, JournalInfo, LaneInfo, UplinkInfo};
+    use crate::ops::status::{DriverInfo, JournalInfo, LaneInfo, UplinkInfo};
 
     /// Every sample line is `name{labels} value`, every name was declared by a
     /// `# TYPE` line before it, and counters end in `_total`.
@@ -582,7 +535,7 @@ mod tests {
 
     #[test]
     fn metrics_follow_the_exposition_format_and_naming_conventions() {
-        let mut h = crate::meter::Histogram::default();
+        let mut h = crate::ingest::meter::Histogram::default();
         h.observe(0.003);
         let s = AgentStatus {
             agent: "gw \"1\"".into(),
@@ -620,7 +573,7 @@ mod tests {
             }),
             ..AgentStatus::default()
         };
-        h = crate::meter::Histogram::default();
+        h = crate::ingest::meter::Histogram::default();
         let text = render(&s, &h.snapshot());
         check_exposition(&text);
         for want in [

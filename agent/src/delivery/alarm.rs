@@ -29,7 +29,7 @@ use edge_models::Severity;
 use embedded_hal::digital::OutputPin;
 
 use crate::alert::{Alert, AlertState};
-use crate::sink::AlertSink;
+use crate::delivery::sink::AlertSink;
 
 /// One `[[alarms]]` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]

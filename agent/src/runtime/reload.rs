@@ -23,149 +23,13 @@
 //! agent always matches one whole, valid configuration (the old one, or the old one
 //! with changed driver sections).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use edge_driver_api::{Clock, SignalRegistry};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
+use super::drivers::{DriverSet, SignalKey, signal_keys};
 use crate::alert::{IdGenerator, RateLimits};
 use crate::config::{Config, Fingerprints};
-use crate::meter::{DriverMeter, MeteredSink};
-use crate::models::LiveModels;
+use crate::pipeline::scoring::LiveModels;
 use crate::pipeline::{AdoptReport, Processor, Reconfigure};
-use crate::ring::SampleRing;
-use crate::supervisor::{BackoffConfig, DriverStatus, Supervised, supervise};
-
-/// What every driver's supervisor gets besides its own factory.
-pub(crate) struct Spawner {
-    pub ring: Arc<SampleRing>,
-    pub clock: Clock,
-    pub backoff: BackoffConfig,
-    pub grace: std::time::Duration,
-    pub events: Arc<dyn edge_driver_api::EventSink>,
-    /// Parent of every driver's token (cancelled at shutdown).
-    pub parent: CancellationToken,
-}
-
-pub(crate) struct RunningDriver {
-    pub name: Arc<str>,
-    pub token: CancellationToken,
-    pub task: Option<JoinHandle<()>>,
-    pub status: Arc<DriverStatus>,
-    pub meter: Arc<DriverMeter>,
-}
-
-impl Spawner {
-    pub fn spawn(
-        &self,
-        name: Arc<str>,
-        factory: Arc<dyn edge_driver_api::DriverFactory>,
-        status: Arc<DriverStatus>,
-        meter: Arc<DriverMeter>,
-    ) -> RunningDriver {
-        let token = self.parent.child_token();
-        let sv = Supervised {
-            name: name.clone(),
-            factory,
-            sink: Arc::new(MeteredSink::new(
-                self.ring.clone(),
-                meter.clone(),
-                self.clock.clone(),
-            )),
-            clock: self.clock.clone(),
-            backoff: self.backoff,
-            grace: self.grace,
-            status: status.clone(),
-            events: Some(self.events.clone()),
-        };
-        let task = tokio::spawn(supervise(sv, token.clone()));
-        RunningDriver {
-            name,
-            token,
-            task: Some(task),
-            status,
-            meter,
-        }
-    }
-}
-
-/// The running drivers and what the running configuration said.
-pub(crate) struct DriverSet {
-    pub spawner: Spawner,
-    pub running: Mutex<Vec<RunningDriver>>,
-    pub fingerprints: Mutex<Fingerprints>,
-    signals: Vec<SignalKey>,
-    /// One reload at a time.
-    busy: tokio::sync::Mutex<()>,
-}
-
-/// A signal as the pipeline knows it: a reload must keep every one of them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct SignalKey {
-    name: Arc<str>,
-    unit: Option<Arc<str>>,
-    driver: Arc<str>,
-    text: bool,
-}
-
-fn signal_keys(reg: &SignalRegistry) -> Vec<SignalKey> {
-    (0..reg.len())
-        .map(|i| {
-            let m = reg.meta(edge_driver_api::SignalId(i as u32));
-            SignalKey {
-                name: m.name.clone(),
-                unit: m.unit.clone(),
-                driver: m.driver.clone(),
-                text: m.text,
-            }
-        })
-        .collect()
-}
-
-impl DriverSet {
-    pub fn new(spawner: Spawner, fingerprints: Fingerprints, registry: &SignalRegistry) -> Self {
-        DriverSet {
-            spawner,
-            running: Mutex::new(Vec::new()),
-            fingerprints: Mutex::new(fingerprints),
-            signals: signal_keys(registry),
-            busy: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RunningDriver>> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Starts a supervised driver and keeps it in the set.
-    pub fn start(
-        &self,
-        name: Arc<str>,
-        factory: Arc<dyn edge_driver_api::DriverFactory>,
-        status: Arc<DriverStatus>,
-        meter: Arc<DriverMeter>,
-    ) {
-        let running = self.spawner.spawn(name, factory, status, meter);
-        self.lock().push(running);
-    }
-
-    /// Every driver's status and meter, in start order (a reload keeps both).
-    pub fn meters(&self) -> Vec<(Arc<DriverStatus>, Arc<DriverMeter>)> {
-        self.lock()
-            .iter()
-            .map(|r| (r.status.clone(), r.meter.clone()))
-            .collect()
-    }
-
-    /// Every supervisor task (for shutdown: the caller awaits them).
-    pub fn take_tasks(&self) -> Vec<JoinHandle<()>> {
-        self.lock()
-            .iter_mut()
-            .filter_map(|d| d.task.take())
-            .collect()
-    }
-}
 
 /// What a reload did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -282,27 +146,45 @@ impl ConfigReloader {
             .iter()
             .any(|d| old.drivers.get(&*d.name) != new.fingerprints.drivers.get(&*d.name));
         if !sections.is_empty() || drivers_changed {
-            let link = &self.pipeline;
-            let processor = Processor::new(
-                link.agent_id.clone(),
-                &new.registry,
-                &new.assets,
-                &new.models,
-                link.limits.clone(),
-                IdGenerator::new(),
-            );
-            let (done, adopted) = tokio::sync::oneshot::channel();
-            link.tx
-                .send(Reconfigure {
-                    processor: Box::new(processor),
-                    done,
-                })
-                .await
-                .map_err(|_| ReloadError::ShuttingDown)?;
-            let adopted = adopted.await.map_err(|_| ReloadError::ShuttingDown)?;
-            link.models.set(new.models.clone());
-            report.assets = Some(adopted);
+            report.assets = Some(self.reload_assets(&new).await?);
         }
+        self.restart_changed_drivers(&old, &new, &mut report).await;
+        *set.fingerprints.lock().unwrap_or_else(|p| p.into_inner()) = new.fingerprints.clone();
+        Ok(report)
+    }
+
+    /// Hands the pipeline a processor for `new`'s assets; what it carried over.
+    async fn reload_assets(&self, new: &Config) -> Result<AdoptReport, ReloadError> {
+        let link = &self.pipeline;
+        let processor = Processor::new(
+            link.agent_id.clone(),
+            &new.registry,
+            &new.assets,
+            &new.models,
+            link.limits.clone(),
+            IdGenerator::new(),
+        );
+        let (done, adopted) = tokio::sync::oneshot::channel();
+        link.tx
+            .send(Reconfigure {
+                processor: Box::new(processor),
+                done,
+            })
+            .await
+            .map_err(|_| ReloadError::ShuttingDown)?;
+        let adopted = adopted.await.map_err(|_| ReloadError::ShuttingDown)?;
+        link.models.set(new.models.clone());
+        Ok(adopted)
+    }
+
+    /// Stops and starts again every driver whose section changed.
+    async fn restart_changed_drivers(
+        &self,
+        old: &Fingerprints,
+        new: &Config,
+        report: &mut ReloadReport,
+    ) {
+        let set = &self.set;
         for d in &new.drivers {
             if old.drivers.get(&*d.name) == new.fingerprints.drivers.get(&*d.name) {
                 report.unchanged += 1;
@@ -334,7 +216,5 @@ impl ConfigReloader {
                 report.restarted.push(d.name.to_string());
             }
         }
-        *set.fingerprints.lock().unwrap_or_else(|p| p.into_inner()) = new.fingerprints.clone();
-        Ok(report)
     }
 }

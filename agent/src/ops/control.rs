@@ -20,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::status::{AgentStatus, StatusSource};
+use crate::ops::status::{AgentStatus, StatusSource};
 
 /// `[agent] control_socket`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -9,48 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use edge_driver_api::{DriverEvent, EventKind, EventSink, SignalRegistry};
-use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::alert::{AlertTime, rfc3339};
-use crate::sink::SinkMsg;
-
-/// An event as published (schema `agent/schema/event.v1.schema.json`).
-#[derive(Debug, Serialize)]
-pub struct EventJson<'a> {
-    pub v: u32,
-    pub agent_id: &'a str,
-    pub driver: &'a str,
-    pub signal: &'a str,
-    pub kind: &'static str,
-    pub value: &'a str,
-    pub time: AlertTime,
-    /// Model events only (`driver` = "models").
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<&'a ModelEventInfo>,
-}
-
-/// What a model event is about.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct ModelEventInfo {
-    pub name: String,
-    pub version: String,
-    pub sha256: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub asset: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub binding: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub feature: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub z: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recent_mean: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub training_mean: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub training_std: Option<f64>,
-}
+use super::sink::SinkMsg;
+use super::wire::json::{self, ModelEventInfo};
 
 /// A model event as a sink message (source `models`).
 pub fn model_event(
@@ -61,25 +23,19 @@ pub fn model_event(
     ts: edge_driver_api::Timestamp,
     info: &ModelEventInfo,
 ) -> SinkMsg {
-    let doc = EventJson {
-        v: 1,
+    let body = json::event(&json::Event {
         agent_id,
         driver: "models",
         signal,
         kind,
         value,
-        time: AlertTime {
-            wall: rfc3339(ts.wall_ns),
-            wall_ns: ts.wall_ns,
-            mono_ns: ts.mono_ns,
-            clock_synced: ts.synced,
-        },
+        ts,
         model: Some(info),
-    };
+    });
     SinkMsg::Event {
         source: Arc::from("models"),
         wall_ns: ts.wall_ns,
-        body: serde_json::to_vec(&doc).unwrap_or_default(),
+        body: body.unwrap_or_default(),
     }
 }
 
@@ -121,22 +77,16 @@ impl AgentEvents {
     pub fn body(&self, driver: &str, ev: &DriverEvent) -> Option<Vec<u8>> {
         let signal = self.names.get(ev.signal.index())?;
         let EventKind::Text(value) = &ev.kind;
-        let doc = EventJson {
-            v: 1,
+        json::event(&json::Event {
             agent_id: &self.agent_id,
             driver,
             signal,
             kind: "text",
             value,
-            time: AlertTime {
-                wall: rfc3339(ev.ts.wall_ns),
-                wall_ns: ev.ts.wall_ns,
-                mono_ns: ev.ts.mono_ns,
-                clock_synced: ev.ts.synced,
-            },
+            ts: ev.ts,
             model: None,
-        };
-        serde_json::to_vec(&doc).ok()
+        })
+        .ok()
     }
 }
 

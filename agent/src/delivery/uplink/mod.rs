@@ -1,0 +1,215 @@
+//! The uplink: forwards journal records to the central MQTT broker and releases each
+//! one only when the broker acknowledged that exact publish (QoS 1 PUBACK).
+//!
+//! # Design
+//!
+//! * **The journal is the source of truth.** Every connection starts from a fresh
+//!   rumqttc client and event loop, and re-reads every unreleased record from the
+//!   journal. rumqttc's own in-flight and "pending from the last session" state is
+//!   never relied on (it is dropped with the event loop), so nothing depends on
+//!   rumqttc re-sending correctly after a broken connection. Duplicates after a
+//!   reconnect are possible (at-least-once); every message carries its alert id.
+//! * **Correlating PUBACKs.** rumqttc assigns packet ids itself and reports each
+//!   publish as `Outgoing::Publish(pkid)`, in the order the requests were queued. We
+//!   queue requests in a FIFO of targets (journal record or status message), pop one
+//!   per `Outgoing::Publish`, and map `pkid → target`; `PubAck(pkid)` releases the
+//!   record. rumqttc's in-flight limit is four times our window, so its packet-id
+//!   slots cannot collide; if it ever reports a collision (`AwaitAck`) or a publish we
+//!   did not queue, the connection is dropped and restarted from the journal rather
+//!   than risk releasing the wrong record.
+//! * **Order.** Lanes in priority order (alerts, events, telemetry). After a
+//!   reconnect, records appended since the connection came up ("live") go first; the
+//!   backlog from before follows at `replay_rate` messages per second, so a returning
+//!   gateway does not flood the broker. Within live and within backlog, order is by
+//!   sequence number.
+//! * **Status.** A retained `{prefix}/{agent}/status` topic: `online` (with version and
+//!   config hash) on every connect, `offline` as the last will and on a clean stop.
+//! * Credentials come from a file or an environment variable and are never logged.
+
+mod session;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::delivery::journal::{Journal, JournalError, JournalStats};
+use crate::delivery::wire::{Topics, json};
+use crate::ingest::supervisor::{BackoffConfig, Jitter};
+use session::{Session, Stop};
+
+/// Uplink settings (validated).
+#[derive(Clone)]
+pub struct UplinkConfig {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub agent_id: String,
+    pub topic_prefix: String,
+    pub keep_alive: Duration,
+    /// Publishes awaiting PUBACK at most.
+    pub window: u16,
+    /// Backlog messages per second after a reconnect.
+    pub replay_rate: u32,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub connect_timeout: Duration,
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+    pub version: String,
+    pub config_hash: String,
+    /// How often the retained status (with journal counters) is refreshed.
+    pub status_interval: Duration,
+    /// TLS client configuration (CA roots, optional client certificate); plain TCP if `None`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+pub use edge_driver_api::tls::build_tls;
+
+impl std::fmt::Debug for UplinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UplinkConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UplinkConfig {
+    /// This agent's topics.
+    pub fn topics(&self) -> Topics<'_> {
+        Topics {
+            prefix: &self.topic_prefix,
+            agent_id: &self.agent_id,
+        }
+    }
+
+    /// The retained status message (`online` with the journal's counters, or
+    /// `offline`).
+    pub fn status_payload(&self, state: &str, journal: Option<&JournalStats>) -> Vec<u8> {
+        let who = json::Identity {
+            agent_id: &self.agent_id,
+            version: &self.version,
+            config_hash: &self.config_hash,
+        };
+        json::status(who, state, journal)
+    }
+}
+
+crate::counters! {
+    /// Counters of the uplink.
+    pub struct UplinkStats => UplinkSnapshot {
+        /// Connections to the broker.
+        connects: counter "uplink_connects_total",
+        /// Records published to the broker.
+        published: counter "uplink_published_total",
+        /// Records the broker acknowledged (and the journal released).
+        acked: counter "uplink_acked_total",
+        /// Publishes sent and not yet acknowledged.
+        in_flight: gauge "uplink_in_flight",
+        /// Journal records that could not be decoded (released so they do not block the lane).
+        undeliverable: counter "uplink_undeliverable_records_total",
+        /// Broker connection errors.
+        connection_errors: counter "uplink_connection_errors_total",
+    }
+    extra {
+        /// While connected to the broker.
+        pub connected: AtomicBool,
+    }
+}
+
+/// Why a connection to the broker ended with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    #[error("broker refused the connection: {0:?}")]
+    Refused(rumqttc::ConnectReturnCode),
+    #[error("unexpected first packet {0}")]
+    UnexpectedFirstPacket(String),
+    #[error("no CONNACK within {0:?}")]
+    NoConnAck(Duration),
+    #[error(transparent)]
+    Connection(Box<rumqttc::ConnectionError>),
+    #[error("request queue: {0}")]
+    RequestQueue(Box<rumqttc::ClientError>),
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+}
+
+// rumqttc's errors are large; boxed, the happy path's `Result`s stay small.
+impl From<rumqttc::ConnectionError> for UplinkError {
+    fn from(e: rumqttc::ConnectionError) -> Self {
+        UplinkError::Connection(Box::new(e))
+    }
+}
+
+impl From<rumqttc::ClientError> for UplinkError {
+    fn from(e: rumqttc::ClientError) -> Self {
+        UplinkError::RequestQueue(Box::new(e))
+    }
+}
+
+fn lock(j: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
+    j.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs until `cancel`; `wake` is notified when the journal has new records.
+pub async fn run_uplink(
+    cfg: UplinkConfig,
+    journal: Arc<Mutex<Journal>>,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+    stats: Arc<UplinkStats>,
+) {
+    let mut failures: u32 = 0;
+    let backoff = BackoffConfig {
+        initial: cfg.reconnect_initial,
+        max: cfg.reconnect_max,
+        healthy_after: Duration::ZERO,
+    };
+    let mut jitter = Jitter::new(&cfg.client_id);
+    loop {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let connects_before = stats.connects.load(Ordering::Relaxed);
+        let outcome = Session::run(&cfg, &journal, &wake, &cancel, &stats).await;
+        // A connection that came up and then broke starts the backoff afresh.
+        if stats.connects.load(Ordering::Relaxed) > connects_before {
+            failures = 0;
+        }
+        match outcome {
+            Ok(Stop::Cancelled) => break,
+            Ok(Stop::Reconnect(why)) => {
+                tracing::warn!(reason = %why, "uplink connection restarted");
+                failures = 0;
+            }
+            Err(e) => {
+                stats.connection_errors.fetch_add(1, Ordering::Relaxed);
+                if failures == 0 {
+                    tracing::warn!(host = %cfg.host, port = cfg.port, error = %e, "uplink cannot reach the broker; alerts stay in the journal");
+                } else {
+                    tracing::debug!(error = %e, attempt = failures, "uplink connection failed again");
+                }
+                failures = failures.saturating_add(1);
+            }
+        }
+        stats.connected.store(false, Ordering::Relaxed);
+        stats.in_flight.store(0, Ordering::Relaxed);
+        let delay = if failures == 0 {
+            Duration::from_millis(100)
+        } else {
+            backoff.jittered(failures - 1, &mut jitter)
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! One connection to the broker: connect, say online, then keep a window of
+//! publishes in flight from the journal and release each record on its PUBACK.
+//! Every connection starts from a fresh client and the journal's cursors (see the
+//! module documentation of [`super`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
+};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{UplinkConfig, UplinkError, UplinkStats, lock};
+use crate::delivery::journal::{Journal, Lane, Record};
+use crate::delivery::wire::Envelope;
+
+/// How a connection ended without an error.
+pub(super) enum Stop {
+    Cancelled,
+    /// Our bookkeeping and rumqttc's disagree: start over from the journal.
+    Reconnect(Desync),
+}
+
+/// A disagreement between our publish bookkeeping and rumqttc's.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Desync {
+    #[error("publish {0} that was not queued")]
+    Unqueued(u16),
+    #[error("packet id collision on {0}")]
+    Collision(u16),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Record(Lane, u64),
+    Status,
+}
+
+/// Per-connection replay cursors of one lane.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    /// Next live seq to send (records appended after the connection came up).
+    live: u64,
+    /// Next backlog seq to send; the backlog ends at `live_start`.
+    backlog: u64,
+    live_start: u64,
+}
+
+/// Replay budget: backlog messages per second, as tokens.
+#[derive(Debug)]
+struct Budget {
+    rate: f64,
+    tokens: f64,
+    last_refill: Instant,
+}
+
+impl Budget {
+    fn new(replay_rate: u32, window: u16) -> Budget {
+        let rate = f64::from(replay_rate.max(1));
+        Budget {
+            rate,
+            tokens: rate.min(f64::from(window)),
+            last_refill: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        self.tokens = (self.tokens + (now - self.last_refill).as_secs_f64() * self.rate)
+            .min(self.rate.max(1.0));
+        self.last_refill = now;
+    }
+
+    /// Until at least one token is there.
+    fn refill_in(&self) -> Duration {
+        Duration::from_secs_f64((1.0 - self.tokens).max(0.0) / self.rate)
+            .max(Duration::from_millis(5))
+    }
+}
+
+pub(super) struct Session<'a> {
+    cfg: &'a UplinkConfig,
+    journal: &'a Arc<Mutex<Journal>>,
+    stats: &'a UplinkStats,
+    client: AsyncClient,
+    window: usize,
+    cursors: Vec<Cursor>,
+    /// Publishes requested from rumqttc, in order, not yet given a packet id.
+    queued: VecDeque<Target>,
+    in_flight: HashMap<u16, Target>,
+    outstanding: usize,
+    budget: Budget,
+    stopping: bool,
+}
+
+impl<'a> Session<'a> {
+    /// Connects and forwards until `cancel` or an error.
+    pub(super) async fn run(
+        cfg: &'a UplinkConfig,
+        journal: &'a Arc<Mutex<Journal>>,
+        wake: &Notify,
+        cancel: &CancellationToken,
+        stats: &'a UplinkStats,
+    ) -> Result<Stop, UplinkError> {
+        let window = usize::from(cfg.window.max(1));
+        let (client, mut eventloop) = AsyncClient::new(options(cfg), window * 2 + 8);
+        // Connect (rumqttc connects on the first poll).
+        let connack = tokio::select! {
+            _ = cancel.cancelled() => return Ok(Stop::Cancelled),
+            r = tokio::time::timeout(cfg.connect_timeout, eventloop.poll()) => r,
+        };
+        match connack {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack))))
+                if ack.code == ConnectReturnCode::Success => {}
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                return Err(UplinkError::Refused(ack.code));
+            }
+            Ok(Ok(other)) => return Err(UplinkError::UnexpectedFirstPacket(format!("{other:?}"))),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(UplinkError::NoConnAck(cfg.connect_timeout)),
+        }
+        stats.connected.store(true, Ordering::Relaxed);
+        stats.connects.fetch_add(1, Ordering::Relaxed);
+        let mut s = Session {
+            cfg,
+            journal,
+            stats,
+            client,
+            window,
+            cursors: cursors(&lock(journal)),
+            queued: VecDeque::new(),
+            in_flight: HashMap::new(),
+            outstanding: 0,
+            budget: Budget::new(cfg.replay_rate, cfg.window),
+            stopping: false,
+        };
+        let backlog: u64 = s.cursors.iter().map(|c| c.live_start - c.backlog).sum();
+        tracing::info!(host = %cfg.host, port = cfg.port, backlog, "uplink connected");
+        s.publish_status("online")?;
+        s.forward(&mut eventloop, wake, cancel).await
+    }
+
+    /// The connection's main loop.
+    async fn forward(
+        &mut self,
+        eventloop: &mut EventLoop,
+        wake: &Notify,
+        cancel: &CancellationToken,
+    ) -> Result<Stop, UplinkError> {
+        let every = self.cfg.status_interval;
+        let mut status_tick = tokio::time::interval_at(Instant::now() + every, every);
+        loop {
+            self.budget.refill();
+            let backlog_waiting = if self.stopping {
+                false
+            } else {
+                self.fill_window()?
+            };
+            self.stats
+                .in_flight
+                .store(self.outstanding as u64, Ordering::Relaxed);
+            if self.stopping && self.outstanding == 0 {
+                let _ = self.client.try_disconnect();
+                // Let the DISCONNECT go out.
+                let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+                return Ok(Stop::Cancelled);
+            }
+            let refill_in = self.budget.refill_in();
+            let stopping = self.stopping;
+            tokio::select! {
+                ev = eventloop.poll() => {
+                    if let Some(stop) = self.on_event(ev?)? {
+                        return Ok(Stop::Reconnect(stop));
+                    }
+                }
+                _ = wake.notified(), if !stopping => {}
+                _ = status_tick.tick(), if !stopping && self.outstanding < self.window => {
+                    // Refresh the retained status with the journal's counters (a
+                    // full request queue skips one refresh).
+                    let _ = self.publish_status("online");
+                }
+                _ = tokio::time::sleep(refill_in), if backlog_waiting && !stopping => {}
+                _ = cancel.cancelled(), if !stopping => {
+                    // Clean stop: say offline (retained), wait briefly for what is in flight.
+                    self.stopping = true;
+                    let _ = self.publish_status("offline");
+                }
+                _ = tokio::time::sleep(Duration::from_secs(3)), if stopping => {
+                    let _ = self.client.try_disconnect();
+                    return Ok(Stop::Cancelled);
+                }
+            }
+        }
+    }
+
+    /// Publishes the retained status (`online` carries the journal's counters).
+    fn publish_status(&mut self, state: &str) -> Result<(), UplinkError> {
+        let journal = (state == "online").then(|| lock(self.journal).stats());
+        let body = self.cfg.status_payload(state, journal.as_ref());
+        self.client
+            .try_publish(self.cfg.topics().status(), QoS::AtLeastOnce, true, body)?;
+        self.queued.push_back(Target::Status);
+        self.outstanding += 1;
+        Ok(())
+    }
+
+    /// Fills the window: per lane in priority order, live records first, then the
+    /// backlog within the replay budget. `true` when backlog waits for the budget.
+    fn fill_window(&mut self) -> Result<bool, UplinkError> {
+        for lane in Lane::ALL {
+            self.send_live(lane)?;
+            if self.send_backlog(lane)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn send_live(&mut self, lane: Lane) -> Result<(), UplinkError> {
+        let li = lane as usize;
+        while self.outstanding < self.window {
+            let want = self.window - self.outstanding;
+            let live = lock(self.journal).read(lane, self.cursors[li].live, want)?;
+            if live.is_empty() {
+                break;
+            }
+            for rec in live {
+                if self.publish_record(lane, &rec)? {
+                    self.outstanding += 1;
+                }
+                self.cursors[li].live = rec.seq + 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// `true` when the budget ran out with backlog left.
+    fn send_backlog(&mut self, lane: Lane) -> Result<bool, UplinkError> {
+        let li = lane as usize;
+        while self.outstanding < self.window
+            && self.cursors[li].backlog < self.cursors[li].live_start
+        {
+            if self.budget.tokens < 1.0 {
+                return Ok(true);
+            }
+            let c = self.cursors[li];
+            let want = (self.window - self.outstanding)
+                .min(self.budget.tokens as usize)
+                .max(1);
+            let recs: Vec<Record> = lock(self.journal)
+                .read(lane, c.backlog, want)?
+                .into_iter()
+                .filter(|r| r.seq < c.live_start)
+                .collect();
+            if recs.is_empty() {
+                self.cursors[li].backlog = c.live_start;
+                break;
+            }
+            for rec in recs {
+                if self.publish_record(lane, &rec)? {
+                    self.outstanding += 1;
+                    self.budget.tokens -= 1.0;
+                }
+                self.cursors[li].backlog = rec.seq + 1;
+            }
+        }
+        Ok(false)
+    }
+
+    /// Queues one record's publish; `false` when the record could not be decoded
+    /// (it is released so that it cannot block its lane forever).
+    fn publish_record(&mut self, lane: Lane, rec: &Record) -> Result<bool, UplinkError> {
+        let Some(env) = Envelope::decode(&rec.payload) else {
+            tracing::error!(
+                lane = lane.name(),
+                seq = rec.seq,
+                "undecodable journal record skipped"
+            );
+            self.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+            lock(self.journal).ack(lane, rec.seq)?;
+            return Ok(false);
+        };
+        let topic = self.cfg.topics().record(lane, &env.asset);
+        self.client
+            .try_publish(topic, QoS::AtLeastOnce, false, env.body)?;
+        self.queued.push_back(Target::Record(lane, rec.seq));
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Follows one event of the connection: packet ids of our publishes, PUBACKs.
+    fn on_event(&mut self, ev: Event) -> Result<Option<Desync>, UplinkError> {
+        match ev {
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                let Some(t) = self.queued.pop_front() else {
+                    return Ok(Some(Desync::Unqueued(pkid)));
+                };
+                self.in_flight.insert(pkid, t);
+            }
+            Event::Outgoing(Outgoing::AwaitAck(pkid)) => return Ok(Some(Desync::Collision(pkid))),
+            Event::Incoming(Packet::PubAck(ack)) => match self.in_flight.remove(&ack.pkid) {
+                Some(Target::Record(lane, seq)) => {
+                    lock(self.journal).ack(lane, seq)?;
+                    self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                    self.outstanding = self.outstanding.saturating_sub(1);
+                }
+                Some(Target::Status) => self.outstanding = self.outstanding.saturating_sub(1),
+                None => tracing::debug!(pkid = ack.pkid, "PUBACK for an unknown packet id"),
+            },
+            _ => {}
+        }
+        Ok(None)
+    }
+}
+
+/// A fresh client's options: the last will says `offline`.
+fn options(cfg: &UplinkConfig) -> MqttOptions {
+    let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+    opts.set_keep_alive(cfg.keep_alive);
+    opts.set_clean_session(false);
+    opts.set_inflight(cfg.window.saturating_mul(4).max(4));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    opts.set_last_will(LastWill::new(
+        cfg.topics().status(),
+        cfg.status_payload("offline", None),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    if let Some(tls) = &cfg.tls {
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.clone(),
+        )));
+    }
+    if let Some(user) = &cfg.username {
+        opts.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+    }
+    opts
+}
+
+/// Everything unreleased is re-sent; live records (appended from now on) first.
+fn cursors(j: &Journal) -> Vec<Cursor> {
+    Lane::ALL
+        .iter()
+        .map(|&l| {
+            let live_start = j.next_seq(l);
+            Cursor {
+                live: live_start,
+                backlog: j.acked(l) + 1,
+                live_start,
+            }
+        })
+        .collect()
+}

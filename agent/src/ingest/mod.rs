@@ -1,0 +1,7 @@
+//! Samples in: drivers deliver batches through a per-driver [`meter::MeteredSink`]
+//! into the one bounded [`ring::SampleRing`]; the [`supervisor`] keeps every driver
+//! running.
+
+pub mod meter;
+pub mod ring;
+pub mod supervisor;

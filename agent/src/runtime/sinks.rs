@@ -1,0 +1,149 @@
+//! Starting the delivery side: the journal, the sink thread with every configured
+//! sink, and the uplink that forwards the journal.
+
+use std::sync::{Arc, Mutex};
+
+use edge_driver_api::Clock;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::delivery::alarm::AlarmState;
+use crate::delivery::journal::fs::StdFs;
+use crate::delivery::journal::sink::JournalSink;
+use crate::delivery::journal::{Journal, Lane};
+use crate::delivery::sink::{AlertSink, ConsoleSink, JsonlSink, SinkCounters, SinkMsg, run_sinks};
+use crate::delivery::uplink::{UplinkStats, run_uplink};
+
+/// The running delivery side.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    /// Into the sink thread (the pipeline, events and the model watcher send here).
+    pub alerts_tx: mpsc::Sender<SinkMsg>,
+    pub sink_counters: Arc<SinkCounters>,
+    /// Receives once the sink thread has delivered everything and flushed.
+    pub sinks_done: std::sync::mpsc::Receiver<()>,
+    pub journal: Option<Arc<Mutex<Journal>>>,
+    pub alarms: Arc<AlarmState>,
+    pub uplink_stats: Arc<UplinkStats>,
+    pub uplink: Option<JoinHandle<()>>,
+    /// Stops the uplink (after the sinks finished, so the last alerts go out).
+    pub uplink_stop: CancellationToken,
+}
+
+/// Opens the journal, starts the sink thread and the uplink.
+pub(crate) fn start(
+    config: &Config,
+    clock: &Clock,
+    extra: Vec<Box<dyn AlertSink>>,
+) -> anyhow::Result<Delivery> {
+    let journal_wake = Arc::new(Notify::new());
+    let journal = open_journal(config)?;
+    let alarms = AlarmState::new(&config.alarms);
+    let sinks = build_sinks(config, clock, &journal, &journal_wake, &alarms, extra)?;
+    // The uplink forwards from the journal; it outlives the pipeline at shutdown so
+    // that the last alerts still go out.
+    let uplink_stats = Arc::new(UplinkStats::default());
+    let uplink_stop = CancellationToken::new();
+    let uplink = match (&config.uplink, &journal) {
+        (Some(u), Some(j)) => Some(tokio::spawn(run_uplink(
+            u.clone(),
+            j.clone(),
+            journal_wake,
+            uplink_stop.clone(),
+            uplink_stats.clone(),
+        ))),
+        _ => None,
+    };
+    let (alerts_tx, alerts_rx) = mpsc::channel(config.alerts.queue);
+    let sink_counters = Arc::new(SinkCounters::default());
+    let sinks_done = spawn_sink_thread(alerts_rx, sinks, sink_counters.clone())?;
+    Ok(Delivery {
+        alerts_tx,
+        sink_counters,
+        sinks_done,
+        journal,
+        alarms,
+        uplink_stats,
+        uplink,
+        uplink_stop,
+    })
+}
+
+fn open_journal(config: &Config) -> anyhow::Result<Option<Arc<Mutex<Journal>>>> {
+    let Some(j) = &config.journal else {
+        return Ok(None);
+    };
+    let dir = &j.store.dir;
+    let (journal, rep) = Journal::open(j.store.clone(), Arc::new(StdFs))
+        .map_err(|e| anyhow::anyhow!("cannot open the journal in {}: {e}", dir.display()))?;
+    let stats = journal.stats();
+    tracing::info!(
+        dir = %dir.display(), segments = rep.segments, records = rep.records,
+        pending_alerts = stats.pending[Lane::Alert as usize], corrupt = rep.corrupt,
+        torn = rep.torn, quarantined = rep.quarantined.len(), "journal opened"
+    );
+    Ok(Some(Arc::new(Mutex::new(journal))))
+}
+
+/// The journal first (where alerts are accepted), then the local alarm outputs
+/// (they must not wait behind a slow console or file), the console, the JSON-lines
+/// file and the embedder's sinks.
+fn build_sinks(
+    config: &Config,
+    clock: &Clock,
+    journal: &Option<Arc<Mutex<Journal>>>,
+    journal_wake: &Arc<Notify>,
+    alarms: &Arc<AlarmState>,
+    mut extra: Vec<Box<dyn AlertSink>>,
+) -> anyhow::Result<Vec<Box<dyn AlertSink>>> {
+    let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
+    if let (Some(journal), Some(j)) = (journal, &config.journal) {
+        sinks.push(Box::new(
+            JournalSink::new(journal.clone(), j.backlog)
+                .with_notify(journal_wake.clone())
+                .with_identity(config.agent.id.clone(), clock.clone()),
+        ));
+    }
+    #[cfg(feature = "gpio")]
+    if !config.alarms.is_empty() {
+        let pins = crate::delivery::alarm::linux_pins(&config.alarms);
+        sinks.push(Box::new(crate::delivery::alarm::AlarmSink::new(
+            &config.alarms,
+            pins,
+            alarms.clone(),
+        )));
+    }
+    #[cfg(not(feature = "gpio"))]
+    let _ = alarms;
+    if config.alerts.console {
+        sinks.push(Box::new(ConsoleSink));
+    }
+    if let Some(path) = &config.alerts.jsonl {
+        let sink = JsonlSink::open(path)
+            .map_err(|e| anyhow::anyhow!("cannot open alert file {}: {e}", path.display()))?;
+        sinks.push(Box::new(sink));
+    }
+    sinks.append(&mut extra);
+    Ok(sinks)
+}
+
+/// A dedicated thread, not `spawn_blocking`: it lives as long as the agent, and a
+/// long-running blocking task would stop tokio's paused clock from auto-advancing
+/// in virtual-time tests.
+fn spawn_sink_thread(
+    rx: mpsc::Receiver<SinkMsg>,
+    sinks: Vec<Box<dyn AlertSink>>,
+    counters: Arc<SinkCounters>,
+) -> anyhow::Result<std::sync::mpsc::Receiver<()>> {
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("alert-sinks".into())
+        .spawn(move || {
+            run_sinks(rx, sinks, counters);
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start the alert sink thread: {e}"))?;
+    Ok(done_rx)
+}
