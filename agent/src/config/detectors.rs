@@ -1,0 +1,350 @@
+//! `[[assets.detectors]]`: the one table of detector kinds and their readers.
+//!
+//! A detector kind is its detector in `models/src/detect.rs`, one row and reader
+//! here, and its message in `agent/src/alert/message.rs`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use edge_driver_api::SignalRegistry;
+use edge_driver_api::config::{TableReader, closest};
+use edge_models::{
+    DetectorSpec, Direction, Feature, FlatLineSpec, RateOfChangeSpec, Severity, ThresholdSpec,
+    TrendSpec, ZScoreSpec,
+};
+
+use super::assets::{AssetWindow, resolve_signal};
+use super::check_name;
+use crate::pipeline::DetectorCfg;
+
+/// A detector kind: its name in the config, the feature it reads unless told
+/// otherwise, and the reader of its settings.
+pub(super) struct DetectorKind {
+    pub name: &'static str,
+    pub default_feature: &'static str,
+    read: fn(&mut TableReader<'_>) -> Option<DetectorSpec>,
+}
+
+/// Every detector kind.
+const DETECTOR_KINDS: &[DetectorKind] = &[
+    DetectorKind {
+        name: "threshold",
+        default_feature: "mean",
+        read: read_threshold,
+    },
+    DetectorKind {
+        name: "zscore",
+        default_feature: "mean",
+        read: read_zscore,
+    },
+    DetectorKind {
+        name: "trend",
+        default_feature: "mean",
+        read: read_trend,
+    },
+    DetectorKind {
+        name: "flatline",
+        default_feature: "p2p",
+        read: read_flatline,
+    },
+    DetectorKind {
+        name: "rate_of_change",
+        default_feature: "mean",
+        read: read_rate_of_change,
+    },
+];
+
+/// The names of every detector kind.
+pub fn detector_kinds() -> Vec<&'static str> {
+    DETECTOR_KINDS.iter().map(|k| k.name).collect()
+}
+
+/// `kind`: one of the table's.
+fn read_kind(d: &mut TableReader<'_>) -> Option<&'static DetectorKind> {
+    if !d.has("kind") {
+        d.table_error("missing required key `kind`")
+            .expected(format!("one of: {}", detector_kinds().join(", ")))
+            .emit();
+        return None;
+    }
+    let choices: Vec<(&str, &'static DetectorKind)> =
+        DETECTOR_KINDS.iter().map(|k| (k.name, k)).collect();
+    d.choice("kind", &choices).map(|k| k.value)
+}
+
+fn read_direction(d: &mut TableReader<'_>) -> Direction {
+    d.choice(
+        "direction",
+        &[("above", Direction::Above), ("below", Direction::Below)],
+    )
+    .map(|v| v.value)
+    .unwrap_or(Direction::Above)
+}
+
+pub(super) fn read_detector(
+    d: &mut TableReader<'_>,
+    registry: &SignalRegistry,
+    windows: &[AssetWindow],
+    names: &mut HashSet<String>,
+) -> Option<DetectorCfg> {
+    let name = d.req_string("name");
+    let mut ok = true;
+    if let Some(n) = &name {
+        ok &= check_name(d, "name", n);
+        if !names.insert(n.value.clone()) {
+            d.error(
+                n.span,
+                "name",
+                format!("detector name `{}` is used twice in this asset", n.value),
+            )
+            .hint("detector names identify alerts; make them unique within the asset")
+            .emit();
+            ok = false;
+        }
+    }
+    let kind = read_kind(d);
+    // Signal → window of this asset.
+    let signal = d.req_string("signal");
+    let window = signal.as_ref().and_then(|sig| {
+        resolve_signal(d, "signal", sig, registry)?;
+        let idx = windows.iter().position(|w| w.signal == sig.value);
+        if idx.is_none() {
+            d.error(
+                sig.span,
+                "signal",
+                format!("signal `{}` has no window in this asset", sig.value),
+            )
+            .hint(format!(
+                "add [[assets.signals]] signal = \"{}\" (with its window) to this asset",
+                sig.value
+            ))
+            .emit();
+        }
+        idx
+    });
+    let default_feature = kind.map_or("mean", |k| k.default_feature);
+    let feature_s = d.string("feature");
+    let feature_name = feature_s
+        .as_ref()
+        .map(|f| f.value.clone())
+        .unwrap_or_else(|| default_feature.to_string());
+    let feature = window.and_then(|w| {
+        let bands: Vec<&str> = windows[w].bands.iter().map(String::as_str).collect();
+        match Feature::parse(&feature_name, &bands) {
+            Ok(f) => Some(f),
+            Err(msg) => {
+                let span = feature_s.as_ref().map(|f| f.span).unwrap_or(d.span());
+                let mut b = d
+                    .error(span, "feature", msg)
+                    .expected(format!("one of: {}", Feature::all_names().join(", ")));
+                if let Some(best) = closest(&feature_name, Feature::all_names().into_iter()) {
+                    b = b.hint(format!("did you mean `{best}`?"));
+                } else if feature_name.starts_with("band:") {
+                    b = b.hint("define the band under the signal's `bands = [{ name = ..., lo_hz = ..., hi_hz = ... }]`");
+                }
+                b.emit();
+                None
+            }
+        }
+    });
+    let spec = match kind {
+        Some(k) => (k.read)(d),
+        None => {
+            d.skip_unknown_check();
+            None
+        }
+    };
+    let (name, window, feature, spec) = (name?, window?, feature?, spec?);
+    ok.then(|| DetectorCfg {
+        name: Arc::from(name.value.as_str()),
+        window,
+        feature,
+        feature_name,
+        spec,
+    })
+}
+
+fn read_threshold(d: &mut TableReader<'_>) -> Option<DetectorSpec> {
+    let mut ok = true;
+    let direction = read_direction(d);
+    let warning = d.f64("warning");
+    let critical = d.f64("critical");
+    let hysteresis = d
+        .f64_in("hysteresis", 0.0, f64::MAX)
+        .map(|v| v.value)
+        .unwrap_or(0.0);
+    let min_duration = d
+        .duration("min_duration")
+        .map(|v| v.value.as_secs_f64())
+        .unwrap_or(0.0);
+    if warning.is_none() && critical.is_none() && !d.has("warning") && !d.has("critical") {
+        d.table_error("a threshold detector needs `warning`, `critical` or both")
+            .hint("e.g. warning = 75.0, critical = 85.0")
+            .emit();
+        ok = false;
+    }
+    if let (Some(w), Some(c)) = (&warning, &critical) {
+        let wrong = match direction {
+            Direction::Above => w.value >= c.value,
+            Direction::Below => w.value <= c.value,
+        };
+        if wrong {
+            let rel = if direction == Direction::Above {
+                "below"
+            } else {
+                "above"
+            };
+            d.error(
+                c.span,
+                "critical",
+                format!(
+                    "critical limit {} is not beyond the warning limit {}",
+                    c.value, w.value
+                ),
+            )
+            .expected(format!(
+                "for direction = \"{}\" the warning limit lies {rel} the critical one",
+                if direction == Direction::Above {
+                    "above"
+                } else {
+                    "below"
+                }
+            ))
+            .hint("swap the limits, or set direction = \"below\" for low-limit alarms")
+            .emit();
+            ok = false;
+        }
+    }
+    let spec = DetectorSpec::Threshold(ThresholdSpec {
+        direction,
+        warning: warning.map(|v| v.value),
+        critical: critical.map(|v| v.value),
+        hysteresis,
+        min_duration_s: min_duration,
+    });
+    ok.then_some(spec)
+}
+
+fn read_zscore(d: &mut TableReader<'_>) -> Option<DetectorSpec> {
+    let mut ok = true;
+    let warning_z = d
+        .f64_in("warning_z", 0.1, 1e6)
+        .map(|v| v.value)
+        .unwrap_or(4.0);
+    let critical_z = d.f64_in("critical_z", 0.1, 1e6);
+    if let Some(c) = &critical_z
+        && c.value <= warning_z
+    {
+        d.error(
+            c.span,
+            "critical_z",
+            "`critical_z` must be larger than `warning_z`",
+        )
+        .emit();
+        ok = false;
+    }
+    let spec = DetectorSpec::ZScore(ZScoreSpec {
+        alpha: d
+            .f64_in("alpha", 1e-6, 1.0)
+            .map(|v| v.value)
+            .unwrap_or(0.05),
+        warning_z,
+        critical_z: critical_z.map(|v| v.value),
+        warmup: d
+            .int_in("warmup", 1, 1_000_000)
+            .map(|v| v.value as u32)
+            .unwrap_or(30),
+        min_std: d
+            .f64_in("min_std", 0.0, f64::MAX)
+            .map(|v| v.value)
+            .unwrap_or(1e-9),
+        min_count: d
+            .int_in("min_count", 1, 1_000_000)
+            .map(|v| v.value as u32)
+            .unwrap_or(2),
+    });
+    ok.then_some(spec)
+}
+
+fn read_trend(d: &mut TableReader<'_>) -> Option<DetectorSpec> {
+    let direction = read_direction(d);
+    let limit = d.req_f64("limit");
+    let horizon = d.req_duration("horizon");
+    let lookback = d
+        .duration("lookback")
+        .map(|v| v.value.as_secs_f64())
+        .unwrap_or(3600.0);
+    let severity = d
+        .choice(
+            "severity",
+            &[
+                ("warning", Severity::Warning),
+                ("prefault", Severity::PreFault),
+                ("critical", Severity::Critical),
+            ],
+        )
+        .map(|v| v.value)
+        .unwrap_or(Severity::PreFault);
+    let min_points = d
+        .int_in("min_points", 3, 64)
+        .map(|v| v.value as usize)
+        .unwrap_or(10);
+    let min_count = d
+        .int_in("min_count", 1, 1_000_000)
+        .map(|v| v.value as u32)
+        .unwrap_or(3);
+    match (limit, horizon) {
+        (Some(l), Some(h)) => Some(DetectorSpec::Trend(TrendSpec {
+            direction,
+            limit: l.value,
+            horizon_s: h.value.as_secs_f64(),
+            lookback_s: lookback,
+            min_points,
+            min_count,
+            severity,
+        })),
+        _ => None,
+    }
+}
+
+fn read_flatline(d: &mut TableReader<'_>) -> Option<DetectorSpec> {
+    Some(DetectorSpec::FlatLine(FlatLineSpec {
+        epsilon: d
+            .f64_in("epsilon", 0.0, f64::MAX)
+            .map(|v| v.value)
+            .unwrap_or(1e-9),
+        min_duration_s: d
+            .duration("min_duration")
+            .map(|v| v.value.as_secs_f64())
+            .unwrap_or(300.0),
+        severity: d
+            .choice(
+                "severity",
+                &[
+                    ("warning", Severity::Warning),
+                    ("critical", Severity::Critical),
+                ],
+            )
+            .map(|v| v.value)
+            .unwrap_or(Severity::Warning),
+    }))
+}
+
+fn read_rate_of_change(d: &mut TableReader<'_>) -> Option<DetectorSpec> {
+    let mut ok = true;
+    let per = d
+        .duration("per")
+        .map(|v| v.value.as_secs_f64())
+        .unwrap_or(1.0)
+        .max(1e-9);
+    let warning = d.f64_in("warning", 0.0, f64::MAX).map(|v| v.value / per);
+    let critical = d.f64_in("critical", 0.0, f64::MAX).map(|v| v.value / per);
+    if warning.is_none() && critical.is_none() && !d.has("warning") && !d.has("critical") {
+        d.table_error("a rate_of_change detector needs `warning`, `critical` or both")
+            .hint("e.g. warning = 5.0, per = \"1m\"")
+            .emit();
+        ok = false;
+    }
+    let spec = DetectorSpec::RateOfChange(RateOfChangeSpec { warning, critical });
+    ok.then_some(spec)
+}
