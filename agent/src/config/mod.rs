@@ -12,13 +12,13 @@
 //!
 //! | file | reads |
 //! |---|---|
-//! | [`sections`] | `[agent]`, `[log]`, `[ring]`, `[supervisor]`, `[alerts]`, `[metrics]`, `[telemetry]` |
-//! | [`delivery`] | `[journal]`, `[uplink]`, `[[alarms]]` |
-//! | [`drivers`] | `[[drivers]]`: the one table of driver kinds |
-//! | [`assets`] | `[[assets]]`: signals and windows, and each driver's link-health asset |
-//! | [`detectors`] | `[[assets.detectors]]`: the one table of detector kinds |
-//! | [`models`] | `[models]`, `[[assets.models]]` |
-//! | [`fingerprint`] | what a reload compares |
+//! | `sections` | `[agent]`, `[log]`, `[ring]`, `[supervisor]`, `[alerts]`, `[metrics]`, `[telemetry]` |
+//! | `delivery` | `[journal]`, `[uplink]`, `[[alarms]]` |
+//! | `drivers` | `[[drivers]]`: the one table of driver kinds |
+//! | `assets` | `[[assets]]`: signals and windows, and each driver's link-health asset |
+//! | `detectors` | `[[assets.detectors]]`: the one table of detector kinds |
+//! | `models` | `[models]`, `[[assets.models]]` |
+//! | `fingerprint` | what a reload compares |
 //!
 //! Each reader produces the settings type of the part it configures (the ring's
 //! `OverflowPolicy`, the journal's `JournalConfig`, the pipeline's `AssetCfg`, ...):

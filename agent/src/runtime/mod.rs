@@ -1,11 +1,23 @@
-//! Wiring and lifecycle of a running agent.
+//! The composition root: [`start`] builds every part of a running agent from a
+//! [`Config`] and wires them together, as a list of steps:
+//!
+//! 1. the sample ring;
+//! 2. the delivery side (`sinks`): journal, sink thread, uplink;
+//! 3. the model watcher;
+//! 4. the pipeline task;
+//! 5. the drivers (`drivers`), each under its supervisor;
+//! 6. operations (`ops`): control socket, metrics, systemd, the stats log;
+//! 7. the stop sequence (`shutdown`).
+//!
+//! [`reload`] applies a new configuration to it; [`service`] is what `edge-agent
+//! run` adds around it (signals, systemd, SIGHUP).
 //!
 //! Task tree (one cancellation tree, rooted in the [`AgentHandle`]'s `shutdown` token):
 //!
 //! ```text
 //! shutdown ──► drivers token (child) ──► one supervisor per driver ──► driver attempt task
 //!          └─► stats task
-//! pipeline_stop (cancelled by the lifecycle task once every driver returned)
+//! pipeline_stop (cancelled by the stop sequence once every driver returned)
 //!          └─► pipeline task ──(bounded mpsc, owned by the pipeline)──► sink thread
 //! ```
 //!
@@ -17,6 +29,7 @@
 mod drivers;
 mod ops;
 pub mod reload;
+pub mod service;
 mod shutdown;
 mod sinks;
 

@@ -40,7 +40,7 @@ pub struct DriftCfg {
 pub struct ModelBindingCfg {
     /// Names its alerts (`detector`); `<name>.health` names its quarantine alerts.
     pub name: Arc<str>,
-    /// Index into [`ModelStore::handles`].
+    /// Index into [`ModelStore::handles`](super::ModelStore::handles).
     pub model: usize,
     pub roles: Vec<RoleWindow>,
     /// Score at most this often (sample time).
