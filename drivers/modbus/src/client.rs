@@ -1,0 +1,106 @@
+//! The link to the device: the byte stream (TCP, serial, or a test's pipe) in
+//! tokio-modbus framing, and one read request on it.
+
+use tokio_modbus::client::Reader;
+use tokio_modbus::prelude::SlaveContext;
+
+use edge_driver_api::BoxFuture;
+
+use crate::config::{Parity, Transport};
+use crate::driver::Shared;
+use crate::plan::{Area, Request};
+
+/// Opens the byte stream to the device (tests put a fault-injecting pipe here).
+pub trait Connector: Send + Sync + std::fmt::Debug + 'static {
+    fn connect(&self) -> BoxFuture<'static, std::io::Result<Box<dyn Stream>>>;
+}
+
+/// A byte stream tokio-modbus runs on.
+pub trait Stream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + std::fmt::Debug + 'static
+{
+}
+impl<T> Stream for T where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + std::fmt::Debug + 'static
+{
+}
+
+/// What a read returned.
+pub(crate) enum Outcome {
+    Registers(Vec<u16>),
+    Bits(Vec<bool>),
+    Exception(u8),
+}
+
+pub(crate) async fn read(
+    client: &mut tokio_modbus::client::Context,
+    r: &Request,
+) -> Result<Result<Outcome, u8>, tokio_modbus::Error> {
+    client.set_slave(tokio_modbus::Slave(r.unit));
+    let res = match r.area {
+        Area::Coil => client
+            .read_coils(r.start, r.count)
+            .await?
+            .map(Outcome::Bits),
+        Area::DiscreteInput => client
+            .read_discrete_inputs(r.start, r.count)
+            .await?
+            .map(Outcome::Bits),
+        Area::InputRegister => client
+            .read_input_registers(r.start, r.count)
+            .await?
+            .map(Outcome::Registers),
+        Area::HoldingRegister => client
+            .read_holding_registers(r.start, r.count)
+            .await?
+            .map(Outcome::Registers),
+    };
+    Ok(res.map_err(u8::from))
+}
+
+/// Opens the link and wraps it in tokio-modbus framing.
+pub(crate) async fn open(sh: &Shared) -> std::io::Result<tokio_modbus::client::Context> {
+    use tokio_modbus::client::{rtu, tcp};
+    let slave = tokio_modbus::Slave(0);
+    if let Some(c) = &sh.connector {
+        let stream = c.connect().await?;
+        return Ok(match sh.transport {
+            Transport::Tcp { .. } => tcp::attach_slave(stream, slave),
+            _ => rtu::attach_slave(stream, slave),
+        });
+    }
+    match &sh.transport {
+        Transport::Tcp { .. } => {
+            let addr = sh.addr.ok_or_else(|| std::io::Error::other("no address"))?;
+            tcp::connect_slave(addr, slave).await
+        }
+        Transport::RtuOverTcp { .. } => {
+            let addr = sh.addr.ok_or_else(|| std::io::Error::other("no address"))?;
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(rtu::attach_slave(stream, slave))
+        }
+        Transport::Rtu(s) => {
+            use tokio_serial::SerialPortBuilderExt;
+            let port = tokio_serial::new(&s.device, s.baud)
+                .parity(match s.parity {
+                    Parity::None => tokio_serial::Parity::None,
+                    Parity::Even => tokio_serial::Parity::Even,
+                    Parity::Odd => tokio_serial::Parity::Odd,
+                })
+                .data_bits(if s.data_bits == 7 {
+                    tokio_serial::DataBits::Seven
+                } else {
+                    tokio_serial::DataBits::Eight
+                })
+                .stop_bits(if s.stop_bits == 2 {
+                    tokio_serial::StopBits::Two
+                } else {
+                    tokio_serial::StopBits::One
+                })
+                .open_native_async()
+                .map_err(std::io::Error::other)?;
+            Ok(rtu::attach_slave(port, slave))
+        }
+    }
+}
