@@ -3,7 +3,7 @@
     models/train/setup.sh
     models/train/.venv/bin/python models/train/train.py          # writes models/zoo/
 
-The data comes from `cargo run --release -p edge-driver-sim --features training --example
+The data comes from `cargo run --release -p edge-train --example
 run_to_failure`: the sim driver's physics with the agent's own windows and feature
 code, so training features and gateway features are computed by the same code.
 Training runs use seed 1, held-out runs seed 1000 (never seen in training).
@@ -55,7 +55,7 @@ TEST_SEED = 1000
 def simulate(runs, hours, seed, path):
     subprocess.run(
         [
-            "cargo", "run", "--release", "--quiet", "-p", "edge-driver-sim", "--features", "training", "--example",
+            "cargo", "run", "--release", "--quiet", "-p", "edge-train", "--example",
             "run_to_failure", "--", "--runs", str(runs), "--hours", str(hours),
             "--seed", str(seed), "--out", str(path),
         ],

@@ -53,7 +53,7 @@ IDX2 = np.arange(L2)[:, None] * S2 + np.arange(K2)[None, :]
 def simulate(runs, hours, seed, csv, raw, every):
     subprocess.run(
         [
-            "cargo", "run", "--release", "--quiet", "-p", "edge-driver-sim", "--features", "training", "--example",
+            "cargo", "run", "--release", "--quiet", "-p", "edge-train", "--example",
             "run_to_failure", "--", "--runs", str(runs), "--hours", str(hours),
             "--seed", str(seed), "--out", str(csv), "--raw-out", str(raw),
             "--raw-every", str(every), "--raw-samples", str(SAMPLES),

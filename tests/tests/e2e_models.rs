@@ -21,7 +21,7 @@ fn zoo() -> PathBuf {
 
 const ROLES: &str = r#"roles = { vibration = "pump.vibration", temperature = "pump.temperature", current = "pump.current", pressure = "pump.pressure" }"#;
 
-/// A pump like the training runs' (`drivers/sim/examples/run_to_failure.rs`): the
+/// A pump like the training runs' (`models/train/examples/run_to_failure.rs`): the
 /// same windows and bands, machine parameters inside the training ranges.
 fn plant(jsonl: &Path, models_dir: &Path, faults: &str, models: &str) -> String {
     format!(

@@ -1,5 +1,5 @@
 //! The zoo's models were trained on features (and raw windows) computed by
-//! `edge_driver_sim::training`; the agent computes them with the same
+//! `edge_train` (`models/train`); the agent computes them with the same
 //! `edge_models` code over the windows of its config. These tests hold the two
 //! together: the training windows are the default config's pump windows, and the
 //! reference rows each model was checked with still come out of the sim and the
@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use edge_driver_sim::physics::Quantity;
-use edge_driver_sim::training::{COLUMNS, Run, window_config};
 use edge_models::WindowSpec;
+use edge_train::{COLUMNS, Run, window_config};
 
 fn zoo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/zoo")

@@ -1,4 +1,5 @@
-//! `sim`: deterministic simulated machines for demos, tests and model training.
+//! `sim`: deterministic simulated machines for demos, tests and model training
+//! (`models/train` computes the zoo's training data from [`physics`]).
 //!
 //! ```toml
 //! [[drivers]]
@@ -25,8 +26,6 @@
 //! `tokio::time::pause()` the simulation runs as fast as the CPU allows.
 
 pub mod physics;
-#[cfg(feature = "training")]
-pub mod training;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -1,12 +1,12 @@
 //! Labelled run-to-failure data for training fault models (`models/train/`).
 //!
 //! Simulates pumps with the same physics as the `sim` driver and computes window
-//! features with the same code as the agent ([`edge_driver_sim::training`], with
+//! features with the same code as the agent ([`edge_train`], with
 //! the windows of `agent/default-config.toml`), so a model trained on this CSV sees
 //! in training exactly what it sees on the gateway.
 //!
 //! ```text
-//! cargo run --release -p edge-driver-sim --features training --example run_to_failure -- \
+//! cargo run --release -p edge-train --example run_to_failure -- \
 //!     --runs 40 --hours 12 --seed 1 --out data.csv
 //! ```
 //!
@@ -23,7 +23,7 @@
 
 use std::io::Write;
 
-use edge_driver_sim::training::{COLUMNS, Run, STEP_S};
+use edge_train::{COLUMNS, Run, STEP_S};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut runs = 40u64;

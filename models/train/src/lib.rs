@@ -15,7 +15,7 @@ use edge_models::{
     Band, Feature, FeatureConfig, FeatureExtractor, FeatureValues, Frame, Window, WindowSpec,
 };
 
-use crate::physics::{Fault, FaultKind, Machine, MachineParams, Quantity};
+use edge_driver_sim::physics::{Fault, FaultKind, Machine, MachineParams, Quantity};
 
 /// The feature models' inputs: (signal, feature) in column order.
 pub const COLUMNS: [(&str, &str); 10] = [
