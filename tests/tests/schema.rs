@@ -26,7 +26,7 @@ fn assert_valid(v: &jsonschema::Validator, doc: &Value) {
 #[test]
 fn alerts_of_every_kind_state_and_severity_match_the_schema() {
     let alert_schema = schema("alert.v1.schema.json");
-    let kinds = ["threshold", "zscore", "trend", "flatline", "rate_of_change"];
+    let kinds = edge_agent::config::detector_kinds();
     let infos: Vec<DetectorInfo> = kinds
         .iter()
         .map(|k| DetectorInfo {

@@ -171,7 +171,8 @@ pub struct Alert {
     pub asset: Arc<str>,
     /// Detector instance name (unique within the asset).
     pub detector: Arc<str>,
-    /// Detector kind: threshold, zscore, trend, flatline, rate_of_change.
+    /// Detector kind: a built-in kind (`config::detector_kinds`), `model`, `model_health`
+    /// or `system`.
     pub kind: &'static str,
     pub signals: Vec<Arc<str>>,
     pub feature: String,
