@@ -141,6 +141,26 @@ pub struct RateOfChangeSpec {
     pub critical: Option<f64>,
 }
 
+/// Tabular CUSUM (Page): sums the feature's deviations from a baseline learnt over
+/// the first `warmup` windows, in baseline standard deviations less `slack` per
+/// window, so a small shift that persists (a slow leak, a fouled sensor) adds up
+/// where a z-score on single windows never fires.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CusumSpec {
+    /// The side watched; `None` watches both.
+    pub direction: Option<Direction>,
+    /// Windows that learn the baseline mean and standard deviation.
+    pub warmup: u32,
+    /// Allowance per window in standard deviations (half the shift to detect).
+    pub slack: f64,
+    /// Decision intervals: the sum (in standard deviations) that raises a level. The
+    /// sums are capped at 1.5 × the highest, so a long shift that ends clears soon.
+    pub warning: f64,
+    pub critical: Option<f64>,
+    /// Floor of the baseline's standard deviation (avoids ÷0 on quiet signals).
+    pub min_std: f64,
+}
+
 /// Any built-in detector's configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DetectorSpec {
@@ -149,6 +169,7 @@ pub enum DetectorSpec {
     Trend(TrendSpec),
     FlatLine(FlatLineSpec),
     RateOfChange(RateOfChangeSpec),
+    Cusum(CusumSpec),
 }
 
 impl DetectorSpec {
@@ -159,6 +180,7 @@ impl DetectorSpec {
             DetectorSpec::Trend(_) => "trend",
             DetectorSpec::FlatLine(_) => "flatline",
             DetectorSpec::RateOfChange(_) => "rate_of_change",
+            DetectorSpec::Cusum(_) => "cusum",
         }
     }
 }
@@ -189,6 +211,7 @@ enum State {
     RateOfChange {
         prev: Option<(f64, f64)>,
     },
+    Cusum(CusumState),
 }
 
 /// A running detector. Allocates only at construction.
@@ -218,6 +241,7 @@ impl Detector {
             },
             DetectorSpec::FlatLine(_) => State::FlatLine { since: None },
             DetectorSpec::RateOfChange(_) => State::RateOfChange { prev: None },
+            DetectorSpec::Cusum(_) => State::Cusum(CusumState::default()),
         };
         Detector {
             spec,
@@ -292,6 +316,7 @@ impl Detector {
                     _ => return None,
                 }
             }
+            (DetectorSpec::Cusum(s), State::Cusum(st)) => st.evaluate(s, self.level, x),
             _ => unreachable!("detector state always matches its spec"),
         };
         self.level = eval.level;
@@ -454,6 +479,56 @@ fn zscore(
         score: z,
         limit: limit_of(level, Some(s.warning_z), s.critical_z),
         eta_s: None,
+    }
+}
+
+/// A CUSUM's baseline (Welford's running mean and squared deviations during
+/// warm-up, then frozen) and its two one-sided sums.
+#[derive(Debug, Default)]
+struct CusumState {
+    seen: u32,
+    mean: f64,
+    m2: f64,
+    high: f64,
+    low: f64,
+}
+
+impl CusumState {
+    /// Score: the larger watched sum, negative when it is the downward one.
+    fn evaluate(&mut self, s: &CusumSpec, current: Option<Severity>, x: f64) -> Evaluation {
+        if self.seen < s.warmup {
+            self.seen += 1;
+            let d = x - self.mean;
+            self.mean += d / f64::from(self.seen);
+            self.m2 += d * (x - self.mean);
+            return Evaluation {
+                level: None,
+                score: 0.0,
+                limit: s.warning,
+                eta_s: None,
+            };
+        }
+        let std = (self.m2 / f64::from(self.seen.max(1)))
+            .sqrt()
+            .max(s.min_std);
+        let z = (x - self.mean) / std;
+        // Capped, so a long shift that ends clears within a few dozen windows.
+        let cap = 1.5 * s.critical.unwrap_or(s.warning);
+        self.high = (self.high + z - s.slack).clamp(0.0, cap);
+        self.low = (self.low - z - s.slack).clamp(0.0, cap);
+        let score = match s.direction {
+            Some(Direction::Above) => self.high,
+            Some(Direction::Below) => -self.low,
+            None if self.low > self.high => -self.low,
+            None => self.high,
+        };
+        let level = graded(score.abs(), Some(s.warning), s.critical, current, 0.5);
+        Evaluation {
+            level,
+            score,
+            limit: limit_of(level, Some(s.warning), s.critical),
+            eta_s: None,
+        }
     }
 }
 
@@ -765,6 +840,78 @@ mod tests {
             levels(&mut d, &[0.0, 0.5, 2.0, 10.0, 10.0]),
             vec![None, None, Some(Warning), Some(Critical), None]
         );
+    }
+
+    fn cusum(direction: Option<Direction>) -> Detector {
+        Detector::new(DetectorSpec::Cusum(CusumSpec {
+            direction,
+            warmup: 50,
+            slack: 0.5,
+            warning: 10.0,
+            critical: Some(20.0),
+            min_std: 1e-9,
+        }))
+    }
+
+    /// Deterministic noise, uniform in [-√3, √3] (standard deviation 1).
+    fn noise(n: usize) -> Vec<f64> {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * 3f64.sqrt()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cusum_finds_a_one_sigma_shift_that_a_zscore_misses() {
+        let xs: Vec<f64> = noise(400)
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| 20.0 + e + if i >= 200 { 1.0 } else { 0.0 })
+            .collect();
+        let mut c = cusum(None);
+        let got = levels(&mut c, &xs);
+        assert!(
+            got[..200].iter().all(Option::is_none),
+            "false alarm before the shift"
+        );
+        let first = got.iter().position(Option::is_some).expect("shift found");
+        assert!((200..240).contains(&first), "found at window {first}");
+        assert_eq!(got[399], Some(Critical));
+
+        let mut z = Detector::new(DetectorSpec::ZScore(ZScoreSpec {
+            alpha: 0.05,
+            warning_z: 4.0,
+            critical_z: None,
+            warmup: 50,
+            min_std: 1e-9,
+            min_count: 2,
+        }));
+        assert!(levels(&mut z, &xs).iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn cusum_watches_only_its_direction_and_clears_when_the_shift_ends() {
+        let xs: Vec<f64> = noise(400)
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| 20.0 + e - if (150..250).contains(&i) { 2.0 } else { 0.0 })
+            .collect();
+        assert!(
+            levels(&mut cusum(Some(Direction::Above)), &xs)
+                .iter()
+                .all(Option::is_none)
+        );
+        let mut below = cusum(Some(Direction::Below));
+        let got = levels(&mut below, &xs);
+        assert!(got[150..250].iter().any(Option::is_some));
+        assert_eq!(got[399], None, "cleared once the signal came back");
+        let e = below.evaluate(400.0, 16.0).expect("evaluated");
+        assert!(e.score < 0.0, "a downward sum scores negative: {e:?}");
     }
 
     #[test]

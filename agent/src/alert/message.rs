@@ -129,6 +129,11 @@ pub(super) fn message(
         "zscore" => format!("{what} is anomalous: z = {score} (limit {limit})"),
         "flatline" => format!("{what} = {score} ≤ {limit}: signal is flat, sensor may be stuck"),
         "rate_of_change" => format!("{what} changes at {score}/s (limit {limit}/s)"),
+        "cusum" => format!(
+            "{what} has shifted {} its baseline: CUSUM {} σ (limit {limit} σ)",
+            if eval.score < 0.0 { "below" } else { "above" },
+            num(eval.score.abs())
+        ),
         _ => format!(
             "{what} = {score} beyond {} limit {limit}",
             severity.as_str()
@@ -159,4 +164,51 @@ pub fn rfc3339(wall_ns: i64) -> String {
         sod / 60 % 60,
         sod % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use edge_models::Feature;
+
+    use super::*;
+
+    fn info(kind: &'static str) -> DetectorInfo {
+        DetectorInfo {
+            asset: "pump1".into(),
+            name: "leak".into(),
+            kind,
+            signal: "pump1.pressure".into(),
+            feature: Feature::Mean,
+            feature_name: "mean".into(),
+            band_names: Vec::new(),
+            model: None,
+        }
+    }
+
+    #[test]
+    fn a_cusum_alert_says_which_way_the_baseline_shifted() {
+        let eval = |score| Evaluation {
+            level: Some(Severity::Warning),
+            score,
+            limit: 10.0,
+            eta_s: None,
+        };
+        let down = message(
+            &info("cusum"),
+            &eval(-12.5),
+            Severity::Warning,
+            AlertState::Raised,
+        );
+        assert_eq!(
+            down,
+            "mean(pump1.pressure) has shifted below its baseline: CUSUM 12.5 σ (limit 10 σ)"
+        );
+        let up = message(
+            &info("cusum"),
+            &eval(11.0),
+            Severity::Warning,
+            AlertState::Raised,
+        );
+        assert!(up.contains("shifted above"), "{up}");
+    }
 }

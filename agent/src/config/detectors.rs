@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use edge_driver_api::SignalRegistry;
 use edge_driver_api::config::{TableReader, closest};
-use edge_models::{
-    DetectorSpec, Direction, Feature, FlatLineSpec, RateOfChangeSpec, Severity, ThresholdSpec,
+use edge_models::Feature;
+use edge_models::detect::{
+    CusumSpec, DetectorSpec, Direction, FlatLineSpec, RateOfChangeSpec, Severity, ThresholdSpec,
     TrendSpec, ZScoreSpec,
 };
 
@@ -51,6 +52,11 @@ const DETECTOR_KINDS: &[DetectorKind] = &[
         name: "rate_of_change",
         default_feature: "mean",
         read: read_rate_of_change,
+    },
+    DetectorKind {
+        name: "cusum",
+        default_feature: "mean",
+        read: read_cusum,
     },
 ];
 
@@ -347,4 +353,93 @@ fn read_rate_of_change(d: &mut TableReader<'_>) -> Option<DetectorSpec> {
     }
     let spec = DetectorSpec::RateOfChange(RateOfChangeSpec { warning, critical });
     ok.then_some(spec)
+}
+
+fn read_cusum(d: &mut TableReader<'_>) -> Option<DetectorSpec> {
+    let direction = d
+        .choice(
+            "direction",
+            &[
+                ("above", Some(Direction::Above)),
+                ("below", Some(Direction::Below)),
+                ("both", None),
+            ],
+        )
+        .and_then(|v| v.value);
+    let warning = d.f64_in("warning", 0.1, 1e6).map_or(10.0, |v| v.value);
+    let critical = d.f64_in("critical", 0.1, 1e6);
+    if let Some(c) = &critical
+        && c.value <= warning
+    {
+        d.error(
+            c.span,
+            "critical",
+            "`critical` must be larger than `warning`",
+        )
+        .hint("both are sums in baseline standard deviations, e.g. warning = 10, critical = 20")
+        .emit();
+        return None;
+    }
+    Some(DetectorSpec::Cusum(CusumSpec {
+        direction,
+        warmup: d
+            .int_in("warmup", 2, 1_000_000)
+            .map_or(30, |v| v.value as u32),
+        slack: d.f64_in("slack", 0.0, 1e6).map_or(0.5, |v| v.value),
+        warning,
+        critical: critical.map(|v| v.value),
+        min_std: d.f64_in("min_std", 0.0, f64::MAX).map_or(1e-9, |v| v.value),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{DEFAULT_CONFIG, parse};
+
+    /// The default config with one more detector on its last asset (the gateway's
+    /// own health), and the line of that detector's first key.
+    fn with_detector(keys: &str) -> (String, usize) {
+        let src = format!(
+            "{DEFAULT_CONFIG}\n[[assets.detectors]]\nname = \"mem_shift\"\nsignal = \"host.mem.used_pct\"\n{keys}"
+        );
+        (src, DEFAULT_CONFIG.lines().count() + 5)
+    }
+
+    #[test]
+    fn a_cusum_detector_reads_its_keys_and_defaults() {
+        let (src, _) = with_detector("kind = \"cusum\"\ndirection = \"below\"\ncritical = 12.0\n");
+        let cfg = parse("t.toml", &src).unwrap_or_else(|e| panic!("{e}"));
+        let d = cfg
+            .assets
+            .iter()
+            .flat_map(|a| &a.detectors)
+            .find(|d| &*d.name == "mem_shift")
+            .expect("the detector is configured");
+        assert_eq!((d.spec.kind(), d.feature_name.as_str()), ("cusum", "mean"));
+        let edge_models::DetectorSpec::Cusum(c) = &d.spec else {
+            panic!("{:?}", d.spec)
+        };
+        assert_eq!(
+            (c.direction, c.warmup, c.slack, c.warning, c.critical),
+            (
+                Some(edge_models::Direction::Below),
+                30,
+                0.5,
+                10.0,
+                Some(12.0)
+            )
+        );
+    }
+
+    #[test]
+    fn a_cusum_critical_below_its_warning_is_an_error_at_the_key() {
+        let (src, first) = with_detector("kind = \"cusum\"\nwarning = 12\ncritical = 4\n");
+        let e = parse("t.toml", &src).expect_err("critical below warning");
+        let text = e.to_string();
+        let at = format!("t.toml:{}:", first + 2);
+        assert!(
+            text.contains(&at) && text.contains("`critical` must be larger"),
+            "expected an error at {at}:\n{text}"
+        );
+    }
 }
