@@ -105,8 +105,9 @@ pub struct RingCounters {
     pub high_water: AtomicUsize,
 }
 
-/// A point-in-time copy of the counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A point-in-time copy of the counters: what `status` serialises, `/metrics`
+/// renders and the stats log prints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RingStats {
     pub capacity: usize,
     pub len: usize,

@@ -15,7 +15,7 @@ use crate::delivery::sink::SinkCounters;
 use crate::delivery::uplink::{UplinkSnapshot, UplinkStats};
 use crate::delivery::wire::Envelope;
 use crate::ingest::meter::{DriverMeter, HistogramSnapshot};
-use crate::ingest::ring::SampleRing;
+use crate::ingest::ring::{RingStats, SampleRing};
 use crate::ingest::supervisor::{DriverState, DriverStatus};
 use crate::pipeline::scoring::LiveModels;
 use crate::pipeline::{PipelineCounters, PipelineSnapshot};
@@ -29,7 +29,7 @@ pub struct AgentStatus {
     /// Config file the agent runs (or `<built-in default config>`).
     pub config: String,
     pub drivers: Vec<DriverInfo>,
-    pub ring: RingInfo,
+    pub ring: RingStats,
     pub pipeline: PipelineInfo,
     pub alerts: AlertInfo,
     pub journal: Option<JournalInfo>,
@@ -69,17 +69,6 @@ pub struct DriverInfo {
     /// Request round-trip times (only for drivers with a link).
     #[serde(skip)]
     pub latency: Option<HistogramSnapshot>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct RingInfo {
-    pub capacity: u64,
-    pub len: u64,
-    pub high_water: u64,
-    pub accepted: u64,
-    pub dropped_oldest: u64,
-    pub dropped_newest: u64,
-    pub producer_waits: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -266,15 +255,7 @@ impl StatusSource {
             uptime_s: now_ns.saturating_sub(self.started_ns) as f64 / 1e9,
             config: self.config_file.to_string(),
             drivers,
-            ring: RingInfo {
-                capacity: r.capacity as u64,
-                len: r.len as u64,
-                high_water: r.high_water as u64,
-                accepted: r.accepted,
-                dropped_oldest: r.dropped_oldest,
-                dropped_newest: r.dropped_newest,
-                producer_waits: r.producer_waits,
-            },
+            ring: r,
             pipeline: PipelineInfo {
                 counts: c.snapshot(),
                 model_batch_mean_s: (batches.count > 0)
