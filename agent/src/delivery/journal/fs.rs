@@ -17,6 +17,15 @@ pub trait AppendFile: Send {
     fn sync(&mut self) -> io::Result<()>;
 }
 
+/// A small file overwritten in place and never grown after it is opened: a
+/// journal [`cell`](super::cell).
+pub trait CellFile: Send {
+    /// Overwrites `data.len()` bytes at `offset` (within the file's length).
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Makes the writes so far durable (`fdatasync`).
+    fn sync(&mut self) -> io::Result<()>;
+}
+
 /// The operations the journal needs.
 pub trait Fs: Send + Sync + 'static {
     fn create_dir_all(&self, p: &Path) -> io::Result<()>;
@@ -25,9 +34,10 @@ pub trait Fs: Send + Sync + 'static {
     fn read(&self, p: &Path) -> io::Result<Vec<u8>>;
     /// Opens for appending, creating the file if needed.
     fn open_append(&self, p: &Path) -> io::Result<Box<dyn AppendFile>>;
-    /// Replaces `p` with `data` atomically and durably (temp file, fsync, rename,
-    /// fsync of the directory).
-    fn write_atomic(&self, p: &Path, data: &[u8]) -> io::Result<()>;
+    /// Opens `p` for in-place writes, creating it if needed and growing it to `len`
+    /// bytes of allocated zeros (not a sparse hole, so later writes need no space);
+    /// a new file and the growth are durable when this returns.
+    fn open_cell(&self, p: &Path, len: u64) -> io::Result<Box<dyn CellFile>>;
     fn remove(&self, p: &Path) -> io::Result<()>;
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     fn truncate(&self, p: &Path, len: u64) -> io::Result<()>;
@@ -44,6 +54,15 @@ struct StdFile(std::fs::File);
 impl AppendFile for StdFile {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         self.0.write_all(data)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+impl CellFile for StdFile {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(&self.0, data, offset)
     }
     fn sync(&mut self) -> io::Result<()> {
         self.0.sync_data()
@@ -69,18 +88,24 @@ impl Fs for StdFs {
             .open(p)?;
         Ok(Box::new(StdFile(f)))
     }
-    fn write_atomic(&self, p: &Path, data: &[u8]) -> io::Result<()> {
-        let tmp = p.with_extension("tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(data)?;
+    fn open_cell(&self, p: &Path, len: u64) -> io::Result<Box<dyn CellFile>> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(p)?;
+        let have = f.metadata()?.len();
+        if have < len {
+            // Real zeros: `set_len` would leave a hole that a full disk cannot fill.
+            let zeros = vec![0u8; (len - have) as usize];
+            std::os::unix::fs::FileExt::write_all_at(&f, &zeros, have)?;
             f.sync_all()?;
+            if let Some(dir) = p.parent() {
+                self.sync_dir(dir)?;
+            }
         }
-        std::fs::rename(&tmp, p)?;
-        match p.parent() {
-            Some(dir) => self.sync_dir(dir),
-            None => Ok(()),
-        }
+        Ok(Box::new(StdFile(f)))
     }
     fn remove(&self, p: &Path) -> io::Result<()> {
         std::fs::remove_file(p)
@@ -102,6 +127,9 @@ impl Fs for StdFs {
 struct MemFile {
     data: Vec<u8>,
     synced: usize,
+    /// For a cell written in place since its last sync: its content at that sync
+    /// (what a power cut leaves).
+    durable: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Default)]
@@ -134,6 +162,9 @@ impl MemFs {
     /// Drops every byte that was not synced, as a power cut would.
     pub fn power_loss(&self) {
         for f in self.lock().files.values_mut() {
+            if let Some(d) = f.durable.take() {
+                f.data = d;
+            }
             f.data.truncate(f.synced);
         }
     }
@@ -163,6 +194,7 @@ impl MemFs {
             MemFile {
                 data: data.to_vec(),
                 synced: data.len(),
+                durable: None,
             },
         );
     }
@@ -215,6 +247,44 @@ impl AppendFile for MemAppend {
     }
 }
 
+struct MemCell {
+    fs: MemFs,
+    path: PathBuf,
+}
+
+impl CellFile for MemCell {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut st = self.fs.lock();
+        let f = st
+            .files
+            .get_mut(&self.path)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "file removed while open"))?;
+        let (from, to) = (offset as usize, offset as usize + data.len());
+        if to > f.data.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a cell write past the end of its file",
+            ));
+        }
+        if f.durable.is_none() {
+            f.durable = Some(f.data.clone());
+        }
+        f.data[from..to].copy_from_slice(data);
+        Ok(())
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        let mut st = self.fs.lock();
+        if st.fail_sync {
+            return Err(io::Error::other("injected sync failure"));
+        }
+        if let Some(f) = st.files.get_mut(&self.path) {
+            f.durable = None;
+            f.synced = f.data.len();
+        }
+        Ok(())
+    }
+}
+
 impl Fs for MemFs {
     fn create_dir_all(&self, _p: &Path) -> io::Result<()> {
         Ok(())
@@ -242,22 +312,25 @@ impl Fs for MemFs {
             path: p.to_path_buf(),
         }))
     }
-    fn write_atomic(&self, p: &Path, data: &[u8]) -> io::Result<()> {
+    fn open_cell(&self, p: &Path, len: u64) -> io::Result<Box<dyn CellFile>> {
         let mut st = self.lock();
-        if st.fail_sync {
-            return Err(io::Error::other("injected sync failure"));
+        let have = st.files.get(p).map_or(0, |f| f.data.len() as u64);
+        if have < len {
+            let grow = len - have;
+            if let Some(space) = st.space.as_mut() {
+                if *space < grow {
+                    return Err(enospc());
+                }
+                *space -= grow;
+            }
+            let f = st.files.entry(p.to_path_buf()).or_default();
+            f.data.resize(len as usize, 0);
+            f.synced = f.data.len();
         }
-        if st.space.is_some_and(|s| s < data.len() as u64) {
-            return Err(enospc());
-        }
-        st.files.insert(
-            p.to_path_buf(),
-            MemFile {
-                data: data.to_vec(),
-                synced: data.len(),
-            },
-        );
-        Ok(())
+        Ok(Box::new(MemCell {
+            fs: self.clone(),
+            path: p.to_path_buf(),
+        }))
     }
     fn remove(&self, p: &Path) -> io::Result<()> {
         let mut st = self.lock();

@@ -7,8 +7,8 @@
 //! <dir>/alert/<first seq:020>.seg    segments of the alert lane (highest priority)
 //! <dir>/event/...                    events
 //! <dir>/telemetry/...                telemetry (lowest priority, evicted first)
-//! <dir>/<lane>/ACK                   ack cursor: every seq <= cursor is released
-//! <dir>/COUNTERS                     evictions and corruption counts (persistent)
+//! <dir>/<lane>/ACK                   ack cursor (a cell): every seq <= cursor is released
+//! <dir>/COUNTERS                     evictions and corruption counts (a cell)
 //! ```
 //!
 //! Segment format: see [`format`]. Each lane has its own sequence numbers, strictly
@@ -29,7 +29,14 @@
 //! * The journal is bounded in bytes (`max_disk`). When an append would exceed it, whole
 //!   segments are evicted, oldest first, lowest-priority lane first
 //!   (telemetry → event → alert). Evicted unacked records are counted per lane; the
-//!   cursor moves past them; the counters are persisted.
+//!   cursor moves past them; the counters are persisted. A filesystem that fills up
+//!   before the budget does (a small data partition) is treated the same way: an
+//!   append that fails with "no space left" evicts by that order and tries again.
+//! * Cursors and counters are [`cell`]s, updated in place in space allocated when
+//!   they were created, so acknowledging, evicting and counting never need free
+//!   space: on a full disk, delivery goes on and frees space as it goes. A cursor
+//!   update is written at once (a killed process loses none) and made durable
+//!   before a segment it releases is deleted and at every [`Journal::sync`].
 //!
 //! # Recovery (at open)
 //!
@@ -41,6 +48,7 @@
 //! Nothing in the directory can make `open` fail except
 //! the directory itself being unusable, so the agent never crash-loops on its files.
 
+pub mod cell;
 pub mod format;
 pub mod fs;
 pub mod sink;
@@ -53,6 +61,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use self::cell::{Cell, Found};
 use self::format::{HEADER_LEN, HeaderError};
 use self::fs::{AppendFile, Fs};
 
@@ -190,6 +199,10 @@ struct LaneState {
     acked: u64,
     /// Acks above the cursor, waiting for the gap below them to close.
     pending_acks: BTreeSet<u64>,
+    /// Where `acked` is kept on disk.
+    cursor: Cell,
+    /// The cursor could not be written (logged once until it can again).
+    cursor_failing: bool,
     writer: Option<Box<dyn AppendFile>>,
     /// Appended since the last sync.
     dirty: bool,
@@ -217,6 +230,7 @@ pub struct Journal {
     lanes: Vec<LaneState>,
     counters: Counters,
     counters_dirty: bool,
+    counters_cell: Cell,
     last_sync: Instant,
     /// Appends since the last sync.
     unsynced: u64,
@@ -228,16 +242,18 @@ impl std::fmt::Debug for dyn Fs {
     }
 }
 
+/// The magic of a cursor cell's slots.
+const CURSOR_MAGIC: [u8; 4] = *b"ECUR";
+/// The magic of the counters cell's slots.
+const COUNTERS_MAGIC: [u8; 4] = *b"ECNT";
+/// The cursor file of journals before cells (16 bytes, replaced atomically).
 const ACK_MAGIC: &[u8; 4] = b"EACK";
 
-fn encode_ack(seq: u64) -> Vec<u8> {
-    let mut v = ACK_MAGIC.to_vec();
-    v.extend_from_slice(&seq.to_le_bytes());
-    let c = crc32c::crc32c(&v);
-    v.extend_from_slice(&c.to_le_bytes());
-    v
+fn decode_cursor(b: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(b.try_into().ok()?))
 }
 
+/// A cursor file written by a journal before cells.
 fn decode_ack(b: &[u8]) -> Option<u64> {
     if b.len() != 16 || &b[..4] != ACK_MAGIC {
         return None;
@@ -265,13 +281,16 @@ impl Journal {
             .map_err(|e| JournalError::io(&cfg.dir, e))?;
         let mut report = RecoveryReport::default();
         let counters_path = cfg.dir.join("COUNTERS");
-        let mut counters = match fs.read(&counters_path) {
-            Ok(b) => decode_counters(&b).unwrap_or_else(|| {
-                tracing::warn!(path = %counters_path.display(), "journal counters file unreadable; starting from zero");
-                Counters::default()
-            }),
-            Err(_) => Counters::default(),
+        let (counters_cell, found) = Cell::open(&*fs, &counters_path, COUNTERS_MAGIC);
+        let (read, upgraded) = match found {
+            Found::Nothing => (Some(Counters::default()), false),
+            Found::Value(b) => (postcard::from_bytes(&b).ok(), false),
+            Found::Unreadable(b) => (decode_counters(&b), true),
         };
+        let mut counters = read.unwrap_or_else(|| {
+            tracing::warn!(path = %counters_path.display(), "journal counters unreadable; starting from zero");
+            Counters::default()
+        });
         let mut lanes = Vec::with_capacity(3);
         for lane in Lane::ALL {
             let dir = cfg.dir.join(lane.name());
@@ -288,8 +307,10 @@ impl Journal {
             cfg,
             lanes,
             counters,
-            counters_dirty: report.corrupt + report.torn + report.missing > 0
+            counters_dirty: upgraded
+                || report.corrupt + report.torn + report.missing > 0
                 || !report.quarantined.is_empty(),
+            counters_cell,
             last_sync: Instant::now(),
             unsynced: 0,
         };
@@ -319,13 +340,30 @@ impl Journal {
             });
         }
         let need = format::frame_len(payload.len());
-        let seg_overhead = HEADER_LEN as u64;
-        if need + seg_overhead > self.cfg.max_disk {
+        if need + HEADER_LEN as u64 > self.cfg.max_disk {
             return Err(JournalError::NoRoom {
                 size: need,
                 max_disk: self.cfg.max_disk,
             });
         }
+        loop {
+            match self.try_append(lane, payload, need) {
+                // The filesystem filled up before the budget did: free space the
+                // documented way (telemetry, events, then the oldest alerts) and retry.
+                Err(e) if e.is_disk_full() => match self.victim(lane) {
+                    Some(victim) if self.oldest_holds_records(victim) => {
+                        self.evict_oldest(victim)?
+                    }
+                    _ => return Err(e),
+                },
+                done => return done,
+            }
+        }
+    }
+
+    /// One attempt of [`Journal::append`] (a record of `need` bytes framed).
+    fn try_append(&mut self, lane: Lane, payload: &[u8], need: u64) -> Result<u64, JournalError> {
+        let seg_overhead = HEADER_LEN as u64;
         // Roll the segment if this record would overflow it.
         let li = lane as usize;
         let roll = match self.lanes[li].segments.back() {
@@ -424,15 +462,7 @@ impl Journal {
     /// Evicts whole segments, lowest priority and oldest first, until `extra` bytes fit.
     fn make_room(&mut self, extra: u64, appending: Lane) -> Result<(), JournalError> {
         while self.total_bytes() + extra > self.cfg.max_disk {
-            let victim = Lane::ALL.iter().rev().copied().find(|&l| {
-                let st = &self.lanes[l as usize];
-                // The segment being appended to may go only if it is not the target.
-                st.segments.len() > 1 || (l != appending && !st.segments.is_empty())
-            });
-            let Some(lane) = victim.or_else(|| {
-                // Only the target lane's open segment is left: evict it (and roll).
-                (!self.lanes[appending as usize].segments.is_empty()).then_some(appending)
-            }) else {
+            let Some(lane) = self.victim(appending) else {
                 return Err(JournalError::NoRoom {
                     size: extra,
                     max_disk: self.cfg.max_disk,
@@ -441,6 +471,31 @@ impl Journal {
             self.evict_oldest(lane)?;
         }
         Ok(())
+    }
+
+    /// Whether the oldest segment of `lane` holds records (evicting an empty one
+    /// frees nothing a record could use).
+    fn oldest_holds_records(&self, lane: Lane) -> bool {
+        self.lanes[lane as usize]
+            .segments
+            .front()
+            .is_some_and(|s| s.records > 0)
+    }
+
+    /// The lane whose oldest segment goes next to make room for an append to
+    /// `appending`: the lowest-priority lane with a segment to spare, else the
+    /// target's own open segment (evicted and rolled); `None` if nothing is stored.
+    fn victim(&self, appending: Lane) -> Option<Lane> {
+        Lane::ALL
+            .iter()
+            .rev()
+            .copied()
+            .find(|&l| {
+                let st = &self.lanes[l as usize];
+                // The segment being appended to may go only if it is not the target.
+                st.segments.len() > 1 || (l != appending && !st.segments.is_empty())
+            })
+            .or_else(|| (!self.lanes[appending as usize].segments.is_empty()).then_some(appending))
     }
 
     fn evict_oldest(&mut self, lane: Lane) -> Result<(), JournalError> {
@@ -470,7 +525,6 @@ impl Journal {
             st.acked = seg.first_seq - 1;
         }
         st.cache = None;
-        let ack_path = st.dir.join("ACK");
         let dir = st.dir.clone();
         self.counters.evicted[li] += lost;
         self.counters_dirty = true;
@@ -480,9 +534,12 @@ impl Journal {
         }
         // Cursor first, then the file: a crash in between leaves a segment whose
         // records are all below the cursor, which recovery deletes.
-        self.fs
-            .write_atomic(&ack_path, &encode_ack(self.lanes[li].acked))
-            .map_err(|e| JournalError::io(&ack_path, e))?;
+        let acked = st.acked;
+        let cursor = &mut st.cursor;
+        cursor
+            .write(&*self.fs, &acked.to_le_bytes())
+            .and_then(|()| cursor.sync())
+            .map_err(|e| JournalError::io(cursor.path(), e))?;
         self.fs
             .remove(&seg.path)
             .map_err(|e| JournalError::io(&seg.path, e))?;
@@ -491,9 +548,17 @@ impl Journal {
         Ok(())
     }
 
-    /// Makes every append so far durable (one `fdatasync` per lane with new data).
+    /// Makes every append, acknowledgement and count so far durable (one
+    /// `fdatasync` per file with new data).
     pub fn sync(&mut self) -> Result<(), JournalError> {
+        self.persist_counters();
+        self.counters_cell
+            .sync()
+            .map_err(|e| JournalError::io(self.counters_cell.path(), e))?;
         for st in &mut self.lanes {
+            st.cursor
+                .sync()
+                .map_err(|e| JournalError::io(st.cursor.path(), e))?;
             if !st.dirty {
                 continue;
             }
@@ -573,42 +638,75 @@ impl Journal {
     }
 
     /// Releases record `seq` of `lane` (the broker acknowledged it). Idempotent.
-    pub fn ack(&mut self, lane: Lane, seq: u64) -> Result<(), JournalError> {
-        let li = lane as usize;
-        let st = &mut self.lanes[li];
+    ///
+    /// Never fails: the cursor moves in memory at once and is written in place (a
+    /// [`cell`], which needs no free space). Should even that fail, the error is
+    /// logged once, the released segments stay on disk until a later write of the
+    /// cursor succeeds, and the worst outcome of a crash meanwhile is records
+    /// delivered twice.
+    pub fn ack(&mut self, lane: Lane, seq: u64) {
+        let st = &mut self.lanes[lane as usize];
         if seq <= st.acked || seq >= st.next_seq {
-            return Ok(());
+            return;
         }
         st.pending_acks.insert(seq);
         let before = st.acked;
         while st.pending_acks.remove(&(st.acked + 1)) {
             st.acked += 1;
         }
-        if st.acked == before {
-            return Ok(());
+        if st.acked != before {
+            self.release(lane);
         }
-        let ack_path = st.dir.join("ACK");
-        self.fs
-            .write_atomic(&ack_path, &encode_ack(st.acked))
-            .map_err(|e| JournalError::io(&ack_path, e))?;
-        // Now that the cursor is durable, drop fully released segments (never the
-        // one being written).
-        while st.segments.len() > 1
-            && st
-                .segments
-                .front()
-                .is_some_and(|s| s.last_seq.is_none_or(|l| l <= st.acked))
-        {
-            if let Some(seg) = st.segments.pop_front() {
-                if st.cache.as_ref().is_some_and(|(f, _)| *f == seg.first_seq) {
-                    st.cache = None;
+    }
+
+    /// Writes the cursor of `lane` and deletes the segments it fully released (never
+    /// the one being written) once the cursor is durable.
+    fn release(&mut self, lane: Lane) {
+        let fs = &*self.fs;
+        let st = &mut self.lanes[lane as usize];
+        let releasable = |st: &LaneState| {
+            st.segments.len() > 1
+                && st
+                    .segments
+                    .front()
+                    .is_some_and(|s| s.last_seq.is_none_or(|l| l <= st.acked))
+        };
+        let written = st.cursor.write(fs, &st.acked.to_le_bytes()).and_then(|()| {
+            if releasable(st) {
+                st.cursor.sync()
+            } else {
+                Ok(())
+            }
+        });
+        match written {
+            Err(e) => {
+                if !std::mem::replace(&mut st.cursor_failing, true) {
+                    tracing::error!(lane = lane.name(), path = %st.cursor.path().display(), error = %e,
+                        "cannot write the journal's ack cursor; released records stay on disk until it can (a restart may deliver them again)");
                 }
-                self.fs
-                    .remove(&seg.path)
-                    .map_err(|e| JournalError::io(&seg.path, e))?;
+                return;
+            }
+            Ok(()) if std::mem::take(&mut st.cursor_failing) => {
+                tracing::info!(
+                    lane = lane.name(),
+                    "the journal's ack cursor is written again"
+                );
+            }
+            Ok(()) => {}
+        }
+        while releasable(st) {
+            let Some(seg) = st.segments.pop_front() else {
+                break;
+            };
+            if st.cache.as_ref().is_some_and(|(f, _)| *f == seg.first_seq) {
+                st.cache = None;
+            }
+            // A file that cannot be removed now is all below the cursor: the next
+            // start deletes it.
+            if let Err(e) = fs.remove(&seg.path) {
+                tracing::warn!(path = %seg.path.display(), error = %e, "cannot delete a released journal segment");
             }
         }
-        Ok(())
     }
 
     /// The seq the next append to `lane` will get.
@@ -647,26 +745,17 @@ impl Journal {
         if !self.counters_dirty {
             return;
         }
-        let path = self.cfg.dir.join("COUNTERS");
-        match self
-            .fs
-            .write_atomic(&path, &encode_counters(&self.counters))
-        {
+        let body = postcard::to_stdvec(&self.counters).unwrap_or_default();
+        match self.counters_cell.write(&*self.fs, &body) {
             Ok(()) => self.counters_dirty = false,
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot persist journal counters; will retry")
+                tracing::warn!(path = %self.counters_cell.path().display(), error = %e, "cannot persist journal counters; will retry")
             }
         }
     }
 }
 
-fn encode_counters(c: &Counters) -> Vec<u8> {
-    let mut v = postcard::to_stdvec(c).unwrap_or_default();
-    let crc = crc32c::crc32c(&v);
-    v.extend_from_slice(&crc.to_le_bytes());
-    v
-}
-
+/// A counters file written by a journal before cells (postcard, then crc32c).
 fn decode_counters(b: &[u8]) -> Option<Counters> {
     if b.len() < 4 {
         return None;
@@ -684,13 +773,24 @@ fn recover_lane(
     dir: PathBuf,
     report: &mut RecoveryReport,
 ) -> Result<LaneState, JournalError> {
-    let acked = match fs.read(&dir.join("ACK")) {
-        Ok(b) => decode_ack(&b).unwrap_or_else(|| {
-            tracing::error!(lane = lane.name(), "journal ack cursor is corrupt; replaying the whole lane (duplicates possible, no loss)");
-            0
+    let (mut cursor, found) = Cell::open(fs, &dir.join("ACK"), CURSOR_MAGIC);
+    let acked = match found {
+        Found::Nothing => Some(0),
+        Found::Value(b) => decode_cursor(&b),
+        Found::Unreadable(b) => decode_ack(&b).inspect(|&seq| {
+            // An older journal's cursor: keep it, as a cell from now on.
+            if let Err(e) = cursor.write(fs, &seq.to_le_bytes()).and_then(|()| cursor.sync()) {
+                tracing::warn!(lane = lane.name(), error = %e, "cannot convert the ack cursor yet; retrying on the next acknowledgement");
+            }
         }),
-        Err(_) => 0,
     };
+    let acked = acked.unwrap_or_else(|| {
+        tracing::error!(
+            lane = lane.name(),
+            "journal ack cursor is corrupt; replaying the whole lane (duplicates possible, no loss)"
+        );
+        0
+    });
     let mut paths: Vec<(u64, PathBuf)> = Vec::new();
     for p in fs.list(&dir).map_err(|e| JournalError::io(&dir, e))? {
         let name = p
@@ -773,8 +873,9 @@ fn recover_lane(
         }
         report.records += scan.records.len() as u64;
         report.segments += 1;
-        // Fully released segments left by a crash between cursor write and delete.
-        if last_seq.is_some_and(|l| l <= acked) && i + 1 < n {
+        // Fully released segments left by a crash between cursor write and delete
+        // (deleted once the cursor that releases them is durable).
+        if last_seq.is_some_and(|l| l <= acked) && i + 1 < n && cursor.sync().is_ok() {
             let _ = fs.remove(&path);
             continue;
         }
@@ -810,6 +911,8 @@ fn recover_lane(
         next_seq,
         acked,
         pending_acks: BTreeSet::new(),
+        cursor,
+        cursor_failing: false,
         writer,
         dirty: false,
         cache: None,

@@ -6,9 +6,13 @@
 //! alerts shares one `fdatasync` (group commit); under sustained load
 //! [`Journal::maybe_sync`] bounds the delay by the fsync policy.
 //!
-//! If the journal cannot take an alert (disk full, I/O error), the alert is kept in a
-//! bounded in-memory backlog and retried on every delivery and flush; the oldest is
-//! dropped (and counted) only if the backlog overflows.
+//! A full disk does not stop alerts: the journal evicts telemetry, events and then
+//! its oldest alerts to store a new one (counted per lane). Only when it cannot take
+//! an alert at all (nothing left to evict, an I/O error) is the alert kept in a
+//! bounded in-memory backlog, retried on every delivery and flush. If the backlog
+//! overflows, the oldest alert that is not a `system` alert is dropped and counted:
+//! the alert that says the journal is failing is never the one lost. Whatever is
+//! still held when the sink is dropped is counted and logged once.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -26,7 +30,8 @@ use edge_models::Severity;
 #[derive(Debug)]
 pub struct JournalSink {
     journal: Arc<Mutex<Journal>>,
-    backlog: VecDeque<Vec<u8>>,
+    /// Records the journal could not take yet, and whether each is a system alert.
+    backlog: VecDeque<(Vec<u8>, bool)>,
     max_backlog: usize,
     dropped: u64,
     failing: bool,
@@ -100,7 +105,7 @@ impl JournalSink {
     }
 
     fn drain_backlog(&mut self) -> Result<(), JournalError> {
-        while let Some(rec) = self.backlog.front() {
+        while let Some((rec, _)) = self.backlog.front() {
             let r = self.lock().append(Lane::Alert, rec);
             match r {
                 Ok(_) => {
@@ -123,7 +128,7 @@ impl JournalSink {
         Ok(())
     }
 
-    fn keep(&mut self, rec: Vec<u8>, e: &JournalError) {
+    fn keep(&mut self, rec: Vec<u8>, system: bool, e: &JournalError) {
         if !self.failing {
             tracing::error!(error = %e, disk_full = e.is_disk_full(),
                 "journal cannot accept alerts; keeping them in memory (bounded) and retrying");
@@ -142,14 +147,15 @@ impl JournalSink {
             );
         }
         if self.backlog.len() == self.max_backlog {
-            self.backlog.pop_front();
+            let victim = self.backlog.iter().position(|(_, sys)| !sys).unwrap_or(0);
+            self.backlog.remove(victim);
             self.dropped += 1;
             tracing::error!(
                 dropped = self.dropped,
                 "alert backlog full while the journal is failing: oldest alert dropped"
             );
         }
-        self.backlog.push_back(rec);
+        self.backlog.push_back((rec, system));
     }
 }
 
@@ -161,14 +167,15 @@ impl AlertSink for JournalSink {
     fn deliver(&mut self, alert: &Alert) -> std::io::Result<()> {
         let body = json::alert(alert).map_err(std::io::Error::other)?;
         let rec = Envelope::new(alert.id.0, &alert.asset, alert.time.wall_ns, body).encode();
+        let system = alert.kind == "system";
         if let Err(e) = self.drain_backlog() {
-            self.keep(rec, &e);
+            self.keep(rec, system, &e);
             return Err(std::io::Error::other(e));
         }
         let mut j = self.lock();
         if let Err(e) = j.append(Lane::Alert, &rec) {
             drop(j);
-            self.keep(rec, &e);
+            self.keep(rec, system, &e);
             return Err(std::io::Error::other(e));
         }
         // Appended; a failed sync is retried at the next one (the record stays).
@@ -220,6 +227,22 @@ impl AlertSink for JournalSink {
     }
 }
 
+impl Drop for JournalSink {
+    /// A last attempt to store what is held; what still cannot be is counted and
+    /// logged once, never discarded silently.
+    fn drop(&mut self) {
+        let _ = self.drain_backlog();
+        if !self.backlog.is_empty() {
+            self.dropped += self.backlog.len() as u64;
+            tracing::error!(
+                alerts = self.backlog.len(),
+                lost_in_all = self.dropped,
+                "stopping with alerts the journal could not store: they are lost"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,7 +258,7 @@ mod tests {
         };
         let mut ids = IdGenerator::with_seed(n as u64 + 1);
         let id = ids.next(n);
-        system_alert(
+        let mut a = system_alert(
             &Arc::from("gw"),
             id,
             id,
@@ -244,12 +267,12 @@ mod tests {
             AlertState::Raised,
             format!("alert {n}"),
             ts,
-        )
+        );
+        a.kind = "threshold";
+        a
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_full_disk_raises_a_critical_system_alert_holds_alerts_and_recovers() {
-        let fs = MemFs::new();
+    fn journal(fs: &MemFs) -> Arc<Mutex<Journal>> {
         let cfg = JournalConfig {
             dir: "/j".into(),
             segment_bytes: 1 << 16,
@@ -257,10 +280,32 @@ mod tests {
             fsync: FsyncPolicy::Always,
         };
         let (j, _) = Journal::open(cfg, Arc::new(fs.clone())).expect("open");
-        let j = Arc::new(Mutex::new(j));
+        Arc::new(Mutex::new(j))
+    }
+
+    fn messages(j: &Arc<Mutex<Journal>>) -> Vec<String> {
+        j.lock()
+            .expect("journal")
+            .read(Lane::Alert, 0, 100)
+            .expect("read")
+            .iter()
+            .map(|r| {
+                let env = Envelope::decode(&r.payload).expect("envelope");
+                serde_json::from_slice::<serde_json::Value>(&env.body).expect("json")["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_disk_raises_a_critical_system_alert_holds_alerts_and_recovers() {
+        let fs = MemFs::new();
+        let j = journal(&fs);
         let mut sink =
             JournalSink::new(j.clone(), 2).with_identity("gw".into(), Clock::virtual_from(0));
-        sink.deliver(&alert(1)).expect("stored");
+        // Nothing stored yet, so nothing to evict: the journal cannot take alerts.
         fs.set_space(Some(0));
         for n in 2..5 {
             assert!(sink.deliver(&alert(n)).is_err());
@@ -289,20 +334,49 @@ mod tests {
             (cleared[0].state, cleared[0].episode),
             (AlertState::Cleared, raised[0].id)
         );
-        let stored: Vec<String> = j
-            .lock()
-            .expect("journal")
-            .read(Lane::Alert, 0, 100)
-            .expect("read")
-            .iter()
-            .map(|r| {
-                let env = Envelope::decode(&r.payload).expect("envelope");
-                serde_json::from_slice::<serde_json::Value>(&env.body).expect("json")["message"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string()
-            })
-            .collect();
-        assert_eq!(stored, vec!["alert 1", "alert 3", "alert 4"]);
+        assert_eq!(messages(&j), vec!["alert 3", "alert 4"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_system_alert_about_the_journal_is_never_the_one_dropped() {
+        let fs = MemFs::new();
+        let j = journal(&fs);
+        let mut sink =
+            JournalSink::new(j.clone(), 2).with_identity("gw".into(), Clock::virtual_from(0));
+        fs.set_space(Some(0));
+        assert!(sink.deliver(&alert(1)).is_err());
+        let raised = sink.take_system_alerts();
+        // The engine hands the system alert back to every sink, this one included.
+        assert!(sink.deliver(&raised[0]).is_err());
+        for n in 2..6 {
+            assert!(sink.deliver(&alert(n)).is_err());
+        }
+        fs.set_space(None);
+        sink.flush().expect("recovers");
+        let stored = messages(&j);
+        assert_eq!(stored.len(), 2, "{stored:?}");
+        assert_eq!(stored[0], raised[0].message, "{stored:?}");
+        assert_eq!(stored[1], "alert 5");
+        assert_eq!(sink.dropped(), 4);
+    }
+
+    #[test]
+    fn a_full_disk_with_telemetry_stored_keeps_taking_alerts_by_evicting_it() {
+        let fs = MemFs::new();
+        let j = journal(&fs);
+        let mut sink = JournalSink::new(j.clone(), 2);
+        for n in 0..200 {
+            sink.telemetry("pump", n, &[7; 200]).expect("telemetry");
+        }
+        fs.set_space(Some(0));
+        for n in 1..=20 {
+            sink.deliver(&alert(n))
+                .expect("stored by evicting telemetry");
+        }
+        assert_eq!(messages(&j).len(), 20);
+        let evicted = j.lock().expect("journal").stats().counters.evicted;
+        assert!(evicted[Lane::Telemetry as usize] > 0, "{evicted:?}");
+        assert_eq!(evicted[Lane::Alert as usize], 0, "{evicted:?}");
+        assert_eq!(sink.dropped(), 0);
     }
 }

@@ -16,6 +16,15 @@ fn open(fs: &MemFs, c: &JournalConfig) -> (Journal, RecoveryReport) {
     Journal::open(c.clone(), Arc::new(fs.clone())).expect("journal opens")
 }
 
+/// The ack cursor of `lane` as it is on disk.
+fn cursor_on_disk(fs: &MemFs, lane: Lane) -> Option<u64> {
+    let path = PathBuf::from(format!("/j/{}/ACK", lane.name()));
+    match cell::Cell::open(fs, &path, CURSOR_MAGIC).1 {
+        cell::Found::Value(b) => decode_cursor(&b),
+        _ => None,
+    }
+}
+
 fn seqs(recs: &[Record]) -> Vec<u64> {
     recs.iter().map(|r| r.seq).collect()
 }
@@ -29,8 +38,8 @@ fn records_survive_a_restart_until_acknowledged() {
         j.append(Lane::Alert, &[i; 40]).expect("append");
     }
     j.sync().expect("sync");
-    j.ack(Lane::Alert, 1).expect("ack");
-    j.ack(Lane::Alert, 2).expect("ack");
+    j.ack(Lane::Alert, 1);
+    j.ack(Lane::Alert, 2);
     drop(j);
     let (mut j, rep) = open(&fs, &c);
     assert_eq!((rep.corrupt, rep.torn), (0, 0));
@@ -52,14 +61,11 @@ fn fully_acknowledged_segments_are_deleted_after_the_cursor_is_durable() {
     j.sync().expect("sync");
     let before = fs.list(Path::new("/j/alert")).expect("list").len();
     for s in 1..=6 {
-        j.ack(Lane::Alert, s).expect("ack");
+        j.ack(Lane::Alert, s);
     }
     let after = fs.list(Path::new("/j/alert")).expect("list");
     assert!(after.len() < before, "{before} -> {}", after.len());
-    assert_eq!(
-        decode_ack(&fs.read(Path::new("/j/alert/ACK")).expect("ack file")),
-        Some(6)
-    );
+    assert_eq!(cursor_on_disk(&fs, Lane::Alert), Some(6));
     assert_eq!(
         seqs(&j.read(Lane::Alert, 0, 100).expect("read")),
         (7..=10).collect::<Vec<_>>()
@@ -75,8 +81,8 @@ fn out_of_order_acks_release_only_the_contiguous_prefix_durably() {
         j.append(Lane::Event, b"e").expect("append");
     }
     j.sync().expect("sync");
-    j.ack(Lane::Event, 3).expect("ack");
-    j.ack(Lane::Event, 1).expect("ack");
+    j.ack(Lane::Event, 3);
+    j.ack(Lane::Event, 1);
     assert_eq!(j.acked(Lane::Event), 1);
     assert_eq!(
         seqs(&j.read(Lane::Event, 0, 10).expect("read")),
@@ -165,16 +171,15 @@ fn oversized_records_are_refused_and_handed_back() {
 }
 
 #[test]
-fn disk_full_is_reported_and_the_journal_recovers_when_space_returns() {
+fn a_full_filesystem_with_nothing_to_evict_refuses_the_record_and_recovers_when_space_returns() {
     let fs = MemFs::new();
     let c = cfg("/j", 1 << 16, 1 << 20);
     let (mut j, _) = open(&fs, &c);
-    j.append(Lane::Alert, b"first").expect("append");
     fs.set_space(Some(10));
     let err = j.append(Lane::Alert, &[9; 100]).expect_err("disk is full");
     assert!(err.is_disk_full(), "{err}");
     fs.set_space(None);
-    assert_eq!(j.append(Lane::Alert, b"second").expect("append"), 2);
+    assert_eq!(j.append(Lane::Alert, b"second").expect("append"), 1);
     j.sync().expect("sync");
     drop(j);
     let (mut j, rep) = open(&fs, &c);
@@ -186,8 +191,54 @@ fn disk_full_is_reported_and_the_journal_recovers_when_space_returns() {
     let recs = j.read(Lane::Alert, 0, 10).expect("read");
     assert_eq!(
         recs.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
-        vec![b"first".to_vec(), b"second".to_vec()]
+        vec![b"second".to_vec()]
     );
+}
+
+#[test]
+fn a_full_filesystem_evicts_telemetry_then_events_then_the_oldest_alerts_counting_each() {
+    let fs = MemFs::new();
+    // The budget is far above what the filesystem holds: the disk fills first.
+    let c = cfg("/j", 200, 1 << 30);
+    let (mut j, _) = open(&fs, &c);
+    for _ in 0..6 {
+        j.append(Lane::Telemetry, &[1; 50]).expect("append");
+    }
+    j.append(Lane::Event, &[2; 50]).expect("append");
+    j.append(Lane::Event, &[2; 50]).expect("append");
+    for _ in 0..4 {
+        j.append(Lane::Alert, &[3; 50]).expect("append");
+    }
+    j.sync().expect("sync");
+    fs.set_space(Some(0));
+    let mut stored = Vec::new();
+    for _ in 0..12 {
+        stored.push(j.append(Lane::Alert, &[4; 50]).expect("room is made"));
+    }
+    assert_eq!(stored, (5..=16).collect::<Vec<_>>());
+    let evicted = j.stats().counters.evicted;
+    assert_eq!(evicted[Lane::Telemetry as usize], 6, "{evicted:?}");
+    assert_eq!(evicted[Lane::Event as usize], 2, "{evicted:?}");
+    let alerts = seqs(&j.read(Lane::Alert, 0, 100).expect("read"));
+    assert_eq!(
+        alerts.len() as u64 + evicted[Lane::Alert as usize],
+        16,
+        "every alert is stored or counted as evicted: {alerts:?} {evicted:?}"
+    );
+    assert_eq!(alerts.last(), Some(&16), "the newest alerts are kept");
+    // Acknowledging still works on the full disk and frees space for new alerts.
+    for s in alerts.clone() {
+        j.ack(Lane::Alert, s);
+    }
+    assert_eq!(cursor_on_disk(&fs, Lane::Alert), Some(16));
+    j.sync().expect("sync on a full disk");
+    let before = j.stats().counters.evicted[Lane::Alert as usize];
+    j.append(Lane::Alert, &[5; 50])
+        .expect("room freed by delivery");
+    assert_eq!(j.stats().counters.evicted[Lane::Alert as usize], before);
+    drop(j);
+    let (_, rep) = open(&fs, &c);
+    assert_eq!((rep.corrupt, rep.torn), (0, 0));
 }
 
 #[test]
@@ -320,6 +371,9 @@ struct ModelLane {
     cursor: u64,
     /// Appended since the last sync (may vanish on power loss).
     unsynced: BTreeSet<u64>,
+    /// Released since the cursor was last made durable (may come back after a
+    /// power loss: delivered again, at least once).
+    volatile: BTreeMap<u64, Vec<u8>>,
 }
 
 proptest! {
@@ -350,12 +404,13 @@ proptest! {
                     let live: Vec<u64> = m.records.keys().copied().filter(|s| !m.acked.contains(s)).collect();
                     if live.is_empty() { continue; }
                     let seq = live[usize::from(k) % live.len()];
-                    j.ack(Lane::ALL[usize::from(l)], seq).expect("ack");
+                    j.ack(Lane::ALL[usize::from(l)], seq);
                     m.acked.insert(seq);
                     while m.acked.remove(&(m.cursor + 1)) {
                         m.cursor += 1;
-                        m.records.remove(&m.cursor);
-                        m.unsynced.remove(&m.cursor);
+                        if let Some(p) = m.records.remove(&m.cursor) {
+                            m.volatile.insert(m.cursor, p);
+                        }
                     }
                     // Seqs below the first live record may be gaps (lost to power cuts).
                     while let Some((&first, _)) = m.records.iter().next() {
@@ -364,7 +419,7 @@ proptest! {
                 }
                 Op::Sync => {
                     j.sync().expect("sync");
-                    for m in &mut model { m.unsynced.clear(); }
+                    for m in &mut model { m.unsynced.clear(); m.volatile.clear(); }
                 }
                 Op::Restart => {
                     drop(j);
@@ -378,10 +433,18 @@ proptest! {
                     j = open(&fs, &c).0;
                     for (li, m) in model.iter_mut().enumerate() {
                         m.acked.clear();
+                        // Records released by a cursor update that had not reached the
+                        // disk come back; nothing else does.
+                        let cursor = j.acked(Lane::ALL[li]);
+                        prop_assert!(cursor <= m.cursor, "lane {li}: the cursor moved ahead");
+                        let back: Vec<(u64, Vec<u8>)> = m.volatile.range(cursor + 1..).map(|(s, p)| (*s, p.clone())).collect();
+                        m.records.extend(back);
+                        m.cursor = cursor;
+                        m.volatile.clear();
                         // Some unsynced records may have reached the disk (a segment
                         // roll syncs); what survives must be a prefix of them.
                         let got: BTreeSet<u64> = seqs(&j.read(Lane::ALL[li], 0, usize::MAX).expect("read")).into_iter().collect();
-                        let unsynced: Vec<u64> = m.unsynced.iter().copied().collect();
+                        let unsynced: Vec<u64> = m.unsynced.iter().copied().filter(|s| m.records.contains_key(s)).collect();
                         let kept = unsynced.iter().take_while(|s| got.contains(s)).count();
                         for s in &unsynced[kept..] {
                             prop_assert!(!got.contains(s), "lane {li}: unsynced records survived out of order");

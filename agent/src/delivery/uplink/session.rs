@@ -283,7 +283,7 @@ impl<'a> Session<'a> {
                 "undecodable journal record skipped"
             );
             self.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
-            lock(self.journal).ack(lane, rec.seq)?;
+            lock(self.journal).ack(lane, rec.seq);
             return Ok(false);
         };
         let topic = self.cfg.topics().record(lane, &env.asset);
@@ -306,7 +306,7 @@ impl<'a> Session<'a> {
             Event::Outgoing(Outgoing::AwaitAck(pkid)) => return Ok(Some(Desync::Collision(pkid))),
             Event::Incoming(Packet::PubAck(ack)) => match self.in_flight.remove(&ack.pkid) {
                 Some(Target::Record(lane, seq)) => {
-                    lock(self.journal).ack(lane, seq)?;
+                    lock(self.journal).ack(lane, seq);
                     self.stats.acked.fetch_add(1, Ordering::Relaxed);
                     self.outstanding = self.outstanding.saturating_sub(1);
                 }
