@@ -1,0 +1,272 @@
+//! The journal on a real, full filesystem (a small tmpfs, like a gateway's data
+//! partition) with a real broker: alerts keep being accepted while the broker is
+//! down (the journal evicts its oldest to make room, counting each), a restart on
+//! the still-full disk recovers, and once the broker is back everything that was
+//! kept arrives, acknowledgements succeed on the full disk, and delivery frees
+//! space so that nothing more is evicted.
+//!
+//! Mounting a tmpfs needs root (CI and `tests/run.sh` run as root).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use edge_agent::delivery::journal::fs::StdFs;
+use edge_agent::delivery::journal::{FsyncPolicy, Journal, JournalConfig, Lane};
+use edge_agent::delivery::uplink::{UplinkConfig, UplinkStats, run_uplink};
+use edge_agent::delivery::wire::Envelope;
+use edge_agent_tests::{Mosquitto, Subscriber, TempDir};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// `cmd` as root: directly when we are root, else through password-less sudo.
+fn privileged(cmd: &str) -> std::process::Command {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if root {
+        std::process::Command::new(cmd)
+    } else {
+        let mut c = std::process::Command::new("sudo");
+        c.args(["-n", cmd]);
+        c
+    }
+}
+
+/// A tmpfs of a fixed size, unmounted when dropped.
+struct SmallFs {
+    mount: PathBuf,
+    _dir: TempDir,
+}
+
+impl SmallFs {
+    fn mount(bytes: u64) -> SmallFs {
+        let dir = TempDir::new("small-fs");
+        let mount = dir.path().join("data");
+        std::fs::create_dir_all(&mount).expect("mount point");
+        let status = privileged("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0777"), "tmpfs"])
+            .arg(&mount)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "cannot mount a {bytes}-byte tmpfs at {} (this test needs root or password-less sudo, as in CI and tests/run.sh)",
+            mount.display()
+        );
+        SmallFs { mount, _dir: dir }
+    }
+
+    /// Fills what is left with a file, so that the disk is completely full.
+    fn fill(&self) {
+        let mut f = std::fs::File::create(self.mount.join("filler")).expect("filler");
+        let block = vec![0xa5u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let mut byte = [0u8; 1];
+        while f.write_all(&byte).is_ok() {
+            byte[0] = byte[0].wrapping_add(1);
+        }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = privileged("umount").arg(&self.mount).status();
+    }
+}
+
+fn journal(dir: &Path) -> Arc<Mutex<Journal>> {
+    let (j, _) = Journal::open(
+        JournalConfig {
+            dir: dir.to_path_buf(),
+            segment_bytes: 16 * 1024,
+            // The default budget: far more than the filesystem holds.
+            max_disk: 64 << 20,
+            fsync: FsyncPolicy::Interval(Duration::from_millis(200)),
+        },
+        Arc::new(StdFs),
+    )
+    .expect("the journal opens, even on a full disk");
+    Arc::new(Mutex::new(j))
+}
+
+/// Appends alerts `range`; every one must be accepted.
+fn append(j: &Mutex<Journal>, range: std::ops::Range<u64>) {
+    let mut g = j.lock().expect("journal mutex");
+    for n in range {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "v": 1, "n": n, "asset": "pump",
+            "message": "temperature(pump.temperature) = 86.5 beyond critical limit 85",
+        }))
+        .expect("json");
+        let env = Envelope::new(u128::from(n), "pump", 0, body);
+        if let Err(e) = g.append(Lane::Alert, &env.encode()) {
+            panic!("alert {n} was refused on a full disk: {e}");
+        }
+    }
+    g.sync().expect("sync");
+}
+
+fn kept(j: &Mutex<Journal>) -> Vec<u64> {
+    let mut g = j.lock().expect("journal mutex");
+    g.read(Lane::Alert, 0, usize::MAX)
+        .expect("read")
+        .iter()
+        .map(|r| {
+            let env = Envelope::decode(&r.payload).expect("envelope");
+            env.id as u64
+        })
+        .collect()
+}
+
+fn evicted(j: &Mutex<Journal>) -> u64 {
+    j.lock().expect("journal mutex").stats().counters.evicted[Lane::Alert as usize]
+}
+
+fn uplink_config(port: u16) -> UplinkConfig {
+    UplinkConfig {
+        host: "127.0.0.1".into(),
+        port,
+        client_id: "gw-full".into(),
+        agent_id: "gw".into(),
+        topic_prefix: "edge".into(),
+        keep_alive: Duration::from_secs(5),
+        window: 64,
+        replay_rate: 100_000,
+        username: None,
+        password: None,
+        connect_timeout: Duration::from_secs(2),
+        reconnect_initial: Duration::from_millis(100),
+        reconnect_max: Duration::from_millis(500),
+        version: "test".into(),
+        config_hash: "0".into(),
+        status_interval: Duration::from_secs(60),
+        tls: None,
+    }
+}
+
+fn received(sub: &Subscriber) -> Vec<u64> {
+    sub.msgs
+        .lock()
+        .expect("test mutex")
+        .iter()
+        .filter(|(t, _, _)| t.contains("/alerts/"))
+        .map(|(_, p, _)| {
+            let v: serde_json::Value = serde_json::from_slice(p).expect("alert JSON");
+            v["n"].as_u64().expect("n")
+        })
+        .collect()
+}
+
+async fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_data_partition_keeps_accepting_alerts_and_delivers_all_it_kept_once_the_broker_returns()
+ {
+    let fs = SmallFs::mount(1 << 20);
+    let dir = fs.mount.join("journal");
+    let port = edge_agent_tests::free_port();
+    let mut broker = Mosquitto::start_on(port);
+    let sub = Subscriber::start(port, "sub-full", "edge/#").await;
+    broker.stop();
+
+    // The broker is down: 8,000 alerts (~1.5 MB) do not fit the 1 MiB partition.
+    let j = journal(&dir);
+    append(&j, 1..8001);
+    let lost = evicted(&j);
+    let before_restart = kept(&j);
+    assert!(lost > 0, "the partition was meant to fill up");
+    assert_eq!(
+        before_restart.len() as u64 + lost,
+        8000,
+        "every accepted alert is kept or counted as evicted"
+    );
+    assert_eq!(
+        before_restart,
+        ((8001 - before_restart.len() as u64)..8001).collect::<Vec<_>>(),
+        "the oldest were evicted, the newest kept, in order"
+    );
+
+    // Whatever space is left goes to another program; then the agent restarts.
+    fs.fill();
+    drop(j);
+    let j = journal(&dir);
+    assert_eq!(
+        kept(&j),
+        before_restart,
+        "a restart on a full disk loses nothing"
+    );
+    assert_eq!(evicted(&j), lost, "the eviction count is persistent");
+
+    // The broker returns: everything kept is delivered and released on the full disk.
+    broker.spawn();
+    let wake = Arc::new(Notify::new());
+    let cancel = CancellationToken::new();
+    let stats = Arc::new(UplinkStats::default());
+    let task = tokio::spawn(run_uplink(
+        uplink_config(port),
+        j.clone(),
+        wake.clone(),
+        cancel.clone(),
+        stats.clone(),
+    ));
+    let last = 8000;
+    wait_until("the backlog released", 60, || {
+        j.lock().expect("journal mutex").acked(Lane::Alert) == last
+    })
+    .await;
+    wait_until("the backlog received", 30, || {
+        received(&sub).into_iter().collect::<BTreeSet<_>>().len() == before_restart.len()
+    })
+    .await;
+    let got = received(&sub);
+    let distinct: BTreeSet<u64> = got.iter().copied().collect();
+    assert_eq!(
+        distinct,
+        before_restart.iter().copied().collect::<BTreeSet<_>>(),
+        "exactly what was kept"
+    );
+    assert_eq!(got.len(), distinct.len(), "no duplicates on a clean run");
+    assert_eq!(
+        stats.connects.load(Ordering::Relaxed),
+        1,
+        "acknowledging on a full disk does not drop the connection"
+    );
+
+    // Delivery freed the space: new alerts go in without evicting anything.
+    append(&j, 8001..8501);
+    wake.notify_one();
+    assert_eq!(
+        evicted(&j),
+        lost,
+        "nothing more evicted once delivery freed space"
+    );
+    wait_until("live alerts delivered", 30, || {
+        j.lock().expect("journal mutex").acked(Lane::Alert) == 8500
+    })
+    .await;
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("uplink stops")
+        .expect("uplink does not panic");
+    assert!(
+        !std::fs::read_dir(dir.join("alert"))
+            .expect("lane dir")
+            .any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "tmp"))),
+        "no temporary files left behind"
+    );
+}
