@@ -49,7 +49,13 @@ impl SmallFs {
         let mount = dir.path().join("data");
         std::fs::create_dir_all(&mount).expect("mount point");
         let status = privileged("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0777"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0777"),
+                "tmpfs",
+            ])
             .arg(&mount)
             .status()
             .expect("run mount");

@@ -7,9 +7,13 @@
 //! CRC32C   = crc32c(sequence bytes ‖ payload)
 //! ```
 //!
-//! Scanning never trusts a length it has not bounded: a length above [`MAX_RECORD`]
-//! or past the end of the file ends the scan (torn or garbage tail); a frame whose CRC
-//! does not match, or whose sequence number does not increase, is skipped and counted.
+//! Scanning never trusts a frame it has not checked. A frame that is not whole and
+//! valid (a length above [`MAX_RECORD`] or past the end of the file, a CRC that does
+//! not match, a sequence number that does not increase) is damage: the scan
+//! resynchronises on the next offset where a valid frame with a plausible next
+//! sequence number starts, and counts the records in between (by the sequence gap)
+//! as corrupt, so one flipped byte costs one record, not the rest of the segment.
+//! If no valid frame follows, the damage is a torn or garbage tail.
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"EDGEJRNL";
@@ -93,42 +97,64 @@ pub struct Scan {
     pub torn: bool,
 }
 
-/// Scans a whole segment (header included; call [`check_header`] first).
-pub fn scan(buf: &[u8]) -> Scan {
+/// The frame at `pos` if it is whole and its CRC holds: (sequence, payload length).
+fn frame_at(buf: &[u8], pos: usize) -> Option<(u64, usize)> {
+    let head = buf.get(pos..pos + FRAME_HEADER)?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let stored_crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let seq = u64::from_le_bytes(head[8..16].try_into().ok()?);
+    if len > MAX_RECORD {
+        return None;
+    }
+    let payload = buf.get(pos + FRAME_HEADER..pos + FRAME_HEADER + len)?;
+    (crc(seq, payload) == stored_crc).then_some((seq, len))
+}
+
+/// The first offset after `from` where a valid frame starts whose sequence number
+/// follows `after` closely enough for the bytes left to have held the records in
+/// between (which keeps the search cheap: most offsets fail that test before any
+/// CRC is computed).
+fn resync(buf: &[u8], from: usize, after: u64) -> Option<usize> {
+    let max_gap = (buf.len().saturating_sub(from) / FRAME_HEADER) as u64 + 1;
+    (from + 1..buf.len().saturating_sub(FRAME_HEADER - 1)).find(|&p| {
+        let seq = u64::from_le_bytes(buf[p + 8..p + 16].try_into().unwrap_or([0; 8]));
+        seq > after && seq - after <= max_gap && frame_at(buf, p).is_some_and(|(s, _)| s == seq)
+    })
+}
+
+/// Scans a whole segment (header included; call [`check_header`] first) whose first
+/// record has sequence number `first_seq`.
+pub fn scan(buf: &[u8], first_seq: u64) -> Scan {
     let mut s = Scan {
         valid_len: HEADER_LEN.min(buf.len()),
         ..Scan::default()
     };
     let mut pos = HEADER_LEN;
-    let mut last_seq: Option<u64> = None;
+    // The sequence number before the next expected record.
+    let mut last = first_seq.saturating_sub(1);
     while pos < buf.len() {
-        if buf.len() - pos < FRAME_HEADER {
-            s.torn = true;
-            break;
-        }
-        let len = u32::from_le_bytes([buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]]) as usize;
-        let stored_crc =
-            u32::from_le_bytes([buf[pos + 4], buf[pos + 5], buf[pos + 6], buf[pos + 7]]);
-        let mut seq_bytes = [0u8; 8];
-        seq_bytes.copy_from_slice(&buf[pos + 8..pos + 16]);
-        let seq = u64::from_le_bytes(seq_bytes);
-        if len > MAX_RECORD || buf.len() - pos - FRAME_HEADER < len {
-            s.torn = true;
-            break;
-        }
+        let (seq, len) = match frame_at(buf, pos) {
+            Some((seq, len)) if seq > last => (seq, len),
+            _ => match resync(buf, pos, last) {
+                Some(next) => {
+                    let (seq, len) = frame_at(buf, next).expect("resync returns a valid frame");
+                    s.corrupt += (seq - last - 1).max(1);
+                    pos = next;
+                    (seq, len)
+                }
+                None => {
+                    s.torn = true;
+                    break;
+                }
+            },
+        };
         let start = pos + FRAME_HEADER;
-        let payload = &buf[start..start + len];
-        pos = start + len;
-        if crc(seq, payload) != stored_crc || last_seq.is_some_and(|l| seq <= l) {
-            s.corrupt += 1;
-            s.valid_len = pos;
-            continue;
-        }
-        last_seq = Some(seq);
         s.records.push(Found {
             seq,
             payload: start..start + len,
         });
+        last = seq;
+        pos = start + len;
         s.valid_len = pos;
     }
     s
@@ -151,7 +177,7 @@ mod tests {
     fn round_trip() {
         let buf = segment(&[(1, b"a".to_vec()), (2, vec![]), (5, vec![7; 300])]);
         assert_eq!(check_header(&buf, 0), Ok(()));
-        let s = scan(&buf);
+        let s = scan(&buf, 1);
         assert_eq!(
             s.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
             vec![1, 2, 5]
@@ -165,7 +191,7 @@ mod tests {
         let full = segment(&[(1, b"hello".to_vec()), (2, b"world!".to_vec())]);
         let first_end = HEADER_LEN + FRAME_HEADER + 5;
         for cut in first_end + 1..full.len() {
-            let s = scan(&full[..cut]);
+            let s = scan(&full[..cut], 1);
             assert_eq!(s.records.len(), 1, "cut {cut}");
             assert!(s.torn);
             assert_eq!(s.valid_len, first_end);
@@ -181,7 +207,7 @@ mod tests {
         ]);
         let second_payload = HEADER_LEN + 2 * FRAME_HEADER + 4;
         buf[second_payload] ^= 0x01;
-        let s = scan(&buf);
+        let s = scan(&buf, 1);
         assert_eq!(
             s.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
             vec![1, 3]
@@ -195,9 +221,39 @@ mod tests {
         let mut buf = segment(&[(1, b"x".to_vec()), (2, b"y".to_vec())]);
         let second = HEADER_LEN + FRAME_HEADER + 1;
         buf[second..second + 4].copy_from_slice(&u32::MAX.to_le_bytes());
-        let s = scan(&buf);
+        let s = scan(&buf, 1);
         assert_eq!(s.records.len(), 1);
         assert!(s.torn);
+    }
+
+    #[test]
+    fn a_damaged_length_in_the_middle_costs_one_record_not_the_rest_of_the_segment() {
+        let records: Vec<(u64, Vec<u8>)> = (1..=200).map(|i| (i, vec![i as u8; 40])).collect();
+        let clean = segment(&records);
+        let tenth = HEADER_LEN + 9 * (FRAME_HEADER + 40);
+        for (byte, value) in [(0, 0xff), (1, 0x01), (2, 0x7f), (3, 0x01), (0, 0x00)] {
+            let mut buf = clean.clone();
+            buf[tenth + byte] = value;
+            let s = scan(&buf, 1);
+            let seqs: Vec<u64> = s.records.iter().map(|r| r.seq).collect();
+            let want: Vec<u64> = (1..=200).filter(|&i| i != 10).collect();
+            assert_eq!(seqs, want, "byte {byte} = {value:#x}");
+            assert_eq!((s.corrupt, s.torn, s.valid_len), (1, false, buf.len()));
+        }
+    }
+
+    #[test]
+    fn a_damaged_sequence_number_or_crc_costs_only_its_record() {
+        let records: Vec<(u64, Vec<u8>)> = (1..=50).map(|i| (i, vec![7; 10])).collect();
+        let clean = segment(&records);
+        let fifth = HEADER_LEN + 4 * (FRAME_HEADER + 10);
+        for offset in [4, 8, 12, FRAME_HEADER + 3] {
+            let mut buf = clean.clone();
+            buf[fifth + offset] ^= 0x40;
+            let s = scan(&buf, 1);
+            assert_eq!(s.records.len(), 49, "offset {offset}");
+            assert_eq!((s.corrupt, s.torn), (1, false), "offset {offset}");
+        }
     }
 
     #[test]
@@ -219,7 +275,7 @@ mod tests {
         fn scanning_garbage_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..2000)) {
             let mut buf = header(0).to_vec();
             buf.extend_from_slice(&tail);
-            let s = scan(&buf);
+            let s = scan(&buf, 1);
             for r in &s.records {
                 prop_assert!(r.payload.end <= buf.len());
             }

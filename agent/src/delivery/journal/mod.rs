@@ -611,7 +611,7 @@ impl Journal {
                 let buf = fs
                     .read(&seg.path)
                     .map_err(|e| JournalError::io(&seg.path, e))?;
-                let recs = format::scan(&buf)
+                let recs = format::scan(&buf, seg.first_seq)
                     .records
                     .into_iter()
                     .map(|r| (r.seq, buf[r.payload].to_vec()))
@@ -839,7 +839,7 @@ fn recover_lane(
             quarantine(fs, &path, &why, report);
             continue;
         }
-        let scan = format::scan(&buf);
+        let scan = format::scan(&buf, first);
         report.corrupt += scan.corrupt;
         if scan.corrupt > 0 {
             tracing::warn!(path = %path.display(), frames = scan.corrupt, "skipped corrupt journal records");

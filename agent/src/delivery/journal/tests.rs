@@ -301,6 +301,28 @@ fn corrupt_record_is_skipped_and_counted_and_the_rest_delivered() {
 }
 
 #[test]
+fn one_flipped_byte_in_a_length_field_loses_one_record_and_nothing_is_truncated() {
+    let fs = MemFs::new();
+    let c = cfg("/j", 1 << 20, 1 << 22);
+    let (mut j, _) = open(&fs, &c);
+    for i in 0..200u8 {
+        j.append(Lane::Alert, &[i; 60]).expect("append");
+    }
+    j.sync().expect("sync");
+    drop(j);
+    let seg = PathBuf::from("/j/alert").join(segment_name(1));
+    let len_before = fs.read(&seg).expect("segment").len();
+    let fifty_third = HEADER_LEN + 52 * (format::FRAME_HEADER + 60);
+    fs.with_file(&seg, |d| d[fifty_third + 2] ^= 0x10)
+        .expect("segment exists");
+    let (mut j, rep) = open(&fs, &c);
+    assert_eq!((rep.corrupt, rep.torn), (1, 0), "{rep:?}");
+    let got = seqs(&j.read(Lane::Alert, 0, 1000).expect("read"));
+    assert_eq!(got, (1..=200).filter(|&s| s != 53).collect::<Vec<_>>());
+    assert_eq!(fs.read(&seg).expect("segment").len(), len_before);
+}
+
+#[test]
 fn foreign_and_future_files_are_quarantined_not_fatal() {
     let fs = MemFs::new();
     let c = cfg("/j", 1 << 16, 1 << 20);
