@@ -719,6 +719,11 @@ impl Journal {
         self.lanes[lane as usize].acked
     }
 
+    /// The persistent counters (cheap: no walk over the segments).
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
     pub fn stats(&self) -> JournalStats {
         let mut pending = [0u64; 3];
         for st in &self.lanes {

@@ -13,9 +13,14 @@
 //! overflows, the oldest alert that is not a `system` alert is dropped and counted:
 //! the alert that says the journal is failing is never the one lost. Whatever is
 //! still held when the sink is dropped is counted and logged once.
+//!
+//! Evictions are told upstream: the first eviction of an episode raises a `system`
+//! alert (detector `journal_evictions`; Warning while only telemetry and events go,
+//! Critical once alerts do), cleared after [`EVICTION_QUIET`] without one.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -25,6 +30,33 @@ use crate::delivery::sink::AlertSink;
 use crate::delivery::wire::{Envelope, json};
 use edge_driver_api::Clock;
 use edge_models::Severity;
+
+/// How long without an eviction before the eviction alert clears.
+pub const EVICTION_QUIET: Duration = Duration::from_secs(600);
+
+/// An episode of `system` alerts about one condition of the journal.
+#[derive(Debug, Default)]
+struct Episode {
+    id: Option<AlertId>,
+    severity: Option<Severity>,
+}
+
+/// Why [`JournalSink::store`] failed.
+#[derive(Debug)]
+enum Stored {
+    /// The journal did not take the record.
+    Refused(JournalError),
+    /// Taken, but the sync after it failed.
+    NotSynced(JournalError),
+}
+
+impl Stored {
+    fn into_io(self) -> std::io::Error {
+        match self {
+            Stored::Refused(e) | Stored::NotSynced(e) => std::io::Error::other(e),
+        }
+    }
+}
 
 /// Alerts into the journal.
 #[derive(Debug)]
@@ -40,12 +72,22 @@ pub struct JournalSink {
     /// For alerts about the journal itself.
     identity: Option<(Arc<str>, Clock)>,
     ids: IdGenerator,
-    episode: Option<AlertId>,
+    /// The journal cannot store alerts.
+    failing_episode: Episode,
+    /// The journal is evicting records.
+    evicting: Episode,
+    /// Evictions per lane already told about, and when the last one was seen.
+    evicted_seen: [u64; 3],
+    last_eviction_ns: i64,
     system: Vec<Alert>,
 }
 
 impl JournalSink {
     pub fn new(journal: Arc<Mutex<Journal>>, max_backlog: usize) -> Self {
+        let evicted_seen = journal.lock().map_or_else(
+            |p| p.into_inner().counters().evicted,
+            |j| j.counters().evicted,
+        );
         JournalSink {
             journal,
             backlog: VecDeque::new(),
@@ -55,7 +97,10 @@ impl JournalSink {
             notify: None,
             identity: None,
             ids: IdGenerator::new(),
-            episode: None,
+            failing_episode: Episode::default(),
+            evicting: Episode::default(),
+            evicted_seen,
+            last_eviction_ns: 0,
             system: Vec::new(),
         }
     }
@@ -68,25 +113,79 @@ impl JournalSink {
     }
 
     fn raise(&mut self, state: AlertState, message: String) {
+        self.system_alert("journal", Severity::Critical, state, message);
+    }
+
+    /// A `system` alert from `component` (`journal` or `journal_evictions`), in that
+    /// component's episode.
+    fn system_alert(
+        &mut self,
+        component: &str,
+        severity: Severity,
+        state: AlertState,
+        message: String,
+    ) {
         let Some((agent, clock)) = &self.identity else {
             return;
         };
         let now = clock.now();
         let id = self.ids.next(now.wall_ns);
-        let episode = match state {
-            AlertState::Raised => *self.episode.insert(id),
-            AlertState::Cleared => self.episode.take().unwrap_or(id),
+        let ep = if component == "journal" {
+            &mut self.failing_episode
+        } else {
+            &mut self.evicting
         };
+        let episode = match state {
+            AlertState::Raised => *ep.id.get_or_insert(id),
+            AlertState::Cleared => ep.id.take().unwrap_or(id),
+        };
+        ep.severity = (state == AlertState::Raised).then_some(severity);
         self.system.push(system_alert(
-            agent,
-            id,
-            episode,
-            "journal",
-            Severity::Critical,
-            state,
-            message,
-            now,
+            agent, id, episode, component, severity, state, message, now,
         ));
+    }
+
+    /// Raises (or escalates) the eviction alert when the journal evicted records
+    /// since the last look; clears it after [`EVICTION_QUIET`] without evictions.
+    fn watch_evictions(&mut self, evicted: [u64; 3]) {
+        let Some((_, clock)) = &self.identity else {
+            return;
+        };
+        let now = clock.now().wall_ns;
+        if evicted != self.evicted_seen {
+            self.evicted_seen = evicted;
+            self.last_eviction_ns = now;
+            let [alerts, events, telemetry] = evicted;
+            let severity = if alerts > 0 {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            };
+            if self.evicting.severity < Some(severity) {
+                self.system_alert(
+                    "journal_evictions",
+                    severity,
+                    AlertState::Raised,
+                    format!(
+                        "journal full: evicting the oldest records to store new ones \
+                         ({telemetry} telemetry, {events} events, {alerts} alerts evicted so far)"
+                    ),
+                );
+            }
+        } else if self.evicting.id.is_some()
+            && now.saturating_sub(self.last_eviction_ns) >= EVICTION_QUIET.as_nanos() as i64
+        {
+            let severity = self.evicting.severity.unwrap_or(Severity::Warning);
+            self.system_alert(
+                "journal_evictions",
+                severity,
+                AlertState::Cleared,
+                format!(
+                    "journal no longer evicting ({} telemetry, {} events, {} alerts evicted in all)",
+                    evicted[2], evicted[1], evicted[0]
+                ),
+            );
+        }
     }
 
     /// Notifies `n` after every successful append.
@@ -102,6 +201,22 @@ impl JournalSink {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Journal> {
         self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends one record, wakes the uplink and watches for evictions. A record
+    /// that was appended stays even if the sync after it fails (it is retried at the
+    /// next one).
+    fn store(&mut self, lane: Lane, rec: &[u8]) -> Result<(), Stored> {
+        let mut j = self.lock();
+        j.append(lane, rec).map_err(Stored::Refused)?;
+        let synced = j.maybe_sync();
+        let evicted = j.counters().evicted;
+        drop(j);
+        if let Some(n) = &self.notify {
+            n.notify_one();
+        }
+        self.watch_evictions(evicted);
+        synced.map_err(Stored::NotSynced)
     }
 
     fn drain_backlog(&mut self) -> Result<(), JournalError> {
@@ -172,48 +287,27 @@ impl AlertSink for JournalSink {
             self.keep(rec, system, &e);
             return Err(std::io::Error::other(e));
         }
-        let mut j = self.lock();
-        if let Err(e) = j.append(Lane::Alert, &rec) {
-            drop(j);
-            self.keep(rec, system, &e);
-            return Err(std::io::Error::other(e));
+        match self.store(Lane::Alert, &rec) {
+            Err(Stored::Refused(e)) => {
+                self.keep(rec, system, &e);
+                Err(std::io::Error::other(e))
+            }
+            other => other.map_err(Stored::into_io),
         }
-        // Appended; a failed sync is retried at the next one (the record stays).
-        let synced = j.maybe_sync();
-        drop(j);
-        if let Some(n) = &self.notify {
-            n.notify_one();
-        }
-        synced.map_err(std::io::Error::other)
     }
 
     /// Telemetry goes to the lowest-priority lane; it is not kept in memory when the
     /// journal fails (it is superseded by the next summary anyway).
     fn telemetry(&mut self, asset: &str, wall_ns: i64, body: &[u8]) -> std::io::Result<()> {
         let rec = Envelope::new(0, asset, wall_ns, body.to_vec()).encode();
-        let mut j = self.lock();
-        j.append(Lane::Telemetry, &rec)
-            .map_err(std::io::Error::other)?;
-        let synced = j.maybe_sync();
-        drop(j);
-        if let Some(n) = &self.notify {
-            n.notify_one();
-        }
-        synced.map_err(std::io::Error::other)
+        self.store(Lane::Telemetry, &rec).map_err(Stored::into_io)
     }
 
     /// Driver events go to the event lane (between alerts and telemetry). Like
     /// telemetry they are not held in memory while the journal fails.
     fn event(&mut self, source: &str, wall_ns: i64, body: &[u8]) -> std::io::Result<()> {
         let rec = Envelope::new(0, source, wall_ns, body.to_vec()).encode();
-        let mut j = self.lock();
-        j.append(Lane::Event, &rec).map_err(std::io::Error::other)?;
-        let synced = j.maybe_sync();
-        drop(j);
-        if let Some(n) = &self.notify {
-            n.notify_one();
-        }
-        synced.map_err(std::io::Error::other)
+        self.store(Lane::Event, &rec).map_err(Stored::into_io)
     }
 
     fn take_system_alerts(&mut self) -> Vec<Alert> {
@@ -223,7 +317,12 @@ impl AlertSink for JournalSink {
     /// Called when the alert queue is empty: sync everything (group commit).
     fn flush(&mut self) -> std::io::Result<()> {
         let _ = self.drain_backlog();
-        self.lock().sync().map_err(std::io::Error::other)
+        let mut j = self.lock();
+        let synced = j.sync();
+        let evicted = j.counters().evicted;
+        drop(j);
+        self.watch_evictions(evicted);
+        synced.map_err(std::io::Error::other)
     }
 }
 
@@ -378,5 +477,85 @@ mod tests {
         assert!(evicted[Lane::Telemetry as usize] > 0, "{evicted:?}");
         assert_eq!(evicted[Lane::Alert as usize], 0, "{evicted:?}");
         assert_eq!(sink.dropped(), 0);
+    }
+}
+
+#[cfg(test)]
+mod eviction_tests {
+    use super::*;
+    use crate::delivery::journal::fs::MemFs;
+    use crate::delivery::journal::{FsyncPolicy, JournalConfig};
+
+    fn alert(n: i64) -> Alert {
+        let ts = edge_driver_api::Timestamp {
+            wall_ns: n,
+            mono_ns: n as u64,
+            synced: true,
+        };
+        let id = IdGenerator::with_seed(n as u64 + 1).next(n);
+        let mut a = system_alert(
+            &Arc::from("gw"),
+            id,
+            id,
+            "test",
+            Severity::Warning,
+            AlertState::Raised,
+            format!("alert {n}"),
+            ts,
+        );
+        a.kind = "threshold";
+        a
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn evictions_raise_a_system_alert_that_escalates_with_alerts_and_clears_when_quiet() {
+        let fs = MemFs::new();
+        let cfg = JournalConfig {
+            dir: "/j".into(),
+            segment_bytes: 4096,
+            max_disk: 1 << 30,
+            fsync: FsyncPolicy::Always,
+        };
+        let (j, _) = Journal::open(cfg, Arc::new(fs.clone())).expect("open");
+        let j = Arc::new(Mutex::new(j));
+        let mut sink =
+            JournalSink::new(j.clone(), 8).with_identity("gw".into(), Clock::virtual_from(0));
+        for n in 0..40 {
+            sink.telemetry("pump", n, &[7; 500]).expect("telemetry");
+        }
+        fs.set_space(Some(0));
+        sink.deliver(&alert(1))
+            .expect("stored by evicting telemetry");
+        let raised = sink.take_system_alerts();
+        assert_eq!(raised.len(), 1, "{raised:#?}");
+        assert_eq!(
+            (&*raised[0].detector, raised[0].severity, raised[0].state),
+            ("journal_evictions", Severity::Warning, AlertState::Raised)
+        );
+        // Only telemetry so far: more of it raises nothing new.
+        sink.deliver(&alert(2)).expect("stored");
+        assert!(sink.take_system_alerts().is_empty());
+        // Alerts start to go: the same episode escalates to Critical.
+        let mut escalated = Vec::new();
+        for n in 3..400 {
+            sink.deliver(&alert(n)).expect("stored by evicting");
+            escalated.extend(sink.take_system_alerts());
+        }
+        assert_eq!(escalated.len(), 1, "{escalated:#?}");
+        assert_eq!(
+            (escalated[0].severity, escalated[0].episode),
+            (Severity::Critical, raised[0].episode)
+        );
+        assert!(j.lock().expect("journal").counters().evicted[0] > 0);
+        // Quiet for the whole period: cleared.
+        fs.set_space(None);
+        tokio::time::advance(EVICTION_QUIET).await;
+        sink.flush().expect("flush");
+        let cleared = sink.take_system_alerts();
+        assert_eq!(cleared.len(), 1, "{cleared:#?}");
+        assert_eq!(
+            (cleared[0].state, cleared[0].episode),
+            (AlertState::Cleared, raised[0].episode)
+        );
     }
 }
