@@ -186,6 +186,16 @@ async fn alerts_reach_the_broker_in_order_and_are_released_on_puback() {
     assert_eq!(birth["journal"]["pending"]["alert"], 50, "{birth:#}");
     assert_eq!(birth["journal"]["evicted"]["telemetry"], 0, "{birth:#}");
     assert_eq!(st.last().map(|s| s.0.as_str()), Some("offline"), "{st:?}");
+    // The drain refreshed the retained status at once (status_interval is a minute).
+    let drained = sub
+        .msgs
+        .lock()
+        .expect("test mutex")
+        .iter()
+        .filter(|(t, _, _)| t.ends_with("/status"))
+        .map(|(_, p, _)| serde_json::from_slice::<serde_json::Value>(p).expect("json"))
+        .any(|v| v["state"] == "online" && v["journal"]["pending"]["alert"] == 0);
+    assert!(drained, "no status after the backlog drained: {st:?}");
     // A late subscriber gets the retained status.
     let late = Subscriber::start(broker.port, "sub-late", "edge/gw/status").await;
     wait_until("retained status", 5, || !late.statuses().is_empty()).await;
@@ -523,4 +533,48 @@ async fn tls_server_name_overrides_the_host_for_verification() {
     let up = start(cfg, j.clone(), wake.clone());
     wait_until("released", 20, || acked(&j) == 3).await;
     up.stop().await;
+}
+
+/// A peer that completes the MQTT handshake and then sends garbage: every connection
+/// dies young, so the reconnect backoff must keep growing instead of restarting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_accepts_and_then_fails_is_retried_with_growing_backoff() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let peer = {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut sock, _)) = listener.accept().await {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 512];
+                    let _ = tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf)).await;
+                    // CONNACK (accepted), then bytes that are no MQTT packet.
+                    let _ = sock.write_all(&[0x20, 0x02, 0x00, 0x00]).await;
+                    let _ = sock.write_all(&[0xff; 16]).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                });
+            }
+        })
+    };
+    let dir = TempDir::new("uplink-young");
+    let j = journal(dir.path());
+    let wake = Arc::new(Notify::new());
+    append(&j, &wake, 1..11);
+    let mut cfg = config(port);
+    cfg.reconnect_initial = Duration::from_millis(200);
+    cfg.reconnect_max = Duration::from_secs(5);
+    let up = start(cfg, j.clone(), wake.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    up.stop().await;
+    peer.abort();
+    let n = accepted.load(std::sync::atomic::Ordering::Relaxed);
+    // Backoff 200, 400, 800, 1600 ms (jittered): about five connections in 3 s; a
+    // backoff that restarts after each handshake would make twenty or more.
+    assert!((2..=7).contains(&n), "{n} connections in 3 s");
+    assert_eq!(acked(&j), 0, "nothing is released by a broken peer");
 }

@@ -159,6 +159,9 @@ fn lock(j: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
     j.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How long a connection must last for its end to reset the reconnect backoff.
+const HEALTHY_CONNECTION: Duration = Duration::from_secs(10);
+
 /// Runs until `cancel`; `wake` is notified when the journal has new records.
 pub async fn run_uplink(
     cfg: UplinkConfig,
@@ -179,16 +182,17 @@ pub async fn run_uplink(
             break;
         }
         let connects_before = stats.connects.load(Ordering::Relaxed);
+        let started = tokio::time::Instant::now();
         let outcome = Session::run(&cfg, &journal, &wake, &cancel, &stats).await;
-        // A connection that came up and then broke starts the backoff afresh.
-        if stats.connects.load(Ordering::Relaxed) > connects_before {
-            failures = 0;
-        }
+        // A connection that was up for a while and then broke starts the backoff
+        // afresh; one that dies young (a broker or proxy that accepts and then
+        // fails) counts as a failure, so the backoff keeps growing.
+        let healthy = stats.connects.load(Ordering::Relaxed) > connects_before
+            && started.elapsed() >= HEALTHY_CONNECTION;
         match outcome {
             Ok(Stop::Cancelled) => break,
             Ok(Stop::Reconnect(why)) => {
                 tracing::warn!(reason = %why, "uplink connection restarted");
-                failures = 0;
             }
             Err(e) => {
                 stats.connection_errors.fetch_add(1, Ordering::Relaxed);
@@ -197,9 +201,13 @@ pub async fn run_uplink(
                 } else {
                     tracing::debug!(error = %e, attempt = failures, "uplink connection failed again");
                 }
-                failures = failures.saturating_add(1);
             }
         }
+        failures = if healthy {
+            0
+        } else {
+            failures.saturating_add(1)
+        };
         stats.connected.store(false, Ordering::Relaxed);
         stats.in_flight.store(0, Ordering::Relaxed);
         let delay = if failures == 0 {

@@ -97,6 +97,10 @@ pub(super) struct Session<'a> {
     outstanding: usize,
     budget: Budget,
     stopping: bool,
+    /// The backlog found at connect is still being replayed: when it is all
+    /// released, the retained status is refreshed at once (not at the next
+    /// `status_interval`), so it does not report a backlog that is gone.
+    draining: bool,
 }
 
 impl<'a> Session<'a> {
@@ -139,8 +143,10 @@ impl<'a> Session<'a> {
             outstanding: 0,
             budget: Budget::new(cfg.replay_rate, cfg.window),
             stopping: false,
+            draining: false,
         };
         let backlog: u64 = s.cursors.iter().map(|c| c.live_start - c.backlog).sum();
+        s.draining = backlog > 0;
         tracing::info!(host = %cfg.host, port = cfg.port, backlog, "uplink connected");
         s.publish_status("online")?;
         s.forward(&mut eventloop, wake, cancel).await
@@ -165,6 +171,11 @@ impl<'a> Session<'a> {
             self.stats
                 .in_flight
                 .store(self.outstanding as u64, Ordering::Relaxed);
+            if self.draining && self.outstanding == 0 && !backlog_waiting && self.backlog_sent() {
+                self.draining = false;
+                tracing::info!("uplink backlog delivered");
+                self.publish_status("online")?;
+            }
             if self.stopping && self.outstanding == 0 {
                 let _ = self.client.try_disconnect();
                 // Let the DISCONNECT go out.
@@ -197,6 +208,11 @@ impl<'a> Session<'a> {
                 }
             }
         }
+    }
+
+    /// Whether every lane's backlog from before the connection has been sent.
+    fn backlog_sent(&self) -> bool {
+        self.cursors.iter().all(|c| c.backlog >= c.live_start)
     }
 
     /// Publishes the retained status (`online` carries the journal's counters).
