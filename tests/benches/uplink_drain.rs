@@ -13,14 +13,17 @@ use std::time::{Duration, Instant};
 
 use edge_agent::delivery::journal::fs::StdFs;
 use edge_agent::delivery::journal::{FsyncPolicy, Journal, JournalConfig, Lane};
-use edge_agent::delivery::uplink::{UplinkConfig, UplinkStats, run_uplink};
+use edge_agent::delivery::uplink::{ReplayRate, UplinkConfig, UplinkStats, run_uplink};
 use edge_agent::delivery::wire::Envelope;
 use edge_agent_tests::Mosquitto;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// The bare client's window and the large uplink window.
 const WINDOW: u16 = 256;
+/// The uplink's default window.
+const DEFAULT_WINDOW: u16 = 32;
 
 fn body(n: u64) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
@@ -51,7 +54,7 @@ fn journal(dir: &std::path::Path, n: u64) -> Arc<Mutex<Journal>> {
     Arc::new(Mutex::new(j))
 }
 
-fn uplink_config(port: u16, replay_rate: u32) -> UplinkConfig {
+fn uplink_config(port: u16, window: u16, replay_rate: ReplayRate) -> UplinkConfig {
     UplinkConfig {
         host: "127.0.0.1".into(),
         port,
@@ -59,7 +62,7 @@ fn uplink_config(port: u16, replay_rate: u32) -> UplinkConfig {
         agent_id: "gw".into(),
         topic_prefix: "edge".into(),
         keep_alive: Duration::from_secs(30),
-        window: WINDOW,
+        window,
         replay_rate,
         username: None,
         password: None,
@@ -74,14 +77,14 @@ fn uplink_config(port: u16, replay_rate: u32) -> UplinkConfig {
 }
 
 /// The uplink drains `n` records; messages/s from connect to the last release.
-async fn drain(port: u16, n: u64, replay_rate: u32) -> f64 {
+async fn drain(port: u16, n: u64, window: u16, replay_rate: ReplayRate) -> f64 {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("drain-bench");
     let j = journal(&dir, n);
     let cancel = CancellationToken::new();
     let stats = Arc::new(UplinkStats::default());
     let t = Instant::now();
     let task = tokio::spawn(run_uplink(
-        uplink_config(port, replay_rate),
+        uplink_config(port, window, replay_rate),
         j.clone(),
         Arc::new(Notify::new()),
         cancel.clone(),
@@ -156,17 +159,22 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let b1 = bare(broker.port, n).await;
-        let d = drain(broker.port, n, u32::MAX).await;
+        let wide = drain(broker.port, n, WINDOW, ReplayRate::Auto).await;
+        let default = drain(broker.port, n, DEFAULT_WINDOW, ReplayRate::Auto).await;
         let b2 = bare(broker.port, n).await;
         let baseline = (b1 + b2) / 2.0;
-        let limited = drain(broker.port, n / 10, 1000).await;
-        println!("uplink drain bench: {n} alerts (~300 B) to Mosquitto at QoS 1, window {WINDOW}, one core");
-        println!("  bare rumqttc publisher (baseline): {baseline:>10.0} msg/s");
+        let limited = drain(broker.port, n / 10, DEFAULT_WINDOW, ReplayRate::PerSecond(1000)).await;
+        println!("uplink drain bench: {n} alerts (~300 B) to Mosquitto at QoS 1, one core");
+        println!("  bare rumqttc publisher, window {WINDOW}: {baseline:>10.0} msg/s (baseline)");
         println!(
-            "  uplink from the journal:           {d:>10.0} msg/s   ratio {:.3}",
-            d / baseline
+            "  uplink, window {WINDOW}, replay auto:    {wide:>10.0} msg/s   ratio {:.3}",
+            wide / baseline
         );
-        println!("  uplink with replay_rate = 1000/s:  {limited:>10.0} msg/s");
+        println!(
+            "  uplink, defaults (window {DEFAULT_WINDOW}, auto):  {default:>10.0} msg/s   ratio {:.3}",
+            default / baseline
+        );
+        println!("  uplink, replay_rate = 1000:        {limited:>10.0} msg/s");
         println!("  peak RSS of the bench process:     {:>10.1} MiB", peak_rss_mib());
     });
 }

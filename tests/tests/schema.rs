@@ -185,7 +185,7 @@ fn status_messages_match_the_schema() {
         topic_prefix: "edge".into(),
         keep_alive: Duration::from_secs(30),
         window: 8,
-        replay_rate: 10,
+        replay_rate: edge_agent::delivery::uplink::ReplayRate::PerSecond(10),
         username: None,
         password: None,
         connect_timeout: Duration::from_secs(5),

@@ -90,7 +90,7 @@ fn config(port: u16) -> UplinkConfig {
         topic_prefix: "edge".into(),
         keep_alive: Duration::from_secs(5),
         window: 16,
-        replay_rate: 10_000,
+        replay_rate: edge_agent::delivery::uplink::ReplayRate::Auto,
         username: None,
         password: None,
         connect_timeout: Duration::from_secs(2),

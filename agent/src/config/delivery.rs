@@ -9,6 +9,7 @@ use edge_models::Severity;
 
 use crate::delivery::alarm::AlarmOutputCfg;
 use crate::delivery::journal::{FsyncPolicy, JournalConfig};
+use crate::delivery::uplink::ReplayRate;
 
 /// Where and how alerts are stored before forwarding.
 #[derive(Clone, Debug)]
@@ -129,10 +130,7 @@ pub(super) fn uplink(root: &mut TableReader<'_>, has_journal: bool) -> Option<Up
             .int_in("window", 1, 1000)
             .map(|v| v.value as u16)
             .unwrap_or(32);
-        let replay_rate = u
-            .int_in("replay_rate", 1, 1_000_000)
-            .map(|v| v.value as u32)
-            .unwrap_or(100);
+        let replay_rate = read_replay_rate(&mut u);
         let username = u.string("username").map(|v| v.value);
         let password = edge_driver_api::tls::read_password(&mut u);
         if password.is_some() && username.is_none() {
@@ -305,4 +303,31 @@ pub(super) fn for_agent(mut u: UplinkSection, id: &str) -> UplinkSection {
         u.client_id = id.to_string();
     }
     u
+}
+
+/// `replay_rate`: `"auto"` (the default) or backlog messages per second.
+fn read_replay_rate(u: &mut TableReader<'_>) -> ReplayRate {
+    let is_text = u
+        .node("replay_rate")
+        .is_some_and(|n| matches!(n.value, NodeValue::Str(_)));
+    if !is_text {
+        return u
+            .int_in("replay_rate", 1, 1_000_000)
+            .map_or(ReplayRate::Auto, |v| ReplayRate::PerSecond(v.value as u32));
+    }
+    match u.string("replay_rate") {
+        Some(v) if v.value == "auto" => ReplayRate::Auto,
+        Some(v) => {
+            u.error(
+                v.span,
+                "replay_rate",
+                format!("`{}` is not a replay rate", v.value),
+            )
+            .expected("\"auto\" or backlog messages per second (1 to 1000000)")
+            .hint("\"auto\" replays as fast as the broker acknowledges without its PUBACK latency growing")
+            .emit();
+            ReplayRate::Auto
+        }
+        None => ReplayRate::Auto,
+    }
 }

@@ -19,13 +19,17 @@
 //!   than risk releasing the wrong record.
 //! * **Order.** Lanes in priority order (alerts, events, telemetry). After a
 //!   reconnect, records appended since the connection came up ("live") go first; the
-//!   backlog from before follows at `replay_rate` messages per second, so a returning
-//!   gateway does not flood the broker. Within live and within backlog, order is by
-//!   sequence number.
+//!   backlog from before follows in the window's free slots, paced by
+//!   [`ReplayRate`]: by default (`auto`) as fast as the broker acknowledges without
+//!   its PUBACK latency growing (the backlog's share of the window grows by one per
+//!   prompt PUBACK and halves when PUBACKs slow down, and a quarter of the window is
+//!   always left to live records), or at a fixed rate. Within live and within
+//!   backlog, order is by sequence number.
 //! * **Status.** A retained `{prefix}/{agent}/status` topic: `online` (with version and
 //!   config hash) on every connect, `offline` as the last will and on a clean stop.
 //! * Credentials come from a file or an environment variable and are never logged.
 
+mod pace;
 mod session;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,8 +55,8 @@ pub struct UplinkConfig {
     pub keep_alive: Duration,
     /// Publishes awaiting PUBACK at most.
     pub window: u16,
-    /// Backlog messages per second after a reconnect.
-    pub replay_rate: u32,
+    /// How fast the backlog found at connect is replayed.
+    pub replay_rate: ReplayRate,
     pub username: Option<String>,
     pub password: Option<String>,
     pub connect_timeout: Duration,
@@ -67,6 +71,15 @@ pub struct UplinkConfig {
 }
 
 pub use edge_driver_api::tls::build_tls;
+
+/// How fast the backlog found at connect is replayed (live records always go first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayRate {
+    /// As fast as the broker acknowledges without its PUBACK latency growing.
+    Auto,
+    /// At most this many backlog messages per second.
+    PerSecond(u32),
+}
 
 impl std::fmt::Debug for UplinkConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::pace::Pacer;
 use super::{UplinkConfig, UplinkError, UplinkStats, lock};
 use crate::delivery::journal::{Journal, Lane, Record};
 use crate::delivery::wire::Envelope;
@@ -52,38 +53,6 @@ struct Cursor {
     live_start: u64,
 }
 
-/// Replay budget: backlog messages per second, as tokens.
-#[derive(Debug)]
-struct Budget {
-    rate: f64,
-    tokens: f64,
-    last_refill: Instant,
-}
-
-impl Budget {
-    fn new(replay_rate: u32, window: u16) -> Budget {
-        let rate = f64::from(replay_rate.max(1));
-        Budget {
-            rate,
-            tokens: rate.min(f64::from(window)),
-            last_refill: Instant::now(),
-        }
-    }
-
-    fn refill(&mut self) {
-        let now = Instant::now();
-        self.tokens = (self.tokens + (now - self.last_refill).as_secs_f64() * self.rate)
-            .min(self.rate.max(1.0));
-        self.last_refill = now;
-    }
-
-    /// Until at least one token is there.
-    fn refill_in(&self) -> Duration {
-        Duration::from_secs_f64((1.0 - self.tokens).max(0.0) / self.rate)
-            .max(Duration::from_millis(5))
-    }
-}
-
 pub(super) struct Session<'a> {
     cfg: &'a UplinkConfig,
     journal: &'a Arc<Mutex<Journal>>,
@@ -93,9 +62,12 @@ pub(super) struct Session<'a> {
     cursors: Vec<Cursor>,
     /// Publishes requested from rumqttc, in order, not yet given a packet id.
     queued: VecDeque<Target>,
-    in_flight: HashMap<u16, Target>,
+    /// Publishes with a packet id, and when they went out.
+    in_flight: HashMap<u16, (Target, Instant)>,
     outstanding: usize,
-    budget: Budget,
+    /// Backlog publishes not yet acknowledged.
+    backlog_in_flight: usize,
+    pacer: Pacer,
     stopping: bool,
     /// The backlog found at connect is still being replayed: when it is all
     /// released, the retained status is refreshed at once (not at the next
@@ -141,7 +113,8 @@ impl<'a> Session<'a> {
             queued: VecDeque::new(),
             in_flight: HashMap::new(),
             outstanding: 0,
-            budget: Budget::new(cfg.replay_rate, cfg.window),
+            backlog_in_flight: 0,
+            pacer: Pacer::new(cfg.replay_rate, cfg.window),
             stopping: false,
             draining: false,
         };
@@ -162,7 +135,6 @@ impl<'a> Session<'a> {
         let every = self.cfg.status_interval;
         let mut status_tick = tokio::time::interval_at(Instant::now() + every, every);
         loop {
-            self.budget.refill();
             let backlog_waiting = if self.stopping {
                 false
             } else {
@@ -182,7 +154,11 @@ impl<'a> Session<'a> {
                 let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
                 return Ok(Stop::Cancelled);
             }
-            let refill_in = self.budget.refill_in();
+            // A fixed rate wakes the loop when it allows more; auto pacing and a
+            // full window wait for PUBACKs.
+            let refill_in = self.pacer.next_in();
+            let paced = backlog_waiting && refill_in.is_some();
+            let refill_in = refill_in.unwrap_or(Duration::from_secs(3600));
             let stopping = self.stopping;
             tokio::select! {
                 ev = eventloop.poll() => {
@@ -196,7 +172,7 @@ impl<'a> Session<'a> {
                     // full request queue skips one refresh).
                     let _ = self.publish_status("online");
                 }
-                _ = tokio::time::sleep(refill_in), if backlog_waiting && !stopping => {}
+                _ = tokio::time::sleep(refill_in), if paced && !stopping => {}
                 _ = cancel.cancelled(), if !stopping => {
                     // Clean stop: say offline (retained), wait briefly for what is in flight.
                     self.stopping = true;
@@ -256,19 +232,18 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// `true` when the budget ran out with backlog left.
+    /// `true` when the pacing held back backlog that the window had room for.
     fn send_backlog(&mut self, lane: Lane) -> Result<bool, UplinkError> {
         let li = lane as usize;
         while self.outstanding < self.window
             && self.cursors[li].backlog < self.cursors[li].live_start
         {
-            if self.budget.tokens < 1.0 {
+            let allowed = self.pacer.allowance(self.backlog_in_flight);
+            if allowed == 0 {
                 return Ok(true);
             }
             let c = self.cursors[li];
-            let want = (self.window - self.outstanding)
-                .min(self.budget.tokens as usize)
-                .max(1);
+            let want = (self.window - self.outstanding).min(allowed);
             let recs: Vec<Record> = lock(self.journal)
                 .read(lane, c.backlog, want)?
                 .into_iter()
@@ -281,7 +256,8 @@ impl<'a> Session<'a> {
             for rec in recs {
                 if self.publish_record(lane, &rec)? {
                     self.outstanding += 1;
-                    self.budget.tokens -= 1.0;
+                    self.backlog_in_flight += 1;
+                    self.pacer.sent(1);
                 }
                 self.cursors[li].backlog = rec.seq + 1;
             }
@@ -317,16 +293,22 @@ impl<'a> Session<'a> {
                 let Some(t) = self.queued.pop_front() else {
                     return Ok(Some(Desync::Unqueued(pkid)));
                 };
-                self.in_flight.insert(pkid, t);
+                self.in_flight.insert(pkid, (t, Instant::now()));
             }
             Event::Outgoing(Outgoing::AwaitAck(pkid)) => return Ok(Some(Desync::Collision(pkid))),
             Event::Incoming(Packet::PubAck(ack)) => match self.in_flight.remove(&ack.pkid) {
-                Some(Target::Record(lane, seq)) => {
+                Some((Target::Record(lane, seq), sent)) => {
                     lock(self.journal).ack(lane, seq);
                     self.stats.acked.fetch_add(1, Ordering::Relaxed);
                     self.outstanding = self.outstanding.saturating_sub(1);
+                    if seq < self.cursors[lane as usize].live_start {
+                        self.backlog_in_flight = self.backlog_in_flight.saturating_sub(1);
+                        self.pacer.acked(sent.elapsed());
+                    }
                 }
-                Some(Target::Status) => self.outstanding = self.outstanding.saturating_sub(1),
+                Some((Target::Status, _)) => {
+                    self.outstanding = self.outstanding.saturating_sub(1);
+                }
                 None => tracing::debug!(pkid = ack.pkid, "PUBACK for an unknown packet id"),
             },
             _ => {}
