@@ -29,7 +29,9 @@
 //! * The journal is bounded in bytes (`max_disk`). When an append would exceed it, whole
 //!   segments are evicted, oldest first, lowest-priority lane first
 //!   (telemetry → event → alert). Evicted unacked records are counted per lane; the
-//!   cursor moves past them; the counters are persisted. A filesystem that fills up
+//!   cursor moves past them; the counters are persisted. The budget bounds what is
+//!   not yet released, so a drain that keeps ahead of new input evicts nothing. A
+//!   filesystem that fills up
 //!   before the budget does (a small data partition) is treated the same way: an
 //!   append that fails with "no space left" evicts by that order and tries again.
 //! * Cursors and counters are [`cell`]s, updated in place in space allocated when
@@ -459,9 +461,36 @@ impl Journal {
         Ok(())
     }
 
+    /// Bytes of records not yet acknowledged: what `max_disk` bounds. A lane counts
+    /// its segments' bytes in proportion to its records still waiting for an
+    /// acknowledgement, so records already delivered (below the cursor in a segment
+    /// being drained, or live records acknowledged above a backlog that is still
+    /// replaying) never cause an eviction, and a drain that keeps ahead of new input
+    /// evicts nothing. The files may exceed the budget by what is delivered but not
+    /// yet deletable (a segment is deleted once all of it is released).
+    fn unreleased_bytes(&self) -> u64 {
+        self.lanes
+            .iter()
+            .map(|st| {
+                let (bytes, stored) = st
+                    .segments
+                    .iter()
+                    .fold((0u64, 0u64), |(b, r), s| (b + s.bytes, r + s.records));
+                let waiting = (st.next_seq - 1)
+                    .saturating_sub(st.acked)
+                    .saturating_sub(st.pending_acks.len() as u64)
+                    .min(stored);
+                match stored {
+                    0 => bytes,
+                    _ => bytes * waiting / stored,
+                }
+            })
+            .sum()
+    }
+
     /// Evicts whole segments, lowest priority and oldest first, until `extra` bytes fit.
     fn make_room(&mut self, extra: u64, appending: Lane) -> Result<(), JournalError> {
-        while self.total_bytes() + extra > self.cfg.max_disk {
+        while self.unreleased_bytes() + extra > self.cfg.max_disk {
             let Some(lane) = self.victim(appending) else {
                 return Err(JournalError::NoRoom {
                     size: extra,

@@ -157,6 +157,42 @@ fn alerts_alone_over_budget_evict_the_oldest_alerts() {
 }
 
 #[test]
+fn acknowledged_live_alerts_during_a_slow_replay_evict_nothing_at_a_full_budget() {
+    let fs = MemFs::new();
+    let c = cfg("/j", 1000, 5000);
+    let (mut j, _) = open(&fs, &c);
+    // The outage filled the budget (the oldest were evicted, counted).
+    let mut next = 1u64;
+    while j.stats().counters.evicted[0] == 0 {
+        next = j.append(Lane::Alert, &[1; 50]).expect("append") + 1;
+    }
+    let evicted = j.stats().counters.evicted[0];
+    // The broker is back: every new alert goes out at once (live first) and is
+    // acknowledged above the cursor, while the backlog replays at half that rate.
+    let mut backlog = j.acked(Lane::Alert) + 1;
+    let live_from = next;
+    for step in 0..400 {
+        let seq = j.append(Lane::Alert, &[2; 50]).expect("append");
+        j.ack(Lane::Alert, seq);
+        if step % 2 == 0 && backlog < live_from {
+            j.ack(Lane::Alert, backlog);
+            backlog += 1;
+        }
+    }
+    assert_eq!(
+        j.stats().counters.evicted[0],
+        evicted,
+        "nothing evicted: what waits for an acknowledgement only shrank"
+    );
+    let st = j.stats();
+    assert!(
+        st.bytes <= 5000 + 400 * 66 + 1000,
+        "delivered records are deleted with their segments: {} bytes",
+        st.bytes
+    );
+}
+
+#[test]
 fn oversized_records_are_refused_and_handed_back() {
     let fs = MemFs::new();
     let (mut j, _) = open(&fs, &cfg("/j", 1 << 16, 1000));
