@@ -578,3 +578,39 @@ async fn a_broker_that_accepts_and_then_fails_is_retried_with_growing_backoff() 
     assert!((2..=7).contains(&n), "{n} connections in 3 s");
     assert_eq!(acked(&j), 0, "nothing is released by a broken peer");
 }
+
+/// A system alert stored during an outage (the disk is full, records were evicted)
+/// reaches the broker before the backlog of older alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_alert_from_the_outage_arrives_before_the_older_backlog() {
+    let broker = Mosquitto::start();
+    let dir = TempDir::new("uplink-priority");
+    let j = journal(dir.path());
+    let wake = Arc::new(Notify::new());
+    let sub = Subscriber::start(broker.port, "sub-priority", "edge/#").await;
+    append(&j, &wake, 1..301);
+    {
+        let body = serde_json::to_vec(&serde_json::json!({ "v": 1, "n": 9999, "asset": "gw" }))
+            .expect("json");
+        let env = Envelope::new(9999, "gw", 0, body);
+        let mut g = j.lock().expect("journal mutex");
+        g.append_priority(Lane::Alert, &env.encode())
+            .expect("append");
+        g.sync().expect("sync");
+    }
+    append(&j, &wake, 301..311);
+    let mut cfg = config(broker.port);
+    cfg.window = 4;
+    let up = start(cfg, j.clone(), wake.clone());
+    wait_until("everything delivered", 20, || sub.alert_ids().len() >= 311).await;
+    let ids = sub.alert_ids();
+    assert_eq!(ids.first(), Some(&9999), "{:?}", &ids[..ids.len().min(10)]);
+    let rest: Vec<u64> = ids[1..].to_vec();
+    assert_eq!(
+        rest,
+        (1..311).collect::<Vec<_>>(),
+        "the rest in order, once each"
+    );
+    wait_until("all released", 10, || acked(&j) == 311).await;
+    up.stop().await;
+}

@@ -201,6 +201,9 @@ struct LaneState {
     acked: u64,
     /// Acks above the cursor, waiting for the gap below them to close.
     pending_acks: BTreeSet<u64>,
+    /// Unreleased records to send before the rest of the backlog (system alerts
+    /// about the agent itself). In memory: after a restart they go in order.
+    priority: BTreeSet<u64>,
     /// Where `acked` is kept on disk.
     cursor: Cell,
     /// The cursor could not be written (logged once until it can again).
@@ -361,6 +364,24 @@ impl Journal {
                 done => return done,
             }
         }
+    }
+
+    /// Appends a record that the uplink sends before the rest of the backlog after
+    /// an outage (a `system` alert: the disk is full, records were evicted).
+    pub fn append_priority(&mut self, lane: Lane, payload: &[u8]) -> Result<u64, JournalError> {
+        let seq = self.append(lane, payload)?;
+        self.lanes[lane as usize].priority.insert(seq);
+        Ok(seq)
+    }
+
+    /// Unreleased priority records of `lane` below `before`, oldest first.
+    pub fn priority_pending(&self, lane: Lane, before: u64) -> Vec<u64> {
+        let st = &self.lanes[lane as usize];
+        st.priority
+            .range(st.acked + 1..before)
+            .filter(|s| !st.pending_acks.contains(s))
+            .copied()
+            .collect()
     }
 
     /// One attempt of [`Journal::append`] (a record of `need` bytes framed).
@@ -549,6 +570,7 @@ impl Journal {
             if last > st.acked {
                 st.acked = last;
                 st.pending_acks = st.pending_acks.split_off(&(last + 1));
+                st.priority = st.priority.split_off(&(last + 1));
             }
         } else if seg.first_seq > 0 && seg.first_seq - 1 > st.acked {
             st.acked = seg.first_seq - 1;
@@ -679,6 +701,7 @@ impl Journal {
             return;
         }
         st.pending_acks.insert(seq);
+        st.priority.remove(&seq);
         let before = st.acked;
         while st.pending_acks.remove(&(st.acked + 1)) {
             st.acked += 1;
@@ -945,6 +968,7 @@ fn recover_lane(
         next_seq,
         acked,
         pending_acks: BTreeSet::new(),
+        priority: BTreeSet::new(),
         cursor,
         cursor_failing: false,
         writer,

@@ -11,7 +11,9 @@
 //! an alert at all (nothing left to evict, an I/O error) is the alert kept in a
 //! bounded in-memory backlog, retried on every delivery and flush. If the backlog
 //! overflows, the oldest alert that is not a `system` alert is dropped and counted:
-//! the alert that says the journal is failing is never the one lost. Whatever is
+//! the alert that says the journal is failing is never the one lost. System alerts
+//! are stored as priority records: after an outage the uplink sends them before
+//! the rest of the backlog. Whatever is
 //! still held when the sink is dropped is counted and logged once.
 //!
 //! Evictions are told upstream: the first eviction of an episode raises a `system`
@@ -206,9 +208,15 @@ impl JournalSink {
     /// Appends one record, wakes the uplink and watches for evictions. A record
     /// that was appended stays even if the sync after it fails (it is retried at the
     /// next one).
-    fn store(&mut self, lane: Lane, rec: &[u8]) -> Result<(), Stored> {
+    /// `priority` records (system alerts) are sent before the rest of a backlog.
+    fn store(&mut self, lane: Lane, rec: &[u8], priority: bool) -> Result<(), Stored> {
         let mut j = self.lock();
-        j.append(lane, rec).map_err(Stored::Refused)?;
+        if priority {
+            j.append_priority(lane, rec)
+        } else {
+            j.append(lane, rec)
+        }
+        .map_err(Stored::Refused)?;
         let synced = j.maybe_sync();
         let evicted = j.counters().evicted;
         drop(j);
@@ -220,8 +228,12 @@ impl JournalSink {
     }
 
     fn drain_backlog(&mut self) -> Result<(), JournalError> {
-        while let Some((rec, _)) = self.backlog.front() {
-            let r = self.lock().append(Lane::Alert, rec);
+        while let Some((rec, system)) = self.backlog.front() {
+            let r = if *system {
+                self.lock().append_priority(Lane::Alert, rec)
+            } else {
+                self.lock().append(Lane::Alert, rec)
+            };
             match r {
                 Ok(_) => {
                     self.backlog.pop_front();
@@ -287,7 +299,7 @@ impl AlertSink for JournalSink {
             self.keep(rec, system, &e);
             return Err(std::io::Error::other(e));
         }
-        match self.store(Lane::Alert, &rec) {
+        match self.store(Lane::Alert, &rec, system) {
             Err(Stored::Refused(e)) => {
                 self.keep(rec, system, &e);
                 Err(std::io::Error::other(e))
@@ -300,14 +312,16 @@ impl AlertSink for JournalSink {
     /// journal fails (it is superseded by the next summary anyway).
     fn telemetry(&mut self, asset: &str, wall_ns: i64, body: &[u8]) -> std::io::Result<()> {
         let rec = Envelope::new(0, asset, wall_ns, body.to_vec()).encode();
-        self.store(Lane::Telemetry, &rec).map_err(Stored::into_io)
+        self.store(Lane::Telemetry, &rec, false)
+            .map_err(Stored::into_io)
     }
 
     /// Driver events go to the event lane (between alerts and telemetry). Like
     /// telemetry they are not held in memory while the journal fails.
     fn event(&mut self, source: &str, wall_ns: i64, body: &[u8]) -> std::io::Result<()> {
         let rec = Envelope::new(0, source, wall_ns, body.to_vec()).encode();
-        self.store(Lane::Event, &rec).map_err(Stored::into_io)
+        self.store(Lane::Event, &rec, false)
+            .map_err(Stored::into_io)
     }
 
     fn take_system_alerts(&mut self) -> Vec<Alert> {
@@ -457,6 +471,15 @@ mod tests {
         assert_eq!(stored[0], raised[0].message, "{stored:?}");
         assert_eq!(stored[1], "alert 5");
         assert_eq!(sink.dropped(), 4);
+        let priority = j
+            .lock()
+            .expect("journal")
+            .priority_pending(Lane::Alert, u64::MAX);
+        assert_eq!(
+            priority.len(),
+            1,
+            "the system alert goes before the backlog"
+        );
     }
 
     #[test]

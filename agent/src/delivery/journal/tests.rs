@@ -193,6 +193,27 @@ fn acknowledged_live_alerts_during_a_slow_replay_evict_nothing_at_a_full_budget(
 }
 
 #[test]
+fn priority_records_are_listed_until_released() {
+    let fs = MemFs::new();
+    let (mut j, _) = open(&fs, &cfg("/j", 1 << 16, 1 << 20));
+    for _ in 0..3 {
+        j.append(Lane::Alert, b"a").expect("append");
+    }
+    let p = j
+        .append_priority(Lane::Alert, b"disk full")
+        .expect("append");
+    j.append(Lane::Alert, b"b").expect("append");
+    assert_eq!(j.priority_pending(Lane::Alert, 100), vec![p]);
+    assert!(
+        j.priority_pending(Lane::Alert, p).is_empty(),
+        "bounded by `before`"
+    );
+    j.ack(Lane::Alert, p);
+    assert!(j.priority_pending(Lane::Alert, 100).is_empty());
+    assert_eq!(j.priority_pending(Lane::Event, 100), Vec::<u64>::new());
+}
+
+#[test]
 fn oversized_records_are_refused_and_handed_back() {
     let fs = MemFs::new();
     let (mut j, _) = open(&fs, &cfg("/j", 1 << 16, 1000));

@@ -3,7 +3,7 @@
 //! Every connection starts from a fresh client and the journal's cursors (see the
 //! module documentation of [`super`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,6 +67,8 @@ pub(super) struct Session<'a> {
     outstanding: usize,
     /// Backlog publishes not yet acknowledged.
     backlog_in_flight: usize,
+    /// Backlog records sent ahead of their turn (priority records), per lane.
+    sent_early: [BTreeSet<u64>; 3],
     pacer: Pacer,
     stopping: bool,
     /// The backlog found at connect is still being replayed: when it is all
@@ -114,6 +116,7 @@ impl<'a> Session<'a> {
             in_flight: HashMap::new(),
             outstanding: 0,
             backlog_in_flight: 0,
+            sent_early: Default::default(),
             pacer: Pacer::new(cfg.replay_rate, cfg.window),
             stopping: false,
             draining: false,
@@ -122,6 +125,7 @@ impl<'a> Session<'a> {
         s.draining = backlog > 0;
         tracing::info!(host = %cfg.host, port = cfg.port, backlog, "uplink connected");
         s.publish_status("online")?;
+        s.send_priority()?;
         s.forward(&mut eventloop, wake, cancel).await
     }
 
@@ -184,6 +188,30 @@ impl<'a> Session<'a> {
                 }
             }
         }
+    }
+
+    /// Sends the backlog's priority records (system alerts about the agent, such as
+    /// a full disk) before the rest of it; live records go first anyway.
+    fn send_priority(&mut self) -> Result<(), UplinkError> {
+        for lane in Lane::ALL {
+            let li = lane as usize;
+            let seqs = lock(self.journal).priority_pending(lane, self.cursors[li].live_start);
+            for seq in seqs {
+                if self.outstanding >= self.window {
+                    return Ok(());
+                }
+                let rec = lock(self.journal).read(lane, seq, 1)?.into_iter().next();
+                let Some(rec) = rec.filter(|r| r.seq == seq) else {
+                    continue;
+                };
+                if self.publish_record(lane, &rec)? {
+                    self.outstanding += 1;
+                    self.backlog_in_flight += 1;
+                }
+                self.sent_early[li].insert(seq);
+            }
+        }
+        Ok(())
     }
 
     /// Whether every lane's backlog from before the connection has been sent.
@@ -254,6 +282,11 @@ impl<'a> Session<'a> {
                 break;
             }
             for rec in recs {
+                // A priority record already went out at connect.
+                if self.sent_early[li].contains(&rec.seq) {
+                    self.cursors[li].backlog = rec.seq + 1;
+                    continue;
+                }
                 if self.publish_record(lane, &rec)? {
                     self.outstanding += 1;
                     self.backlog_in_flight += 1;
