@@ -647,6 +647,57 @@ impl Subscriber {
             .map(|(_, p, _)| serde_json::from_slice(p).expect("JSON payload"))
             .collect()
     }
+
+    /// The `n` field of every payload on an alert topic, in arrival order (the test
+    /// alerts' ids).
+    pub fn alert_numbers(&self) -> Vec<u64> {
+        self.msgs
+            .lock()
+            .expect("test mutex")
+            .iter()
+            .filter(|(t, _, _)| t.contains("/alerts/"))
+            .map(|(_, p, _)| {
+                let v: serde_json::Value = serde_json::from_slice(p).expect("alert JSON");
+                v["n"].as_u64().expect("n")
+            })
+            .collect()
+    }
+}
+
+/// An uplink to a broker on 127.0.0.1:`port` with short timeouts for tests: agent
+/// `gw`, prefix `edge`, window 16, auto replay, reconnect 100–500 ms.
+pub fn uplink_config(port: u16, client_id: &str) -> edge_agent::delivery::uplink::UplinkConfig {
+    edge_agent::delivery::uplink::UplinkConfig {
+        host: "127.0.0.1".into(),
+        port,
+        client_id: client_id.into(),
+        agent_id: "gw".into(),
+        topic_prefix: "edge".into(),
+        keep_alive: Duration::from_secs(5),
+        window: 16,
+        replay_rate: edge_agent::delivery::uplink::ReplayRate::Auto,
+        username: None,
+        password: None,
+        connect_timeout: Duration::from_secs(2),
+        reconnect_initial: Duration::from_millis(100),
+        reconnect_max: Duration::from_millis(500),
+        version: "test".into(),
+        config_hash: "0".into(),
+        status_interval: Duration::from_secs(60),
+        tls: None,
+    }
+}
+
+/// Polls `cond` every 20 ms; panics naming `what` after `secs` seconds.
+pub async fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 impl Drop for Subscriber {

@@ -18,7 +18,7 @@ use edge_agent::delivery::journal::fs::StdFs;
 use edge_agent::delivery::journal::{FsyncPolicy, Journal, JournalConfig, Lane};
 use edge_agent::delivery::uplink::{UplinkConfig, UplinkStats, run_uplink};
 use edge_agent::delivery::wire::Envelope;
-use edge_agent_tests::{Mosquitto, Subscriber, TempDir};
+use edge_agent_tests::{Mosquitto, Subscriber, TempDir, wait_until};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -134,49 +134,9 @@ fn evicted(j: &Mutex<Journal>) -> u64 {
 }
 
 fn uplink_config(port: u16) -> UplinkConfig {
-    UplinkConfig {
-        host: "127.0.0.1".into(),
-        port,
-        client_id: "gw-full".into(),
-        agent_id: "gw".into(),
-        topic_prefix: "edge".into(),
-        keep_alive: Duration::from_secs(5),
-        window: 64,
-        replay_rate: edge_agent::delivery::uplink::ReplayRate::Auto,
-        username: None,
-        password: None,
-        connect_timeout: Duration::from_secs(2),
-        reconnect_initial: Duration::from_millis(100),
-        reconnect_max: Duration::from_millis(500),
-        version: "test".into(),
-        config_hash: "0".into(),
-        status_interval: Duration::from_secs(60),
-        tls: None,
-    }
-}
-
-fn received(sub: &Subscriber) -> Vec<u64> {
-    sub.msgs
-        .lock()
-        .expect("test mutex")
-        .iter()
-        .filter(|(t, _, _)| t.contains("/alerts/"))
-        .map(|(_, p, _)| {
-            let v: serde_json::Value = serde_json::from_slice(p).expect("alert JSON");
-            v["n"].as_u64().expect("n")
-        })
-        .collect()
-}
-
-async fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut cfg = edge_agent_tests::uplink_config(port, "gw-full");
+    cfg.window = 64;
+    cfg
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,10 +195,14 @@ async fn a_full_data_partition_keeps_accepting_alerts_and_delivers_all_it_kept_o
     })
     .await;
     wait_until("the backlog received", 30, || {
-        received(&sub).into_iter().collect::<BTreeSet<_>>().len() == before_restart.len()
+        sub.alert_numbers()
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .len()
+            == before_restart.len()
     })
     .await;
-    let got = received(&sub);
+    let got = sub.alert_numbers();
     let distinct: BTreeSet<u64> = got.iter().copied().collect();
     assert_eq!(
         distinct,

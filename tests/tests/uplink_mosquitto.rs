@@ -9,7 +9,7 @@ use edge_agent::delivery::journal::fs::StdFs;
 use edge_agent::delivery::journal::{FsyncPolicy, Journal, JournalConfig, Lane};
 use edge_agent::delivery::uplink::{UplinkConfig, UplinkStats, run_uplink};
 use edge_agent::delivery::wire::Envelope;
-use edge_agent_tests::{Mosquitto, Subscriber, TempDir};
+use edge_agent_tests::{Mosquitto, Subscriber, TempDir, wait_until};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -22,16 +22,7 @@ trait Received {
 impl Received for Subscriber {
     /// Alert ids received on alert topics, in arrival order.
     fn alert_ids(&self) -> Vec<u64> {
-        self.msgs
-            .lock()
-            .expect("test mutex")
-            .iter()
-            .filter(|(t, _, _)| t.contains("/alerts/"))
-            .map(|(_, p, _)| {
-                let v: serde_json::Value = serde_json::from_slice(p).expect("alert JSON");
-                v["n"].as_u64().expect("n")
-            })
-            .collect()
+        self.alert_numbers()
     }
 
     fn statuses(&self) -> Vec<(String, bool)> {
@@ -82,25 +73,7 @@ fn append(j: &Mutex<Journal>, wake: &Notify, range: std::ops::Range<u64>) {
 }
 
 fn config(port: u16) -> UplinkConfig {
-    UplinkConfig {
-        host: "127.0.0.1".into(),
-        port,
-        client_id: "gw-test".into(),
-        agent_id: "gw".into(),
-        topic_prefix: "edge".into(),
-        keep_alive: Duration::from_secs(5),
-        window: 16,
-        replay_rate: edge_agent::delivery::uplink::ReplayRate::Auto,
-        username: None,
-        password: None,
-        connect_timeout: Duration::from_secs(2),
-        reconnect_initial: Duration::from_millis(100),
-        reconnect_max: Duration::from_millis(500),
-        version: "test".into(),
-        config_hash: "0".into(),
-        status_interval: Duration::from_secs(60),
-        tls: None,
-    }
+    edge_agent_tests::uplink_config(port, "gw-test")
 }
 
 struct Running {
@@ -127,17 +100,6 @@ impl Running {
             .await
             .expect("uplink stops within 10 s")
             .expect("uplink task does not panic");
-    }
-}
-
-async fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -824,12 +824,10 @@ fn decode_counters(b: &[u8]) -> Option<Counters> {
     postcard::from_bytes(body).ok()
 }
 
-fn recover_lane(
-    fs: &dyn Fs,
-    lane: Lane,
-    dir: PathBuf,
-    report: &mut RecoveryReport,
-) -> Result<LaneState, JournalError> {
+/// The ack cursor of a lane and its value (0 for a new lane; 0, logged, for a
+/// corrupt one: the lane is replayed, duplicates possible, nothing lost). An older
+/// journal's cursor file is converted to a cell.
+fn open_cursor(fs: &dyn Fs, lane: Lane, dir: &Path) -> (Cell, u64) {
     let (mut cursor, found) = Cell::open(fs, &dir.join("ACK"), CURSOR_MAGIC);
     let acked = match found {
         Found::Nothing => Some(0),
@@ -848,6 +846,16 @@ fn recover_lane(
         );
         0
     });
+    (cursor, acked)
+}
+
+fn recover_lane(
+    fs: &dyn Fs,
+    lane: Lane,
+    dir: PathBuf,
+    report: &mut RecoveryReport,
+) -> Result<LaneState, JournalError> {
+    let (mut cursor, acked) = open_cursor(fs, lane, &dir);
     let mut paths: Vec<(u64, PathBuf)> = Vec::new();
     for p in fs.list(&dir).map_err(|e| JournalError::io(&dir, e))? {
         let name = p

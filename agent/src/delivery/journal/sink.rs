@@ -386,10 +386,15 @@ mod tests {
     }
 
     fn journal(fs: &MemFs) -> Arc<Mutex<Journal>> {
+        journal_with(fs, 1 << 16)
+    }
+
+    /// A journal whose budget is far above what a test stores.
+    fn journal_with(fs: &MemFs, segment_bytes: u64) -> Arc<Mutex<Journal>> {
         let cfg = JournalConfig {
             dir: "/j".into(),
-            segment_bytes: 1 << 16,
-            max_disk: 1 << 20,
+            segment_bytes,
+            max_disk: 1 << 30,
             fsync: FsyncPolicy::Always,
         };
         let (j, _) = Journal::open(cfg, Arc::new(fs.clone())).expect("open");
@@ -501,46 +506,11 @@ mod tests {
         assert_eq!(evicted[Lane::Alert as usize], 0, "{evicted:?}");
         assert_eq!(sink.dropped(), 0);
     }
-}
-
-#[cfg(test)]
-mod eviction_tests {
-    use super::*;
-    use crate::delivery::journal::fs::MemFs;
-    use crate::delivery::journal::{FsyncPolicy, JournalConfig};
-
-    fn alert(n: i64) -> Alert {
-        let ts = edge_driver_api::Timestamp {
-            wall_ns: n,
-            mono_ns: n as u64,
-            synced: true,
-        };
-        let id = IdGenerator::with_seed(n as u64 + 1).next(n);
-        let mut a = system_alert(
-            &Arc::from("gw"),
-            id,
-            id,
-            "test",
-            Severity::Warning,
-            AlertState::Raised,
-            format!("alert {n}"),
-            ts,
-        );
-        a.kind = "threshold";
-        a
-    }
 
     #[tokio::test(start_paused = true)]
     async fn evictions_raise_a_system_alert_that_escalates_with_alerts_and_clears_when_quiet() {
         let fs = MemFs::new();
-        let cfg = JournalConfig {
-            dir: "/j".into(),
-            segment_bytes: 4096,
-            max_disk: 1 << 30,
-            fsync: FsyncPolicy::Always,
-        };
-        let (j, _) = Journal::open(cfg, Arc::new(fs.clone())).expect("open");
-        let j = Arc::new(Mutex::new(j));
+        let j = journal_with(&fs, 4096);
         let mut sink =
             JournalSink::new(j.clone(), 8).with_identity("gw".into(), Clock::virtual_from(0));
         for n in 0..40 {
