@@ -189,6 +189,20 @@ struct Segment {
     bytes: u64,
 }
 
+/// Evictions remembered per lane, and acknowledgements of evicted records
+/// remembered per eviction (more than a window can have in flight).
+const EVICTIONS_KEPT: usize = 4;
+const LATE_ACKS_KEPT: usize = 4096;
+
+/// Records `from..=to` were evicted unacknowledged; `late` were acknowledged since
+/// (they had been delivered after all).
+#[derive(Debug)]
+struct Evicted {
+    from: u64,
+    to: u64,
+    late: BTreeSet<u64>,
+}
+
 /// A segment's first seq and its (seq, payload) records.
 type DecodedSegment = (u64, Vec<(u64, Vec<u8>)>);
 
@@ -204,6 +218,9 @@ struct LaneState {
     /// Unreleased records to send before the rest of the backlog (system alerts
     /// about the agent itself). In memory: after a restart they go in order.
     priority: BTreeSet<u64>,
+    /// The latest evictions of unacknowledged records: an acknowledgement that
+    /// arrives for one of them later (it was in flight) takes it off the count.
+    evicted: VecDeque<Evicted>,
     /// Where `acked` is kept on disk.
     cursor: Cell,
     /// The cursor could not be written (logged once until it can again).
@@ -562,6 +579,14 @@ impl Journal {
                 let from = seg.first_seq.max(st.acked + 1);
                 // Records below the cursor are already released; count the rest.
                 let acked_inside = st.pending_acks.range(from..=last).count() as u64;
+                if st.evicted.len() == EVICTIONS_KEPT {
+                    st.evicted.pop_front();
+                }
+                st.evicted.push_back(Evicted {
+                    from,
+                    to: last,
+                    late: BTreeSet::new(),
+                });
                 (last - from + 1).saturating_sub(acked_inside)
             }
             _ => 0,
@@ -696,8 +721,22 @@ impl Journal {
     /// cursor succeeds, and the worst outcome of a crash meanwhile is records
     /// delivered twice.
     pub fn ack(&mut self, lane: Lane, seq: u64) {
-        let st = &mut self.lanes[lane as usize];
-        if seq <= st.acked || seq >= st.next_seq {
+        let li = lane as usize;
+        let st = &mut self.lanes[li];
+        if seq <= st.acked {
+            // An evicted record that was in flight reached the broker after all.
+            let late = st
+                .evicted
+                .iter_mut()
+                .find(|e| (e.from..=e.to).contains(&seq))
+                .is_some_and(|e| e.late.len() < LATE_ACKS_KEPT && e.late.insert(seq));
+            if late {
+                self.counters.evicted[li] = self.counters.evicted[li].saturating_sub(1);
+                self.counters_dirty = true;
+            }
+            return;
+        }
+        if seq >= st.next_seq {
             return;
         }
         st.pending_acks.insert(seq);
@@ -977,6 +1016,7 @@ fn recover_lane(
         acked,
         pending_acks: BTreeSet::new(),
         priority: BTreeSet::new(),
+        evicted: VecDeque::new(),
         cursor,
         cursor_failing: false,
         writer,

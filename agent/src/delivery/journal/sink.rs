@@ -154,8 +154,13 @@ impl JournalSink {
             return;
         };
         let now = clock.now().wall_ns;
-        if evicted != self.evicted_seen {
-            self.evicted_seen = evicted;
+        // Late acknowledgements lower the counts; only a rise is a new eviction.
+        let grew = evicted
+            .iter()
+            .zip(self.evicted_seen)
+            .any(|(now, seen)| *now > seen);
+        self.evicted_seen = evicted;
+        if grew {
             self.last_eviction_ns = now;
             let [alerts, events, telemetry] = evicted;
             let severity = if alerts > 0 {

@@ -214,6 +214,31 @@ fn priority_records_are_listed_until_released() {
 }
 
 #[test]
+fn an_evicted_record_acknowledged_later_is_taken_off_the_eviction_count() {
+    let fs = MemFs::new();
+    let (mut j, _) = open(&fs, &cfg("/j", 400, 2000));
+    // Records 1..=k are "in flight" when the budget evicts their segment.
+    let mut last = 0;
+    while j.stats().counters.evicted[0] == 0 {
+        last = j.append(Lane::Alert, &[3; 50]).expect("append");
+    }
+    let evicted = j.stats().counters.evicted[0];
+    assert!(evicted >= 3, "{evicted}");
+    // Their PUBACKs arrive: two of them, one twice.
+    j.ack(Lane::Alert, 1);
+    j.ack(Lane::Alert, 2);
+    j.ack(Lane::Alert, 2);
+    assert_eq!(j.stats().counters.evicted[0], evicted - 2);
+    // A record that was not evicted is acknowledged as usual.
+    j.ack(Lane::Alert, last);
+    assert_eq!(j.stats().counters.evicted[0], evicted - 2);
+    j.sync().expect("sync");
+    drop(j);
+    let (j, _) = open(&fs, &cfg("/j", 400, 2000));
+    assert_eq!(j.stats().counters.evicted[0], evicted - 2, "persisted");
+}
+
+#[test]
 fn oversized_records_are_refused_and_handed_back() {
     let fs = MemFs::new();
     let (mut j, _) = open(&fs, &cfg("/j", 1 << 16, 1000));
