@@ -240,3 +240,202 @@ async fn a_full_data_partition_keeps_accepting_alerts_and_delivers_all_it_kept_o
         "no temporary files left behind"
     );
 }
+
+/// The whole agent (simulated plant → detectors → engine → journal → uplink) with
+/// its journal on a partition that is nearly full, the broker down, then back. The
+/// oracle: every alert the agent accepted (its JSON-lines file, on another disk) is
+/// either received by the broker's subscriber, still waiting in the journal, or one
+/// of exactly as many records as the journal counts as evicted — nothing else is
+/// lost — and the eviction is reported upstream by a system alert.
+#[allow(clippy::print_stdout)] // the figures, shown with --nocapture
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_on_a_nearly_full_partition_loses_nothing_it_does_not_count_as_evicted() {
+    let fs = SmallFs::mount(2 << 20);
+    // Someone else's files leave the journal 48 KiB.
+    fs.fill();
+    let filler = std::fs::OpenOptions::new()
+        .write(true)
+        .open(fs.mount.join("filler"))
+        .expect("filler");
+    let len = filler.metadata().expect("metadata").len();
+    filler.set_len(len - 48 * 1024).expect("free 48 KiB");
+    drop(filler);
+
+    let port = edge_agent_tests::free_port();
+    let mut broker = Mosquitto::start_on(port);
+    let sub = Subscriber::start(port, "sub-agent-full", "edge/#").await;
+    broker.stop();
+    let dir = TempDir::new("agent-full");
+    let jsonl = dir.path().join("alerts.jsonl");
+    let journal_dir = fs.mount.join("journal");
+    let cfg_path = dir.path().join("agent.toml");
+    std::fs::write(&cfg_path, agent_config(&jsonl, &journal_dir, port)).expect("config");
+
+    let mut agent = std::process::Command::new(edge_agent_tests::agent_bin())
+        .args(["run", "--config"])
+        .arg(&cfg_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start edge-agent");
+    // The outage: alerts keep coming and outgrow the 48 KiB.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    broker.spawn();
+    wait_until("the backlog delivered", 60, || {
+        sub.json_on("edge/gw-full/status")
+            .iter()
+            .any(|s| s["state"] == "online" && s["journal"]["pending"]["alert"] == 0)
+    })
+    .await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status();
+    let stopped = tokio::task::spawn_blocking(move || agent.wait())
+        .await
+        .expect("join")
+        .expect("agent exits");
+    assert!(stopped.success(), "{stopped:?}");
+
+    let accepted = accepted_ids(&jsonl);
+    let received: Vec<(String, serde_json::Value)> = sub
+        .msgs
+        .lock()
+        .expect("test mutex")
+        .iter()
+        .filter(|(t, _, _)| t.contains("/alerts/"))
+        .filter_map(|(_, p, _)| serde_json::from_slice::<serde_json::Value>(p).ok())
+        .filter_map(|v| Some((v["id"].as_str()?.to_string(), v)))
+        .collect();
+    let distinct: BTreeSet<&String> = received.iter().map(|(id, _)| id).collect();
+    let (j, _) = Journal::open(
+        JournalConfig {
+            dir: journal_dir.clone(),
+            segment_bytes: 16 * 1024,
+            max_disk: 64 << 20,
+            fsync: FsyncPolicy::Always,
+        },
+        Arc::new(StdFs),
+    )
+    .expect("the journal opens after the agent");
+    let j = Mutex::new(j);
+    let waiting: BTreeSet<String> = {
+        let mut g = j.lock().expect("journal mutex");
+        g.read(Lane::Alert, 0, usize::MAX)
+            .expect("read")
+            .iter()
+            .map(|r| {
+                let env = Envelope::decode(&r.payload).expect("envelope");
+                edge_agent::alert::AlertId(env.id).to_string()
+            })
+            .collect()
+    };
+    let evicted = evicted(&j);
+    let kept: BTreeSet<String> = distinct
+        .iter()
+        .map(|s| s.to_string())
+        .chain(waiting)
+        .collect();
+    assert!(
+        kept.is_subset(&accepted),
+        "received or stored alerts the agent never accepted"
+    );
+    let unaccounted = accepted.len() as u64 - kept.len() as u64;
+    println!(
+        "agent on a full partition: {} accepted, {} received ({} duplicates), {} evicted",
+        accepted.len(),
+        distinct.len(),
+        received.len() - distinct.len(),
+        evicted
+    );
+    assert!(evicted > 0, "the partition was meant to fill up");
+    assert_eq!(
+        unaccounted, evicted,
+        "every accepted alert is received, waiting, or counted as evicted"
+    );
+    assert!(
+        received
+            .iter()
+            .any(|(_, v)| v["kind"] == "system" && v["detector"] == "journal_evictions"),
+        "the eviction was reported upstream"
+    );
+    assert_eq!(
+        received.first().map(|(_, v)| v["kind"].clone()),
+        Some(serde_json::json!("system")),
+        "the system alerts of the outage arrive before its backlog"
+    );
+}
+
+fn agent_config(jsonl: &Path, journal: &Path, port: u16) -> String {
+    let machine = |name: &str| {
+        format!(
+            r#"
+[[drivers.machines]]
+name = "{name}"
+vibration_rate_hz = 5.0
+[[drivers.machines.faults]]
+kind = "spikes"
+signal = "current"
+magnitude = 30.0
+rate_per_hour = 600.0
+"#
+        )
+    };
+    let asset = |name: &str| {
+        format!(
+            r#"
+[[assets]]
+name = "{name}"
+[[assets.signals]]
+signal = "{name}.current"
+window = {{ size = "10s", hop = "10s" }}
+[[assets.detectors]]
+name = "current-spike"
+kind = "threshold"
+signal = "{name}.current"
+feature = "max"
+warning = 25.0
+"#
+        )
+    };
+    format!(
+        r#"
+[agent]
+id = "gw-full"
+[alerts]
+console = false
+jsonl = "{jsonl}"
+max_per_minute = 1000000
+flap_max_raises = 0
+[journal]
+dir = "{journal}"
+segment_size = "16KiB"
+fsync = "200ms"
+[uplink]
+host = "127.0.0.1"
+port = {port}
+reconnect_initial = "50ms"
+reconnect_max = "200ms"
+[[drivers]]
+name = "plant"
+kind = "sim"
+speed = 300.0
+tick = "1s"
+{m1}{m2}{a1}{a2}"#,
+        jsonl = jsonl.display(),
+        journal = journal.display(),
+        m1 = machine("p1"),
+        m2 = machine("p2"),
+        a1 = asset("p1"),
+        a2 = asset("p2"),
+    )
+}
+
+/// Alert ids in the agent's JSON-lines file.
+fn accepted_ids(path: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["id"].as_str().map(str::to_string))
+        .collect()
+}

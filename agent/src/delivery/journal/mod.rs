@@ -203,6 +203,32 @@ struct Evicted {
     late: BTreeSet<u64>,
 }
 
+/// The unreleased priority records of `seg` (a segment of `st` being evicted), to
+/// be appended again.
+fn rescue(fs: &dyn Fs, st: &LaneState, seg: &Segment, lane: Lane) -> Vec<(Lane, Vec<u8>)> {
+    let Some(last) = seg.last_seq else {
+        return Vec::new();
+    };
+    let wanted: BTreeSet<u64> = st
+        .priority
+        .range(seg.first_seq.max(st.acked + 1)..=last)
+        .filter(|s| !st.pending_acks.contains(s))
+        .copied()
+        .collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let Ok(buf) = fs.read(&seg.path) else {
+        return Vec::new();
+    };
+    format::scan(&buf, seg.first_seq)
+        .records
+        .into_iter()
+        .filter(|r| wanted.contains(&r.seq))
+        .map(|r| (lane, buf[r.payload].to_vec()))
+        .collect()
+}
+
 /// A segment's first seq and its (seq, payload) records.
 type DecodedSegment = (u64, Vec<(u64, Vec<u8>)>);
 
@@ -253,6 +279,9 @@ pub struct Journal {
     counters: Counters,
     counters_dirty: bool,
     counters_cell: Cell,
+    /// Priority records of evicted segments, appended again after the append that
+    /// evicted them: a system alert is never what eviction removes.
+    rescued: Vec<(Lane, Vec<u8>)>,
     last_sync: Instant,
     /// Appends since the last sync.
     unsynced: u64,
@@ -333,6 +362,7 @@ impl Journal {
                 || report.corrupt + report.torn + report.missing > 0
                 || !report.quarantined.is_empty(),
             counters_cell,
+            rescued: Vec::new(),
             last_sync: Instant::now(),
             unsynced: 0,
         };
@@ -378,8 +408,36 @@ impl Journal {
                     }
                     _ => return Err(e),
                 },
-                done => return done,
+                Ok(seq) => {
+                    self.append_rescued();
+                    return Ok(seq);
+                }
+                Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Appends again the priority records that the last evictions removed (a few
+    /// rounds at most: a budget too small for them counts them as evicted).
+    fn append_rescued(&mut self) {
+        for _ in 0..4 {
+            if self.rescued.is_empty() {
+                return;
+            }
+            for (lane, payload) in std::mem::take(&mut self.rescued) {
+                if let Err(e) = self
+                    .try_append(lane, &payload, format::frame_len(payload.len()))
+                    .map(|seq| self.lanes[lane as usize].priority.insert(seq))
+                {
+                    tracing::warn!(lane = lane.name(), error = %e, "a priority record could not be kept");
+                    self.counters.evicted[lane as usize] += 1;
+                    self.counters_dirty = true;
+                }
+            }
+        }
+        for (lane, _) in std::mem::take(&mut self.rescued) {
+            self.counters.evicted[lane as usize] += 1;
+            self.counters_dirty = true;
         }
     }
 
@@ -574,6 +632,10 @@ impl Journal {
         if st.segments.is_empty() {
             st.writer = None;
         }
+        let rescued = rescue(&*self.fs, st, &seg, lane);
+        let kept = rescued.len() as u64;
+        self.rescued.extend(rescued);
+        let st = &mut self.lanes[li];
         let lost = match seg.last_seq {
             Some(last) if last > st.acked => {
                 let from = seg.first_seq.max(st.acked + 1);
@@ -587,7 +649,7 @@ impl Journal {
                     to: last,
                     late: BTreeSet::new(),
                 });
-                (last - from + 1).saturating_sub(acked_inside)
+                (last - from + 1).saturating_sub(acked_inside + kept)
             }
             _ => 0,
         };

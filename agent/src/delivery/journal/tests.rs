@@ -239,6 +239,31 @@ fn an_evicted_record_acknowledged_later_is_taken_off_the_eviction_count() {
 }
 
 #[test]
+fn a_priority_record_survives_the_eviction_of_its_segment() {
+    let fs = MemFs::new();
+    let (mut j, _) = open(&fs, &cfg("/j", 400, 2000));
+    j.append(Lane::Alert, &[1; 50]).expect("append");
+    j.append_priority(Lane::Alert, b"the disk is full")
+        .expect("append");
+    for _ in 0..200 {
+        j.append(Lane::Alert, &[3; 50]).expect("append");
+    }
+    let stored = j.read(Lane::Alert, 0, 1000).expect("read");
+    let kept: Vec<&Record> = stored
+        .iter()
+        .filter(|r| r.payload == b"the disk is full")
+        .collect();
+    assert_eq!(kept.len(), 1, "kept once, appended again when evicted");
+    assert_eq!(j.priority_pending(Lane::Alert, u64::MAX), vec![kept[0].seq]);
+    let evicted = j.stats().counters.evicted[0];
+    assert_eq!(
+        evicted + stored.len() as u64,
+        202,
+        "everything else is stored or counted"
+    );
+}
+
+#[test]
 fn oversized_records_are_refused_and_handed_back() {
     let fs = MemFs::new();
     let (mut j, _) = open(&fs, &cfg("/j", 1 << 16, 1000));
