@@ -664,6 +664,17 @@ impl Subscriber {
     }
 }
 
+/// Alert ids in an agent's JSON-lines alert file (`[alerts] jsonl`), which it writes
+/// right after the journal accepted each alert. A line torn by a kill is ignored.
+pub fn accepted_alert_ids(path: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["id"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// An uplink to a broker on 127.0.0.1:`port` with short timeouts for tests: agent
 /// `gw`, prefix `edge`, window 16, auto replay, reconnect 100–500 ms.
 pub fn uplink_config(port: u16, client_id: &str) -> edge_agent::delivery::uplink::UplinkConfig {

@@ -89,17 +89,6 @@ warning = 25.0
     )
 }
 
-/// Alert ids in the JSON-lines file: written right after the journal accepted them.
-/// A line torn by the kill is ignored (that alert is still in the journal).
-fn accepted_ids(path: &std::path::Path) -> BTreeSet<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["id"].as_str().map(str::to_string))
-        .collect()
-}
-
 fn spawn_agent(cfg: &std::path::Path) -> Child {
     Command::new(agent_bin())
         .args(["run", "--config"])
@@ -183,7 +172,8 @@ fn kill_9_during_ingest_and_replay_loses_no_accepted_alert() {
             broker.restart();
         }
     }
-    let accepted_before_final = accepted_ids(&dir.path().join("alerts.jsonl"));
+    let accepted_before_final =
+        edge_agent_tests::accepted_alert_ids(&dir.path().join("alerts.jsonl"));
     assert!(
         accepted_before_final.len() >= n,
         "the scenario raised too few alerts: {}",

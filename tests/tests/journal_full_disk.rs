@@ -296,7 +296,7 @@ async fn the_agent_on_a_nearly_full_partition_loses_nothing_it_does_not_count_as
         .expect("agent exits");
     assert!(stopped.success(), "{stopped:?}");
 
-    let accepted = accepted_ids(&jsonl);
+    let accepted = edge_agent_tests::accepted_alert_ids(&jsonl);
     let received: Vec<(String, serde_json::Value)> = sub
         .msgs
         .lock()
@@ -428,14 +428,4 @@ tick = "1s"
         a1 = asset("p1"),
         a2 = asset("p2"),
     )
-}
-
-/// Alert ids in the agent's JSON-lines file.
-fn accepted_ids(path: &Path) -> BTreeSet<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["id"].as_str().map(str::to_string))
-        .collect()
 }
