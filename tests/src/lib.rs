@@ -664,6 +664,31 @@ impl Subscriber {
     }
 }
 
+/// A simulated plant at 300× real time whose two pumps' current spikes
+/// `rate_per_hour` times an hour, each watched by a threshold detector: a steady
+/// stream of alerts (the `[[drivers]]` and `[[assets]]` sections of a config).
+pub fn spiking_plant_toml(rate_per_hour: f64) -> String {
+    let mut out = String::from(
+        "[[drivers]]\nname = \"plant\"\nkind = \"sim\"\nspeed = 300.0\ntick = \"1s\"\n",
+    );
+    for p in ["p1", "p2"] {
+        out.push_str(&format!(
+            "[[drivers.machines]]\nname = \"{p}\"\nvibration_rate_hz = 5.0\n\
+             [[drivers.machines.faults]]\nkind = \"spikes\"\nsignal = \"current\"\n\
+             magnitude = 30.0\nrate_per_hour = {rate_per_hour:.1}\n"
+        ));
+    }
+    for p in ["p1", "p2"] {
+        out.push_str(&format!(
+            "[[assets]]\nname = \"{p}\"\n[[assets.signals]]\nsignal = \"{p}.current\"\n\
+             window = {{ size = \"10s\", hop = \"10s\" }}\n[[assets.detectors]]\n\
+             name = \"current-spike\"\nkind = \"threshold\"\nsignal = \"{p}.current\"\n\
+             feature = \"max\"\nwarning = 25.0\n"
+        ));
+    }
+    out
+}
+
 /// Alert ids in an agent's JSON-lines alert file (`[alerts] jsonl`), which it writes
 /// right after the journal accepted each alert. A line torn by a kill is ignored.
 pub fn accepted_alert_ids(path: &Path) -> std::collections::BTreeSet<String> {

@@ -40,52 +40,10 @@ window = 8
 replay_rate = "auto"
 reconnect_initial = "50ms"
 reconnect_max = "200ms"
-[[drivers]]
-name = "plant"
-kind = "sim"
-speed = 300.0
-tick = "1s"
-[[drivers.machines]]
-name = "p1"
-vibration_rate_hz = 5.0
-[[drivers.machines.faults]]
-kind = "spikes"
-signal = "current"
-magnitude = 30.0
-rate_per_hour = 120.0
-[[drivers.machines]]
-name = "p2"
-vibration_rate_hz = 5.0
-[[drivers.machines.faults]]
-kind = "spikes"
-signal = "current"
-magnitude = 30.0
-rate_per_hour = 120.0
-[[assets]]
-name = "p1"
-[[assets.signals]]
-signal = "p1.current"
-window = {{ size = "10s", hop = "10s" }}
-[[assets.detectors]]
-name = "current-spike"
-kind = "threshold"
-signal = "p1.current"
-feature = "max"
-warning = 25.0
-[[assets]]
-name = "p2"
-[[assets.signals]]
-signal = "p2.current"
-window = {{ size = "10s", hop = "10s" }}
-[[assets.detectors]]
-name = "current-spike"
-kind = "threshold"
-signal = "p2.current"
-feature = "max"
-warning = 25.0
-"#,
+{plant}"#,
         jsonl = dir.join("alerts.jsonl").display(),
         journal = dir.join("journal").display(),
+        plant = edge_agent_tests::spiking_plant_toml(120.0),
     )
 }
 

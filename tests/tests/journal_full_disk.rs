@@ -366,37 +366,6 @@ async fn the_agent_on_a_nearly_full_partition_loses_nothing_it_does_not_count_as
 }
 
 fn agent_config(jsonl: &Path, journal: &Path, port: u16) -> String {
-    let machine = |name: &str| {
-        format!(
-            r#"
-[[drivers.machines]]
-name = "{name}"
-vibration_rate_hz = 5.0
-[[drivers.machines.faults]]
-kind = "spikes"
-signal = "current"
-magnitude = 30.0
-rate_per_hour = 600.0
-"#
-        )
-    };
-    let asset = |name: &str| {
-        format!(
-            r#"
-[[assets]]
-name = "{name}"
-[[assets.signals]]
-signal = "{name}.current"
-window = {{ size = "10s", hop = "10s" }}
-[[assets.detectors]]
-name = "current-spike"
-kind = "threshold"
-signal = "{name}.current"
-feature = "max"
-warning = 25.0
-"#
-        )
-    };
     format!(
         r#"
 [agent]
@@ -415,17 +384,9 @@ host = "127.0.0.1"
 port = {port}
 reconnect_initial = "50ms"
 reconnect_max = "200ms"
-[[drivers]]
-name = "plant"
-kind = "sim"
-speed = 300.0
-tick = "1s"
-{m1}{m2}{a1}{a2}"#,
+{plant}"#,
         jsonl = jsonl.display(),
         journal = journal.display(),
-        m1 = machine("p1"),
-        m2 = machine("p2"),
-        a1 = asset("p1"),
-        a2 = asset("p2"),
+        plant = edge_agent_tests::spiking_plant_toml(600.0),
     )
 }
