@@ -117,16 +117,18 @@ fn append(j: &Mutex<Journal>, range: std::ops::Range<u64>) {
     g.sync().expect("sync");
 }
 
-fn kept(j: &Mutex<Journal>) -> Vec<u64> {
+/// The ids of the alerts waiting in the journal, oldest first.
+fn waiting_ids(j: &Mutex<Journal>) -> Vec<u128> {
     let mut g = j.lock().expect("journal mutex");
     g.read(Lane::Alert, 0, usize::MAX)
         .expect("read")
         .iter()
-        .map(|r| {
-            let env = Envelope::decode(&r.payload).expect("envelope");
-            env.id as u64
-        })
+        .map(|r| Envelope::decode(&r.payload).expect("envelope").id)
         .collect()
+}
+
+fn kept(j: &Mutex<Journal>) -> Vec<u64> {
+    waiting_ids(j).into_iter().map(|id| id as u64).collect()
 }
 
 fn evicted(j: &Mutex<Journal>) -> u64 {
@@ -318,17 +320,10 @@ async fn the_agent_on_a_nearly_full_partition_loses_nothing_it_does_not_count_as
     )
     .expect("the journal opens after the agent");
     let j = Mutex::new(j);
-    let waiting: BTreeSet<String> = {
-        let mut g = j.lock().expect("journal mutex");
-        g.read(Lane::Alert, 0, usize::MAX)
-            .expect("read")
-            .iter()
-            .map(|r| {
-                let env = Envelope::decode(&r.payload).expect("envelope");
-                edge_agent::alert::AlertId(env.id).to_string()
-            })
-            .collect()
-    };
+    let waiting: BTreeSet<String> = waiting_ids(&j)
+        .into_iter()
+        .map(|id| edge_agent::alert::AlertId(id).to_string())
+        .collect();
     let evicted = evicted(&j);
     let kept: BTreeSet<String> = distinct
         .iter()
