@@ -36,6 +36,24 @@ use edge_models::Severity;
 /// How long without an eviction before the eviction alert clears.
 pub const EVICTION_QUIET: Duration = Duration::from_secs(600);
 
+/// A condition of the journal that `system` alerts report.
+#[derive(Clone, Copy, Debug)]
+enum Condition {
+    /// The journal cannot store alerts (detector `journal`).
+    Failing,
+    /// The journal evicts records to store new ones (detector `journal_evictions`).
+    Evicting,
+}
+
+impl Condition {
+    fn component(self) -> &'static str {
+        match self {
+            Condition::Failing => "journal",
+            Condition::Evicting => "journal_evictions",
+        }
+    }
+}
+
 /// An episode of `system` alerts about one condition of the journal.
 #[derive(Debug, Default)]
 struct Episode {
@@ -115,14 +133,13 @@ impl JournalSink {
     }
 
     fn raise(&mut self, state: AlertState, message: String) {
-        self.system_alert("journal", Severity::Critical, state, message);
+        self.system_alert(Condition::Failing, Severity::Critical, state, message);
     }
 
-    /// A `system` alert from `component` (`journal` or `journal_evictions`), in that
-    /// component's episode.
+    /// A `system` alert about `condition`, in that condition's episode.
     fn system_alert(
         &mut self,
-        component: &str,
+        condition: Condition,
         severity: Severity,
         state: AlertState,
         message: String,
@@ -130,12 +147,11 @@ impl JournalSink {
         let Some((agent, clock)) = &self.identity else {
             return;
         };
-        let now = clock.now();
+        let (agent, now) = (agent.clone(), clock.now());
         let id = self.ids.next(now.wall_ns);
-        let ep = if component == "journal" {
-            &mut self.failing_episode
-        } else {
-            &mut self.evicting
+        let ep = match condition {
+            Condition::Failing => &mut self.failing_episode,
+            Condition::Evicting => &mut self.evicting,
         };
         let episode = match state {
             AlertState::Raised => *ep.id.get_or_insert(id),
@@ -143,7 +159,14 @@ impl JournalSink {
         };
         ep.severity = (state == AlertState::Raised).then_some(severity);
         self.system.push(system_alert(
-            agent, id, episode, component, severity, state, message, now,
+            &agent,
+            id,
+            episode,
+            condition.component(),
+            severity,
+            state,
+            message,
+            now,
         ));
     }
 
@@ -170,7 +193,7 @@ impl JournalSink {
             };
             if self.evicting.severity < Some(severity) {
                 self.system_alert(
-                    "journal_evictions",
+                    Condition::Evicting,
                     severity,
                     AlertState::Raised,
                     format!(
@@ -184,7 +207,7 @@ impl JournalSink {
         {
             let severity = self.evicting.severity.unwrap_or(Severity::Warning);
             self.system_alert(
-                "journal_evictions",
+                Condition::Evicting,
                 severity,
                 AlertState::Cleared,
                 format!(
