@@ -3,9 +3,17 @@
 //! ```text
 //! segment  = header frame*
 //! header   = "EDGEJRNL" (8) | format version u16 LE | lane u8 | 5 reserved zero bytes
-//! frame    = payload length u32 LE | CRC32C u32 LE | sequence u64 LE | payload
+//! frame    = length word u32 LE | CRC32C u32 LE | sequence u64 LE | payload
+//! length   = payload length (bits 0..30) | priority flag (bit 31)
 //! CRC32C   = crc32c(sequence bytes ‖ payload)
 //! ```
+//!
+//! The priority flag (version 2) marks a record the uplink sends before the rest of
+//! a backlog (a system alert); recovery rebuilds the priority index from it. Version
+//! 1 segments (no flag) are read as they are; a version-1 agent refuses version-2
+//! segments by their header (it quarantines them rather than misreading a flag as a
+//! huge length). The flag is outside the CRC: a flipped flag bit changes only the
+//! order a record is sent in.
 //!
 //! Scanning never trusts a frame it has not checked. A frame that is not whole and
 //! valid (a length above [`MAX_RECORD`] or past the end of the file, a CRC that does
@@ -17,8 +25,12 @@
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"EDGEJRNL";
-/// Current format version.
-pub const FORMAT_VERSION: u16 = 1;
+/// Current format version (written in new segments).
+pub const FORMAT_VERSION: u16 = 2;
+/// Oldest format version still read.
+pub const OLDEST_VERSION: u16 = 1;
+/// The priority flag in a frame's length word.
+const PRIORITY: u32 = 1 << 31;
 /// Bytes of the segment header.
 pub const HEADER_LEN: usize = 16;
 /// Bytes of a frame header.
@@ -52,7 +64,7 @@ pub fn check_header(buf: &[u8], lane: u8) -> Result<(), HeaderError> {
         return Err(HeaderError::Foreign);
     }
     let version = u16::from_le_bytes([buf[8], buf[9]]);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(HeaderError::Version(version));
     }
     if buf[10] != lane {
@@ -65,9 +77,11 @@ fn crc(seq: u64, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&seq.to_le_bytes()), payload)
 }
 
-/// Appends one frame to `out`.
-pub fn encode_frame(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+/// Appends one frame to `out` (`priority`: see the module docs). `payload` is at
+/// most [`MAX_RECORD`] bytes (the caller checks).
+pub fn encode_frame(seq: u64, payload: &[u8], priority: bool, out: &mut Vec<u8>) {
+    let flag = if priority { PRIORITY } else { 0 };
+    out.extend_from_slice(&(payload.len() as u32 | flag).to_le_bytes());
     out.extend_from_slice(&crc(seq, payload).to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(payload);
@@ -83,6 +97,8 @@ pub fn frame_len(payload_len: usize) -> u64 {
 pub struct Found {
     pub seq: u64,
     pub payload: std::ops::Range<usize>,
+    /// Written with the priority flag.
+    pub priority: bool,
 }
 
 /// What a scan of a segment found.
@@ -97,17 +113,29 @@ pub struct Scan {
     pub torn: bool,
 }
 
-/// The frame at `pos` if it is whole and its CRC holds: (sequence, payload length).
-fn frame_at(buf: &[u8], pos: usize) -> Option<(u64, usize)> {
+/// A frame that [`frame_at`] found whole and valid.
+struct Frame {
+    seq: u64,
+    len: usize,
+    priority: bool,
+}
+
+/// The frame at `pos` if it is whole and its CRC holds.
+fn frame_at(buf: &[u8], pos: usize) -> Option<Frame> {
     let head = buf.get(pos..pos + FRAME_HEADER)?;
-    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let word = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let len = (word & !PRIORITY) as usize;
     let stored_crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
     let seq = u64::from_le_bytes(head[8..16].try_into().ok()?);
     if len > MAX_RECORD {
         return None;
     }
     let payload = buf.get(pos + FRAME_HEADER..pos + FRAME_HEADER + len)?;
-    (crc(seq, payload) == stored_crc).then_some((seq, len))
+    (crc(seq, payload) == stored_crc).then_some(Frame {
+        seq,
+        len,
+        priority: word & PRIORITY != 0,
+    })
 }
 
 /// The first offset after `from` where a valid frame starts whose sequence number
@@ -118,7 +146,7 @@ fn resync(buf: &[u8], from: usize, after: u64) -> Option<usize> {
     let max_gap = (buf.len().saturating_sub(from) / FRAME_HEADER) as u64 + 1;
     (from + 1..buf.len().saturating_sub(FRAME_HEADER - 1)).find(|&p| {
         let seq = u64::from_le_bytes(buf[p + 8..p + 16].try_into().unwrap_or([0; 8]));
-        seq > after && seq - after <= max_gap && frame_at(buf, p).is_some_and(|(s, _)| s == seq)
+        seq > after && seq - after <= max_gap && frame_at(buf, p).is_some_and(|f| f.seq == seq)
     })
 }
 
@@ -133,14 +161,14 @@ pub fn scan(buf: &[u8], first_seq: u64) -> Scan {
     // The sequence number before the next expected record.
     let mut last = first_seq.saturating_sub(1);
     while pos < buf.len() {
-        let (seq, len) = match frame_at(buf, pos) {
-            Some((seq, len)) if seq > last => (seq, len),
+        let f = match frame_at(buf, pos) {
+            Some(f) if f.seq > last => f,
             _ => match resync(buf, pos, last) {
                 Some(next) => {
-                    let (seq, len) = frame_at(buf, next).expect("resync returns a valid frame");
-                    s.corrupt += (seq - last - 1).max(1);
+                    let f = frame_at(buf, next).expect("resync returns a valid frame");
+                    s.corrupt += (f.seq - last - 1).max(1);
                     pos = next;
-                    (seq, len)
+                    f
                 }
                 None => {
                     s.torn = true;
@@ -150,11 +178,12 @@ pub fn scan(buf: &[u8], first_seq: u64) -> Scan {
         };
         let start = pos + FRAME_HEADER;
         s.records.push(Found {
-            seq,
-            payload: start..start + len,
+            seq: f.seq,
+            payload: start..start + f.len,
+            priority: f.priority,
         });
-        last = seq;
-        pos = start + len;
+        last = f.seq;
+        pos = start + f.len;
         s.valid_len = pos;
     }
     s
@@ -168,7 +197,7 @@ mod tests {
     fn segment(records: &[(u64, Vec<u8>)]) -> Vec<u8> {
         let mut buf = header(0).to_vec();
         for (seq, p) in records {
-            encode_frame(*seq, p, &mut buf);
+            encode_frame(*seq, p, false, &mut buf);
         }
         buf
     }
@@ -254,6 +283,35 @@ mod tests {
             assert_eq!(s.records.len(), 49, "offset {offset}");
             assert_eq!((s.corrupt, s.torn), (1, false), "offset {offset}");
         }
+    }
+
+    #[test]
+    fn the_priority_flag_round_trips_and_leaves_the_length_intact() {
+        let mut buf = header(0).to_vec();
+        encode_frame(1, b"plain", false, &mut buf);
+        encode_frame(2, b"the disk is full", true, &mut buf);
+        let s = scan(&buf, 1);
+        let got: Vec<(u64, bool, &[u8])> = s
+            .records
+            .iter()
+            .map(|r| (r.seq, r.priority, &buf[r.payload.clone()]))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, false, &b"plain"[..]),
+                (2, true, &b"the disk is full"[..])
+            ]
+        );
+        assert_eq!((s.valid_len, s.corrupt, s.torn), (buf.len(), 0, false));
+    }
+
+    #[test]
+    fn version_1_segments_are_still_read() {
+        let mut buf = segment(&[(1, b"old".to_vec())]);
+        buf[8..10].copy_from_slice(&1u16.to_le_bytes());
+        assert_eq!(check_header(&buf, 0), Ok(()));
+        assert_eq!(scan(&buf, 1).records.len(), 1);
     }
 
     #[test]

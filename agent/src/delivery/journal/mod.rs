@@ -385,6 +385,16 @@ impl Journal {
     /// Appends a record; returns its sequence number. Durable only after a sync (see
     /// the module docs). On error nothing was appended; the caller keeps the record.
     pub fn append(&mut self, lane: Lane, payload: &[u8]) -> Result<u64, JournalError> {
+        self.append_flagged(lane, payload, false)
+    }
+
+    /// [`Journal::append`] with the frame's priority flag.
+    fn append_flagged(
+        &mut self,
+        lane: Lane,
+        payload: &[u8],
+        priority: bool,
+    ) -> Result<u64, JournalError> {
         if payload.len() > format::MAX_RECORD {
             return Err(JournalError::TooLarge {
                 size: payload.len(),
@@ -399,7 +409,7 @@ impl Journal {
             });
         }
         loop {
-            match self.try_append(lane, payload, need) {
+            match self.try_append(lane, payload, need, priority) {
                 // The filesystem filled up before the budget did: free space the
                 // documented way (telemetry, events, then the oldest alerts) and retry.
                 Err(e) if e.is_disk_full() => match self.victim(lane) {
@@ -426,7 +436,7 @@ impl Journal {
             }
             for (lane, payload) in std::mem::take(&mut self.rescued) {
                 if let Err(e) = self
-                    .try_append(lane, &payload, format::frame_len(payload.len()))
+                    .try_append(lane, &payload, format::frame_len(payload.len()), true)
                     .map(|seq| self.lanes[lane as usize].priority.insert(seq))
                 {
                     tracing::warn!(lane = lane.name(), error = %e, "a priority record could not be kept");
@@ -442,9 +452,10 @@ impl Journal {
     }
 
     /// Appends a record that the uplink sends before the rest of the backlog after
-    /// an outage (a `system` alert: the disk is full, records were evicted).
+    /// an outage (a `system` alert: the disk is full, records were evicted). The
+    /// frame carries the priority flag, so a restart keeps the order.
     pub fn append_priority(&mut self, lane: Lane, payload: &[u8]) -> Result<u64, JournalError> {
-        let seq = self.append(lane, payload)?;
+        let seq = self.append_flagged(lane, payload, true)?;
         self.lanes[lane as usize].priority.insert(seq);
         Ok(seq)
     }
@@ -460,7 +471,13 @@ impl Journal {
     }
 
     /// One attempt of [`Journal::append`] (a record of `need` bytes framed).
-    fn try_append(&mut self, lane: Lane, payload: &[u8], need: u64) -> Result<u64, JournalError> {
+    fn try_append(
+        &mut self,
+        lane: Lane,
+        payload: &[u8],
+        need: u64,
+        priority: bool,
+    ) -> Result<u64, JournalError> {
         let seg_overhead = HEADER_LEN as u64;
         // Roll the segment if this record would overflow it.
         let li = lane as usize;
@@ -475,7 +492,7 @@ impl Journal {
         }
         let seq = self.lanes[li].next_seq;
         let mut frame = Vec::with_capacity(need as usize);
-        format::encode_frame(seq, payload, &mut frame);
+        format::encode_frame(seq, payload, priority, &mut frame);
         let st = &mut self.lanes[li];
         let seg = st
             .segments
@@ -980,6 +997,7 @@ fn recover_lane(
     }
     paths.sort();
     let mut segments = VecDeque::new();
+    let mut priority = BTreeSet::new();
     let n = paths.len();
     for (i, (first, path)) in paths.into_iter().enumerate() {
         let buf = match fs.read(&path) {
@@ -1017,6 +1035,12 @@ fn recover_lane(
                 .map_err(|e| JournalError::io(&path, e))?;
         }
         let last_seq = scan.records.last().map(|r| r.seq);
+        priority.extend(
+            scan.records
+                .iter()
+                .filter(|r| r.priority && r.seq > acked)
+                .map(|r| r.seq),
+        );
         // A gap between segments above the cursor: a segment file went missing.
         let expected_first = segments
             .back()
@@ -1077,7 +1101,7 @@ fn recover_lane(
         next_seq,
         acked,
         pending_acks: BTreeSet::new(),
-        priority: BTreeSet::new(),
+        priority,
         evicted: VecDeque::new(),
         cursor,
         cursor_failing: false,

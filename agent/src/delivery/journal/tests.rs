@@ -214,6 +214,32 @@ fn priority_records_are_listed_until_released() {
 }
 
 #[test]
+fn priority_records_are_still_sent_first_after_a_restart() {
+    let fs = MemFs::new();
+    let c = cfg("/j", 400, 1 << 20);
+    let (mut j, _) = open(&fs, &c);
+    for _ in 0..20 {
+        j.append(Lane::Alert, &[1; 50]).expect("append");
+    }
+    let early = j.append_priority(Lane::Alert, b"evicted").expect("append");
+    let late = j
+        .append_priority(Lane::Alert, b"disk full")
+        .expect("append");
+    j.append(Lane::Alert, b"after").expect("append");
+    for seq in 1..=early {
+        j.ack(Lane::Alert, seq);
+    }
+    j.sync().expect("sync");
+    drop(j);
+    let (j, _) = open(&fs, &c);
+    assert_eq!(
+        j.priority_pending(Lane::Alert, u64::MAX),
+        vec![late],
+        "the unreleased priority record, found again by its flag"
+    );
+}
+
+#[test]
 fn an_evicted_record_acknowledged_later_is_taken_off_the_eviction_count() {
     let fs = MemFs::new();
     let (mut j, _) = open(&fs, &cfg("/j", 400, 2000));
@@ -369,7 +395,7 @@ fn torn_tail_on_a_real_filesystem_is_truncated_and_counted() {
     let mut bytes = std::fs::read(&seg).expect("segment");
     let good_len = bytes.len();
     let mut frame = Vec::new();
-    format::encode_frame(4, &[7; 50], &mut frame);
+    format::encode_frame(4, &[7; 50], false, &mut frame);
     bytes.extend_from_slice(&frame[..30]); // a write cut short by a crash
     std::fs::write(&seg, &bytes).expect("write");
     let (mut j, rep) = Journal::open(c.clone(), Arc::new(StdFs)).expect("open");
