@@ -664,12 +664,12 @@ impl Subscriber {
     }
 }
 
-/// A simulated plant at 300× real time whose two pumps' current spikes
+/// A simulated plant at `speed`× real time whose two pumps' current spikes
 /// `rate_per_hour` times an hour, each watched by a threshold detector: a steady
 /// stream of alerts (the `[[drivers]]` and `[[assets]]` sections of a config).
-pub fn spiking_plant_toml(rate_per_hour: f64) -> String {
-    let mut out = String::from(
-        "[[drivers]]\nname = \"plant\"\nkind = \"sim\"\nspeed = 300.0\ntick = \"1s\"\n",
+pub fn spiking_plant_toml(speed: f64, rate_per_hour: f64) -> String {
+    let mut out = format!(
+        "[[drivers]]\nname = \"plant\"\nkind = \"sim\"\nspeed = {speed:.1}\ntick = \"1s\"\n",
     );
     for p in ["p1", "p2"] {
         out.push_str(&format!(

@@ -43,7 +43,7 @@ reconnect_max = "200ms"
 {plant}"#,
         jsonl = dir.join("alerts.jsonl").display(),
         journal = dir.join("journal").display(),
-        plant = edge_agent_tests::spiking_plant_toml(120.0),
+        plant = edge_agent_tests::spiking_plant_toml(300.0, 120.0),
     )
 }
 
