@@ -82,6 +82,10 @@ pub struct Window {
     pushed: u64,
     next_end_ns: Option<u64>,
     last_ts: Option<u64>,
+    /// Time windows: since when data has come without leaving a window empty. A
+    /// window is emitted only when it is full: data since its start.
+    since_ns: Option<u64>,
+    warming: u64,
     overflowed: u64,
     out_of_order: u64,
     skipped_windows: u64,
@@ -99,6 +103,8 @@ impl Window {
             pushed: 0,
             next_end_ns: None,
             last_ts: None,
+            since_ns: None,
+            warming: 0,
             overflowed: 0,
             out_of_order: 0,
             skipped_windows: 0,
@@ -117,6 +123,12 @@ impl Window {
     /// Samples ignored because their time was before the previous sample's.
     pub fn out_of_order(&self) -> u64 {
         self.out_of_order
+    }
+
+    /// Time windows not emitted because data began (or resumed after a gap) after
+    /// their start: a partly filled window would judge a machine on a few samples.
+    pub fn warming(&self) -> u64 {
+        self.warming
     }
 
     /// Time windows skipped over data gaps.
@@ -183,9 +195,12 @@ impl Window {
                     while self.len > 0 && self.ts[self.head] < start {
                         self.pop_front();
                     }
-                    if self.len > 0 {
+                    let full = next_end >= size_ns && self.since_ns.is_some_and(|s| s <= start);
+                    if self.len > 0 && full {
                         self.fill_frame(next_end, frame);
                         emitted = true;
+                    } else if self.len > 0 {
+                        self.warming += 1;
                     }
                     let mut new_end = next_end + hop_ns;
                     if t_ns >= new_end {
@@ -200,10 +215,15 @@ impl Window {
                     while self.len > 0 && self.ts[self.head] < keep_from {
                         self.pop_front();
                     }
+                    if self.len == 0 {
+                        // The data stopped for a whole window: the next must fill again.
+                        self.since_ns = None;
+                    }
                 }
                 if self.len == max_samples.max(1) {
                     self.overflowed += 1;
                 }
+                self.since_ns.get_or_insert(t_ns);
                 self.push_raw(t_ns, x);
                 emitted
             }
@@ -266,10 +286,11 @@ mod tests {
                 emitted.push((f.end_ns / S, f.x.clone()));
             }
         }
+        // The window ending at 2 s would start before the data: not full, not emitted.
+        assert_eq!(w.warming(), 1);
         assert_eq!(
             emitted,
             vec![
-                (2, vec![0.0, 1.0]),
                 (4, vec![0.0, 1.0, 2.0, 3.0]),
                 (6, vec![2.0, 3.0, 4.0, 5.0]),
                 (8, vec![4.0, 5.0, 6.0, 7.0]),
@@ -285,12 +306,44 @@ mod tests {
             max_samples: 16,
         });
         let mut f = Frame::with_capacity(16);
-        assert!(!w.push(0, 1.0, &mut f));
-        assert!(w.push(11 * S, 2.0, &mut f));
-        assert_eq!(f.x, vec![1.0]);
+        assert!(!w.push(2 * S, 1.0, &mut f));
+        assert!(!w.push(3 * S, 1.5, &mut f));
+        assert!(w.push(13 * S, 2.0, &mut f));
+        assert_eq!(f.x, vec![1.0, 1.5]);
         assert_eq!(w.skipped_windows(), 4);
-        assert!(w.push(12 * S, 3.0, &mut f));
-        assert_eq!((f.end_ns / S, f.x.clone()), (12, vec![2.0]));
+        // After the gap, the window [12, 14) holds data only from 13 s: it is not
+        // full and is not judged; the next one is.
+        assert!(!w.push(14 * S, 3.0, &mut f));
+        assert_eq!(w.warming(), 1);
+        assert!(!w.push(15 * S, 3.5, &mut f));
+        assert!(w.push(16 * S, 4.0, &mut f));
+        assert_eq!((f.end_ns / S, f.x.clone()), (16, vec![3.0, 3.5]));
+    }
+
+    #[test]
+    fn a_time_window_is_judged_only_once_full_also_after_a_restart() {
+        let spec = WindowSpec::Time {
+            size_ns: 30 * S,
+            hop_ns: S,
+            max_samples: 64,
+        };
+        let mut f = Frame::with_capacity(64);
+        for start in [0, 100 * S + S / 2] {
+            let mut w = Window::new(spec);
+            let mut first = None;
+            for i in 0..60u64 {
+                let t = start + i * S;
+                if w.push(t, 1.0, &mut f) && first.is_none() {
+                    first = Some((f.end_ns, f.x.len()));
+                }
+            }
+            let (end, n) = first.expect("a window once full");
+            assert!(
+                end >= start + 30 * S,
+                "emitted at {end} before 30 s of data"
+            );
+            assert_eq!(n, 30, "a full window of 1 Hz samples");
+        }
     }
 
     #[test]
