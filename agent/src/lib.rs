@@ -12,6 +12,7 @@
 //! | [`pipeline`] | the hot path (ring → windows → features → detectors → engine), its plan, reload adoption, telemetry, and [`pipeline::scoring`] (ONNX model bindings) |
 //! | [`ops`] | what operates a running agent: status, control socket, Prometheus metrics, systemd, logging, memory trim |
 //! | [`config`] | the TOML file: one reader per section, one table of driver kinds; produces each component's settings |
+//! | [`eval`] | detection quality: labelled scenarios replayed through the real pipeline in virtual time, scored |
 //! | [`runtime`] | the composition root: starts every part, reloads, stops |
 //!
 //! `main.rs` is the command line only.
@@ -20,6 +21,7 @@ pub mod alert;
 pub mod config;
 pub mod counters;
 pub mod delivery;
+pub mod eval;
 pub mod ingest;
 pub mod ops;
 pub mod pipeline;

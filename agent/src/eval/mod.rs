@@ -1,0 +1,167 @@
+//! `edge-agent eval`: detection quality on labelled scenarios.
+//!
+//! Each scenario ([`scenario`]) is played through the agent's real pipeline
+//! ([`replay`]: the configuration's windows, detectors, models and alert engine; its
+//! drivers replaced by the scenario's rows) in virtual time, and its alerts are
+//! scored against the labels ([`score`]). The report is a table for people and a
+//! JSON document for scripts, whose shape is a contract (`Report`, documented in
+//! the README): fields are only ever added.
+
+pub mod replay;
+pub mod scenario;
+pub mod score;
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::config::Config;
+pub use score::{Overall, ScenarioResult};
+
+/// Version of the JSON report.
+pub const REPORT_VERSION: u32 = 1;
+
+/// What `eval` reports.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub v: u32,
+    pub config: String,
+    pub overall: Overall,
+    pub scenarios: Vec<ScenarioResult>,
+    /// What was ignored (CSV columns that name no configured signal).
+    pub warnings: Vec<String>,
+}
+
+/// Why `eval` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{}", .0.join("\n"))]
+    Scenarios(Vec<String>),
+}
+
+/// Replays every scenario under `dir` through a pipeline built from `config`.
+pub fn run(config: &Config, dir: &Path) -> Result<Report, EvalError> {
+    let scenarios = scenario::load_all(dir).map_err(EvalError::Scenarios)?;
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let started = std::time::Instant::now();
+    let mut results = Vec::with_capacity(scenarios.len());
+    for sc in &scenarios {
+        let signals = replay::column_signals(config, sc);
+        if signals.iter().all(Option::is_none) {
+            problems.push(format!(
+                "{}/signals.csv: no column names a signal of {} (columns: {}); name the columns as the config names its signals",
+                sc.dir.display(),
+                config.file,
+                sc.columns.join(", ")
+            ));
+            continue;
+        }
+        for (c, s) in sc.columns.iter().zip(&signals) {
+            if s.is_none() {
+                warnings.push(format!(
+                    "{}/signals.csv: column `{c}` is not a signal of the configuration; ignored",
+                    sc.dir.display()
+                ));
+            }
+        }
+        let replayed = replay::replay(config, sc, &signals);
+        results.push(score::score(config, sc, replayed));
+    }
+    if !problems.is_empty() {
+        return Err(EvalError::Scenarios(problems));
+    }
+    let overall = score::overall(&results, started.elapsed().as_secs_f64());
+    Ok(Report {
+        v: REPORT_VERSION,
+        config: config.file.clone(),
+        overall,
+        scenarios: results,
+        warnings,
+    })
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.1} %", v * 100.0))
+}
+
+fn secs(v: Option<f64>) -> String {
+    v.map_or("-".into(), crate::alert::human_duration)
+}
+
+/// The report as a table for people.
+pub fn table(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<28} {:<8} {:>9} {:<9} {:>10} {:>9} {:>6} {:>6}",
+        "scenario", "truth", "detected", "first", "lead", "ETA err", "false", "warmup"
+    );
+    for s in &r.scenarios {
+        let truth = if s.healthy {
+            "healthy".to_string()
+        } else {
+            s.kind.clone().unwrap_or("fault".into())
+        };
+        let detected = if s.healthy {
+            "-"
+        } else if s.detected {
+            "yes"
+        } else {
+            "NO"
+        };
+        let _ = writeln!(
+            out,
+            "{:<28} {:<8} {:>9} {:<9} {:>10} {:>9} {:>6} {:>6}",
+            s.name,
+            truth,
+            detected,
+            s.first_severity.unwrap_or("-"),
+            secs(s.lead_s),
+            s.eta_error
+                .map_or("-".into(), |e| format!("{:+.0} %", e * 100.0)),
+            s.false_alerts,
+            s.warmup_alerts,
+        );
+    }
+    let o = &r.overall;
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "scenarios              {} ({} with a fault)",
+        o.scenarios, o.fault_scenarios
+    );
+    let _ = writeln!(out, "recall                 {}", pct(o.recall));
+    let _ = writeln!(out, "precision              {}", pct(o.precision));
+    let _ = writeln!(
+        out,
+        "false alarms           {} per healthy hour ({:.1} healthy hours)",
+        o.false_alarms_per_hour
+            .map_or("-".into(), |v| format!("{v:.3}")),
+        o.healthy_hours
+    );
+    let _ = writeln!(
+        out,
+        "lead time              median {}, p10 {}",
+        secs(o.median_lead_s),
+        secs(o.p10_lead_s)
+    );
+    let _ = writeln!(
+        out,
+        "warned >= 10 min ahead {} of {} faults spanning >= 30 min",
+        o.long_faults_warned_10min, o.long_faults
+    );
+    let _ = writeln!(
+        out,
+        "ETA error              median {}",
+        pct(o.median_abs_eta_error)
+    );
+    let _ = writeln!(out, "alerts in warm-up      {}", o.warmup_alerts);
+    let _ = writeln!(out, "drift events           {}", o.drift_events);
+    let _ = writeln!(out, "speed                  {:.0}x real time", o.speedup);
+    out
+}
+
+#[cfg(test)]
+mod tests;

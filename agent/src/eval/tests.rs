@@ -1,0 +1,260 @@
+use std::path::PathBuf;
+
+use super::scenario::{self, parse_rfc3339};
+use super::*;
+
+/// A scenario directory under a fresh temporary directory.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!(
+            "edge-eval-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Dir(p)
+    }
+
+    fn scenario(&self, name: &str, csv: &str, labels: &str) -> PathBuf {
+        let d = self.0.join(name);
+        std::fs::create_dir_all(&d).expect("scenario dir");
+        std::fs::write(d.join("signals.csv"), csv).expect("csv");
+        std::fs::write(d.join("labels.toml"), labels).expect("labels");
+        d
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const CONFIG: &str = r#"
+[agent]
+id = "eval"
+[alerts]
+console = false
+[[drivers]]
+name = "plant"
+kind = "sim"
+[[drivers.machines]]
+name = "pump"
+[[assets]]
+name = "pump"
+[[assets.signals]]
+signal = "pump.temperature"
+window = { size = "10s", hop = "10s" }
+[[assets.detectors]]
+name = "hot"
+kind = "threshold"
+signal = "pump.temperature"
+feature = "mean"
+warning = 75.0
+critical = 85.0
+"#;
+
+fn config() -> Config {
+    crate::config::parse("agent.toml", CONFIG).expect("valid config")
+}
+
+/// 1 Hz rows of `f(t)` for `secs` seconds.
+fn csv(secs: u32, f: impl Fn(f64) -> f64) -> String {
+    let mut out = String::from("time,pump.temperature\n");
+    for t in 0..secs {
+        out.push_str(&format!("{t},{}\n", f(f64::from(t))));
+    }
+    out
+}
+
+#[test]
+fn rfc3339_times_parse_with_fractions_and_offsets() {
+    assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(
+        parse_rfc3339("2026-01-01T00:00:00Z"),
+        Some(1_767_225_600_000_000_000)
+    );
+    assert_eq!(
+        parse_rfc3339("2026-01-01T01:00:00.5+01:00"),
+        Some(1_767_225_600_500_000_000)
+    );
+    assert_eq!(
+        parse_rfc3339("2024-02-29T12:00:00Z"),
+        Some(1_709_208_000_000_000_000)
+    );
+    for bad in [
+        "2026-13-01T00:00:00Z",
+        "2026-01-01 00:00",
+        "yesterday",
+        "2026-01-01T00:00:00",
+    ] {
+        assert_eq!(parse_rfc3339(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn a_scenario_reads_seconds_or_rfc3339_times_and_empty_cells() {
+    let d = Dir::new("read");
+    let p = d.scenario(
+        "a",
+        "time,pump.temperature,pump.current\n\
+         2026-01-01T00:00:00Z,60,\n2026-01-01T00:00:01.5Z,,12.5\n",
+        "failure_at = \"2026-01-01T00:10:00Z\"\nonset_at = 120\nasset = \"pump\"\nrestarts = [60]\n",
+    );
+    let s = scenario::load(&p).expect("valid scenario");
+    assert_eq!(s.columns, vec!["pump.temperature", "pump.current"]);
+    assert_eq!(s.times, vec![0.0, 1.5]);
+    assert_eq!(
+        (s.value(0, 0), s.value(0, 1), s.value(1, 1)),
+        (Some(60.0), None, Some(12.5))
+    );
+    assert_eq!(s.labels.failure_at_s, Some(600.0));
+    assert_eq!(s.labels.onset_at_s, Some(120.0));
+    assert_eq!(s.labels.asset.as_deref(), Some("pump"));
+    assert_eq!(s.labels.restarts_s, vec![60.0]);
+}
+
+#[test]
+fn scenario_errors_point_at_file_line_and_column_all_at_once() {
+    let d = Dir::new("errors");
+    let p = d.scenario(
+        "bad",
+        "time,pump.temperature\n0,60\n1,hot\n0.5,61\nnoon,62\n",
+        "healthy = true\n",
+    );
+    let errors = scenario::load(&p).expect_err("three problems");
+    let csv = p.join("signals.csv").display().to_string();
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(
+        errors[0].starts_with(&format!("{csv}:3:3: `hot` is not a number")),
+        "{errors:#?}"
+    );
+    assert!(
+        errors[1].starts_with(&format!("{csv}:4:1: time goes backwards")),
+        "{errors:#?}"
+    );
+    assert!(
+        errors[2].starts_with(&format!("{csv}:5:1: `noon` is not a time")),
+        "{errors:#?}"
+    );
+
+    let p = d.scenario(
+        "labels",
+        "time,pump.temperature\n0,60\n",
+        "healthy = true\nfailure_at = 5\nonest_at = 1\n",
+    );
+    let errors = scenario::load(&p).expect_err("label problems").join("\n");
+    assert!(
+        errors.contains("either `healthy = true` or `failure_at"),
+        "{errors}"
+    );
+    assert!(errors.contains("unknown key `onest_at`"), "{errors}");
+    assert!(errors.contains("labels.toml:"), "{errors}");
+}
+
+#[test]
+fn a_fault_caught_before_failure_scores_its_lead_and_a_healthy_alert_is_false() {
+    let d = Dir::new("score");
+    // Warm from 100 s (the fault's onset), hot from 300 s; the failure at 400 s.
+    d.scenario(
+        "fault",
+        &csv(600, |t| {
+            if t < 100.0 {
+                60.0
+            } else {
+                60.0 + (t - 100.0) * 0.1
+            }
+        }),
+        "failure_at = 400\nonset_at = 100\nasset = \"pump\"\nkind = \"overheat\"\n",
+    );
+    // A healthy hour with one hot spell.
+    d.scenario(
+        "healthy",
+        &csv(3600, |t| {
+            if (1000.0..1100.0).contains(&t) {
+                80.0
+            } else {
+                60.0
+            }
+        }),
+        "healthy = true\n",
+    );
+    let r = run(&config(), &d.0).expect("runs");
+    let fault = &r.scenarios[0];
+    assert_eq!(fault.name, "fault");
+    assert!(fault.detected);
+    assert_eq!(fault.first_severity, Some("warning"));
+    // mean(10 s window) > 75 once the value passes ~75.5: t ≈ 255 s, the window ends at 260.
+    assert_eq!(fault.first_alert_s, Some(260.0));
+    assert_eq!(fault.lead_s, Some(140.0));
+    assert_eq!(
+        (fault.true_alerts, fault.false_alerts),
+        (1, 0),
+        "the escalation is the same episode"
+    );
+    let healthy = &r.scenarios[1];
+    assert_eq!((healthy.false_alerts, healthy.detected), (1, false));
+    let o = &r.overall;
+    assert_eq!(o.recall, Some(1.0));
+    assert_eq!(o.precision, Some(0.5));
+    let hours = 100.0 / 3600.0 + 3599.0 / 3600.0;
+    assert!(
+        (o.healthy_hours - hours).abs() < 1e-9,
+        "{}",
+        o.healthy_hours
+    );
+    assert!((o.false_alarms_per_hour.expect("rate") - 1.0 / hours).abs() < 1e-9);
+    assert_eq!(o.median_lead_s, Some(140.0));
+    assert_eq!(o.warmup_alerts, 0);
+    assert!(
+        table(&r).contains("recall                 100.0 %"),
+        "{}",
+        table(&r)
+    );
+}
+
+#[test]
+fn no_alert_is_raised_before_a_window_is_full_also_after_a_restart() {
+    let d = Dir::new("warmup");
+    // Hot all along, from 5 s past a window boundary (the first row has no sample);
+    // the agent restarts at 35 s.
+    let mut rows = String::from("time,pump.temperature\n0,\n");
+    for t in 5..80 {
+        rows.push_str(&format!("{t},90\n"));
+    }
+    d.scenario("hot", &rows, "healthy = true\nrestarts = [35]\n");
+    let r = run(&config(), &d.0).expect("runs");
+    let s = &r.scenarios[0];
+    let raises: Vec<f64> = s
+        .alerts
+        .iter()
+        .filter(|a| a.new_episode)
+        .map(|a| a.t_s)
+        .collect();
+    // The first full windows are [10, 20) and, after the restart, [40, 50).
+    assert_eq!(raises, vec![20.0, 50.0], "{:?}", s.alerts);
+    assert_eq!(s.warmup_alerts, 0);
+    assert_eq!(s.false_alerts, 2);
+}
+
+#[test]
+fn columns_naming_no_configured_signal_are_an_error_or_a_warning() {
+    let d = Dir::new("columns");
+    d.scenario("a", "time,boiler.temp\n0,1\n", "healthy = true\n");
+    let e = run(&config(), &d.0)
+        .expect_err("no known column")
+        .to_string();
+    assert!(e.contains("no column names a signal"), "{e}");
+    let d = Dir::new("columns2");
+    d.scenario(
+        "a",
+        "time,pump.temperature,boiler.temp\n0,1,2\n",
+        "healthy = true\n",
+    );
+    let r = run(&config(), &d.0).expect("runs");
+    assert_eq!(r.warnings.len(), 1);
+    assert!(r.warnings[0].contains("`boiler.temp`"), "{:?}", r.warnings);
+}
