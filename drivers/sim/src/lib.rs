@@ -227,6 +227,7 @@ fn parse_machine(m: &mut TableReader<'_>) -> Option<MachineConfig> {
             .f64_in("noise", 0.0, 100.0)
             .map(|v| v.value)
             .unwrap_or(defaults.noise),
+        load_steps: Vec::new(),
     };
     let sample_rate_hz = m
         .f64_in("sample_rate_hz", 1e-3, 10_000.0)

@@ -15,6 +15,13 @@
 //!
 //! Bearing-wear severity grows as the square of elapsed fault time over its duration
 //! (slow start, accelerating), the usual shape of run-to-failure data.
+//!
+//! Operating regime: the machine runs at load 1 (nominal) unless
+//! [`MachineParams::load_steps`] change it. Load scales the current, the pressure
+//! and the vibration; temperature follows the load's heating with a first-order lag
+//! ([`THERMAL_TAU_S`]); load 0 is a stopped machine (no current, no vibration, the
+//! pressure of a stopped pump, cooling towards ambient). These are normal operation,
+//! not faults: detectors must not alarm on them.
 
 use std::f64::consts::PI;
 
@@ -142,15 +149,30 @@ impl Fault {
     }
 }
 
+/// Time constant of the temperature's response to the load (seconds).
+pub const THERMAL_TAU_S: f64 = 900.0;
+/// Temperature rise from load heating at nominal load (degC above ambient).
+const LOAD_HEATING_C: f64 = 20.0;
+
+/// From `at_s` on, the machine runs at `load` (1 = nominal, 0 = stopped).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LoadStep {
+    pub at_s: f64,
+    pub load: f64,
+}
+
 /// Static parameters of a simulated machine.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MachineParams {
     pub rpm: f64,
+    /// Temperature at nominal load, settled.
     pub nominal_temp_c: f64,
     pub nominal_current_a: f64,
     pub nominal_pressure_bar: f64,
     /// Multiplies every noise level.
     pub noise: f64,
+    /// Changes of operating load, in time order (none: nominal load throughout).
+    pub load_steps: Vec<LoadStep>,
 }
 
 impl Default for MachineParams {
@@ -161,6 +183,7 @@ impl Default for MachineParams {
             nominal_current_a: 12.0,
             nominal_pressure_bar: 6.0,
             noise: 1.0,
+            load_steps: Vec::new(),
         }
     }
 }
@@ -209,6 +232,28 @@ impl Machine {
     fn key(&self, q: Quantity, k: u64, stream: u64) -> u64 {
         splitmix64(self.seed ^ q.salt().wrapping_mul(0x1000_0000_01B3) ^ stream.rotate_left(47))
             .wrapping_add(k.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// The operating load at `t` (1 = nominal, 0 = stopped).
+    pub fn load(&self, t: f64) -> f64 {
+        self.params
+            .load_steps
+            .iter()
+            .take_while(|s| s.at_s <= t)
+            .last()
+            .map_or(1.0, |s| s.load)
+    }
+
+    /// The load's heating at `t` as a fraction of nominal: each load change
+    /// approaches its new level exponentially (first-order thermal lag).
+    fn thermal(&self, t: f64) -> f64 {
+        let mut prev = 1.0;
+        let mut heat = 1.0;
+        for s in self.params.load_steps.iter().take_while(|s| s.at_s <= t) {
+            heat += (s.load - prev) * (1.0 - (-(t - s.at_s) / THERMAL_TAU_S).exp());
+            prev = s.load;
+        }
+        heat
     }
 
     /// Bearing-wear severity at `t` (0 if the machine has no such fault).
@@ -286,13 +331,17 @@ impl Machine {
                 _ => {}
             }
         }
-        let wear = self.wear(t);
         let n = |stream| normal(self.key(q, k, stream));
         let f0 = p.rpm / 60.0;
+        let load = self.load(t);
+        let running = if load > 0.0 { 1.0 } else { 0.0 };
+        // Wear shows only while the machine turns.
+        let wear = self.wear(t) * running;
         let base = match q {
             Quantity::Temperature => {
                 let daily = 2.0 * (2.0 * PI * t / 86_400.0).sin();
-                p.nominal_temp_c + daily + 40.0 * wear + 0.15 * noise_factor * n(1)
+                let heating = LOAD_HEATING_C * (self.thermal(t) - 1.0);
+                p.nominal_temp_c + heating + daily + 40.0 * wear + 0.15 * noise_factor * n(1)
             }
             Quantity::Vibration => {
                 let w = 2.0 * PI * f0 * t;
@@ -301,14 +350,21 @@ impl Machine {
                 let bpfo = 3.57 * f0;
                 let defect = wear * 3.0 * (1.0 + 0.5 * w.sin()) * (2.0 * PI * bpfo * t).sin();
                 let hf = wear * 1.5 * n(2);
-                harmonics + defect + hf + 0.2 * noise_factor * n(1)
+                let turning = running * (0.6 + 0.4 * load);
+                turning * harmonics + defect + hf + 0.2 * noise_factor * n(1)
             }
             Quantity::Current => {
-                let load = 0.4 * (2.0 * PI * t / 5_400.0).sin();
-                p.nominal_current_a + load + 1.5 * wear + 0.08 * noise_factor * n(1)
+                let swing = 0.4 * (2.0 * PI * t / 5_400.0).sin();
+                let drawn = running * (p.nominal_current_a * (0.3 + 0.7 * load) + swing);
+                drawn + 1.5 * wear + 0.08 * noise_factor * n(1)
             }
             Quantity::Pressure => {
-                let mut v = p.nominal_pressure_bar + 0.02 * noise_factor * n(1);
+                let head = if running > 0.0 {
+                    0.5 + 0.5 * load
+                } else {
+                    0.05
+                };
+                let mut v = p.nominal_pressure_bar * head + 0.02 * noise_factor * n(1);
                 for f in &self.faults {
                     if let FaultKind::Leak { magnitude } = f.kind {
                         v -= magnitude * f.severity(t);
@@ -369,6 +425,34 @@ mod tests {
         assert!(after - before > 35.0, "{before} -> {after}");
         assert_eq!(m.wear(1100.0), 1.0);
         assert_eq!(m.wear(600.0), 0.25);
+    }
+
+    #[test]
+    fn a_stop_cools_the_machine_and_cuts_its_current_and_a_restart_warms_it_again() {
+        let mut params = MachineParams::default();
+        params.load_steps = vec![
+            LoadStep {
+                at_s: 1000.0,
+                load: 0.0,
+            },
+            LoadStep {
+                at_s: 10_000.0,
+                load: 1.0,
+            },
+        ];
+        let m = Machine::new(params, vec![], 7);
+        let nominal = machine(vec![]);
+        let temp = |m: &Machine, t: f64| m.value(Quantity::Temperature, t as u64, t, 1.0);
+        // Before the stop: exactly the machine without load steps.
+        assert_eq!(temp(&m, 500.0), temp(&nominal, 500.0));
+        // One time constant after the stop, ~63 % of the load heating is gone.
+        let cooled = temp(&nominal, 1900.0) - temp(&m, 1900.0);
+        assert!((cooled - 20.0 * 0.632).abs() < 1.0, "{cooled}");
+        assert!(m.value(Quantity::Current, 2000, 2000.0, 1.0).abs() < 0.5);
+        // Long after the restart, back to nominal.
+        assert!((temp(&m, 20_000.0) - temp(&nominal, 20_000.0)).abs() < 0.1);
+        assert_eq!(m.load(5000.0), 0.0);
+        assert_eq!(m.load(10_000.0), 1.0);
     }
 
     #[test]

@@ -150,6 +150,7 @@ impl Run {
             nominal_current_a: 11.0 + 2.0 * r(3),
             nominal_pressure_bar: 5.5 + r(4),
             noise: 0.8 + 0.5 * r(5),
+            load_steps: Vec::new(),
         };
         let faults = if faulty {
             vec![Fault {
