@@ -582,6 +582,127 @@ pub fn theil_sen(
     Some((slope, level, sigma))
 }
 
+/// A least-squares quadratic `y = a + b·τ + c·τ²` (τ = t − `t_now`) over `pts`,
+/// with the residual sums of squares of that quadratic and of the least-squares
+/// line, to tell whether the curvature is real.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Quadratic {
+    pub a: f64,
+    pub b: f64,
+    pub c: f64,
+    pub rss: f64,
+    pub rss_line: f64,
+}
+
+/// Fits a [`Quadratic`]; `None` for fewer than 4 points or a degenerate spread.
+pub fn quadratic_fit(pts: &[(f64, f64)], t_now: f64) -> Option<Quadratic> {
+    let n = pts.len();
+    if n < 4 {
+        return None;
+    }
+    // Scale τ to about [-1, 0] so the normal equations stay well conditioned.
+    let span = pts.iter().map(|p| t_now - p.0).fold(0.0, f64::max);
+    if span <= 0.0 {
+        return None;
+    }
+    let (mut s1, mut s2, mut s3, mut s4) = (0.0, 0.0, 0.0, 0.0);
+    let (mut y0, mut y1, mut y2) = (0.0, 0.0, 0.0);
+    for &(t, y) in pts {
+        let u = (t - t_now) / span;
+        s1 += u;
+        s2 += u * u;
+        s3 += u * u * u;
+        s4 += u * u * u * u;
+        y0 += y;
+        y1 += u * y;
+        y2 += u * u * y;
+    }
+    let n = n as f64;
+    let det3 = |m: [[f64; 3]; 3]| {
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    };
+    let m = [[n, s1, s2], [s1, s2, s3], [s2, s3, s4]];
+    let d = det3(m);
+    if d.abs() < 1e-12 * n * n * n {
+        return None;
+    }
+    let with = |col: usize| {
+        let mut k = m;
+        for (row, v) in k.iter_mut().zip([y0, y1, y2]) {
+            row[col] = v;
+        }
+        det3(k) / d
+    };
+    let (a, bu, cu) = (with(0), with(1), with(2));
+    // The least-squares line, for comparison.
+    let dl = n * s2 - s1 * s1;
+    let bl = (n * y1 - s1 * y0) / dl;
+    let al = (y0 - bl * s1) / n;
+    let (mut rss, mut rss_line) = (0.0, 0.0);
+    for &(t, y) in pts {
+        let u = (t - t_now) / span;
+        rss += (y - (a + bu * u + cu * u * u)).powi(2);
+        rss_line += (y - (al + bl * u)).powi(2);
+    }
+    Some(Quadratic {
+        a,
+        b: bu / span,
+        c: cu / (span * span),
+        rss,
+        rss_line,
+    })
+}
+
+/// The first τ > 0 where `a + b·τ + c·τ² = level`, if the curve gets there.
+fn first_crossing(a: f64, b: f64, c: f64, level: f64) -> Option<f64> {
+    let k = a - level;
+    if c.abs() < 1e-15 {
+        let t = -k / b;
+        return (t > 0.0 && t.is_finite()).then_some(t);
+    }
+    let disc = b * b - 4.0 * c * k;
+    if disc < 0.0 {
+        return None;
+    }
+    let r = disc.sqrt();
+    let (t1, t2) = ((-b - r) / (2.0 * c), (-b + r) / (2.0 * c));
+    let (lo, hi) = if t1 < t2 { (t1, t2) } else { (t2, t1) };
+    [lo, hi].into_iter().find(|&t| t > 0.0)
+}
+
+/// F statistic above which the quadratic replaces the line: the curvature must
+/// explain far more than noise would (window features are autocorrelated, which
+/// inflates F, hence a strict bar).
+const CURVATURE_F: f64 = 20.0;
+
+/// The predicted time until `gap` is closed: from the robust line, unless a real
+/// curvature shows the rise levelling off, when the curve decides (and may predict
+/// no crossing at all: a restart's heating settling below the limit).
+fn forecast(s: &TrendSpec, pts: &[(f64, f64)], t: f64, toward: f64, gap: f64) -> Option<f64> {
+    let sign = match s.direction {
+        Direction::Above => 1.0,
+        Direction::Below => -1.0,
+    };
+    let curved = quadratic_fit(pts, t).filter(|q| {
+        let dof = pts.len() as f64 - 3.0;
+        q.rss > 0.0 && (q.rss_line - q.rss) / (q.rss / dof) > CURVATURE_F
+            || q.rss == 0.0 && q.rss_line > 0.0
+    });
+    let line = gap / toward;
+    match curved {
+        // Levelling off (curving away from the limit): the curve decides, and may
+        // say the limit is never reached (a restart's heating settling).
+        Some(q) if sign * q.c < 0.0 => {
+            first_crossing(sign * q.a, sign * q.b, sign * q.c, sign * s.limit)
+        }
+        // Accelerating curves are not extrapolated: on the benchmark they raised
+        // forecasts from healthy daily and load swings (README, Detection quality).
+        _ => Some(line),
+    }
+}
+
 fn trend(
     s: &TrendSpec,
     current: Option<Severity>,
@@ -640,7 +761,7 @@ fn trend(
     let eta = if gap <= 0.0 {
         Some(0.0)
     } else if significant {
-        Some(gap / toward)
+        forecast(s, &pts, t, toward, gap)
     } else {
         None
     };
@@ -804,6 +925,45 @@ mod tests {
             let e = d.evaluate(i as f64, 5.0 + noise);
             assert_eq!(e.and_then(|e| e.level), None, "at {i}");
         }
+    }
+
+    #[test]
+    fn a_rise_that_levels_off_below_the_limit_forecasts_no_crossing() {
+        let mut d = Detector::new(DetectorSpec::Trend(TrendSpec {
+            direction: Direction::Above,
+            limit: 80.0,
+            horizon_s: 7200.0,
+            lookback_s: 1800.0,
+            min_points: 10,
+            min_count: 1,
+            severity: PreFault,
+        }));
+        // A restart's heating: 40 → 60 with a 900 s time constant.
+        for i in 0..=120 {
+            let t = i as f64 * 10.0;
+            let e = d.evaluate(t, 60.0 - 20.0 * (-t / 900.0).exp());
+            assert_eq!(e.and_then(|e| e.level), None, "at {t} s: {e:?}");
+        }
+    }
+
+    #[test]
+    fn quadratic_fit_recovers_its_coefficients_and_roots() {
+        let pts: Vec<(f64, f64)> = (0..20)
+            .map(|i| {
+                let t = 100.0 + i as f64;
+                let tau = t - 119.0;
+                (t, 3.0 + 0.5 * tau - 0.25 * tau * tau)
+            })
+            .collect();
+        let q = quadratic_fit(&pts, 119.0).expect("fit");
+        assert!(
+            (q.a - 3.0).abs() < 1e-6 && (q.b - 0.5).abs() < 1e-6 && (q.c + 0.25).abs() < 1e-6,
+            "{q:?}"
+        );
+        assert!(q.rss < 1e-9 && q.rss_line > 1.0);
+        assert_eq!(first_crossing(0.0, 1.0, 0.0, 5.0), Some(5.0));
+        assert_eq!(first_crossing(0.0, 0.0, 1.0, 4.0), Some(2.0));
+        assert_eq!(first_crossing(0.0, 1.0, -1.0, 1.0), None, "peaks at 0.25");
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! A run is fully determined by `(seed, run)`: training data uses seed 1, held-out
 //! data seed 1000. Every other run develops bearing wear; the others stay healthy.
 
+pub mod scenarios;
+
 use edge_models::{
     Band, Feature, FeatureConfig, FeatureExtractor, FeatureValues, Frame, Window, WindowSpec,
 };
