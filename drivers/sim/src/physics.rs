@@ -429,17 +429,19 @@ mod tests {
 
     #[test]
     fn a_stop_cools_the_machine_and_cuts_its_current_and_a_restart_warms_it_again() {
-        let mut params = MachineParams::default();
-        params.load_steps = vec![
-            LoadStep {
-                at_s: 1000.0,
-                load: 0.0,
-            },
-            LoadStep {
-                at_s: 10_000.0,
-                load: 1.0,
-            },
-        ];
+        let params = MachineParams {
+            load_steps: vec![
+                LoadStep {
+                    at_s: 1000.0,
+                    load: 0.0,
+                },
+                LoadStep {
+                    at_s: 10_000.0,
+                    load: 1.0,
+                },
+            ],
+            ..MachineParams::default()
+        };
         let m = Machine::new(params, vec![], 7);
         let nominal = machine(vec![]);
         let temp = |m: &Machine, t: f64| m.value(Quantity::Temperature, t as u64, t, 1.0);
