@@ -139,6 +139,10 @@ pub(super) fn read_model_binding(
         .int_in("drift_rows", 1, 1_000_000)
         .map(|v| v.value as u32)
         .unwrap_or(30);
+    let drift_dwell = m
+        .duration("drift_dwell")
+        .map(|v| v.value)
+        .unwrap_or(Duration::from_secs(600));
     let roles_span = m.node("roles").map(|n| n.span);
     let (roles, roles_ok) = read_roles(m, window_signals);
     ok &= roles_ok;
@@ -189,6 +193,7 @@ pub(super) fn read_model_binding(
         drift: DriftCfg {
             z: drift_z,
             rows: drift_rows,
+            dwell: drift_dwell,
         },
     })
 }

@@ -33,6 +33,8 @@ pub struct DriftCfg {
     pub z: f64,
     /// Rows the recent mean is taken over (and the warm-up before any verdict).
     pub rows: u32,
+    /// A binding's inputs change drift state at most once per this much sample time.
+    pub dwell: Duration,
 }
 
 /// `[[assets.models]]`: a model scoring one asset.

@@ -1,4 +1,10 @@
 //! Input drift: a binding's recent inputs against the model's training statistics.
+//!
+//! Two brakes keep a feature that hovers at the edge of its training range from
+//! flooding the event stream: hysteresis (an input is back only when its recent
+//! mean is well inside the range) and a dwell (`DriftCfg::dwell`): a binding's
+//! inputs change state at most once per dwell of sample time. A change that comes
+//! sooner waits; if the input is back by the end of the dwell, nothing is reported.
 
 use edge_models::onnx::manifest::{FeatureStats, ValidatedModel};
 
@@ -22,6 +28,8 @@ pub struct Drift {
     mean: Vec<f64>,
     count: Vec<u32>,
     drifted: Vec<bool>,
+    /// Sample time (s) of the binding's last reported change.
+    last_change: Option<f64>,
 }
 
 impl Drift {
@@ -48,6 +56,7 @@ impl Drift {
             mean: vec![0.0; n],
             count: vec![0; n],
             drifted: vec![false; n],
+            last_change: None,
         }
     }
 
@@ -64,8 +73,13 @@ impl Drift {
         self.stats.get(input)
     }
 
-    /// Takes one input row; changes of state are appended to `out`.
-    pub fn update(&mut self, row: &[f32], out: &mut Vec<DriftChange>) {
+    /// Takes the input row of sample time `t` (seconds); changes of state are
+    /// appended to `out`.
+    pub fn update(&mut self, t: f64, row: &[f32], out: &mut Vec<DriftChange>) {
+        let settled = self
+            .last_change
+            .is_none_or(|last| t - last >= self.cfg.dwell.as_secs_f64());
+        let first = out.len();
         for (i, x) in row.iter().enumerate().take(self.stats.len()) {
             let x = f64::from(*x);
             if !x.is_finite() {
@@ -92,7 +106,7 @@ impl Drift {
             } else {
                 z > self.cfg.z || outside
             };
-            if now != self.drifted[i] {
+            if now != self.drifted[i] && settled {
                 self.drifted[i] = now;
                 out.push(DriftChange {
                     input: i,
@@ -101,6 +115,9 @@ impl Drift {
                     recent_mean: m,
                 });
             }
+        }
+        if out.len() > first {
+            self.last_change = Some(t);
         }
     }
 }

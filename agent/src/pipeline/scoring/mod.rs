@@ -32,7 +32,9 @@
 //!   rows is compared with the manifest's training statistics: more than `drift_z`
 //!   standard deviations from the training mean, or outside the training range
 //!   widened by a quarter of it, is a `model_drift` event (and its return a
-//!   `model_drift_cleared` event).
+//!   `model_drift_cleared` event). A binding's inputs change state at most once
+//!   per `drift_dwell` of sample time, so an input hovering at the edge of its
+//!   range cannot flood the event stream.
 //! * **Hot swap.** [`ModelHandle::reload`] loads and validates a changed manifest or
 //!   model file completely (hash, ports, dry run, and the inputs of every binding)
 //!   before it replaces the current version; a bad version is rejected and the old
@@ -292,7 +294,8 @@ impl ModelScorer {
                     alerts.push(a);
                 }
                 self.drift_changes.clear();
-                b.drift.update(&b.summary, &mut self.drift_changes);
+                b.drift
+                    .update(ts.mono_secs(), &b.summary, &mut self.drift_changes);
                 for c in &self.drift_changes {
                     self.events
                         .push(drift_event(&self.agent_id, b, &run.model, c, ts));
@@ -713,10 +716,17 @@ mod tests {
     }
 
     #[test]
-    fn drift_is_flagged_once_and_cleared_with_hysteresis() {
+    fn drift_is_flagged_once_cleared_with_hysteresis_and_changes_at_most_once_per_dwell() {
         let m = load("bearing_rf");
         let n = m.manifest.input.features.len();
-        let mut d = Drift::new(&m, DriftCfg { z: 4.0, rows: 5 });
+        let mut d = Drift::new(
+            &m,
+            DriftCfg {
+                z: 4.0,
+                rows: 5,
+                dwell: std::time::Duration::from_secs(600),
+            },
+        );
         let means: Vec<f32> = m
             .manifest
             .input
@@ -725,22 +735,27 @@ mod tests {
             .map(|f| m.manifest.training[f].mean as f32)
             .collect();
         let mut out = Vec::new();
+        let mut t = 0.0;
+        let mut feed = |d: &mut Drift, row: &[f32], out: &mut Vec<DriftChange>| {
+            t += 10.0;
+            d.update(t, row, out);
+        };
         for _ in 0..50 {
-            d.update(&means, &mut out);
+            feed(&mut d, &means, &mut out);
         }
         assert!(out.is_empty(), "training means are not drift: {out:?}");
         // Pressure (the last input) reads 10 bar where training saw 5.5..6.5.
         let mut far = means.clone();
         far[n - 1] = 10.0;
         for _ in 0..50 {
-            d.update(&far, &mut out);
+            feed(&mut d, &far, &mut out);
         }
         assert_eq!(out.len(), 1, "{out:?}");
         assert!(out[0].drifted && out[0].input == n - 1);
         assert!(out[0].z > 4.0);
         out.clear();
         for _ in 0..100 {
-            d.update(&means, &mut out);
+            feed(&mut d, &means, &mut out);
         }
         assert_eq!(out.len(), 1, "{out:?}");
         assert!(!out[0].drifted);
@@ -748,9 +763,17 @@ mod tests {
         out.clear();
         let nan = vec![f32::NAN; n];
         for _ in 0..20 {
-            d.update(&nan, &mut out);
+            feed(&mut d, &nan, &mut out);
         }
         assert!(out.is_empty());
+        // In and out of range every 400 s (10 rows out, 30 back): without the
+        // dwell that is 30 changes in 6000 s; with it, at most one per 600 s.
+        out.clear();
+        for i in 0..600 {
+            feed(&mut d, if i % 40 < 10 { &far } else { &means }, &mut out);
+        }
+        assert!(out.len() >= 2, "it does drift: {out:?}");
+        assert!(out.len() <= 11, "{} changes in 6000 s", out.len());
     }
 
     #[test]
