@@ -82,8 +82,8 @@ pub struct Window {
     pushed: u64,
     next_end_ns: Option<u64>,
     last_ts: Option<u64>,
-    /// Time windows: since when data has come without leaving a window empty. A
-    /// window is emitted only when it is full: data since its start.
+    /// Time windows: since when data has come without a gap longer than the
+    /// window. A window is emitted only when it is full: data since its start.
     since_ns: Option<u64>,
     warming: u64,
     overflowed: u64,
@@ -170,7 +170,7 @@ impl Window {
             self.out_of_order += 1;
             return false;
         }
-        self.last_ts = Some(t_ns);
+        let previous = self.last_ts.replace(t_ns);
         match self.spec {
             WindowSpec::Count { size, hop } => {
                 self.push_raw(t_ns, x);
@@ -186,6 +186,7 @@ impl Window {
                 hop_ns,
                 max_samples,
             } => {
+                let resumed = previous.is_some_and(|p| t_ns - p > size_ns);
                 let mut emitted = false;
                 let next_end = *self
                     .next_end_ns
@@ -215,13 +216,13 @@ impl Window {
                     while self.len > 0 && self.ts[self.head] < keep_from {
                         self.pop_front();
                     }
-                    if self.len == 0 {
-                        // The data stopped for a whole window: the next must fill again.
-                        self.since_ns = None;
-                    }
                 }
                 if self.len == max_samples.max(1) {
                     self.overflowed += 1;
+                }
+                if resumed {
+                    // The data stopped for longer than a window: fill again.
+                    self.since_ns = None;
                 }
                 self.since_ns.get_or_insert(t_ns);
                 self.push_raw(t_ns, x);
@@ -318,6 +319,26 @@ mod tests {
         assert!(!w.push(15 * S, 3.5, &mut f));
         assert!(w.push(16 * S, 4.0, &mut f));
         assert_eq!((f.end_ns / S, f.x.clone()), (16, vec![3.0, 3.5]));
+    }
+
+    #[test]
+    fn tumbling_windows_of_samples_between_boundaries_keep_coming() {
+        // hop = size: each emission empties the buffer; samples at x.3 s are still
+        // continuous data, so every window after the first is full.
+        let mut w = Window::new(WindowSpec::Time {
+            size_ns: 10 * S,
+            hop_ns: 10 * S,
+            max_samples: 64,
+        });
+        let mut f = Frame::with_capacity(64);
+        let mut ends = Vec::new();
+        for i in 0..60u64 {
+            if w.push(i * S + 3 * S / 10, 1.0, &mut f) {
+                ends.push(f.end_ns / S);
+            }
+        }
+        assert_eq!(ends, vec![20, 30, 40, 50]);
+        assert_eq!(w.warming(), 1);
     }
 
     #[test]
