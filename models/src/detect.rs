@@ -259,6 +259,26 @@ impl Detector {
         self.level
     }
 
+    /// Forgets what the detector learnt about normal (baselines, trend history,
+    /// pending durations) and keeps its level: after a change of operating regime
+    /// (a start, a load step) the old normal no longer applies, and an alert that
+    /// is open stays open until the detector judges again.
+    pub fn relearn(&mut self) {
+        match &mut self.state {
+            State::Threshold { pending_since } => *pending_since = None,
+            State::ZScore { seen, streak, .. } => (*seen, *streak) = (0, 0),
+            State::Trend {
+                history, streak, ..
+            } => {
+                history.clear();
+                *streak = 0;
+            }
+            State::FlatLine { since } => *since = None,
+            State::RateOfChange { prev } => *prev = None,
+            State::Cusum(c) => *c = CusumState::default(),
+        }
+    }
+
     /// Feeds the feature value `x` of the window ending at `t` (monotonic seconds).
     pub fn evaluate(&mut self, t: f64, x: f64) -> Option<Evaluation> {
         if !x.is_finite() {
@@ -467,8 +487,10 @@ fn zscore(
         *streak = 0;
         raw
     };
-    // While anomalous, adapt slowly so a real fault is not learnt as normal at once.
-    let alpha = if level.is_some() {
+    // While anomalous (raised, or waiting for `min_count`), adapt slowly so a real
+    // fault is not learnt as normal at once: one anomalous window learnt at full
+    // speed would inflate the variance and hide the next.
+    let alpha = if level.is_some() || raw.is_some() {
         s.alpha * 0.1
     } else {
         s.alpha
@@ -964,6 +986,53 @@ mod tests {
         assert_eq!(first_crossing(0.0, 1.0, 0.0, 5.0), Some(5.0));
         assert_eq!(first_crossing(0.0, 0.0, 1.0, 4.0), Some(2.0));
         assert_eq!(first_crossing(0.0, 1.0, -1.0, 1.0), None, "peaks at 0.25");
+    }
+
+    #[test]
+    fn zscore_confirms_a_step_over_min_count_windows() {
+        let mut d = Detector::new(DetectorSpec::ZScore(ZScoreSpec {
+            alpha: 0.05,
+            warning_z: 6.0,
+            critical_z: None,
+            warmup: 30,
+            min_std: 0.05,
+            min_count: 2,
+        }));
+        for i in 0..40 {
+            d.evaluate(i as f64, 12.0);
+        }
+        let levels: Vec<_> = (40..44)
+            .map(|i| d.evaluate(i as f64, 7.0).and_then(|e| e.level))
+            .collect();
+        assert_eq!(
+            levels,
+            vec![None, Some(Warning), Some(Warning), Some(Warning)]
+        );
+    }
+
+    #[test]
+    fn relearning_keeps_the_level_and_takes_the_new_level_as_normal() {
+        let mut d = Detector::new(DetectorSpec::ZScore(ZScoreSpec {
+            alpha: 0.1,
+            warning_z: 4.0,
+            critical_z: None,
+            warmup: 10,
+            min_std: 0.01,
+            min_count: 1,
+        }));
+        for i in 0..30 {
+            d.evaluate(i as f64, 10.0 + if i % 2 == 0 { 0.1 } else { -0.1 });
+        }
+        assert_eq!(d.evaluate(30.0, 13.0).and_then(|e| e.level), Some(Warning));
+        // A load step to 13: relearnt, the new level is normal once warmed up.
+        d.relearn();
+        assert_eq!(d.level(), Some(Warning), "kept until judged again");
+        let mut levels = Vec::new();
+        for i in 31..60 {
+            let x = 13.0 + if i % 2 == 0 { 0.1 } else { -0.1 };
+            levels.push(d.evaluate(i as f64, x).and_then(|e| e.level));
+        }
+        assert!(levels.iter().all(Option::is_none), "{levels:?}");
     }
 
     #[test]
