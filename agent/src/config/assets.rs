@@ -16,7 +16,7 @@ use super::check_name;
 use super::detectors::read_detector;
 use super::drivers::Parsed;
 use super::models::{ModelLoader, read_model_binding};
-use crate::pipeline::{AssetCfg, DetectorCfg, WindowCfg};
+use crate::pipeline::{AssetCfg, DetectorCfg, RunningCfg, WindowCfg};
 
 /// A window of an asset, as detectors and model bindings refer to it.
 pub(super) struct AssetWindow {
@@ -94,12 +94,51 @@ fn read_asset(
         .emit();
         ok = false;
     }
+    let running = match a.table("running") {
+        Some(mut r) => {
+            let running = read_running(&mut r, &window_signals);
+            ok &= running.is_some();
+            running
+        }
+        None => None,
+    };
     let name = name?;
     ok.then(|| AssetCfg {
         name: Arc::from(name.value.as_str()),
         windows,
         detectors,
         models,
+        running,
+    })
+}
+
+/// `running = { signal, above, settle = "15m", step = 0.1 }`.
+fn read_running(r: &mut TableReader<'_>, windows: &[AssetWindow]) -> Option<RunningCfg> {
+    let signal = r.req_string("signal");
+    let above = r.req_f64("above");
+    let settle = r
+        .duration("settle")
+        .map_or(Duration::from_secs(900), |d| d.value);
+    let step = r.f64_in("step", 0.0, 10.0).map_or(0.1, |v| v.value);
+    let signal = signal?;
+    let Some(window) = windows.iter().position(|w| w.signal == signal.value) else {
+        r.error(
+            signal.span,
+            "signal",
+            format!(
+                "`{}` has no window in this asset; the running state is read from its mean",
+                signal.value
+            ),
+        )
+        .hint("add an [[assets.signals]] entry for it, or name one of this asset's signals")
+        .emit();
+        return None;
+    };
+    Some(RunningCfg {
+        window,
+        above: above?.value,
+        settle_s: settle.as_secs_f64(),
+        step,
     })
 }
 
@@ -452,5 +491,6 @@ fn link_health_asset(name: String, signal: SignalId, h: &HealthConfig) -> AssetC
             }),
         }],
         models: Vec::new(),
+        running: None,
     }
 }

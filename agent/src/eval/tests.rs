@@ -258,3 +258,72 @@ fn columns_naming_no_configured_signal_are_an_error_or_a_warning() {
     assert_eq!(r.warnings.len(), 1);
     assert!(r.warnings[0].contains("`boiler.temp`"), "{:?}", r.warnings);
 }
+
+/// The demo's current z-score on a pump that changes load and stops, with and
+/// without `running`.
+fn regime_config(running: &str) -> Config {
+    let src = format!(
+        r#"
+[agent]
+id = "eval"
+[alerts]
+console = false
+[[drivers]]
+name = "plant"
+kind = "sim"
+[[drivers.machines]]
+name = "pump"
+[[assets]]
+name = "pump"
+{running}
+[[assets.signals]]
+signal = "pump.current"
+window = {{ size = "10s", hop = "10s" }}
+[[assets.detectors]]
+name = "current-anomaly"
+kind = "zscore"
+signal = "pump.current"
+feature = "mean"
+warning_z = 6.0
+min_std = 0.05
+"#
+    );
+    crate::config::parse("agent.toml", &src).expect("valid config")
+}
+
+#[test]
+fn a_load_step_and_a_stop_are_not_alarms_once_the_asset_knows_when_it_runs() {
+    let d = Dir::new("regime");
+    // 12 A with a little noise; 7 A from 600 s (a load step), stopped from 1200 s,
+    // back at 12 A from 1800 s.
+    let current = |t: f64| {
+        let noise = if (t as u64) % 2 == 0 { 0.05 } else { -0.05 };
+        match t {
+            t if t < 600.0 => 12.0 + noise,
+            t if t < 1200.0 => 7.0 + noise,
+            t if t < 1800.0 => 0.0,
+            _ => 12.0 + noise,
+        }
+    };
+    d.scenario(
+        "load",
+        &csv(3000, current).replace("pump.temperature", "pump.current"),
+        "healthy = true\n",
+    );
+    let plain = run(&regime_config(""), &d.0).expect("runs");
+    assert!(
+        plain.scenarios[0].false_alerts >= 2,
+        "without `running` the step and the stop raise: {:?}",
+        plain.scenarios[0].alerts
+    );
+    let aware = run(
+        &regime_config(r#"running = { signal = "pump.current", above = 2.0, settle = "2m" }"#),
+        &d.0,
+    )
+    .expect("runs");
+    assert_eq!(
+        aware.scenarios[0].false_alerts, 0,
+        "{:?}",
+        aware.scenarios[0].alerts
+    );
+}

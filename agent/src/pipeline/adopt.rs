@@ -32,6 +32,7 @@ impl Processor {
         let mut report = AdoptReport::default();
         let from_old = self.adopt_windows(&mut old, &mut report);
         self.adopt_detectors(&mut old, &from_old, &mut report);
+        self.adopt_gates(&old, &from_old);
         (report.bindings_kept, report.bindings_new) =
             self.scorer
                 .adopt(&mut old.scorer, &mut self.engine, &mut old.engine);
@@ -87,6 +88,18 @@ impl Processor {
         }
 
         from_old
+    }
+
+    /// A regime read from a window that continues keeps its state (running,
+    /// settling), so a reload does not hold judgement until the next window.
+    fn adopt_gates(&mut self, old: &Processor, from_old: &[Option<usize>]) {
+        for gate in &mut self.gates {
+            let was =
+                from_old[gate.window].and_then(|ow| old.gates.iter().find(|g| g.window == ow));
+            if let Some(o) = was {
+                gate.continue_from(o);
+            }
+        }
     }
 
     /// Built-in detectors (engine slot i is detector i) with the same name,

@@ -20,6 +20,9 @@ crate::counters! {
         windows: counter "pipeline_windows_total",
         /// Detector evaluations (one per detector per completed window).
         evaluations: counter "pipeline_detector_evaluations_total",
+        /// Windows not judged because their asset's machine was stopped or settling
+        /// after a start or a load step (`[[assets]] running`).
+        gated: counter "pipeline_gated_windows_total",
         /// Alert messages the engine emitted (raised, escalated and cleared).
         alerts: counter "pipeline_alerts_total",
         /// Telemetry summaries dropped because the sinks were busy.

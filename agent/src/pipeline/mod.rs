@@ -22,6 +22,7 @@ pub mod adopt;
 pub mod counters;
 pub mod plan;
 pub mod processor;
+mod regime;
 pub mod scoring;
 pub mod task;
 pub mod telemetry;
@@ -29,7 +30,7 @@ mod window;
 
 pub use adopt::{AdoptReport, Reconfigure};
 pub use counters::{PipelineCounters, PipelineSnapshot};
-pub use plan::{AssetCfg, DetectorCfg, WindowCfg};
+pub use plan::{AssetCfg, DetectorCfg, RunningCfg, WindowCfg};
 pub use processor::Processor;
 pub use scoring::BindingStatus;
 pub use task::{PipelineTask, run_pipeline};

@@ -27,6 +27,21 @@ pub struct DetectorCfg {
     pub spec: DetectorSpec,
 }
 
+/// When an asset's machine is running, from one of its windows' mean: while it is
+/// stopped, and for `settle_s` after it starts or its load steps, the asset's
+/// detectors and models do not judge (they relearn normal at each change).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunningCfg {
+    /// Index into the asset's windows.
+    pub window: usize,
+    /// Running while the window's mean is above this.
+    pub above: f64,
+    pub settle_s: f64,
+    /// A change of the mean by more than this fraction from one window to the next
+    /// is a load step.
+    pub step: f64,
+}
+
 /// An asset: the signals of one machine, windowed together, and its detectors.
 #[derive(Clone, Debug)]
 pub struct AssetCfg {
@@ -35,4 +50,6 @@ pub struct AssetCfg {
     pub detectors: Vec<DetectorCfg>,
     /// Fault-prediction models scoring this asset.
     pub models: Vec<ModelBindingCfg>,
+    /// The machine's operating regime (none: always judged).
+    pub running: Option<RunningCfg>,
 }

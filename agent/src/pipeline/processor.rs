@@ -16,6 +16,7 @@ use edge_models::{
 
 use super::counters::PipelineCounters;
 use super::plan::AssetCfg;
+use super::regime::Gate;
 use super::scoring::{BindingStatus, InferenceJob, ModelScorer, ModelStore};
 use super::window::WindowSlot;
 use crate::alert::{Alert, AlertEngine, DetectorInfo, EngineStats, IdGenerator, RateLimits};
@@ -34,6 +35,8 @@ struct LocalCounts {
     unrouted: u64,
     windows: u64,
     evaluations: u64,
+    /// Windows not judged: the asset's machine was stopped or settling.
+    gated: u64,
 }
 
 /// The synchronous core of the pipeline.
@@ -43,6 +46,8 @@ pub struct Processor {
     route_ids: Vec<u32>,
     pub(crate) windows: Vec<WindowSlot>,
     pub(crate) detectors: Vec<DetectorSlot>,
+    /// The regime gates of the assets that have one.
+    pub(crate) gates: Vec<Gate>,
     pub(crate) engine: AlertEngine,
     pub(crate) scorer: ModelScorer,
     pub(crate) counters: Arc<PipelineCounters>,
@@ -62,6 +67,7 @@ impl std::fmt::Debug for Processor {
 struct WindowPlan {
     windows: Vec<WindowSlot>,
     detectors: Vec<DetectorSlot>,
+    gates: Vec<Gate>,
     /// Per signal id, the windows it feeds.
     per_signal: Vec<Vec<u32>>,
     /// Per asset, the index of its first window.
@@ -78,11 +84,14 @@ impl WindowPlan {
         let mut plan = WindowPlan {
             windows: Vec::new(),
             detectors: Vec::new(),
+            gates: Vec::new(),
             per_signal: vec![Vec::new(); registry.len()],
             asset_base: Vec::with_capacity(assets.len()),
         };
         for asset in assets {
-            plan.asset_base.push(plan.windows.len());
+            let base = plan.windows.len();
+            let det_base = plan.detectors.len();
+            plan.asset_base.push(base);
             for (wi, w) in asset.windows.iter().enumerate() {
                 let det_first = plan.detectors.len();
                 let signal: Arc<str> = Arc::from(registry.name(w.signal));
@@ -120,7 +129,16 @@ impl WindowPlan {
                     features: FeatureValues::default(),
                     det_first,
                     det_end: plan.detectors.len(),
+                    gate: None,
                 });
+            }
+            if let Some(r) = &asset.running {
+                let g = plan.gates.len();
+                let dets = det_base..plan.detectors.len();
+                plan.gates.push(Gate::new(r.clone(), base + r.window, dets));
+                for w in &mut plan.windows[base..] {
+                    w.gate = Some(g);
+                }
             }
         }
         plan
@@ -153,6 +171,7 @@ impl Processor {
             route_ids,
             windows: plan.windows,
             detectors: plan.detectors,
+            gates: plan.gates,
             engine: AlertEngine::new(agent_id, limits, infos, ids),
             scorer,
             counters: Arc::new(PipelineCounters::default()),
@@ -195,7 +214,8 @@ impl Processor {
     }
 
     /// Adds a sample to window `wi`; when that completes the window, computes its
-    /// features and runs its detectors, and returns the window's end.
+    /// features and runs its detectors, and returns the window's end (`None` also
+    /// while the asset's regime gate holds its judgement: models skip it too).
     #[inline]
     fn push(
         &mut self,
@@ -216,6 +236,19 @@ impl Processor {
             wall_ns: s.ts.wall_ns - (s.ts.mono_ns as i64 - slot.frame.end_ns as i64),
             synced: s.ts.synced,
         };
+        if let Some(g) = slot.gate {
+            let gate = &mut self.gates[g];
+            let t = slot.features.t_end;
+            if gate.window == wi && gate.observe(t, slot.features.get(Feature::Mean)) {
+                for d in &mut self.detectors[gate.detectors.clone()] {
+                    d.detector.relearn();
+                }
+            }
+            if !gate.judging(t) {
+                self.local.gated += 1;
+                return None;
+            }
+        }
         for di in slot.det_first..slot.det_end {
             let d = &mut self.detectors[di];
             let value = slot.features.get(d.feature);
@@ -296,6 +329,7 @@ impl Processor {
         c.unrouted.fetch_add(l.unrouted, Ordering::Relaxed);
         c.windows.fetch_add(l.windows, Ordering::Relaxed);
         c.evaluations.fetch_add(l.evaluations, Ordering::Relaxed);
+        c.gated.fetch_add(l.gated, Ordering::Relaxed);
         c.model_rows_skipped
             .fetch_add(self.scorer.take_short_rows(), Ordering::Relaxed);
         c.alerts.fetch_add(new_alerts, Ordering::Relaxed);

@@ -22,4 +22,6 @@ pub(crate) struct WindowSlot {
     /// Detectors evaluated when this window completes: `detectors[first..end]`.
     pub(crate) det_first: usize,
     pub(crate) det_end: usize,
+    /// The asset's regime gate, if it has one (an index into the processor's gates).
+    pub(crate) gate: Option<usize>,
 }
