@@ -33,18 +33,19 @@ impl Drop for Dir {
     }
 }
 
-const CONFIG: &str = r#"
-[agent]
-id = "eval"
-[alerts]
-console = false
-[[drivers]]
-name = "plant"
-kind = "sim"
-[[drivers.machines]]
-name = "pump"
-[[assets]]
-name = "pump"
+/// A configuration of one simulated pump whose asset section goes on with `asset`.
+fn pump_config(asset: &str) -> Config {
+    let src = format!(
+        "[agent]\nid = \"eval\"\n[alerts]\nconsole = false\n\
+         [[drivers]]\nname = \"plant\"\nkind = \"sim\"\n[[drivers.machines]]\nname = \"pump\"\n\
+         [[assets]]\nname = \"pump\"\n{asset}"
+    );
+    crate::config::parse("agent.toml", &src).expect("valid config")
+}
+
+fn config() -> Config {
+    pump_config(
+        r#"
 [[assets.signals]]
 signal = "pump.temperature"
 window = { size = "10s", hop = "10s" }
@@ -55,10 +56,8 @@ signal = "pump.temperature"
 feature = "mean"
 warning = 75.0
 critical = 85.0
-"#;
-
-fn config() -> Config {
-    crate::config::parse("agent.toml", CONFIG).expect("valid config")
+"#,
+    )
 }
 
 /// 1 Hz rows of `f(t)` for `secs` seconds.
@@ -262,20 +261,8 @@ fn columns_naming_no_configured_signal_are_an_error_or_a_warning() {
 /// The demo's current z-score on a pump that changes load and stops, with and
 /// without `running`.
 fn regime_config(running: &str) -> Config {
-    let src = format!(
-        r#"
-[agent]
-id = "eval"
-[alerts]
-console = false
-[[drivers]]
-name = "plant"
-kind = "sim"
-[[drivers.machines]]
-name = "pump"
-[[assets]]
-name = "pump"
-{running}
+    pump_config(&format!(
+        r#"{running}
 [[assets.signals]]
 signal = "pump.current"
 window = {{ size = "10s", hop = "10s" }}
@@ -287,8 +274,7 @@ feature = "mean"
 warning_z = 6.0
 min_std = 0.05
 "#
-    );
-    crate::config::parse("agent.toml", &src).expect("valid config")
+    ))
 }
 
 #[test]
