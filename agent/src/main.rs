@@ -69,6 +69,9 @@ enum Command {
         /// Also write the report as JSON (the README documents its fields).
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also write one SVG timeline per scenario into this directory.
+        #[arg(long)]
+        plots: Option<PathBuf>,
     },
     /// Show what a running agent is doing: drivers, last samples, link health,
     /// ring, alerts, journal backlog, uplink and models.
@@ -145,7 +148,8 @@ fn main() -> ExitCode {
             config,
             scenarios,
             json,
-        } => eval(&config, &scenarios, json.as_deref()),
+            plots,
+        } => eval(&config, &scenarios, json.as_deref(), plots.as_deref()),
         Command::Run {
             config,
             log_format,
@@ -155,7 +159,7 @@ fn main() -> ExitCode {
 }
 
 /// `edge-agent eval`.
-fn eval(config: &Path, scenarios: &Path, json: Option<&Path>) -> ExitCode {
+fn eval(config: &Path, scenarios: &Path, json: Option<&Path>, plots: Option<&Path>) -> ExitCode {
     let cfg = match config::load_file(config) {
         Ok(c) => c,
         Err(e) => {
@@ -163,7 +167,7 @@ fn eval(config: &Path, scenarios: &Path, json: Option<&Path>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = match edge_agent::eval::run(&cfg, scenarios) {
+    let report = match edge_agent::eval::run(&cfg, scenarios, plots) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

@@ -29,7 +29,7 @@ fn the_benchmark_subset_does_not_regress_beyond_its_margins() {
         .expect("scenarios written");
     let cfg = edge_agent::config::load_file(&root().join("models/eval/agent.toml"))
         .expect("the benchmark config is valid");
-    let report = edge_agent::eval::run(&cfg, dir.path()).expect("eval runs");
+    let report = edge_agent::eval::run(&cfg, dir.path(), None).expect("eval runs");
     let o = &report.overall;
     let now = serde_json::json!({
         "recall": o.recall,

@@ -7,6 +7,7 @@
 //! JSON document for scripts, whose shape is a contract (`Report`, documented in
 //! the README): fields are only ever added.
 
+pub mod plot;
 pub mod replay;
 pub mod scenario;
 pub mod score;
@@ -38,10 +39,13 @@ pub struct Report {
 pub enum EvalError {
     #[error("{}", .0.join("\n"))]
     Scenarios(Vec<String>),
+    #[error("cannot write the plot {path}: {error}")]
+    Plot { path: String, error: std::io::Error },
 }
 
-/// Replays every scenario under `dir` through a pipeline built from `config`.
-pub fn run(config: &Config, dir: &Path) -> Result<Report, EvalError> {
+/// Replays every scenario under `dir` through a pipeline built from `config`;
+/// with `plots`, writes `<plots>/<scenario>.svg` for each.
+pub fn run(config: &Config, dir: &Path, plots: Option<&Path>) -> Result<Report, EvalError> {
     let scenarios = scenario::load_all(dir).map_err(EvalError::Scenarios)?;
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
@@ -67,7 +71,11 @@ pub fn run(config: &Config, dir: &Path) -> Result<Report, EvalError> {
             }
         }
         let replayed = replay::replay(config, sc, &signals);
-        results.push(score::score(config, sc, replayed));
+        let result = score::score(config, sc, replayed);
+        if let Some(dir) = plots {
+            write_plot(dir, sc, &result)?;
+        }
+        results.push(result);
     }
     if !problems.is_empty() {
         return Err(EvalError::Scenarios(problems));
@@ -80,6 +88,16 @@ pub fn run(config: &Config, dir: &Path) -> Result<Report, EvalError> {
         scenarios: results,
         warnings,
     })
+}
+
+fn write_plot(dir: &Path, sc: &scenario::Scenario, r: &ScenarioResult) -> Result<(), EvalError> {
+    let path = dir.join(format!("{}.svg", sc.name));
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, plot::svg(sc, r)))
+        .map_err(|error| EvalError::Plot {
+            path: path.display().to_string(),
+            error,
+        })
 }
 
 fn pct(v: Option<f64>) -> String {

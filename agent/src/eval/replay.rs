@@ -31,6 +31,8 @@ pub struct ReplayedAlert {
     pub asset: Arc<str>,
     pub detector: Arc<str>,
     pub kind: &'static str,
+    /// The signal the detector watches (none for a model).
+    pub signal: Option<Arc<str>>,
     pub score: f64,
     pub limit: f64,
     pub eta_s: Option<f64>,
@@ -108,20 +110,25 @@ fn flush(p: &mut Processor, batch: &mut Vec<Sample>, alerts: &mut Vec<Alert>, ou
         p.finish_inference(job, alerts);
         out.drift_events += p.take_events().count() as u64;
     }
-    out.alerts.extend(alerts.drain(..).map(|a| ReplayedAlert {
-        t_s: (a.time.mono_ns.saturating_sub(ORIGIN_NS)) as f64 / 1e9,
-        severity: a.severity,
-        state: match a.state {
-            AlertState::Raised => "raised",
-            AlertState::Cleared => "cleared",
-        },
-        new_episode: a.state == AlertState::Raised && a.previous_severity.is_none(),
-        asset: a.asset,
-        detector: a.detector,
-        kind: a.kind,
-        score: a.score,
-        limit: a.limit,
-        eta_s: a.eta_s,
-        message: a.message,
+    out.alerts.extend(alerts.drain(..).map(|a| {
+        ReplayedAlert {
+            t_s: (a.time.mono_ns.saturating_sub(ORIGIN_NS)) as f64 / 1e9,
+            severity: a.severity,
+            state: match a.state {
+                AlertState::Raised => "raised",
+                AlertState::Cleared => "cleared",
+            },
+            new_episode: a.state == AlertState::Raised && a.previous_severity.is_none(),
+            signal: (a.kind != "model")
+                .then(|| a.signals.first().cloned())
+                .flatten(),
+            asset: a.asset,
+            detector: a.detector,
+            kind: a.kind,
+            score: a.score,
+            limit: a.limit,
+            eta_s: a.eta_s,
+            message: a.message,
+        }
     }));
 }

@@ -181,7 +181,7 @@ fn a_fault_caught_before_failure_scores_its_lead_and_a_healthy_alert_is_false() 
         }),
         "healthy = true\n",
     );
-    let r = run(&config(), &d.0).expect("runs");
+    let r = run(&config(), &d.0, None).expect("runs");
     let fault = &r.scenarios[0];
     assert_eq!(fault.name, "fault");
     assert!(fault.detected);
@@ -225,7 +225,7 @@ fn no_alert_is_raised_before_a_window_is_full_also_after_a_restart() {
         rows.push_str(&format!("{t},90\n"));
     }
     d.scenario("hot", &rows, "healthy = true\nrestarts = [35]\n");
-    let r = run(&config(), &d.0).expect("runs");
+    let r = run(&config(), &d.0, None).expect("runs");
     let s = &r.scenarios[0];
     let raises: Vec<f64> = s
         .alerts
@@ -243,7 +243,7 @@ fn no_alert_is_raised_before_a_window_is_full_also_after_a_restart() {
 fn columns_naming_no_configured_signal_are_an_error_or_a_warning() {
     let d = Dir::new("columns");
     d.scenario("a", "time,boiler.temp\n0,1\n", "healthy = true\n");
-    let e = run(&config(), &d.0)
+    let e = run(&config(), &d.0, None)
         .expect_err("no known column")
         .to_string();
     assert!(e.contains("no column names a signal"), "{e}");
@@ -253,7 +253,7 @@ fn columns_naming_no_configured_signal_are_an_error_or_a_warning() {
         "time,pump.temperature,boiler.temp\n0,1,2\n",
         "healthy = true\n",
     );
-    let r = run(&config(), &d.0).expect("runs");
+    let r = run(&config(), &d.0, None).expect("runs");
     assert_eq!(r.warnings.len(), 1);
     assert!(r.warnings[0].contains("`boiler.temp`"), "{:?}", r.warnings);
 }
@@ -296,7 +296,7 @@ fn a_load_step_and_a_stop_are_not_alarms_once_the_asset_knows_when_it_runs() {
         &csv(3000, current).replace("pump.temperature", "pump.current"),
         "healthy = true\n",
     );
-    let plain = run(&regime_config(""), &d.0).expect("runs");
+    let plain = run(&regime_config(""), &d.0, None).expect("runs");
     assert!(
         plain.scenarios[0].false_alerts >= 2,
         "without `running` the step and the stop raise: {:?}",
@@ -305,6 +305,7 @@ fn a_load_step_and_a_stop_are_not_alarms_once_the_asset_knows_when_it_runs() {
     let aware = run(
         &regime_config(r#"running = { signal = "pump.current", above = 2.0, settle = "2m" }"#),
         &d.0,
+        None,
     )
     .expect("runs");
     assert_eq!(
@@ -312,4 +313,44 @@ fn a_load_step_and_a_stop_are_not_alarms_once_the_asset_knows_when_it_runs() {
         "{:?}",
         aware.scenarios[0].alerts
     );
+}
+
+#[test]
+fn a_plot_shows_each_signal_the_labels_and_every_alert() {
+    let d = Dir::new("plot");
+    d.scenario(
+        "fault",
+        &csv(600, |t| {
+            if t < 100.0 {
+                60.0
+            } else {
+                60.0 + (t - 100.0) * 0.1
+            }
+        }),
+        "failure_at = 400\nonset_at = 100\nasset = \"pump\"\nkind = \"overheat\"\n",
+    );
+    let plots = d.0.join("plots");
+    let r = run(&config(), &d.0, Some(&plots)).expect("runs");
+    let svg = std::fs::read_to_string(plots.join("fault.svg")).expect("one SVG per scenario");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(
+        svg.contains(">pump.temperature</text>"),
+        "a panel per signal"
+    );
+    assert!(svg.contains(">onset</text>") && svg.contains(">failure</text>"));
+    let marks = svg.matches("<rect x=").count() - 1; // less the panel's frame
+    assert_eq!(
+        marks,
+        r.scenarios[0].alerts.len(),
+        "a mark per alert message"
+    );
+    assert!(
+        svg.contains("#e6b800") && svg.contains("#d62728"),
+        "warning and critical colours"
+    );
+    assert!(
+        svg.contains("stroke-dasharray=\"2,3\""),
+        "the alert limits on the panel"
+    );
+    assert!(!svg.contains("NaN"), "{svg}");
 }
