@@ -44,43 +44,39 @@ pub enum EvalError {
 }
 
 /// Replays every scenario under `dir` through a pipeline built from `config`;
-/// with `plots`, writes `<plots>/<scenario>.svg` for each.
+/// with `plots`, writes `<plots>/<scenario>.svg` for each. One scenario is in
+/// memory at a time; every problem of every scenario is reported at once.
 pub fn run(config: &Config, dir: &Path, plots: Option<&Path>) -> Result<Report, EvalError> {
-    let scenarios = scenario::load_all(dir).map_err(EvalError::Scenarios)?;
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
-    let started = std::time::Instant::now();
-    let mut results = Vec::with_capacity(scenarios.len());
-    for sc in &scenarios {
-        let signals = replay::column_signals(config, sc);
-        if signals.iter().all(Option::is_none) {
-            problems.push(format!(
-                "{}/signals.csv: no column names a signal of {} (columns: {}); name the columns as the config names its signals",
-                sc.dir.display(),
-                config.file,
-                sc.columns.join(", ")
-            ));
-            continue;
-        }
-        for (c, s) in sc.columns.iter().zip(&signals) {
-            if s.is_none() {
-                warnings.push(format!(
-                    "{}/signals.csv: column `{c}` is not a signal of the configuration; ignored",
-                    sc.dir.display()
-                ));
+    let mut busy = std::time::Duration::ZERO;
+    let mut results = Vec::new();
+    for d in scenario::dirs(dir).map_err(EvalError::Scenarios)? {
+        let sc = match scenario::load(&d) {
+            Ok(sc) => sc,
+            Err(mut e) => {
+                problems.append(&mut e);
+                continue;
             }
+        };
+        let Some(signals) = signals_of(config, &sc, &mut problems, &mut warnings) else {
+            continue;
+        };
+        if !problems.is_empty() {
+            continue; // the run fails: only check the rest
         }
-        let replayed = replay::replay(config, sc, &signals);
-        let result = score::score(config, sc, replayed);
+        let started = std::time::Instant::now();
+        let result = score::score(config, &sc, replay::replay(config, &sc, &signals));
+        busy += started.elapsed();
         if let Some(dir) = plots {
-            write_plot(dir, sc, &result)?;
+            write_plot(dir, &sc, &result)?;
         }
         results.push(result);
     }
     if !problems.is_empty() {
         return Err(EvalError::Scenarios(problems));
     }
-    let overall = score::overall(&results, started.elapsed().as_secs_f64());
+    let overall = score::overall(&results, busy.as_secs_f64());
     Ok(Report {
         v: REPORT_VERSION,
         config: config.file.clone(),
@@ -88,6 +84,35 @@ pub fn run(config: &Config, dir: &Path, plots: Option<&Path>) -> Result<Report, 
         scenarios: results,
         warnings,
     })
+}
+
+/// The configured signal of each column of `sc`; `None` (and a problem) when no
+/// column names one. Columns naming none are warnings.
+fn signals_of(
+    config: &Config,
+    sc: &scenario::Scenario,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Option<Vec<Option<edge_driver_api::SignalId>>> {
+    let signals = replay::column_signals(config, sc);
+    if signals.iter().all(Option::is_none) {
+        problems.push(format!(
+            "{}/signals.csv: no column names a signal of {} (columns: {}); name the columns as the config names its signals",
+            sc.dir.display(),
+            config.file,
+            sc.columns.join(", ")
+        ));
+        return None;
+    }
+    for (c, s) in sc.columns.iter().zip(&signals) {
+        if s.is_none() {
+            warnings.push(format!(
+                "{}/signals.csv: column `{c}` is not a signal of the configuration; ignored",
+                sc.dir.display()
+            ));
+        }
+    }
+    Some(signals)
 }
 
 fn write_plot(dir: &Path, sc: &scenario::Scenario, r: &ScenarioResult) -> Result<(), EvalError> {

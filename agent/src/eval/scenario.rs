@@ -63,8 +63,8 @@ impl Scenario {
 /// 2026-01-01T00:00:00Z: the wall time given to scenarios timed in seconds.
 const DEFAULT_START_NS: i64 = 1_767_225_600_000_000_000;
 
-/// Every scenario directory under `root` (sorted by name), or every problem found.
-pub fn load_all(root: &Path) -> Result<Vec<Scenario>, Vec<String>> {
+/// Every scenario directory under `root` (those holding a `signals.csv`), sorted.
+pub fn dirs(root: &Path) -> Result<Vec<PathBuf>, Vec<String>> {
     let entries = std::fs::read_dir(root).map_err(|e| {
         vec![format!(
             "{}: cannot read the scenarios directory: {e}",
@@ -83,19 +83,7 @@ pub fn load_all(root: &Path) -> Result<Vec<Scenario>, Vec<String>> {
             root.display()
         )]);
     }
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    for d in dirs {
-        match load(&d) {
-            Ok(s) => out.push(s),
-            Err(mut e) => errors.append(&mut e),
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    Ok(dirs)
 }
 
 /// Reads one scenario directory.

@@ -64,7 +64,7 @@ pub struct Overall {
     /// Of those, the ones whose first alert came at least 10 min before the failure.
     pub long_faults_warned_10min: usize,
     pub drift_events: u64,
-    /// Scenario time replayed per second of wall time.
+    /// Scenario time replayed per second spent replaying (CSV parsing excluded).
     pub speedup: f64,
 }
 
