@@ -305,8 +305,11 @@ pub fn compute_scalars(t: &[f64], x: &[f64], ewma_alpha: f64, out: &mut FeatureV
     m3 /= nf;
     m4 /= nf;
     let rms = (sq / nf).sqrt();
-    // Same degeneracy rule as scipy: variance below round-off of the mean = constant.
-    let degenerate = m2 <= (f64::EPSILON * mean).powi(2);
+    // Same degeneracy rule as scipy (`_moment`: `m2 <= (10 * finfo.resolution * mean)²`):
+    // a variance within round-off of the mean is a constant window. The sum of n
+    // equal values divided by n leaves deviations of a few ulps, whose ratios are
+    // garbage (a kurtosis of −2 for a stuck sensor).
+    let degenerate = m2 <= (1e-14 * mean).powi(2);
     out.set(Feature::Mean, mean);
     out.set(Feature::Std, m2.sqrt());
     out.set(Feature::Min, min);
@@ -425,6 +428,23 @@ mod tests {
         assert!(out.get(Feature::Kurtosis).is_nan());
         assert_eq!(out.get(Feature::Slope), 0.0);
         assert_eq!(out.get(Feature::Rms), 5.0);
+    }
+
+    #[test]
+    fn a_constant_window_whose_mean_leaves_round_off_is_still_constant() {
+        // 512 copies of a stuck vibration reading: sum / n differs from the value
+        // by a few ulps, which once made the kurtosis −2 instead of undefined.
+        let n = 512;
+        let f = frame((0..n).map(|i| i as f64).collect(), vec![0.152_641_03; n]);
+        let mut e = FeatureExtractor::new(FeatureConfig::default(), n);
+        let mut out = FeatureValues::default();
+        e.compute(&f, &mut out);
+        assert!(
+            out.get(Feature::Kurtosis).is_nan(),
+            "{}",
+            out.get(Feature::Kurtosis)
+        );
+        assert!(out.get(Feature::Skewness).is_nan());
     }
 
     #[test]
