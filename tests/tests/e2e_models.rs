@@ -265,6 +265,43 @@ async fn a_healthy_pump_stays_quiet_under_every_model() {
     assert_eq!(report.pipeline.model_errors, 0);
 }
 
+/// A stuck vibration sensor makes the window constant: its kurtosis and crest are
+/// undefined (NaN). tract would turn those NaN inputs into a confident score; the
+/// rows are not scored and are counted instead.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn rows_with_a_nan_input_are_not_scored_and_are_counted() {
+    let dir = TempDir::new("models-nan-input");
+    let jsonl = dir.path().join("alerts.jsonl");
+    let stuck = r#"
+[[drivers.machines.faults]]
+kind = "stuck"
+signal = "vibration"
+start = "1h"
+"#;
+    let src = plant(
+        &jsonl,
+        &zoo(),
+        stuck,
+        &binding("rf", "bearing_rf/manifest.toml"),
+    );
+    let events = Events::default();
+    let handle = edge_agent::start(config("models.toml", &src), options(&events)).expect("starts");
+    tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+    let report = stop(handle).await;
+    let alerts = read_alerts(&jsonl);
+    let p = &report.pipeline;
+    // Rows every 10 s: about an hour scored, then two hours of NaN kurtosis.
+    assert!(p.model_rows >= 300 && p.model_rows <= 400, "{p:?}");
+    assert!(p.model_rows_unusable >= 600, "{p:?}");
+    assert_eq!(p.model_errors, 0, "not a model failure: no quarantine");
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a["detector"] != "rf" && a["detector"] != "rf.health"),
+        "{alerts:#?}"
+    );
+}
+
 const VIBRATION_WINDOW: &str = "window = { size = 512, hop = 512 }";
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -33,6 +33,8 @@ crate::counters! {
         model_errors: counter "model_errors_total",
         /// Raw-window model rows skipped: a window held fewer samples than the model reads.
         model_rows_skipped: counter "model_rows_skipped_total",
+        /// Model rows not scored because an input was NaN or infinite.
+        model_rows_unusable: counter "model_rows_unusable_total",
         /// Model versions swapped in while running.
         model_swaps: counter "model_swaps_total",
         /// Model events (drift) dropped because the sinks were busy.

@@ -332,6 +332,8 @@ impl Processor {
         c.gated.fetch_add(l.gated, Ordering::Relaxed);
         c.model_rows_skipped
             .fetch_add(self.scorer.take_short_rows(), Ordering::Relaxed);
+        c.model_rows_unusable
+            .fetch_add(self.scorer.take_unusable_rows(), Ordering::Relaxed);
         c.alerts.fetch_add(new_alerts, Ordering::Relaxed);
     }
 }

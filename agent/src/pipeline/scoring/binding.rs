@@ -226,6 +226,8 @@ pub(crate) struct BindingSlot {
     /// Rows skipped because a window held fewer samples than a raw-window model
     /// reads.
     pub(crate) short_rows: u64,
+    /// Rows with a NaN or infinite input (warned about once).
+    pub(crate) unusable_rows: u64,
     pub(crate) every_ns: u64,
     pub(crate) next_due_ns: u64,
     pub(crate) grader: Grader,
@@ -257,6 +259,7 @@ impl BindingSlot {
         std::mem::swap(&mut self.drift, &mut old.drift);
         std::mem::swap(&mut self.summary, &mut old.summary);
         self.short_rows = old.short_rows;
+        self.unusable_rows = old.unusable_rows;
         self.next_due_ns = old.next_due_ns;
         self.bad_streak = old.bad_streak;
         self.quarantined = old.quarantined;

@@ -100,6 +100,8 @@ pub struct ModelScorer {
     agent_id: Arc<str>,
     /// Rows skipped since the last [`ModelScorer::take_short_rows`].
     short_rows: u64,
+    /// Rows with a non-finite input since the last [`ModelScorer::take_unusable_rows`].
+    unusable_rows: u64,
 }
 
 impl ModelScorer {
@@ -154,6 +156,7 @@ impl ModelScorer {
             events: Vec::new(),
             agent_id,
             short_rows: 0,
+            unusable_rows: 0,
         }
     }
 
@@ -190,6 +193,7 @@ impl ModelScorer {
         if run.session.is_none() {
             return;
         }
+        let start = run.xs.len();
         match &b.inputs {
             BindingInputs::Features(cols) => {
                 for (w, f) in cols {
@@ -217,6 +221,18 @@ impl ModelScorer {
             }
         }
         b.next_due_ns = end.mono_ns.saturating_add(b.every_ns);
+        // A NaN or infinite input (the kurtosis of a constant window, a broken
+        // sensor) is not scored: ONNX runtimes turn NaN into confident finite
+        // scores (tract's Sigmoid(NaN) is 4.8e-7).
+        if run.xs[start..].iter().any(|v| !v.is_finite()) {
+            run.xs.truncate(start);
+            if b.unusable_rows == 0 {
+                tracing::warn!(asset = %b.asset, binding = %b.name, "a model input is NaN or infinite; such rows are not scored (counted in model_rows_unusable_total)");
+            }
+            b.unusable_rows += 1;
+            self.unusable_rows += 1;
+            return;
+        }
         run.rows.push((bi as u32, end));
         self.pending_rows += 1;
     }
@@ -224,6 +240,11 @@ impl ModelScorer {
     /// Rows skipped because a window was short, since the last call.
     pub(crate) fn take_short_rows(&mut self) -> u64 {
         std::mem::take(&mut self.short_rows)
+    }
+
+    /// Rows not scored because an input was NaN or infinite, since the last call.
+    pub(crate) fn take_unusable_rows(&mut self) -> u64 {
+        std::mem::take(&mut self.unusable_rows)
     }
 
     /// Model events (drift) waiting for the sinks.
@@ -491,6 +512,7 @@ fn bind(
         labels: Vec::new(),
         summary: Vec::new(),
         short_rows: 0,
+        unusable_rows: 0,
         every_ns: b.every.as_nanos() as u64,
         next_due_ns: 0,
         grader: Grader::new(m, b.confirm),
