@@ -154,10 +154,9 @@ fn scenario_errors_point_at_file_line_and_column_all_at_once() {
     assert!(errors.contains("labels.toml:"), "{errors}");
 }
 
-#[test]
-fn a_fault_caught_before_failure_scores_its_lead_and_a_healthy_alert_is_false() {
-    let d = Dir::new("score");
-    // Warm from 100 s (the fault's onset), hot from 300 s; the failure at 400 s.
+/// Scenario `fault`: warm from 100 s (the fault's onset, +0.1 degC/s from 60),
+/// hot from 300 s; the failure at 400 s.
+fn overheating(d: &Dir) {
     d.scenario(
         "fault",
         &csv(600, |t| {
@@ -169,6 +168,12 @@ fn a_fault_caught_before_failure_scores_its_lead_and_a_healthy_alert_is_false() 
         }),
         "failure_at = 400\nonset_at = 100\nasset = \"pump\"\nkind = \"overheat\"\n",
     );
+}
+
+#[test]
+fn a_fault_caught_before_failure_scores_its_lead_and_a_healthy_alert_is_false() {
+    let d = Dir::new("score");
+    overheating(&d);
     // A healthy hour with one hot spell.
     d.scenario(
         "healthy",
@@ -318,17 +323,7 @@ fn a_load_step_and_a_stop_are_not_alarms_once_the_asset_knows_when_it_runs() {
 #[test]
 fn a_plot_shows_each_signal_the_labels_and_every_alert() {
     let d = Dir::new("plot");
-    d.scenario(
-        "fault",
-        &csv(600, |t| {
-            if t < 100.0 {
-                60.0
-            } else {
-                60.0 + (t - 100.0) * 0.1
-            }
-        }),
-        "failure_at = 400\nonset_at = 100\nasset = \"pump\"\nkind = \"overheat\"\n",
-    );
+    overheating(&d);
     let plots = d.0.join("plots");
     let r = run(&config(), &d.0, Some(&plots)).expect("runs");
     let svg = std::fs::read_to_string(plots.join("fault.svg")).expect("one SVG per scenario");
