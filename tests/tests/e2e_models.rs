@@ -549,3 +549,46 @@ async fn a_model_that_returns_nan_is_quarantined_and_the_builtin_detectors_carry
         "the built-in detectors stopped: {alerts:#?}"
     );
 }
+
+/// The "update the sha256" hint is given for a hash mismatch only: for any other
+/// problem with a model it would send the user the wrong way.
+#[test]
+fn only_a_hash_mismatch_suggests_updating_the_sha256() {
+    let dir = TempDir::new("models-hints");
+    let manifest = copy_model("bearing_rf", dir.path());
+    let text = std::fs::read_to_string(&manifest).expect("manifest");
+    let check = |manifest_text: String| {
+        std::fs::write(&manifest, manifest_text).expect("write manifest");
+        let src = plant(
+            &dir.path().join("alerts.jsonl"),
+            dir.path(),
+            "",
+            &binding("rf", "bearing_rf/manifest.toml"),
+        );
+        match edge_agent::config::parse("models.toml", &src) {
+            Ok(_) => panic!("a broken model was accepted"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let sha = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256 = "))
+        .expect("a sha256 line")
+        .trim_matches('"')
+        .to_string();
+    let wrong_hash = check(text.replace(&sha, &"0".repeat(64)));
+    assert!(wrong_hash.contains("has SHA-256"), "{wrong_hash}");
+    assert!(wrong_hash.contains("sha256sum"), "{wrong_hash}");
+    let file = text
+        .lines()
+        .find_map(|l| l.strip_prefix("file = "))
+        .expect("a file line")
+        .trim_matches('"')
+        .to_string();
+    let missing_file = check(text.replace(&file, "nowhere.onnx"));
+    assert!(
+        missing_file.contains("cannot read the model file"),
+        "{missing_file}"
+    );
+    assert!(!missing_file.contains("sha256"), "{missing_file}");
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edge_driver_api::config::{NodeValue, TableReader};
-use edge_models::onnx::manifest::ValidatedModel;
+use edge_models::onnx::manifest::{ManifestError, ValidatedModel};
 
 use super::assets::AssetWindow;
 use super::valid_name;
@@ -68,7 +68,7 @@ impl ModelLoader {
 
     /// The index of a validated model; `Err` carries its problems the first time
     /// (and nothing after, so one broken file is reported once).
-    fn load(&mut self, manifest: &str) -> Result<usize, Vec<String>> {
+    fn load(&mut self, manifest: &str) -> Result<usize, Vec<ManifestError>> {
         let path = self.base.join(manifest);
         if let Some(i) = self.entries.iter().position(|(p, _, _)| *p == path) {
             return match &self.entries[i].1 {
@@ -83,10 +83,7 @@ impl ModelLoader {
             }
             Err(errs) => {
                 self.entries.push((path.clone(), None, Vec::new()));
-                Err(errs
-                    .into_iter()
-                    .map(|e| format!("{}: {}", e.file.display(), e.message))
-                    .collect())
+                Err(errs)
             }
         }
     }
@@ -151,8 +148,13 @@ pub(super) fn read_model_binding(
         Ok(i) => i,
         Err(errs) => {
             for e in errs {
-                m.error(manifest.span, "manifest", e)
-                    .hint("fix the model or its manifest, or run `edge-agent check-config` after updating the sha256")
+                let hint = if e.hash_mismatch {
+                    "if the new file is the one you want, put its `sha256sum` in the manifest's [model] sha256 and run `edge-agent check-config`"
+                } else {
+                    "fix the model or its manifest"
+                };
+                m.error(manifest.span, "manifest", e.to_string())
+                    .hint(hint)
                     .emit();
             }
             return None;

@@ -199,6 +199,9 @@ pub struct FeatureStats {
 pub struct ManifestError {
     pub file: PathBuf,
     pub message: String,
+    /// The model file's hash is not the manifest's (a new file, or the manifest of
+    /// another version): the one problem that updating `sha256` can fix.
+    pub hash_mismatch: bool,
 }
 
 impl std::fmt::Display for ManifestError {
@@ -214,6 +217,7 @@ impl Manifest {
         toml::from_str(text).map_err(|e| ManifestError {
             file: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
+            hash_mismatch: false,
         })
     }
 
@@ -381,6 +385,7 @@ impl ValidatedModel {
         let fail = |m: String| ManifestError {
             file: manifest_path.to_path_buf(),
             message: m,
+            hash_mismatch: false,
         };
         let text = std::fs::read_to_string(manifest_path)
             .map_err(|e| vec![fail(format!("cannot read the manifest: {e}"))])?;
@@ -396,11 +401,14 @@ impl ValidatedModel {
         })?;
         let sha = sha256_hex(&bytes);
         if !sha.eq_ignore_ascii_case(&manifest.model.sha256) {
-            errs.push(format!(
-                "{} has SHA-256 {sha} but the manifest says {}: the file changed, or the manifest belongs to another version",
-                manifest.model.file, manifest.model.sha256
-            ));
-            return Err(errs.into_iter().map(fail).collect());
+            let mismatch = ManifestError {
+                hash_mismatch: true,
+                ..fail(format!(
+                    "{} has SHA-256 {sha} but the manifest says {}: the file changed, or the manifest belongs to another version",
+                    manifest.model.file, manifest.model.sha256
+                ))
+            };
+            return Err(errs.into_iter().map(fail).chain([mismatch]).collect());
         }
         let model = match OnnxModel::load(&bytes) {
             Ok(m) => m,
