@@ -1,6 +1,7 @@
 //! S7 addresses in the syntax engineers type (`DB1.DBX0.0`, `MW10`, `I0.0`/`E0.0`,
 //! `QB4`/`AB4` ...) and the data types stored at them.
 
+use edge_driver_api::time::days_from_civil;
 use std::fmt;
 
 /// A memory area of the PLC, with its S7 protocol code.
@@ -444,17 +445,6 @@ fn decode_dt(b: &[u8]) -> Result<f64, DecodeError> {
     let days = days_from_civil(year as i64, month, day);
     let secs = days * 86_400 + i64::from(hour * 3600 + min * 60 + sec);
     Ok(secs as f64 + f64::from(ms) / 1000.0)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Encodes a value of `ty` for a write (numbers only; BOOL as its byte with `bit` set
