@@ -125,7 +125,8 @@ pub enum AlertState {
     Cleared,
 }
 
-fn ser_severity<S: serde::Serializer>(s: &Severity, ser: S) -> Result<S::Ok, S::Error> {
+/// Serialises a severity by its name (`"prefault"`).
+pub(crate) fn ser_severity<S: serde::Serializer>(s: &Severity, ser: S) -> Result<S::Ok, S::Error> {
     ser.serialize_str(s.as_str())
 }
 

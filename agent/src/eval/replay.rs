@@ -23,7 +23,7 @@ const BATCH: usize = 1024;
 pub struct ReplayedAlert {
     /// Seconds from the scenario's first row.
     pub t_s: f64,
-    #[serde(serialize_with = "severity_name")]
+    #[serde(serialize_with = "crate::alert::ser_severity")]
     pub severity: Severity,
     pub state: &'static str,
     /// A new episode (not an escalation or de-escalation of an open one).
@@ -37,10 +37,6 @@ pub struct ReplayedAlert {
     pub limit: f64,
     pub eta_s: Option<f64>,
     pub message: String,
-}
-
-fn severity_name<S: serde::Serializer>(s: &Severity, ser: S) -> Result<S::Ok, S::Error> {
-    ser.serialize_str(s.as_str())
 }
 
 /// What a replay produced.
