@@ -35,16 +35,14 @@ pub const SIGNALS: [(&str, Quantity); 3] = [
     ("pump.pressure", Quantity::Pressure),
 ];
 
-/// A deterministic stream of uniform numbers in [0, 1).
+/// A deterministic stream of uniform numbers in [0, 1) (SplitMix64).
 struct Draw(u64);
 
 impl Draw {
     fn next(&mut self) -> f64 {
+        let z = crate::splitmix(self.0);
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
     fn range(&mut self, lo: f64, hi: f64) -> f64 {
