@@ -74,13 +74,7 @@ reconnect_max = "200ms"
 /// Starts the agent on `cfg` (its log next to it) and checks that it runs.
 fn start(cfg: &Path) -> std::process::Child {
     let log = cfg.with_extension("log");
-    let mut agent = std::process::Command::new(edge_agent_tests::agent_bin())
-        .args(["run", "--config"])
-        .arg(cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("agent log"))
-        .spawn()
-        .expect("start edge-agent");
+    let mut agent = edge_agent_tests::spawn_agent(cfg, &log);
     std::thread::sleep(Duration::from_millis(500));
     if let Ok(Some(status)) = agent.try_wait() {
         let log = std::fs::read_to_string(&log).unwrap_or_default();

@@ -222,6 +222,24 @@ pub fn agent_bin() -> PathBuf {
     bin
 }
 
+/// Starts the agent binary (`run --config cfg`) with its log (stderr, level info)
+/// appended to `log`.
+pub fn spawn_agent(cfg: &Path, log: &Path) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("agent log");
+    std::process::Command::new(agent_bin())
+        .args(["run", "--config"])
+        .arg(cfg)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start edge-agent")
+}
+
 /// A TCP proxy on 127.0.0.1 that can cut every connection through it at once,
 /// discarding whatever it holds: a network flap in the middle of a publish.
 /// Forwarding from client to server is slowed by `delay` per chunk so that there is

@@ -274,22 +274,6 @@ struct Figures {
     log: String,
 }
 
-fn start_agent(cfg: &Path, log: &Path) -> std::process::Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("agent log");
-    std::process::Command::new(edge_agent_tests::agent_bin())
-        .args(["run", "--config"])
-        .arg(cfg)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start edge-agent")
-}
-
 async fn stop_agent(agent: std::process::Child) {
     let mut agent = agent;
     let _ = std::process::Command::new("kill")
@@ -331,12 +315,12 @@ async fn agent_through_an_outage(o: &Outage) -> Figures {
     let toml = agent_config(&jsonl, &journal_dir, port, o.speed, o.segment_size);
     std::fs::write(&cfg_path, toml).expect("config");
 
-    let mut agent = start_agent(&cfg_path, &log);
+    let mut agent = edge_agent_tests::spawn_agent(&cfg_path, &log);
     match o.restart_after {
         Some(at) => {
             tokio::time::sleep(at).await;
             stop_agent(agent).await;
-            agent = start_agent(&cfg_path, &log);
+            agent = edge_agent_tests::spawn_agent(&cfg_path, &log);
             tokio::time::sleep(o.down.saturating_sub(at)).await;
         }
         None => tokio::time::sleep(o.down).await,
