@@ -43,15 +43,18 @@ impl Gate {
             return false;
         }
         let running = mean > self.cfg.above;
-        let started = running && !self.running && self.last_mean.is_some();
-        let stepped = running
-            && self.running
-            && self
-                .last_mean
-                .is_some_and(|l| (mean - l).abs() > self.cfg.step * l.abs().max(f64::EPSILON));
+        let changed = match self.last_mean {
+            // Already running when first seen: not a change.
+            None => false,
+            Some(_) if !self.running => running,
+            Some(last) => {
+                running
+                    && self.cfg.step > 0.0
+                    && (mean - last).abs() > self.cfg.step * last.abs().max(f64::EPSILON)
+            }
+        };
         self.running = running;
         self.last_mean = Some(mean);
-        let changed = started || (stepped && self.cfg.step > 0.0);
         if changed {
             self.quiet_until = t + self.cfg.settle_s;
         }
