@@ -274,6 +274,12 @@ fn check_config(file: &Path, list_signals: bool) -> ExitCode {
             m.sha256,
             h.manifest_path.display()
         );
+        for line in m.dry_run.iter().flat_map(|d| d.summary()) {
+            eprintln!("  {line}");
+        }
+        for w in &m.warnings {
+            eprintln!("  warning: {w}");
+        }
     }
     eprintln!(
         "{}: OK ({} drivers, {} signals, {} assets, {} detectors, {} models)",
@@ -315,6 +321,7 @@ fn run(
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }
+    logging::log_panics();
     if path.is_none() {
         tracing::info!(
             "no --config given: running the built-in demo configuration (see `edge-agent print-default-config`)"

@@ -32,8 +32,9 @@ impl Drop for Agent {
     }
 }
 
-fn temp_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("edge-agent-ops-{}", std::process::id()));
+/// A fresh directory of its own for each test (`tag`), removed by the test.
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("edge-agent-ops-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("temp dir");
     d
@@ -145,7 +146,7 @@ fn http_get(addr: &str, path: &str) -> String {
 
 #[test]
 fn a_running_agent_reports_to_systemd_status_models_list_and_prometheus() {
-    let dir = temp_dir();
+    let dir = temp_dir("status");
     let cfg = dir.join("agent.toml");
     std::fs::write(&cfg, config(&dir)).expect("write config");
     let notify_path = dir.join("notify.sock");
@@ -311,4 +312,269 @@ fn a_running_agent_reports_to_systemd_status_models_list_and_prometheus() {
         String::from_utf8_lossy(&out.stderr)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A model directory under `root/name`: `onnx` (from models/tests/fixtures),
+/// a manifest reading `temperature, current, pressure` as `[batch, 3, 8]`, and
+/// the fixture's onnxruntime outputs as its reference when there is one.
+fn recurrent_model(root: &Path, name: &str, onnx: &str, version: &str) -> PathBuf {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures");
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).expect("model dir");
+    let bytes = std::fs::read(fixtures.join(onnx)).expect("fixture model");
+    std::fs::write(dir.join("model.onnx"), &bytes).expect("copy model");
+    let reference = fixtures.join(onnx.replace(".onnx", ".json"));
+    let reference = match std::fs::copy(&reference, dir.join("reference.json")) {
+        Ok(_) => "[reference]\nfile = \"reference.json\"\n",
+        Err(_) => "",
+    };
+    let manifest = format!(
+        r#"[model]
+name = "{name}"
+version = "{version}"
+file = "model.onnx"
+sha256 = "{sha}"
+
+[input]
+name = "window"
+dtype = "float32"
+window = {{ signals = ["temperature", "current", "pressure"], samples = 8 }}
+
+[[outputs]]
+name = "score"
+meaning = "fault_probability"
+column = 0
+
+[alert]
+output = "score"
+direction = "above"
+warning = 0.999
+prefault = 0.9999
+
+{reference}"#,
+        sha = edge_models::onnx::manifest::sha256_hex(&bytes),
+    );
+    // Drift needs the training spread of each signal's window mean and std:
+    // wide enough that the simulated pump never drifts.
+    let mut manifest = manifest;
+    for stat in [
+        "temperature.mean",
+        "temperature.std",
+        "current.mean",
+        "current.std",
+        "pressure.mean",
+        "pressure.std",
+    ] {
+        manifest +=
+            &format!("\n[training.\"{stat}\"]\nmean = 0.0\nstd = 1000.0\nmin = -1e6\nmax = 1e6\n");
+    }
+    let path = dir.join("manifest.toml");
+    std::fs::write(&path, manifest).expect("manifest");
+    path
+}
+
+fn recurrent_config(dir: &Path, bindings: &[&str], extra: &str) -> String {
+    let mut bound = String::new();
+    for b in bindings {
+        bound += &format!(
+            "\n[[assets.models]]\nname = \"{b}\"\nevery = \"1s\"\nmanifest = \"{b}/manifest.toml\"\nroles = {{ temperature = \"pump.temperature\", current = \"pump.current\", pressure = \"pump.pressure\" }}\n"
+        );
+    }
+    format!(
+        r#"
+[agent]
+id = "recurrent-test"
+shutdown_timeout = "10s"
+control_socket = "{sock}"
+
+[alerts]
+console = false
+
+[models]
+dir = "{models}"
+watch = "200ms"
+
+[[drivers]]
+name = "plant"
+kind = "sim"
+seed = 3
+tick = "100ms"
+
+[[drivers.machines]]
+name = "pump"
+sample_rate_hz = 10.0
+vibration_rate_hz = 16.0
+
+[[assets]]
+name = "pump"
+
+[[assets.signals]]
+signal = "pump.temperature"
+window = {{ size = "2s", hop = "1s" }}
+
+[[assets.signals]]
+signal = "pump.current"
+window = {{ size = "2s", hop = "1s" }}
+
+[[assets.signals]]
+signal = "pump.pressure"
+window = {{ size = "2s", hop = "1s" }}
+{bound}{extra}"#,
+        sock = dir.join("control.sock").display(),
+        models = dir.join("models").display(),
+    )
+}
+
+/// tract panicked on a common LSTM export (no `initial_h`) and on any model it
+/// cannot size; the panic took down `check-config`, `run`, and the SIGHUP and
+/// file-watch reloads after it. Now the LSTM runs, and a model that still trips
+/// tract is a config error, a rejected version, a rejected reload — and the
+/// next reload still works.
+#[test]
+fn a_model_that_panics_the_runtime_is_rejected_and_reloads_keep_working() {
+    let dir = temp_dir("recurrent");
+    let models = dir.join("models");
+    let lstm = recurrent_model(
+        &models,
+        "lstm",
+        "parity/lstm_without_initial_state.onnx",
+        "1.0.0",
+    );
+    recurrent_model(
+        &models,
+        "broken",
+        "broken/lstm_data_dependent_batch.onnx",
+        "1.0.0",
+    );
+    let cfg = dir.join("agent.toml");
+
+    // check-config: the broken model is a config error (exit 2, not 101), the
+    // sound LSTM is still checked and valid.
+    std::fs::write(&cfg, recurrent_config(&dir, &["lstm", "broken"], "")).expect("config");
+    let out = bin()
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .expect("check-config runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("panicked while loading the model"), "{err}");
+    assert!(
+        !err.contains("lstm/manifest.toml"),
+        "the sound model is not an error: {err}"
+    );
+    std::fs::write(&cfg, recurrent_config(&dir, &["lstm"], "")).expect("config");
+    let out = bin()
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .expect("check-config runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("model lstm 1.0.0"), "{err}");
+
+    // run: the LSTM scores rows.
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    notify.set_nonblocking(true).expect("nonblocking");
+    let log = std::fs::File::create(dir.join("agent.log")).expect("log file");
+    let child = bin()
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starts");
+    let mut agent = Agent(child);
+    let pid = agent.0.id().to_string();
+    let sock = dir.join("control.sock");
+    let mut msgs = Vec::new();
+    wait_for("READY=1", Duration::from_secs(30), || {
+        received(&notify, &mut msgs);
+        msgs.iter().any(|m| m.starts_with("READY=1"))
+    });
+    let status = || -> serde_json::Value {
+        serde_json::from_slice(&cli(&["status", "--json"], &sock).stdout).unwrap_or_default()
+    };
+    wait_for("rows scored by the LSTM", Duration::from_secs(30), || {
+        status()["pipeline"]["model_rows"].as_u64().unwrap_or(0) >= 3
+    });
+
+    // The watcher sees a new version that trips tract: counted and reported.
+    let sound = std::fs::read_to_string(&lstm).expect("manifest");
+    let swapped = recurrent_model(
+        &dir.join("staging"),
+        "lstm",
+        "broken/lstm_data_dependent_batch.onnx",
+        "2.0.0",
+    );
+    std::fs::copy(
+        dir.join("staging/lstm/model.onnx"),
+        models.join("lstm/broken.onnx"),
+    )
+    .expect("copy");
+    let next = std::fs::read_to_string(swapped)
+        .expect("manifest")
+        .replace("file = \"model.onnx\"", "file = \"broken.onnx\"");
+    std::fs::write(&lstm, next).expect("new version");
+    let models_json = || -> serde_json::Value {
+        serde_json::from_slice(&cli(&["models", "list", "--json"], &sock).stdout)
+            .unwrap_or_default()
+    };
+    wait_for(
+        "the rejection in models list",
+        Duration::from_secs(20),
+        || models_json()[0]["rejections"].as_u64() == Some(1),
+    );
+    let m = models_json();
+    assert_eq!(m[0]["version"], "1.0.0", "{m}");
+    let why = m[0]["last_rejection"].as_str().unwrap_or_default();
+    assert!(why.contains("panicked while loading the model"), "{m}");
+    std::fs::write(&lstm, sound).expect("restore the manifest");
+
+    // SIGHUP with the broken model bound: rejected, reported to systemd; the
+    // next SIGHUP (a new detector) is still heard and applied.
+    std::fs::write(&cfg, recurrent_config(&dir, &["lstm", "broken"], "")).expect("config");
+    let _ = Command::new("kill").args(["-HUP", &pid]).status();
+    wait_for(
+        "the rejected reload's READY",
+        Duration::from_secs(20),
+        || {
+            received(&notify, &mut msgs);
+            msgs.iter()
+                .any(|m| m.starts_with("READY=1\nSTATUS=running; reload rejected"))
+        },
+    );
+    let detector = "\n[[assets.detectors]]\nname = \"hot\"\nkind = \"threshold\"\nsignal = \"pump.temperature\"\nwarning = 90.0\n";
+    std::fs::write(&cfg, recurrent_config(&dir, &["lstm"], detector)).expect("config");
+    let _ = Command::new("kill").args(["-HUP", &pid]).status();
+    wait_for("the next reload's READY", Duration::from_secs(20), || {
+        received(&notify, &mut msgs);
+        msgs.iter().any(|m| {
+            m == "READY=1\nSTATUS=running; reloaded (0 drivers restarted, 1 detectors and 0 models new or changed)"
+        })
+    });
+    let rows = status()["pipeline"]["model_rows"].as_u64().unwrap_or(0);
+    wait_for("the LSTM still scoring", Duration::from_secs(20), || {
+        status()["pipeline"]["model_rows"].as_u64().unwrap_or(0) > rows
+    });
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let code = wait_exit(&mut agent.0);
+    assert!(code.success(), "{code:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "agent did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -116,6 +116,48 @@ fn linear_regression_matches_onnxruntime() {
 }
 
 #[test]
+fn an_lstm_without_initial_state_loads_and_matches_onnxruntime() {
+    check("lstm_without_initial_state");
+}
+
+#[test]
+fn a_gru_without_initial_state_loads_and_matches_onnxruntime() {
+    check("gru_without_initial_state");
+}
+
+/// tract's scan carries a recurrent layer's state from one call to the next (for
+/// streaming); every window we score stands alone, so a session must not.
+#[test]
+fn a_recurrent_model_scores_every_call_on_a_fresh_state() {
+    let dir = fixtures();
+    let bytes = std::fs::read(dir.join("lstm_without_initial_state.onnx")).expect("model file");
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("lstm_without_initial_state.json")).expect("reference"),
+    )
+    .expect("reference JSON");
+    let x: Vec<f32> = reference["inputs"]
+        .as_array()
+        .expect("inputs")
+        .iter()
+        .map(|v| num(v) as f32)
+        .collect();
+    let want = reference["outputs"]["score"]["data"]
+        .as_array()
+        .expect("scores");
+    let model = OnnxModel::load(&bytes).expect("loads");
+    let len = model.row_len();
+    let mut session = model.session().expect("session");
+    for (i, w) in want.iter().enumerate().take(4) {
+        let out = session.run(&x[i * len..(i + 1) * len], 1).expect("runs");
+        let got = out[0].to_f64()[0];
+        assert!(
+            (got - num(w)).abs() <= 1e-5,
+            "call {i}: ours {got}, onnxruntime {w}"
+        );
+    }
+}
+
+#[test]
 fn every_fixture_has_a_test() {
     let mut names: Vec<String> = std::fs::read_dir(fixtures())
         .expect("fixtures")
@@ -132,8 +174,10 @@ fn every_fixture_has_a_test() {
         "gbt_binary",
         "gbt_multiclass",
         "gbt_regressor",
+        "gru_without_initial_state",
         "isolation_forest",
         "linear_regression",
+        "lstm_without_initial_state",
         "rf_binary",
         "rf_multiclass",
         "rf_regressor",

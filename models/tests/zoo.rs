@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use edge_models::onnx::manifest::{Manifest, ValidatedModel, dry_run};
+use edge_models::onnx::dry_run::dry_run;
+use edge_models::onnx::manifest::{Manifest, ValidatedModel};
 
 fn zoo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("zoo")
@@ -27,6 +28,10 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn of(name: &str) -> Scratch {
+        Scratch::copy(&zoo().join(name), name)
+    }
+
+    fn copy(from: &Path, name: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!(
             "edge-zoo-{name}-{}-{:?}",
             std::process::id(),
@@ -34,10 +39,7 @@ impl Scratch {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
-        for e in std::fs::read_dir(zoo().join(name))
-            .expect("model dir")
-            .flatten()
-        {
+        for e in std::fs::read_dir(from).expect("model dir").flatten() {
             std::fs::copy(e.path(), dir.join(e.file_name())).expect("copy");
         }
         Scratch(dir)
@@ -45,6 +47,14 @@ impl Scratch {
 
     fn manifest(&self) -> PathBuf {
         self.0.join("manifest.toml")
+    }
+
+    fn edit_reference(&self, f: impl FnOnce(&mut serde_json::Value)) {
+        let r = self.0.join("reference.json");
+        let mut doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&r).expect("read")).expect("json");
+        f(&mut doc);
+        std::fs::write(&r, doc.to_string()).expect("write");
     }
 
     fn edit_manifest(&self, f: impl FnOnce(String) -> String) {
@@ -102,8 +112,13 @@ fn every_zoo_model_matches_its_manifest_and_reference_outputs() {
 fn every_zoo_model_matches_onnxruntime_within_1e5() {
     for m in manifests() {
         let v = ValidatedModel::load(&m).unwrap_or_else(|e| panic!("{}: {e:?}", m.display()));
-        let errs = dry_run(&v.model, &m.with_file_name("reference.json"), 1e-5);
-        assert!(errs.is_empty(), "{}: {errs:#?}", m.display());
+        let run = dry_run(
+            &v.model,
+            &v.manifest.outputs,
+            &m.with_file_name("reference.json"),
+            1e-5,
+        );
+        assert!(run.errors.is_empty(), "{}: {:#?}", m.display(), run.errors);
     }
 }
 
@@ -191,16 +206,91 @@ fn every_manifest_mistake_is_reported_at_once() {
 #[test]
 fn a_dry_run_that_disagrees_with_the_reference_is_rejected() {
     let s = Scratch::of("wear_linear");
-    let r = s.0.join("reference.json");
-    let mut doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&r).expect("read")).expect("json");
-    let v = doc["outputs"]["variable"]["data"][3]
-        .as_f64()
-        .expect("number");
-    doc["outputs"]["variable"]["data"][3] = serde_json::json!(v + 0.5);
-    std::fs::write(&r, doc.to_string()).expect("write");
+    s.edit_reference(|doc| {
+        let data = &mut doc["outputs"]["variable"]["data"];
+        for (i, by) in [(3, 0.5), (7, 2.0)] {
+            let v = data[i].as_f64().expect("number");
+            data[i] = serde_json::json!(v + by);
+        }
+    });
     let e = errors(&s.manifest());
-    assert!(e.contains("dry run: output \"variable\"[3]"), "{e}");
+    // Every mismatch counted, the largest one shown with its row.
+    assert!(
+        e.contains("dry run: output \"variable\": 2 of ") && e.contains("at row 7 column 0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_declared_output_must_be_in_the_reference() {
+    let s = Scratch::of("bearing_gbt");
+    s.edit_reference(|doc| {
+        doc["outputs"]
+            .as_object_mut()
+            .expect("outputs")
+            .remove("label");
+    });
+    let e = errors(&s.manifest());
+    assert!(
+        e.contains("the reference has no output \"label\" (it has probabilities)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_null_in_the_reference_is_a_mismatch_and_nan_must_be_spelled_out() {
+    let s = Scratch::of("wear_linear");
+    s.edit_reference(|doc| doc["outputs"]["variable"]["data"][2] = serde_json::Value::Null);
+    let e = errors(&s.manifest());
+    assert!(
+        e.contains("1 of ") && e.contains("1 reference values are null or not numbers"),
+        "{e}"
+    );
+    // "NaN" against our finite output is a mismatch too.
+    let s = Scratch::of("wear_linear");
+    s.edit_reference(|doc| doc["outputs"]["variable"]["data"][2] = serde_json::json!("NaN"));
+    let e = errors(&s.manifest());
+    assert!(e.contains("the reference \"NaN\""), "{e}");
+}
+
+#[test]
+fn a_model_that_outputs_nan_on_finite_reference_inputs_fails_even_if_the_reference_agrees() {
+    let fixture = zoo().join("../../tests/fixtures/nan_model");
+    let s = Scratch::copy(&fixture, "nan_model");
+    // sqrt(-x): a positive input gives NaN; the reference is made to expect it.
+    s.edit_reference(|doc| {
+        doc["inputs"][0] = serde_json::json!(1.0);
+        doc["outputs"]["variable"]["data"][0] = serde_json::json!("NaN");
+    });
+    let e = errors(&s.manifest());
+    assert!(
+        e.contains("output \"variable\" is NaN on reference row 0, whose inputs are all finite"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_passing_dry_run_reports_its_largest_difference_and_a_missing_reference_warns() {
+    let v = ValidatedModel::load(&zoo().join("bearing_gbt/manifest.toml")).expect("valid");
+    let run = v.dry_run.as_ref().expect("the zoo models have references");
+    let lines = run.summary();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("output \"label\"") && l.contains("exact")),
+        "{lines:?}"
+    );
+    assert!(v.warnings.is_empty(), "{:?}", v.warnings);
+    let s = Scratch::of("bearing_gbt");
+    s.edit_manifest(|t| t.replace("[reference]\nfile = \"reference.json\"", ""));
+    let v = ValidatedModel::load(&s.manifest()).expect("valid without a reference");
+    assert!(v.dry_run.is_none());
+    assert!(
+        v.warnings.iter().any(|w| w.contains("no [reference]")),
+        "{:?}",
+        v.warnings
+    );
 }
 
 #[test]

@@ -62,18 +62,22 @@ def export(name, model, x, with_nan):
     if hasattr(model, "steps"):
         opts = {id(model.steps[-1][1]): {"zipmap": False}}
     onx = to_onnx(model, x[:1], options=opts, target_opset=OPSET)
-    raw = onx.SerializeToString()
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(raw, so, providers=["CPUExecutionProvider"])
     inputs = probe_rows(x)
     if with_nan:
         inputs = np.concatenate([inputs, nan_rows(x.shape[1])])
+    write_fixture(name, onx.SerializeToString(), inputs, len(onx.graph.node))
+
+
+def write_fixture(name, raw, inputs, nodes):
+    """Runs `raw` in onnxruntime on `inputs` ([rows, ...]) and writes the pair."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(raw, so, providers=["CPUExecutionProvider"])
     outs = sess.run(None, {sess.get_inputs()[0].name: inputs})
     ref = {
         "model": f"{name}.onnx",
         "rows": int(inputs.shape[0]),
-        "width": int(inputs.shape[1]),
+        "width": int(np.prod(inputs.shape[1:])),
         "inputs": [float(v) if np.isfinite(v) else None for v in inputs.ravel()],
         "outputs": {},
     }
@@ -84,10 +88,10 @@ def export(name, model, x, with_nan):
             "shape": list(v.shape),
             "data": [x.item() if np.isfinite(x) else None for x in v.ravel()],
         }
+    OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{name}.onnx").write_bytes(raw)
     (OUT / f"{name}.json").write_text(json.dumps(ref, separators=(",", ":")) + "\n")
-    print(f"{name}: {len(onx.graph.node)} nodes, {len(raw)} bytes, outputs {list(ref['outputs'])}")
-
+    print(f"{name}: {nodes} nodes, {len(raw)} bytes, outputs {list(ref['outputs'])}")
 
 def main():
     OUT.mkdir(parents=True, exist_ok=True)

@@ -165,7 +165,8 @@ def write_model(name, raw, spec, features, x_train, x_ref, ref_ids, qual, input_
             o.name: {
                 "dtype": str(np.asarray(v).dtype),
                 "shape": list(np.asarray(v).shape),
-                "data": [float(z) for z in np.asarray(v).ravel()],
+                # The dry run reads NaN only when spelled "NaN" (JSON has no NaN).
+                "data": [float(z) if not np.isnan(z) else "NaN" for z in np.asarray(v).ravel()],
             }
             for o, v in zip(s.get_outputs(), outs)
         },

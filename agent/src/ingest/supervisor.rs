@@ -204,12 +204,7 @@ pub async fn supervise(sv: Supervised, cancel: CancellationToken) {
                     Ok(Ok(())) => Outcome::Returned,
                     Ok(Err(e)) => Outcome::Failed(e),
                     Err(je) if je.is_panic() => {
-                        let msg = je
-                            .into_panic()
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .unwrap_or_else(|| "driver panicked".to_string());
-                        Outcome::Panicked(msg)
+                        Outcome::Panicked(edge_driver_api::panic_message(&*je.into_panic()))
                     }
                     Err(_) => Outcome::Cancelled,
                 }

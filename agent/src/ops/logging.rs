@@ -34,3 +34,21 @@ pub fn init(level: &str, format: LogFormat) -> anyhow::Result<()> {
     };
     result.map_err(|e| anyhow::anyhow!("cannot install logger: {e}"))
 }
+
+/// Sends panics to the log (JSON lines stay JSON lines) instead of raw stderr
+/// text. Most are caught and reported where they happen (a driver is restarted,
+/// a model is rejected or quarantined); this line says where one started.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        let message = edge_driver_api::panic_message(info.payload());
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        tracing::error!(%location, %thread, panic = %message, "panic");
+    }));
+}

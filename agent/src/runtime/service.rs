@@ -18,6 +18,11 @@ use crate::ops::sdnotify::{self, Notifier};
 /// Runs `cfg` (read from `path`, if from a file) until a stop request; returns
 /// the run's report.
 pub async fn serve(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<RunReport> {
+    for h in &cfg.models.handles {
+        for w in &h.current().warnings {
+            tracing::warn!(manifest = %h.manifest_path.display(), "{w}");
+        }
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signals(shutdown.clone()));
     let systemd = Notifier::from_env().map(Arc::new);
@@ -84,7 +89,22 @@ fn reload_on_sighup(
             if let Some(n) = &systemd {
                 n.send("RELOADING=1");
             }
-            let status = reload_config(path.as_deref(), &reloader).await;
+            // On a task of its own: a panic while reloading is reported and the
+            // next SIGHUP is still heard.
+            let (p, r) = (path.clone(), reloader.clone());
+            let status = match tokio::spawn(async move { reload_config(p.as_deref(), &r).await })
+                .await
+            {
+                Ok(status) => status,
+                Err(e) => {
+                    let what = match e.try_into_panic() {
+                        Ok(p) => edge_driver_api::panic_message(&*p),
+                        Err(e) => e.to_string(),
+                    };
+                    tracing::error!(error = %what, "the reload failed; the running configuration stays in force");
+                    "running; reload failed (see the log)".to_string()
+                }
+            };
             // Model versions are validated and swapped in the background; the
             // old ones serve until then.
             models.notify_one();

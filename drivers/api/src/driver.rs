@@ -89,6 +89,16 @@ impl DriverError {
     }
 }
 
+/// The message a panic carried (`panic!("..")` gives a `&str`, a formatted
+/// panic a `String`); for logs and error reports of caught panics.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string())
+}
+
 /// How much of a batch a sink took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PushResult {

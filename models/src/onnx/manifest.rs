@@ -50,7 +50,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{OnnxModel, Output};
+use super::OnnxModel;
+use super::dry_run::{DryRun, dry_run};
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -374,6 +375,10 @@ pub struct ValidatedModel {
     /// Index of the alert output among the model's outputs, and the column read.
     pub alert_output: usize,
     pub alert_column: usize,
+    /// The dry run on the reference (`None` without `[reference]`).
+    pub dry_run: Option<DryRun>,
+    /// What passed but deserves a look (`check-config` prints these).
+    pub warnings: Vec<String>,
 }
 
 impl ValidatedModel {
@@ -477,10 +482,20 @@ impl ValidatedModel {
                 ));
             }
         }
+        let mut dry = None;
         if errs.is_empty()
             && let Some(r) = &manifest.reference
         {
-            errs.extend(dry_run(&model, &dir.join(&r.file), r.tolerance));
+            let run = dry_run(&model, &manifest.outputs, &dir.join(&r.file), r.tolerance);
+            errs.extend(run.errors.iter().cloned());
+            dry = Some(run);
+        }
+        let mut warnings = Vec::new();
+        if manifest.reference.is_none() {
+            warnings.push(
+                "no [reference]: nothing checks that the file computes what it was trained to; add `[reference] file = \"reference.json\"` with inputs and the expected outputs (models/train writes one)"
+                    .to_string(),
+            );
         }
         match (errs.is_empty(), alert_output) {
             (true, Some(alert_output)) => Ok(ValidatedModel {
@@ -490,70 +505,10 @@ impl ValidatedModel {
                 manifest_path: manifest_path.to_path_buf(),
                 alert_output,
                 alert_column,
+                dry_run: dry,
+                warnings,
             }),
             _ => Err(errs.into_iter().map(fail).collect()),
         }
     }
-}
-
-/// Runs the reference inputs and compares with the reference outputs: every
-/// disagreement beyond `tol` (absolute, relative above 1; labels exactly).
-pub fn dry_run(model: &OnnxModel, path: &Path, tol: f64) -> Vec<String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => return vec![format!("cannot read the reference {}: {e}", path.display())],
-    };
-    let doc: serde_json::Value = match serde_json::from_str(&text) {
-        Ok(d) => d,
-        Err(e) => return vec![format!("reference {} is not JSON: {e}", path.display())],
-    };
-    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
-    let Some(rows) = doc["rows"].as_u64() else {
-        return vec![format!("reference {} has no \"rows\"", path.display())];
-    };
-    let xs: Vec<f32> = doc["inputs"]
-        .as_array()
-        .map(|a| a.iter().map(|v| num(v) as f32).collect())
-        .unwrap_or_default();
-    let outs = match model.session().and_then(|mut s| s.run(&xs, rows as usize)) {
-        Ok(o) => o,
-        Err(e) => return vec![format!("the dry run on the reference inputs failed: {e}")],
-    };
-    let mut errs = Vec::new();
-    for (port, out) in model.outputs().iter().zip(&outs) {
-        let Some(want) = doc["outputs"][&port.name]["data"].as_array() else {
-            continue;
-        };
-        let got = out.to_f64();
-        if got.len() != want.len() {
-            errs.push(format!(
-                "dry run: output {:?} has {} values, the reference {}",
-                port.name,
-                got.len(),
-                want.len()
-            ));
-            continue;
-        }
-        let exact = matches!(out, Output::I64 { .. });
-        if let Some((i, (g, w))) =
-            got.iter()
-                .zip(want.iter().map(num))
-                .enumerate()
-                .find(|(_, (g, w))| {
-                    let same_nan = g.is_nan() && w.is_nan();
-                    !same_nan
-                        && if exact {
-                            **g != *w
-                        } else {
-                            (**g - *w).abs() > tol * w.abs().max(1.0)
-                        }
-                })
-        {
-            errs.push(format!(
-                "dry run: output {:?}[{i}] is {g}, the reference says {w}",
-                port.name
-            ));
-        }
-    }
-    errs
 }

@@ -3,9 +3,11 @@
 //! [`OnnxModel::load`] parses a model with our operators registered ([`ops`]),
 //! optimizes it once and keeps the runnable plan. The batch axis stays symbolic,
 //! so one loaded model scores one row or a batch of rows (several assets due at
-//! once) with the same plan. A [`Session`] keeps tract's per-run state between
-//! calls.
+//! once) with the same plan; a recurrent graph runs with batch 1, row by row, each
+//! row on a fresh state. A [`Session`] keeps tract's per-run buffers between calls.
+//! A panic inside tract, loading or running, is returned as an error.
 
+pub mod dry_run;
 #[cfg(feature = "onnx")]
 pub mod fuse;
 pub mod manifest;
@@ -78,6 +80,26 @@ impl Output {
         match self {
             Output::F32 { shape, .. } | Output::I64 { shape, .. } => shape,
         }
+    }
+
+    /// Appends the rows of `next` (same type, same shape after the batch axis).
+    pub fn append(&mut self, next: Output) -> Result<(), OnnxError> {
+        let (shape, more) = match (self, next) {
+            (Output::F32 { shape, data }, Output::F32 { shape: s, data: d }) => {
+                data.extend(d);
+                (shape, s)
+            }
+            (Output::I64 { shape, data }, Output::I64 { shape: s, data: d }) => {
+                data.extend(d);
+                (shape, s)
+            }
+            _ => return Err(OnnxError("an output changed its type between runs".into())),
+        };
+        if shape.is_empty() || shape.len() != more.len() || shape[1..] != more[1..] {
+            return Err(OnnxError("an output changed its shape between runs".into()));
+        }
+        shape[0] += more[0];
+        Ok(())
     }
 
     /// The values as `f64` (labels included).

@@ -42,6 +42,45 @@ pub struct OnnxModel {
     outputs: Vec<Port>,
     input_dt: DatumType,
     fused_trees: usize,
+    /// The graph has a recurrent operator (see [`is_recurrent`]): loaded with a
+    /// batch of 1 and run row by row, each row on a fresh state.
+    recurrent: bool,
+}
+
+/// Recurrent operators. tract builds their initial state from the batch size
+/// when the file leaves `initial_h`/`initial_c` out (a common export), and it
+/// panics (`UndeterminedSymbol("batch")`) when that size is a symbol; and the
+/// scan it runs them in carries its hidden state from one call to the next (for
+/// streaming), where every row we score is a window of its own.
+const RECURRENT_OPS: [&str; 3] = ["LSTM", "GRU", "RNN"];
+
+fn is_recurrent(proto: &tract_onnx::pb::ModelProto) -> bool {
+    proto.graph.as_ref().is_some_and(|g| {
+        g.node
+            .iter()
+            .any(|n| n.domain.is_empty() && RECURRENT_OPS.contains(&n.op_type.as_str()))
+    })
+}
+
+/// Runs `f`, turning a panic inside tract into an error: no model file, however
+/// broken, may take the agent down. `Err(true)` marks a panic (the caller's tract
+/// state may be half-updated); its message says what tract tripped on.
+fn contained<T>(
+    doing: &str,
+    f: impl FnOnce() -> Result<T, OnnxError>,
+) -> Result<T, (OnnxError, bool)> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| (e, false)),
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            let e = format!("the ONNX runtime (tract) panicked while {doing} the model: {what}");
+            Err((OnnxError(e), true))
+        }
+    }
 }
 
 impl fmt::Debug for OnnxModel {
@@ -53,11 +92,19 @@ impl fmt::Debug for OnnxModel {
     }
 }
 
-fn port(name: String, fact: &TypedFact) -> Port {
+/// A port; with a fixed batch (a recurrent graph) its first axis is still
+/// reported open, since [`Session::run`] takes any number of rows.
+fn port(name: String, fact: &TypedFact, fixed_batch: bool) -> Port {
+    let open = |i: usize, d: &TDim| (i > 0 || !fixed_batch).then(|| d.to_usize().ok())?;
     Port {
         name,
         elem: elem_type(fact.datum_type),
-        shape: fact.shape.iter().map(|d| d.to_usize().ok()).collect(),
+        shape: fact
+            .shape
+            .iter()
+            .enumerate()
+            .map(|(i, d)| open(i, d))
+            .collect(),
     }
 }
 
@@ -66,12 +113,17 @@ impl OnnxModel {
     /// `[batch, features]` (or a `[batch, ...]` tensor) of numbers. Per-tree chains
     /// summed into one score (skl2onnx's isolation forests) are fused into one tree
     /// ensemble first (see [`fuse`]).
+    /// A panic inside tract is returned as an error.
     pub fn load(bytes: &[u8]) -> Result<OnnxModel, OnnxError> {
         OnnxModel::load_with(bytes, true)
     }
 
     /// [`OnnxModel::load`], with tree-sum fusion on or off (off only to compare).
     pub fn load_with(bytes: &[u8], fuse_trees: bool) -> Result<OnnxModel, OnnxError> {
+        contained("loading", || OnnxModel::load_uncontained(bytes, fuse_trees)).map_err(|e| e.0)
+    }
+
+    fn load_uncontained(bytes: &[u8], fuse_trees: bool) -> Result<OnnxModel, OnnxError> {
         let onnx = framework();
         let mut proto = onnx
             .proto_model_for_read(&mut std::io::Cursor::new(bytes))
@@ -112,8 +164,13 @@ impl OnnxModel {
                 dims.len()
             )));
         }
-        let batch = model.symbols.sym("batch");
-        let mut shape: TVec<TDim> = tvec![batch.into()];
+        let recurrent = is_recurrent(&proto);
+        let batch = if recurrent {
+            1.to_dim()
+        } else {
+            model.symbols.sym("batch").into()
+        };
+        let mut shape: TVec<TDim> = tvec![batch];
         for (i, d) in dims.iter().enumerate().skip(1) {
             match d {
                 Some(d) => shape.push(d.to_dim()),
@@ -134,7 +191,7 @@ impl OnnxModel {
             .iter()
             .map(|o| {
                 let f = typed.outlet_fact(*o)?;
-                Ok(port(typed.node(o.node).name.clone(), f))
+                Ok(port(typed.node(o.node).name.clone(), f, recurrent))
             })
             .collect::<TractResult<Vec<_>>>()
             .map_err(chain)?;
@@ -148,7 +205,7 @@ impl OnnxModel {
                     .outlet_label(*o)
                     .map(str::to_string)
                     .unwrap_or_else(|| typed.node(o.node).name.clone());
-                Ok(port(name, f))
+                Ok(port(name, f, recurrent))
             })
             .collect::<TractResult<Vec<_>>>()
             .map_err(chain)?;
@@ -159,6 +216,7 @@ impl OnnxModel {
             outputs,
             input_dt: dt,
             fused_trees,
+            recurrent,
         })
     }
 
@@ -187,8 +245,9 @@ impl OnnxModel {
 
     /// A session for repeated runs.
     pub fn session(&self) -> Result<Session, OnnxError> {
+        let state = contained("starting", || self.plan.spawn().map_err(chain)).map_err(|e| e.0)?;
         Ok(Session {
-            state: self.plan.spawn().map_err(chain)?,
+            state,
             model: self.clone(),
         })
     }
@@ -214,15 +273,53 @@ impl Session {
     }
 
     /// Runs `rows` rows of `x` (row-major, [`OnnxModel::row_len`] values each).
+    /// A panic inside tract is returned as an error, and the session's state is
+    /// rebuilt (the panic may have left it half-updated).
     pub fn run(&mut self, x: &[f32], rows: usize) -> Result<Vec<Output>, OnnxError> {
-        let m = &self.model;
-        let len = m.row_len();
+        let len = self.model.row_len();
         if x.len() != rows * len {
             return Err(OnnxError(format!(
                 "{} values for {rows} rows of {len}",
                 x.len()
             )));
         }
+        let run = contained("running", || {
+            if self.model.recurrent {
+                self.run_rows(x, rows)
+            } else {
+                self.run_batch(x, rows)
+            }
+        });
+        run.map_err(|(e, panicked)| {
+            if panicked && let Ok(state) = self.model.plan.spawn() {
+                self.state = state;
+            }
+            e
+        })
+    }
+
+    /// A recurrent graph: one row at a time, each on a fresh state.
+    fn run_rows(&mut self, x: &[f32], rows: usize) -> Result<Vec<Output>, OnnxError> {
+        if rows == 0 {
+            return Err(OnnxError("no rows to run".into()));
+        }
+        let mut all: Vec<Output> = Vec::new();
+        for row in x.chunks(self.model.row_len()) {
+            self.state = self.model.plan.spawn().map_err(chain)?;
+            let outs = self.run_batch(row, 1)?;
+            if all.is_empty() {
+                all = outs;
+            } else {
+                all.iter_mut()
+                    .zip(outs)
+                    .try_for_each(|(a, o)| a.append(o))?;
+            }
+        }
+        Ok(all)
+    }
+
+    fn run_batch(&mut self, x: &[f32], rows: usize) -> Result<Vec<Output>, OnnxError> {
+        let m = &self.model;
         let mut shape = vec![rows];
         shape.extend(m.inputs[0].shape.iter().skip(1).flatten());
         let t = Tensor::from_shape(&shape, x).map_err(chain)?;
@@ -252,5 +349,32 @@ impl Session {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_the_runtime_becomes_an_error_that_says_so() {
+        let r: Result<(), _> = contained("running", || panic!("tract tripped"));
+        let (e, panicked) = r.expect_err("a panic is an error");
+        assert!(panicked);
+        assert_eq!(
+            e.0,
+            "the ONNX runtime (tract) panicked while running the model: tract tripped"
+        );
+        let n = 3;
+        let r: Result<(), _> = contained("loading", || panic!("formatted {n}"));
+        assert!(
+            r.expect_err("error")
+                .0
+                .0
+                .ends_with("loading the model: formatted 3")
+        );
+        let r = contained("loading", || Err::<(), _>(OnnxError("plain".into())));
+        let (e, panicked) = r.expect_err("error");
+        assert!(!panicked && e.0 == "plain");
     }
 }

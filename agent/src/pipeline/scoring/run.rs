@@ -80,30 +80,14 @@ pub struct InferenceJob {
 }
 
 impl InferenceJob {
-    /// Runs every model that has rows. A panic inside a model is caught and turned
-    /// into an error for its rows (its session is then rebuilt).
+    /// Runs every model that has rows. A panic inside a model is an error for its
+    /// rows (the runtime contains it and rebuilds the session's state).
     pub fn run(&mut self) {
         for r in self.runs.iter_mut().filter(|r| !r.rows.is_empty()) {
             let rows = r.rows.len();
             r.result = match r.session.as_mut() {
                 None => Err("the model has no session".into()),
-                Some(s) => {
-                    let xs = &r.xs;
-                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.run(xs, rows)))
-                    {
-                        Ok(Ok(o)) => Ok(o),
-                        Ok(Err(e)) => Err(format!("it failed: {e}")),
-                        Err(p) => {
-                            let what = p
-                                .downcast_ref::<&str>()
-                                .map(|s| s.to_string())
-                                .or_else(|| p.downcast_ref::<String>().cloned())
-                                .unwrap_or_else(|| "a panic".into());
-                            r.session = r.model.model.session().ok();
-                            Err(format!("it panicked: {what}"))
-                        }
-                    }
-                }
+                Some(s) => s.run(&r.xs, rows).map_err(|e| format!("it failed: {e}")),
             };
         }
     }

@@ -157,9 +157,16 @@ impl ModelHandle {
                 errors,
             }
         };
-        let new = match ValidatedModel::load(&self.manifest_path) {
-            Ok(m) => m,
-            Err(errs) => return reject(errs.into_iter().map(|e| e.message).collect()),
+        // The runtime contains tract's panics; this catches any other, so a bad
+        // version is always a counted rejection and the watcher keeps watching.
+        let loaded = std::panic::catch_unwind(|| ValidatedModel::load(&self.manifest_path));
+        let new = match loaded {
+            Ok(Ok(m)) => m,
+            Ok(Err(errs)) => return reject(errs.into_iter().map(|e| e.message).collect()),
+            Err(p) => {
+                let what = edge_driver_api::panic_message(&*p);
+                return reject(vec![format!("validating it panicked: {what}")]);
+            }
         };
         if new.sha256.eq_ignore_ascii_case(&cur.sha256) && new.manifest == cur.manifest {
             return Reload::Unchanged;
