@@ -10,6 +10,9 @@
 //! * the same loop without the processor (sample generation + ring only) as the
 //!   in-run baseline, and the ratio between the two (machines here are noisy);
 //! * heap allocations per sample in steady state, from a counting global allocator.
+//!
+//! "full" is what the pipeline task does per batch: record the latest values
+//! (`edge-agent tags`), then windows, features and detectors.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
@@ -17,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use edge_agent::alert::{IdGenerator, RateLimits};
+use edge_agent::ingest::latest::LatestValues;
 use edge_agent::ingest::ring::{OverflowPolicy, SampleRing};
 use edge_agent::pipeline::Processor;
 use edge_driver_api::{Sample, SignalId, Timestamp};
@@ -157,6 +161,8 @@ fn run(samples: u64, process: bool) -> (f64, u64, u64) {
         IdGenerator::with_seed(1),
     );
     let ring = SampleRing::new(65_536, OverflowPolicy::DropOldest);
+    // What the pipeline task records per batch for `edge-agent tags`.
+    let latest = LatestValues::new(&cfg.registry, &Default::default());
     let mut gen_ = Gen {
         n_signals,
         next: 0,
@@ -173,6 +179,7 @@ fn run(samples: u64, process: bool) -> (f64, u64, u64) {
         ring.push_batch(&batch);
         ring.drain_into(&mut drained, BATCH);
         if process {
+            latest.record(&drained);
             proc.ingest_batch(&drained, alerts);
             alerts.clear();
         } else {

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use edge_agent::config;
 use edge_agent::ops::logging;
 use edge_agent::ops::logging::LogFormat;
+use edge_agent::ops::status::{AgentStatus, TagsReport};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -84,6 +85,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Every tag of a running agent: its latest value, unit, quality (good, bad
+    /// with the reason, stale, no data), age, driver and address.
+    Tags {
+        /// Only tags whose name contains this (or matches it, with `*` and `?`);
+        /// case-insensitive.
+        filter: Option<String>,
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print the raw JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every `--every` seconds until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between refreshes with `--watch`.
+        #[arg(long, default_value_t = 1.0)]
+        every: f64,
+    },
     /// Models of a running agent.
     Models {
         #[command(subcommand)]
@@ -120,10 +139,10 @@ enum ModelsCommand {
 
 /// Sends `command` to a running agent through its control socket; exit 1 when
 /// none answers.
-fn query(
+fn query<T: serde::de::DeserializeOwned>(
     socket: Option<&Path>,
     command: &str,
-) -> Result<edge_agent::ops::status::AgentStatus, ExitCode> {
+) -> Result<T, ExitCode> {
     edge_agent::ops::control::query(socket, command).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
@@ -133,6 +152,19 @@ fn query(
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Status { socket, json } => status(socket.as_deref(), json),
+        Command::Tags {
+            filter,
+            socket,
+            json,
+            watch,
+            every,
+        } => tags(
+            socket.as_deref(),
+            filter.as_deref().unwrap_or(""),
+            json,
+            watch,
+            every,
+        ),
         Command::Models {
             command: ModelsCommand::List { socket, json },
         } => models_list(socket.as_deref(), json),
@@ -190,7 +222,7 @@ fn eval(config: &Path, scenarios: &Path, json: Option<&Path>, plots: Option<&Pat
 
 /// `edge-agent status`.
 fn status(socket: Option<&Path>, json: bool) -> ExitCode {
-    match query(socket, "status") {
+    match query::<AgentStatus>(socket, "status") {
         Ok(s) if json => {
             println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
             ExitCode::SUCCESS
@@ -203,9 +235,56 @@ fn status(socket: Option<&Path>, json: bool) -> ExitCode {
     }
 }
 
+/// `edge-agent tags`: once, or refreshed until interrupted (`--watch`).
+fn tags(socket: Option<&Path>, filter: &str, json: bool, watch: bool, every: f64) -> ExitCode {
+    use std::io::{IsTerminal, Write};
+    let filter: String = filter.chars().filter(|c| !c.is_control()).collect();
+    if filter.len() > 200 {
+        eprintln!(
+            "error: the filter is {} bytes long; at most 200",
+            filter.len()
+        );
+        return ExitCode::from(2);
+    }
+    let every = std::time::Duration::from_secs_f64(every.clamp(0.1, 3600.0));
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let report = match query::<TagsReport>(socket, &format!("tags {filter}")) {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+        let text = if json {
+            serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+        } else {
+            edge_agent::ops::status::render_tags(&report, &filter)
+        };
+        let mut out = std::io::stdout().lock();
+        // Redraw in place on a terminal; blocks one after the other in a pipe.
+        let clear = if watch && terminal {
+            "\x1b[H\x1b[2J"
+        } else {
+            ""
+        };
+        if write!(out, "{clear}{text}")
+            .and_then(|_| out.flush())
+            .is_err()
+        {
+            return ExitCode::SUCCESS; // the reader went away (`| head`)
+        }
+        if !watch {
+            return ExitCode::SUCCESS;
+        }
+        drop(out);
+        std::thread::sleep(every);
+        if !terminal {
+            println!();
+        }
+    }
+}
+
 /// `edge-agent models list`.
 fn models_list(socket: Option<&Path>, json: bool) -> ExitCode {
-    match query(socket, "status") {
+    match query::<AgentStatus>(socket, "status") {
         Ok(s) if json => {
             println!(
                 "{}",
@@ -223,7 +302,7 @@ fn models_list(socket: Option<&Path>, json: bool) -> ExitCode {
 
 /// `edge-agent alarms ack`.
 fn alarms_ack(socket: Option<&Path>) -> ExitCode {
-    let s = match query(socket, "ack") {
+    let s = match query::<AgentStatus>(socket, "ack") {
         Ok(s) => s,
         Err(code) => return code,
     };

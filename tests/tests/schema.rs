@@ -213,6 +213,7 @@ fn driver_events_match_the_schema() {
                 unit: None,
                 span: Default::default(),
                 text: true,
+                address: None,
             },
             "press",
         )

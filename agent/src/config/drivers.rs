@@ -11,6 +11,7 @@ use edge_driver_api::health::HealthConfig;
 use edge_driver_api::{DriverError, DriverFactory, SignalDecl, SignalPattern, SignalRegistry};
 
 use super::check_name;
+use crate::ingest::latest::DescribeFn;
 
 /// A configured driver instance.
 #[derive(Clone)]
@@ -55,14 +56,16 @@ type ParseFn = fn(&mut TableReader<'_>, &str) -> Option<Box<dyn ParsedDriver>>;
 struct DriverKind {
     name: &'static str,
     parse: Option<ParseFn>,
+    exception: Option<DescribeFn>,
 }
 
 /// The table of driver kinds: per row the kind's name, its cargo feature, its
 /// crate's config type and how to parse a section, and optionally the config's
-/// link-health field and signal-pattern method. Expands to the [`ParsedDriver`]
-/// implementations and to [`kinds`].
+/// link-health field, signal-pattern method and the crate's names for device
+/// exception codes. Expands to the [`ParsedDriver`] implementations and to
+/// [`kinds`].
 macro_rules! driver_kinds {
-    ($( $name:literal, $feat:literal, $ty:ty, $parse:expr $(, health = $h:ident)? $(, patterns = $p:ident)? ; )*) => {
+    ($( $name:literal, $feat:literal, $ty:ty, $parse:expr $(, health = $h:ident)? $(, patterns = $p:ident)? $(, exception = $e:path)? ; )*) => {
         $(
             #[cfg(feature = $feat)]
             impl ParsedDriver for $ty {
@@ -99,9 +102,10 @@ macro_rules! driver_kinds {
                         let parse: fn(&mut TableReader<'_>, &str) -> Option<$ty> = $parse;
                         parse(r, name).map(|c| Box::new(c) as Box<dyn ParsedDriver>)
                     }),
+                    exception: None $(.or(Some($e as DescribeFn)))?,
                 });
                 #[cfg(not(feature = $feat))]
-                v.push(DriverKind { name: $name, parse: None });
+                v.push(DriverKind { name: $name, parse: None, exception: None });
             )*
             v
         }
@@ -111,11 +115,16 @@ macro_rules! driver_kinds {
 driver_kinds! {
     "sim", "sim", edge_driver_sim::SimConfig, |r, _| edge_driver_sim::SimConfig::parse(r);
     "host", "host", edge_driver_host::HostConfig, |r, _| edge_driver_host::HostConfig::parse(r);
-    "modbus", "modbus", edge_driver_modbus::ModbusConfig, edge_driver_modbus::ModbusConfig::parse, health = health;
-    "s7", "s7", edge_driver_s7::S7Config, edge_driver_s7::S7Config::parse, health = health;
+    "modbus", "modbus", edge_driver_modbus::ModbusConfig, edge_driver_modbus::ModbusConfig::parse, health = health, exception = edge_driver_modbus::describe_exception;
+    "s7", "s7", edge_driver_s7::S7Config, edge_driver_s7::S7Config::parse, health = health, exception = edge_driver_s7::describe_exception;
     "mqtt", "mqtt", edge_driver_mqtt::MqttConfig, edge_driver_mqtt::MqttConfig::parse, patterns = patterns;
     "log", "log", edge_driver_log::LogConfig, edge_driver_log::LogConfig::parse;
-    "coap", "coap", edge_driver_coap::CoapConfig, edge_driver_coap::CoapConfig::parse, health = health, patterns = patterns;
+    "coap", "coap", edge_driver_coap::CoapConfig, edge_driver_coap::CoapConfig::parse, health = health, patterns = patterns, exception = edge_driver_coap::describe_exception;
+}
+
+/// How a driver kind names its devices' exception codes (`None`: a plain number).
+pub fn exception_names(kind: &str) -> Option<DescribeFn> {
+    kinds().into_iter().find(|k| k.name == kind)?.exception
 }
 
 /// Driver kinds compiled into this build.
@@ -296,4 +305,25 @@ pub(super) fn instances(
         }
     }
     drivers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exception_names;
+
+    #[test]
+    fn each_protocol_names_its_exception_codes() {
+        let name = |kind: &str, code: u8| exception_names(kind).map(|f| f(code));
+        assert_eq!(
+            name("modbus", 2).as_deref(),
+            Some("exception 2 (illegal data address)")
+        );
+        assert_eq!(
+            name("s7", 0x0A).as_deref(),
+            Some("object does not exist (return code 0x0a)")
+        );
+        assert_eq!(name("coap", 0x84).as_deref(), Some("4.04 Not Found"));
+        assert_eq!(name("coap", 0x9F).as_deref(), Some("4.31"));
+        assert_eq!(name("sim", 1), None);
+    }
 }

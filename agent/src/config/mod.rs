@@ -43,6 +43,7 @@ use edge_driver_api::config::{
 pub use assets::link_asset_name;
 pub use delivery::{JournalSection, UplinkSection};
 pub use detectors::detector_kinds;
+pub use drivers::exception_names;
 pub use drivers::{DriverInstance, driver_kinds};
 pub use fingerprint::Fingerprints;
 pub use sections::{AgentSection, AlertsSection, LogSection, RingSection};

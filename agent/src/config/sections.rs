@@ -264,7 +264,8 @@ pub(super) fn metrics(root: &mut TableReader<'_>) -> Option<MetricsSection> {
                 }
             },
         };
-        enabled.then_some(crate::ops::metrics::MetricsSection { listen })
+        let per_tag = m.bool("per_tag").map(|b| b.value).unwrap_or(false);
+        enabled.then_some(crate::ops::metrics::MetricsSection { listen, per_tag })
     })
 }
 

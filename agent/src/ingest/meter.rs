@@ -236,6 +236,7 @@ mod tests {
             unit: None,
             span: Default::default(),
             text: false,
+            address: None,
         };
         reg.intern(&decl("plc.temp".into()), "plc")
             .expect("register");

@@ -3,9 +3,10 @@
 //!
 //! A Unix stream socket (mode 0660, so the agent's user and group can read it; root
 //! always can). Protocol: the client sends one command line, the agent answers with
-//! one JSON document and closes. Commands: `status` (an [`AgentStatus`]) and `ack`
-//! (acknowledge latched alarm outputs, then the status). Nothing else can be
-//! changed through it.
+//! one JSON document and closes. Commands: `status` (an [`crate::ops::status::AgentStatus`]), `tags
+//! [FILTER]` (every tag's latest value and quality, a
+//! [`crate::ops::status::TagsReport`]) and `ack` (acknowledge latched alarm
+//! outputs, then the status). Nothing else can be changed through it.
 //!
 //! Where it lives ([`ControlSocket::Default`]): `$RUNTIME_DIRECTORY/control.sock`
 //! under systemd (`RuntimeDirectory=edge-agent`, i.e. `/run/edge-agent`), otherwise
@@ -20,7 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::ops::status::{AgentStatus, StatusSource};
+use crate::ops::status::StatusSource;
 
 /// `[agent] control_socket`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -124,14 +125,20 @@ pub async fn serve(
             let _permit = permit;
             let work = async {
                 let mut reader = BufReader::new(stream);
-                let mut line = String::new();
-                // One short line; a client that sends more is cut off.
+                let mut bytes = Vec::with_capacity(64);
+                // One short line; a client that sends more is cut off. Bytes that
+                // are not UTF-8 make an unknown command, not a dropped connection.
                 let mut limited = tokio::io::AsyncReadExt::take(&mut reader, 256);
-                limited.read_line(&mut line).await?;
-                let reply = match line.trim() {
-                    "status" => serde_json::to_string(&source.snapshot())
+                limited.read_until(b'\n', &mut bytes).await?;
+                let line = String::from_utf8_lossy(&bytes);
+                let line = line.trim();
+                let (command, arg) = line.split_once(' ').unwrap_or((line, ""));
+                let reply = match (command, arg.trim()) {
+                    ("status", "") => serde_json::to_string(&source.snapshot())
                         .unwrap_or_else(|e| error_json(&e.to_string())),
-                    "ack" => {
+                    ("tags", filter) => serde_json::to_string(&source.tags(filter))
+                        .unwrap_or_else(|e| error_json(&e.to_string())),
+                    ("ack", "") => {
                         source.alarms.acknowledge();
                         tracing::info!("alarm outputs acknowledged");
                         // The sink thread applies it within its next idle tick.
@@ -139,7 +146,10 @@ pub async fn serve(
                         serde_json::to_string(&source.snapshot())
                             .unwrap_or_else(|e| error_json(&e.to_string()))
                     }
-                    other => error_json(&format!("unknown command `{other}`; try `status`")),
+                    _ => error_json(&format!(
+                        "unknown command `{}`; the commands are `status`, `tags [FILTER]` and `ack`",
+                        line.chars().take(64).collect::<String>()
+                    )),
                 };
                 let mut stream = reader.into_inner();
                 stream.write_all(reply.as_bytes()).await?;
@@ -176,9 +186,13 @@ pub enum QueryError {
     Agent { path: PathBuf, message: String },
 }
 
-/// Sends `command` (`status` or `ack`) to the agent on `socket` (or the first of
-/// [`candidates`] that exists) and reads the status that comes back.
-pub fn query(socket: Option<&Path>, command: &str) -> Result<AgentStatus, QueryError> {
+/// Sends `command` (`status`, `ack`: an [`crate::ops::status::AgentStatus`] comes back; `tags
+/// FILTER`: a [`crate::ops::status::TagsReport`]) to the agent on `socket` (or the
+/// first of [`candidates`] that exists) and reads the answer.
+pub fn query<T: serde::de::DeserializeOwned>(
+    socket: Option<&Path>,
+    command: &str,
+) -> Result<T, QueryError> {
     let path = match socket {
         Some(p) => p.to_path_buf(),
         None => {

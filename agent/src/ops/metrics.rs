@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::counters::Metric;
+use crate::ingest::latest::LatestValues;
 use crate::ingest::meter::{HistogramSnapshot, LATENCY_BUCKETS};
 use crate::ops::status::{AgentStatus, StatusSource};
 
@@ -23,6 +24,9 @@ use crate::ops::status::{AgentStatus, StatusSource};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetricsSection {
     pub listen: SocketAddr,
+    /// Also bad samples per tag and reason (`per_tag = true`): one series per bad
+    /// tag and reason, so off by default.
+    pub per_tag: bool,
 }
 
 const SEVERITIES: [&str; 4] = ["info", "warning", "prefault", "critical"];
@@ -417,8 +421,40 @@ fn uplink(o: &mut Out, s: &AgentStatus) {
     }
 }
 
+/// Bad samples by driver and reason (bounded: drivers × 9 series), and with
+/// `per_tag` by tag and reason (only the tags that had some).
+pub fn render_quality(latest: &LatestValues, per_tag: bool) -> String {
+    let mut o = Out(String::new());
+    o.head(
+        "bad_samples_total",
+        "counter",
+        "Samples of bad quality, by driver and reason (timeout, exception, unreadable, ...).",
+    );
+    for (driver, reason, n) in latest.bad_by_driver() {
+        let l = format!("driver=\"{}\",reason=\"{reason}\"", label(&driver));
+        o.line("bad_samples_total", &l, n as f64);
+    }
+    if per_tag {
+        o.head(
+            "tag_bad_samples_total",
+            "counter",
+            "Samples of bad quality, by tag and reason ([metrics] per_tag = true).",
+        );
+        for (tag, reason, n) in latest.bad_by_tag() {
+            let l = format!("tag=\"{}\",reason=\"{reason}\"", label(&tag));
+            o.line("tag_bad_samples_total", &l, n as f64);
+        }
+    }
+    o.0
+}
+
 /// Serves `GET /metrics` on `listener` until `stop`.
-pub async fn serve(listener: TcpListener, source: StatusSource, stop: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    source: StatusSource,
+    per_tag: bool,
+    stop: CancellationToken,
+) {
     let permits = Arc::new(tokio::sync::Semaphore::new(16));
     loop {
         let (stream, _) = tokio::select! {
@@ -441,7 +477,7 @@ pub async fn serve(listener: TcpListener, source: StatusSource, stop: Cancellati
         tokio::spawn(async move {
             let _permit = permit;
             if let Err(e) =
-                tokio::time::timeout(Duration::from_secs(5), answer(stream, &source)).await
+                tokio::time::timeout(Duration::from_secs(5), answer(stream, &source, per_tag)).await
             {
                 tracing::debug!(error = %e, "metrics endpoint: slow client dropped");
             }
@@ -449,7 +485,11 @@ pub async fn serve(listener: TcpListener, source: StatusSource, stop: Cancellati
     }
 }
 
-async fn answer(mut stream: TcpStream, source: &StatusSource) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    source: &StatusSource,
+    per_tag: bool,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -470,7 +510,8 @@ async fn answer(mut stream: TcpStream, source: &StatusSource) -> std::io::Result
     match (method, path) {
         ("GET", "/metrics") => {
             let status = source.snapshot();
-            let body = render(&status, &source.counters.model_latency.snapshot());
+            let mut body = render(&status, &source.counters.model_latency.snapshot());
+            body += &render_quality(&source.latest, per_tag);
             respond(&mut stream, "200 OK", &body).await
         }
         ("GET", "/") => {
@@ -596,6 +637,52 @@ mod tests {
         assert!(
             !text.contains("driver_errors_total{driver=\"sim\""),
             "a driver without a link has no link errors"
+        );
+    }
+
+    #[test]
+    fn bad_samples_are_counted_by_driver_and_reason_and_per_tag_only_when_asked() {
+        use edge_driver_api::{BadReason, Sample, SignalDecl, SignalId, SignalRegistry, Timestamp};
+        let mut reg = SignalRegistry::new();
+        for name in ["plc.a", "plc.\"b\""] {
+            let decl = SignalDecl {
+                name: name.into(),
+                unit: None,
+                span: Default::default(),
+                text: false,
+                address: None,
+            };
+            reg.intern(&decl, "plc").expect("register");
+        }
+        let latest = LatestValues::new(&reg, &Default::default());
+        let ts = Timestamp::default();
+        latest.record(&[
+            Sample::bad(ts, SignalId(0), BadReason::Timeout),
+            Sample::bad(ts, SignalId(1), BadReason::DeviceException(2)),
+        ]);
+        let text = render_quality(&latest, false);
+        check_exposition(&text);
+        assert!(
+            text.contains("edge_agent_bad_samples_total{driver=\"plc\",reason=\"timeout\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("edge_agent_bad_samples_total{driver=\"plc\",reason=\"exception\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("tag_bad_samples_total"), "{text}");
+        let text = render_quality(&latest, true);
+        check_exposition(&text);
+        assert!(
+            text.contains(
+                "edge_agent_tag_bad_samples_total{tag=\"plc.\\\"b\\\"\",reason=\"exception\"} 1"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("edge_agent_tag_bad_samples_total{").count(),
+            2,
+            "{text}"
         );
     }
 }

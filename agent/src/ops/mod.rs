@@ -8,3 +8,4 @@ pub mod memory;
 pub mod metrics;
 pub mod sdnotify;
 pub mod status;
+pub mod tags;

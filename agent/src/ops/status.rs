@@ -10,10 +10,12 @@ use std::sync::{Arc, Mutex};
 use edge_driver_api::Clock;
 use serde::{Deserialize, Serialize};
 
+pub use super::tags::{TagsReport, render_tags};
 use crate::delivery::journal::{Journal, Lane};
 use crate::delivery::sink::SinkCounters;
 use crate::delivery::uplink::{UplinkSnapshot, UplinkStats};
 use crate::delivery::wire::Envelope;
+use crate::ingest::latest::LatestValues;
 use crate::ingest::meter::{DriverMeter, HistogramSnapshot};
 use crate::ingest::ring::{RingStats, SampleRing};
 use crate::ingest::supervisor::{DriverState, DriverStatus};
@@ -152,6 +154,7 @@ pub struct StatusSource {
     pub sinks: Arc<SinkCounters>,
     pub models: Arc<LiveModels>,
     pub alarms: Arc<crate::delivery::alarm::AlarmState>,
+    pub latest: Arc<LatestValues>,
 }
 
 fn state_name(s: DriverState) -> &'static str {
@@ -165,6 +168,22 @@ fn state_name(s: DriverState) -> &'static str {
 }
 
 impl StatusSource {
+    /// The latest value of every tag whose name matches `filter` (see
+    /// [`crate::ingest::latest::name_matches`]).
+    pub fn tags(&self, filter: &str) -> TagsReport {
+        let states: Vec<(Arc<str>, &'static str)> = self
+            .drivers
+            .iter()
+            .map(|(st, _)| (st.name.clone(), state_name(st.state())))
+            .collect();
+        let state = |d: &str| states.iter().find(|(n, _)| &**n == d).map(|(_, s)| *s);
+        TagsReport {
+            agent: self.agent.to_string(),
+            total: self.latest.len(),
+            tags: self.latest.snapshot(filter, self.clock.mono_ns(), &state),
+        }
+    }
+
     pub fn snapshot(&self) -> AgentStatus {
         let now_ns = self.clock.mono_ns();
         let wall_now = self.clock.now().wall_ns;

@@ -17,6 +17,7 @@ use super::scoring::InferenceJob;
 use super::telemetry::TelemetryConfig;
 use crate::alert::Alert;
 use crate::delivery::sink::SinkMsg;
+use crate::ingest::latest::LatestValues;
 use crate::ingest::ring::SampleRing;
 
 /// What the pipeline task is connected to.
@@ -34,6 +35,8 @@ pub struct PipelineTask {
     pub telemetry: Option<TelemetryConfig>,
     /// A reload's new processor.
     pub reconfigure: mpsc::Receiver<Reconfigure>,
+    /// Every signal's latest value, recorded per batch (`edge-agent tags`).
+    pub latest: Arc<LatestValues>,
 }
 
 /// Drains the ring until `task.stop` is cancelled *and* the ring is empty; returns
@@ -74,6 +77,7 @@ pub async fn run_pipeline(mut processor: Processor, mut task: PipelineTask) -> P
             }
             continue;
         }
+        task.latest.record(&batch);
         processor.ingest_batch(&batch, &mut alerts);
         if processor.inference_due() {
             task.infer(&mut processor, &mut alerts).await;

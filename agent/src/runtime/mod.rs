@@ -46,6 +46,7 @@ use crate::delivery::events::AgentEvents;
 use crate::delivery::journal::Journal;
 use crate::delivery::sink::AlertSink;
 use crate::delivery::uplink::UplinkStats;
+use crate::ingest::latest::{DescribeFn, LatestValues, TextTap};
 use crate::ingest::meter::DriverMeter;
 use crate::ingest::ring::{RingStats, SampleRing};
 use crate::ingest::supervisor::{DriverState, DriverStatus};
@@ -200,12 +201,16 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         &config.registry,
         delivery.alerts_tx.clone(),
     ));
+    let latest = latest_values(&config);
     let reload_models = opts.reload_models.take().unwrap_or_default();
     let models = start_model_watch(&config, &clock, &delivery, &reload_models, &shutdown);
-    let pipeline = start_pipeline(&config, &clock, &opts, &ring, &delivery, &models);
+    let pipeline = start_pipeline(&config, &clock, &opts, &ring, &delivery, &models, &latest);
     let drivers_token = shutdown.child_token();
-    let (drivers, statuses) =
-        start_drivers(&config, &mut opts, &ring, &clock, &events, &drivers_token);
+    let tap: Arc<dyn edge_driver_api::EventSink> = Arc::new(TextTap {
+        latest: latest.clone(),
+        inner: events.clone(),
+    });
+    let (drivers, statuses) = start_drivers(&config, &mut opts, &ring, &clock, tap, &drivers_token);
     tracing::info!(
         agent = %config.agent.id,
         drivers = statuses.len(),
@@ -231,6 +236,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         sinks: delivery.sink_counters.clone(),
         models: models.clone(),
         alarms: delivery.alarms.clone(),
+        latest,
     };
     ops::start(
         &config,
@@ -278,6 +284,17 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
     Ok(handle)
 }
 
+/// One latest-value slot per signal, with its driver kind's names for exception
+/// codes.
+fn latest_values(config: &Config) -> Arc<LatestValues> {
+    let kinds: std::collections::HashMap<&str, DescribeFn> = config
+        .drivers
+        .iter()
+        .filter_map(|d| Some((&*d.name, crate::config::exception_names(d.kind)?)))
+        .collect();
+    Arc::new(LatestValues::new(&config.registry, &kinds))
+}
+
 /// The models in service, watched for new versions (always: a reload may bring
 /// the first model).
 fn start_model_watch(
@@ -315,6 +332,7 @@ fn start_pipeline(
     ring: &Arc<SampleRing>,
     delivery: &Delivery,
     models: &Arc<LiveModels>,
+    latest: &Arc<LatestValues>,
 ) -> RunningPipeline {
     let ids = match opts.id_seed {
         Some(s) => IdGenerator::with_seed(s),
@@ -342,6 +360,7 @@ fn start_pipeline(
             agent_id: config.agent.id.clone(),
             telemetry: config.telemetry.clone(),
             reconfigure,
+            latest: latest.clone(),
         },
     ));
     RunningPipeline {
@@ -363,7 +382,7 @@ fn start_drivers(
     opts: &mut RunOptions,
     ring: &Arc<SampleRing>,
     clock: &Clock,
-    events: &Arc<AgentEvents>,
+    events: Arc<dyn edge_driver_api::EventSink>,
     token: &CancellationToken,
 ) -> (Arc<DriverSet>, Vec<Arc<DriverStatus>>) {
     let set = Arc::new(DriverSet::new(
@@ -372,7 +391,7 @@ fn start_drivers(
             clock: clock.clone(),
             backoff: config.supervisor,
             grace: config.agent.shutdown_timeout.mul_f64(0.4),
-            events: events.clone() as Arc<dyn edge_driver_api::EventSink>,
+            events,
             parent: token.clone(),
         },
         config.fingerprints.clone(),

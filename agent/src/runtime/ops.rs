@@ -86,6 +86,7 @@ fn open_metrics(config: &Config, source: &StatusSource, shutdown: &CancellationT
             tokio::spawn(crate::ops::metrics::serve(
                 l,
                 source.clone(),
+                m.per_tag,
                 shutdown.clone(),
             ));
         }

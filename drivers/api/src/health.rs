@@ -477,6 +477,7 @@ pub fn comm_signal_decls(driver: &str, span: Span) -> Vec<SignalDecl> {
             name: format!("{driver}.comm.{s}"),
             unit: (!unit.is_empty()).then(|| unit.to_string()),
             span,
+            address: Some("link statistics".into()),
         })
         .collect()
 }

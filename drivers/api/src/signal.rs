@@ -18,6 +18,9 @@ pub struct SignalDecl {
     /// A text signal (e.g. an S7 STRING): its values travel as events when they
     /// change, never as samples, so it cannot be windowed.
     pub text: bool,
+    /// Where the value comes from, in the protocol's own notation (`holding 100
+    /// f32 unit 1`, `DB1.DBD4`, a topic, a CoAP path), shown by `edge-agent tags`.
+    pub address: Option<String>,
 }
 
 /// A family of signals a driver may produce at run time, named by a template with
@@ -31,6 +34,8 @@ pub struct SignalPattern {
     pub unit: Option<String>,
     pub text: bool,
     pub span: Span,
+    /// Where the family's values come from (see [`SignalDecl::address`]).
+    pub address: Option<String>,
 }
 
 impl SignalPattern {
@@ -47,6 +52,7 @@ impl SignalPattern {
             unit: self.unit.clone(),
             span: self.span,
             text: self.text,
+            address: self.address.clone(),
         }
     }
 }
@@ -120,6 +126,8 @@ pub struct SignalMeta {
     pub driver: Arc<str>,
     /// See [`SignalDecl::text`].
     pub text: bool,
+    /// See [`SignalDecl::address`].
+    pub address: Option<Arc<str>>,
 }
 
 /// A second declaration of a name that already exists.
@@ -161,6 +169,7 @@ impl SignalRegistry {
             unit: decl.unit.as_deref().map(Arc::from),
             driver: Arc::from(driver),
             text: decl.text,
+            address: decl.address.as_deref().map(Arc::from),
         });
         self.spans.push(decl.span);
         self.by_name.insert(name, id);
@@ -205,6 +214,7 @@ mod tests {
             name: name.into(),
             unit: None,
             span: Span::default(),
+            address: None,
         }
     }
 
@@ -215,6 +225,7 @@ mod tests {
             unit: None,
             text: false,
             span: Span::default(),
+            address: None,
         };
         assert!(p.matches("l1.m1.temp"));
         assert!(p.matches("l1.m.x.temp"));

@@ -121,6 +121,7 @@ impl CoapConfig {
                         unit: r.unit.clone(),
                         span: r.span,
                         text: r.format == Format::Text,
+                        address: Some(r.path.clone()),
                     });
                 }
             }
@@ -142,6 +143,7 @@ impl CoapConfig {
                         unit: r.unit.clone(),
                         text: false,
                         span: r.span,
+                        address: Some(r.path.clone()),
                     })
             })
             .collect()

@@ -44,3 +44,33 @@ mod exchange;
 
 pub use config::{CoapConfig, Mode, Resource};
 pub use driver::CoapFactory;
+
+/// A response code byte (class·32 + detail) as RFC 7252 writes it, with its
+/// name: `4.04 Not Found`.
+pub fn describe_exception(code: u8) -> String {
+    let name = match code {
+        0x80 => "Bad Request",
+        0x81 => "Unauthorized",
+        0x82 => "Bad Option",
+        0x83 => "Forbidden",
+        0x84 => "Not Found",
+        0x85 => "Method Not Allowed",
+        0x86 => "Not Acceptable",
+        0x8C => "Precondition Failed",
+        0x8D => "Request Entity Too Large",
+        0x8F => "Unsupported Content-Format",
+        0xA0 => "Internal Server Error",
+        0xA1 => "Not Implemented",
+        0xA2 => "Bad Gateway",
+        0xA3 => "Service Unavailable",
+        0xA4 => "Gateway Timeout",
+        0xA5 => "Proxying Not Supported",
+        _ => "",
+    };
+    let code = format!("{}.{:02}", code >> 5, code & 0x1F);
+    if name.is_empty() {
+        code
+    } else {
+        format!("{code} {name}")
+    }
+}

@@ -168,24 +168,27 @@ impl HostConfig {
     /// The signals this driver produces (thermal zones are discovered now).
     pub fn signals(&self) -> Vec<SignalDecl> {
         let p = &self.prefix;
-        let decl = |name: String, unit: &str| SignalDecl {
+        let decl = |name: String, unit: &str, at: String| SignalDecl {
             text: false,
             name,
             unit: Some(unit.to_string()),
             span: self.span,
+            address: Some(at),
         };
         let mut out = vec![
-            decl(format!("{p}.cpu.usage_pct"), "%"),
-            decl(format!("{p}.mem.used_pct"), "%"),
-            decl(format!("{p}.load.1m"), ""),
-            decl(format!("{p}.load.5m"), ""),
-            decl(format!("{p}.load.15m"), ""),
+            decl(format!("{p}.cpu.usage_pct"), "%", "/proc/stat".into()),
+            decl(format!("{p}.mem.used_pct"), "%", "/proc/meminfo".into()),
+            decl(format!("{p}.load.1m"), "", "/proc/loadavg".into()),
+            decl(format!("{p}.load.5m"), "", "/proc/loadavg".into()),
+            decl(format!("{p}.load.15m"), "", "/proc/loadavg".into()),
         ];
-        for (label, _) in &self.mounts {
-            out.push(decl(format!("{p}.disk.{label}.used_pct"), "%"));
+        for (label, path) in &self.mounts {
+            let at = format!("statvfs {}", path.display());
+            out.push(decl(format!("{p}.disk.{label}.used_pct"), "%", at));
         }
         for z in self.zones() {
-            out.push(decl(format!("{p}.temp.{}_c", z.label), "degC"));
+            let at = z.dir.join("temp").display().to_string();
+            out.push(decl(format!("{p}.temp.{}_c", z.label), "degC", at));
         }
         out
     }

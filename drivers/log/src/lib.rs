@@ -193,27 +193,43 @@ impl LogConfig {
     }
 
     pub fn signals(&self) -> Vec<SignalDecl> {
-        let decl = |name: String, unit: Option<String>, span: Span| SignalDecl {
+        let mut sources: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
+        sources.extend(self.journal_units.iter().map(|u| format!("journal {u}")));
+        let file = sources.join(", ");
+        let decl = |name: String, unit: Option<String>, span: Span, at: String| SignalDecl {
             name,
             unit,
             span,
             text: false,
+            address: Some(at),
         };
         let mut out = vec![
-            decl(format!("{}.lines", self.name), None, self.span),
-            decl(format!("{}.rotations", self.name), None, self.span),
+            decl(
+                format!("{}.lines", self.name),
+                None,
+                self.span,
+                format!("{file}: lines"),
+            ),
+            decl(
+                format!("{}.rotations", self.name),
+                None,
+                self.span,
+                format!("{file}: rotations"),
+            ),
         ];
         for r in &self.rules {
             out.push(decl(
                 format!("{}.{}.count", self.name, r.name),
                 None,
                 r.span,
+                format!("{file}: rule {}", r.name),
             ));
             for c in &r.captures {
                 out.push(decl(
                     format!("{}.{}.{}", self.name, r.name, c.name),
                     c.unit.clone(),
                     r.span,
+                    format!("{file}: rule {}, capture {}", r.name, c.name),
                 ));
             }
         }

@@ -28,6 +28,23 @@ pub struct Tag {
     pub span: Span,
 }
 
+impl Tag {
+    /// The tag's address as the config wrote it: `holding 100 f32, unit 1`.
+    pub fn describe(&self) -> String {
+        let area = match self.area {
+            Area::Coil => "coil",
+            Area::DiscreteInput => "discrete",
+            Area::InputRegister => "input",
+            Area::HoldingRegister => "holding",
+        };
+        let ty = match self.ty {
+            DataType::String(n) => format!("string({n})"),
+            other => format!("{other:?}").to_lowercase(),
+        };
+        format!("{area} {} {ty}, unit {}", self.address, self.unit_id)
+    }
+}
+
 /// Serial line settings of an RTU link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SerialSettings {
@@ -174,6 +191,7 @@ impl ModbusConfig {
                 name: t.name.clone(),
                 unit: t.eng_unit.clone(),
                 span: t.span,
+                address: Some(t.describe()),
             })
             .collect();
         out.extend(comm_signal_decls(&self.stats_prefix, self.span));

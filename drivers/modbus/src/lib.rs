@@ -63,3 +63,20 @@ pub use client::{Connector, Stream};
 pub use config::{ModbusConfig, Parity, SerialSettings, Tag, Transport};
 pub use driver::ModbusFactory;
 pub use plan::{Area, DataType, Limits, Request, TagSpan, WordOrder, coalesce};
+
+/// A Modbus exception code as the spec names it, for bad-quality reasons.
+pub fn describe_exception(code: u8) -> String {
+    let name = match code {
+        0x01 => "illegal function",
+        0x02 => "illegal data address",
+        0x03 => "illegal data value",
+        0x04 => "server device failure",
+        0x05 => "acknowledge",
+        0x06 => "server device busy",
+        0x08 => "memory parity error",
+        0x0A => "gateway path unavailable",
+        0x0B => "gateway target device failed to respond",
+        _ => "unknown exception",
+    };
+    format!("exception {code} ({name})")
+}

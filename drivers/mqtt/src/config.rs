@@ -113,6 +113,7 @@ impl MqttConfig {
                 unit: None,
                 span: self.span,
                 text: false,
+                address: Some("message statistics".into()),
             })
             .collect()
     }
@@ -127,6 +128,7 @@ impl MqttConfig {
                     unit: s.unit.clone(),
                     text: s.format == Format::Text,
                     span: s.span,
+                    address: Some(s.filter.broker_filter()),
                 })
             })
             .collect()

@@ -105,6 +105,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use addr::{Address, Area, DataType, S7Value};
 pub use client::{ClientError, ConnectParams, ConnectionType, S7Client, rack_slot_tsap};
 
+/// An item return code as the S7 protocol names it (`object does not exist
+/// (return code 0x0a)` for a missing DB), for bad-quality reasons.
+pub fn describe_exception(code: u8) -> String {
+    codec::ItemError(code).to_string()
+}
+
 /// One configured tag.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tag {
@@ -247,6 +253,7 @@ impl S7Config {
                 name: t.name.clone(),
                 unit: t.eng_unit.clone(),
                 span: t.span,
+                address: Some(format!("{} {:?}", t.address, t.ty)),
             })
             .collect();
         out.extend(comm_signal_decls(&self.name, self.span));

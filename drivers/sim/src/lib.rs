@@ -124,6 +124,7 @@ impl SimConfig {
                     name: format!("{}.{}", m.name, q.name()),
                     unit: Some(q.unit().to_string()),
                     span: m.span,
+                    address: Some(format!("simulated {} {}", m.name, q.name())),
                 });
             }
             if m.ground_truth {
@@ -133,6 +134,7 @@ impl SimConfig {
                         name: format!("{}.truth.{}", m.name, f.kind.name()),
                         unit: None,
                         span: m.span,
+                        address: Some(format!("simulated {} fault ground truth", m.name)),
                     });
                 }
             }
