@@ -172,6 +172,11 @@ impl AgentHandle {
         self.source.snapshot()
     }
 
+    /// Every tag whose name matches `filter`: what `edge-agent tags` shows.
+    pub fn tags(&self, filter: &str) -> crate::ops::status::TagsReport {
+        self.source.tags(filter)
+    }
+
     /// Reloads every model now (what SIGHUP does): changed versions are validated
     /// and swapped in, bad ones rejected.
     pub fn reload_models(&self) {
