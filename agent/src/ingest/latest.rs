@@ -56,6 +56,10 @@ fn reason_index(q: Quality) -> Option<usize> {
     })
 }
 
+/// Samples over which a tag's usual interval is measured (then measured again,
+/// so a changed poll rate is followed).
+const EPOCH: u32 = 8;
+
 /// A tag that has not changed for this many of its usual intervals is stale.
 const STALE_INTERVALS: f64 = 5.0;
 /// ... and never sooner than this.
@@ -68,24 +72,27 @@ struct Slot {
     quality: Quality,
     /// The last good value and when it was read.
     good: Option<(Value, Timestamp)>,
-    /// Smoothed interval between samples, ns (0: not known yet).
-    interval_ns: f64,
+    /// Mean interval between samples over the last completed epoch of
+    /// [`EPOCH`] samples, ns (0: not known yet); integer work per sample only.
+    interval_ns: u64,
+    epoch_start_ns: u64,
+    epoch_n: u32,
     /// Bad samples by [`REASONS`] index.
     bad: [u32; REASONS.len()],
 }
 
 impl Slot {
+    #[inline]
     fn record(&mut self, s: &Sample) {
-        if let Some(prev) = self.last {
-            let dt = s.ts.mono_ns.saturating_sub(prev.mono_ns) as f64;
-            if dt > 0.0 {
-                self.interval_ns = if self.interval_ns == 0.0 {
-                    dt
-                } else {
-                    0.8 * self.interval_ns + 0.2 * dt
-                };
-            }
+        let t = s.ts.mono_ns;
+        if self.epoch_n == 0 {
+            self.epoch_start_ns = t;
+        } else if self.epoch_n == EPOCH {
+            self.interval_ns = t.saturating_sub(self.epoch_start_ns) / u64::from(EPOCH);
+            self.epoch_start_ns = t;
+            self.epoch_n = 0;
         }
+        self.epoch_n += 1;
         self.last = Some(s.ts);
         self.quality = s.quality;
         match reason_index(s.quality) {
@@ -334,13 +341,14 @@ fn judge(
         );
     }
     let age = now.saturating_sub(last.mono_ns) as f64;
-    if slot.interval_ns > 0.0 && age > (STALE_INTERVALS * slot.interval_ns).max(STALE_MIN_NS) {
+    let usual = slot.interval_ns as f64;
+    if usual > 0.0 && age > (STALE_INTERVALS * usual).max(STALE_MIN_NS) {
         return (
             "stale",
             Some(format!(
                 "no new value for {:.0} s (usually every {:.1} s)",
                 age / 1e9,
-                slot.interval_ns / 1e9
+                usual / 1e9
             )),
         );
     }

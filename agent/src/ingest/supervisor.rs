@@ -11,7 +11,12 @@
 //!   random delay in `[d/2, d]`), so a plant full of gateways does not reconnect in
 //!   lock-step after a network outage;
 //! * `Config` / `Fatal` errors: the driver is stopped and reported; others go on;
-//! * an attempt that ran for `healthy_after` resets the backoff.
+//! * an attempt that ran for `healthy_after` resets the backoff;
+//! * while it waits, the supervisor probes the device every second when the driver
+//!   can (a TCP connect: [`DriverFactory::probe`]) and restarts it as soon as the
+//!   device answers, so values flow again within about a second of a device's
+//!   return however long the outage was, while a dead device only sees a SYN a
+//!   second and full reconnects at the backoff's pace.
 //!
 //! Ownership: the supervisor task owns the driver's cancellation token (a child of the
 //! agent's driver token). On cancellation it gives the running attempt `grace` to
@@ -244,12 +249,68 @@ pub async fn supervise(sv: Supervised, cancel: CancellationToken) {
         failures = failures.saturating_add(1);
         sv.status.restarts.fetch_add(1, Ordering::Relaxed);
         tracing::info!(driver = %name, delay_ms = delay.as_millis() as u64, attempt = failures, "restarting driver after backoff");
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(delay) => {}
+        match wait_or_probe(&sv, delay, &cancel).await {
+            Wait::Cancelled => break,
+            Wait::Elapsed => {}
+            Wait::Reachable(after) => {
+                tracing::info!(driver = %name, after_ms = after.as_millis() as u64, "device reachable again; reconnecting now");
+            }
         }
     }
     sv.status.set(DriverState::Stopped, None);
+}
+
+/// How often a failed driver's device is probed during the backoff.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+enum Wait {
+    Cancelled,
+    Elapsed,
+    /// A probe found the device reachable this long into the wait.
+    Reachable(Duration),
+}
+
+/// Waits out `delay`, probing the device every [`PROBE_EVERY`] when its factory
+/// can (see [`DriverFactory::probe`]). A probe that succeeds after one failed ends
+/// the wait early: the device came back. A device reachable all along (its port
+/// open, its protocol failing) gets no shortcut: the backoff paces it.
+async fn wait_or_probe(sv: &Supervised, delay: Duration, cancel: &CancellationToken) -> Wait {
+    let start = tokio::time::Instant::now();
+    let deadline = start + delay;
+    let mut next = start + PROBE_EVERY;
+    let mut was_down = false;
+    while next < deadline {
+        tokio::select! {
+            _ = cancel.cancelled() => return Wait::Cancelled,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let mut ctx = DriverContext::new(
+            sv.name.clone(),
+            sv.sink.clone(),
+            cancel.clone(),
+            sv.clock.clone(),
+        );
+        if let Some(e) = &sv.events {
+            ctx = ctx.with_events(e.clone());
+        }
+        let Some(probe) = sv.factory.probe(&ctx) else {
+            break;
+        };
+        // A probe that hangs gives up at the next one.
+        let reachable = tokio::select! {
+            _ = cancel.cancelled() => return Wait::Cancelled,
+            r = tokio::time::timeout(PROBE_EVERY, probe) => r.unwrap_or(false),
+        };
+        if reachable && was_down {
+            return Wait::Reachable(start.elapsed());
+        }
+        was_down |= !reachable;
+        next = (next + PROBE_EVERY).max(tokio::time::Instant::now());
+    }
+    tokio::select! {
+        _ = cancel.cancelled() => Wait::Cancelled,
+        _ = tokio::time::sleep_until(deadline) => Wait::Elapsed,
+    }
 }
 
 #[cfg(test)]
@@ -361,6 +422,111 @@ mod tests {
         }
         assert_eq!(status.state(), DriverState::Stopped);
         assert!(status.restarts.load(Ordering::Relaxed) >= 6);
+    }
+
+    /// A device that is down until `up` is set; the driver fails while it is
+    /// down and runs until cancelled once it is up; the probe reports `reachable`.
+    struct Probed {
+        up: Arc<std::sync::atomic::AtomicBool>,
+        reachable: Arc<std::sync::atomic::AtomicBool>,
+        attempts: Arc<Mutex<Vec<tokio::time::Instant>>>,
+    }
+    impl DriverFactory for Probed {
+        fn kind(&self) -> &'static str {
+            "probed"
+        }
+        fn create(&self) -> Result<Box<dyn Driver>, DriverError> {
+            self.attempts
+                .lock()
+                .expect("test mutex")
+                .push(tokio::time::Instant::now());
+            if self.up.load(Ordering::SeqCst) {
+                Ok(Box::new(Forever))
+            } else {
+                Ok(Box::new(FailingDriver {
+                    kind: ErrorKind::Transient,
+                    panic: false,
+                }))
+            }
+        }
+        fn probe(&self, _ctx: &DriverContext) -> Option<BoxFuture<'static, bool>> {
+            let r = self.reachable.clone();
+            Some(Box::pin(async move { r.load(Ordering::SeqCst) }))
+        }
+    }
+    struct Forever;
+    impl Driver for Forever {
+        fn run(self: Box<Self>, ctx: DriverContext) -> BoxFuture<'static, Result<(), DriverError>> {
+            Box::pin(async move {
+                ctx.cancelled().await;
+                Ok(())
+            })
+        }
+    }
+
+    type Flag = Arc<std::sync::atomic::AtomicBool>;
+    type Attempts = Arc<Mutex<Vec<tokio::time::Instant>>>;
+
+    fn probed(up: bool, reachable: bool) -> (Supervised, Flag, Flag, Attempts) {
+        let (mut sv, attempts) = supervised(ErrorKind::Transient, false);
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(up));
+        let reachable = Arc::new(std::sync::atomic::AtomicBool::new(reachable));
+        sv.factory = Arc::new(Probed {
+            up: up.clone(),
+            reachable: reachable.clone(),
+            attempts: attempts.clone(),
+        });
+        (sv, up, reachable, attempts)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_device_back_after_a_long_outage_is_reconnected_within_a_probe() {
+        let (sv, up, reachable, attempts) = probed(false, false);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(supervise(sv, cancel.clone()));
+        // 70 s down: the backoff has grown to its 16 s cap.
+        tokio::time::sleep(Duration::from_secs(70)).await;
+        let before = attempts.lock().expect("test mutex").len();
+        let back = tokio::time::Instant::now();
+        up.store(true, Ordering::SeqCst);
+        reachable.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let at = attempts.lock().expect("test mutex").clone();
+        assert_eq!(at.len(), before + 1, "one reconnect, then it runs: {at:?}");
+        let waited = at[before] - back;
+        assert!(
+            waited <= PROBE_EVERY,
+            "reconnected {waited:?} after the device came back"
+        );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops")
+            .expect("no panic");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_device_whose_port_answers_but_whose_protocol_fails_keeps_its_backoff() {
+        // Reachable all along, failing all along: probes give no shortcut.
+        let (sv, _up, _reachable, attempts) = probed(false, true);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(supervise(sv, cancel.clone()));
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops")
+            .expect("no panic");
+        let at = attempts.lock().expect("test mutex").clone();
+        let gaps: Vec<f64> = at.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+        for (n, g) in gaps.iter().enumerate() {
+            let base = (1u64 << n.min(4)) as f64;
+            assert!(
+                *g >= base / 2.0 - 1e-6,
+                "gap {n} = {g}, base {base}: {gaps:?}"
+            );
+        }
+        assert!(at.len() <= 15, "{gaps:?}");
     }
 
     #[tokio::test(start_paused = true)]

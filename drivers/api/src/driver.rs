@@ -236,6 +236,31 @@ pub trait DriverFactory: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// A fresh driver. Errors here are treated like errors from `run`.
     fn create(&self) -> Result<Box<dyn Driver>, DriverError>;
+
+    /// A cheap check that the device is reachable again (a TCP connect, no
+    /// protocol session), which the supervisor runs about once a second while it
+    /// waits to restart a failed driver: `true` ends the wait at once, so values
+    /// flow again within a probe of the device's return while the backoff still
+    /// paces the full reconnects a dead device would otherwise get. A failed
+    /// probe should be reported through `ctx` as a failed connection attempt
+    /// (bad tags, link statistics), so a dead link keeps reporting while the
+    /// driver is down. `None` (the default): no cheap check; the backoff decides.
+    fn probe(&self, ctx: &DriverContext) -> Option<BoxFuture<'static, bool>> {
+        let _ = ctx;
+        None
+    }
+}
+
+/// Whether a TCP connection to `addr` opens within `timeout` (it is closed at
+/// once): the reachability probe of TCP drivers.
+pub async fn tcp_reachable(
+    addr: impl tokio::net::ToSocketAddrs,
+    timeout: std::time::Duration,
+) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
 }
 
 #[cfg(test)]

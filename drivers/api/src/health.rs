@@ -32,11 +32,22 @@
 //! **sub-healthy** (below `warning`, default 75); 10 % score about 48, below
 //! `critical` (default 60).
 //!
+//! **A dead link** — no success since its first failure — loses one point per
+//! second it has been down, whatever the window holds: `score ≤ 100 − seconds
+//! down`. So every protocol's dead peer is sub-healthy (Warning) after 25 s and
+//! critical after 40 s with the default limits, however long the link was healthy
+//! before and however fast it polled. While a failed driver waits to reconnect,
+//! the supervisor's probes (a TCP connect a second) count as failed connection
+//! attempts and keep the link's samples coming.
+//!
 //! # Adaptive polling
-//! [`AdaptivePoll`] doubles the poll period each cycle while the score is below
-//! `warning`, up to `poll_max`, and halves it back each cycle once the score is at
-//! least `warning + 10`, so a struggling PLC is not hammered and a recovered one is
-//! not held back by noise around the limit.
+//! [`AdaptivePoll`] doubles the poll period after each cycle with a failed request
+//! while the score is below `warning`, up to `poll_max`, and halves it back after
+//! each clean cycle once the score is at least `warning + 10`, so a struggling PLC
+//! is not hammered and noise around the limit does not flap it. A link back from an
+//! outage (down [`OUTAGE`] or longer) halves on every clean cycle whatever the
+//! window score, which still remembers the outage for minutes: from `poll_max` =
+//! 10 × `poll` full rate is back after three clean cycles (10 s → 5 → 2 → 1).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -216,7 +227,15 @@ pub struct LinkHealth {
     head_start: Instant,
     created: Instant,
     connected_once: bool,
+    /// The first failure since the last success: the link is down since then.
+    down_since: Option<Instant>,
+    /// A down period of at least [`OUTAGE`] ended and nothing failed since.
+    recovering: bool,
 }
+
+/// A link that carried nothing for this long was down (an outage), not just
+/// unlucky: its return puts polling back to full rate at once.
+pub const OUTAGE: Duration = Duration::from_secs(5);
 
 impl LinkHealth {
     pub fn new(cfg: &HealthConfig, now: Instant) -> LinkHealth {
@@ -230,6 +249,8 @@ impl LinkHealth {
             head_start: now,
             created: now,
             connected_once: false,
+            down_since: None,
+            recovering: false,
         }
     }
 
@@ -248,6 +269,9 @@ impl LinkHealth {
     }
 
     pub fn record_success(&mut self, now: Instant, rtt: Duration) {
+        if let Some(since) = self.down_since.take() {
+            self.recovering |= now.saturating_duration_since(since) >= OUTAGE;
+        }
         let ms = rtt.as_secs_f64() * 1e3;
         let b = self.advance(now);
         b.ok += 1;
@@ -258,12 +282,25 @@ impl LinkHealth {
     }
 
     pub fn record_timeout(&mut self, now: Instant) {
+        self.failed(now);
         self.advance(now).timeouts += 1;
     }
 
     /// A failed request or connection attempt that was not a timeout.
     pub fn record_error(&mut self, now: Instant) {
+        self.failed(now);
         self.advance(now).errors += 1;
+    }
+
+    fn failed(&mut self, now: Instant) {
+        self.down_since.get_or_insert(now);
+        self.recovering = false;
+    }
+
+    /// Seconds the link has been down (0 while its last outcome was a success).
+    pub fn down_for(&self, now: Instant) -> Duration {
+        self.down_since
+            .map_or(Duration::ZERO, |d| now.saturating_duration_since(d))
     }
 
     /// A connection was established; every one after the first is a reconnect.
@@ -338,8 +375,10 @@ impl LinkHealth {
         }
         penalty += (2.0 * errors_per_min).min(20.0);
         penalty += (2.0 * rec).min(20.0);
+        // A dead link loses a point a second whatever the window holds.
+        let down_cap = 100.0 - self.down_for(now).as_secs_f64();
         HealthReport {
-            score: (100.0 - penalty).clamp(0.0, 100.0),
+            score: (100.0 - penalty).min(down_cap).clamp(0.0, 100.0),
             success_ratio,
             rtt_p95_ms,
             jitter,
@@ -425,12 +464,14 @@ impl AdaptivePoll {
         }
     }
 
-    /// Feeds the latest score; returns the poll period to use next.
-    pub fn update(&mut self, score: f64) -> Duration {
+    /// Feeds the latest score and whether the cycle since the last call was clean
+    /// (no request failed) and follows an outage the link has come back from;
+    /// returns the poll period to use next.
+    pub fn update(&mut self, score: f64, clean: bool, recovering: bool) -> Duration {
         if self.enabled {
-            if score < self.warning {
+            if !clean && score < self.warning {
                 self.factor = (self.factor * 2).min(self.max_factor);
-            } else if score >= self.warning + 10.0 {
+            } else if clean && (recovering || score >= self.warning + 10.0) {
                 self.factor = (self.factor / 2).max(1);
             }
         }
@@ -494,6 +535,10 @@ pub struct CommStats {
     timeouts: AtomicU64,
     exceptions: AtomicU64,
     connects: AtomicU64,
+    /// Failed requests and connection attempts, and how many the last
+    /// [`CommStats::adapt`] had seen (a cycle is clean when none came since).
+    failures: AtomicU64,
+    failures_adapted: AtomicU64,
 }
 
 impl CommStats {
@@ -519,6 +564,8 @@ impl CommStats {
             timeouts: AtomicU64::new(0),
             exceptions: AtomicU64::new(0),
             connects: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            failures_adapted: AtomicU64::new(0),
         })
     }
 
@@ -534,9 +581,11 @@ impl CommStats {
     }
     pub fn timeout(&self) {
         self.timeouts.fetch_add(1, Ordering::Relaxed);
+        self.failures.fetch_add(1, Ordering::Relaxed);
         self.with(|h| h.record_timeout(Instant::now()));
     }
     pub fn error(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
         self.with(|h| h.record_error(Instant::now()));
     }
     /// A timeout of one device on a shared link whose other devices answer (a dead
@@ -569,16 +618,27 @@ impl CommStats {
         self.poll.lock().unwrap_or_else(|p| p.into_inner()).factor()
     }
 
-    /// Feeds a score to adaptive polling; returns the poll period to use next.
+    /// Feeds a score to adaptive polling, with whether the cycle since the last
+    /// call was clean; returns the poll period to use next.
     pub fn adapt(&self, score: f64) -> Duration {
-        self.poll
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .update(score)
+        let failures = self.failures.load(Ordering::Relaxed);
+        let clean = self.failures_adapted.swap(failures, Ordering::Relaxed) == failures;
+        let recovering = self.with(|h| h.recovering);
+        let mut poll = self.poll.lock().unwrap_or_else(|p| p.into_inner());
+        let period = poll.update(score, clean, recovering);
+        if poll.factor() == 1 && recovering {
+            self.with(|h| h.recovering = false);
+        }
+        period
     }
 
     pub fn report(&self) -> HealthReport {
         self.with(|h| h.report(Instant::now()))
+    }
+
+    /// Whether the link is down: its last request or connection attempt failed.
+    pub fn link_down(&self) -> bool {
+        self.with(|h| h.down_since.is_some())
     }
 
     /// Appends the communication samples (`last_rtt_ms` NaN when no request
@@ -721,15 +781,92 @@ mod tests {
         let mut c = cfg();
         c.poll_max = Duration::from_secs(8);
         let mut p = AdaptivePoll::new(Duration::from_secs(1), &c);
-        let periods: Vec<u64> = [50.0, 50.0, 50.0, 50.0, 50.0, 80.0, 90.0, 90.0, 90.0, 90.0]
+        // Failing cycles at 50, then clean ones.
+        let cycles = [
+            (50.0, false),
+            (50.0, false),
+            (50.0, false),
+            (50.0, false),
+            (50.0, true),
+            (80.0, true),
+            (90.0, true),
+            (90.0, true),
+            (90.0, true),
+            (90.0, true),
+        ];
+        let periods: Vec<u64> = cycles
             .iter()
-            .map(|&s| p.update(s).as_secs())
+            .map(|&(s, clean)| p.update(s, clean, false).as_secs())
             .collect();
-        // Halving needs warning + 10 = 85; 80 holds the period.
+        // Halving needs a clean cycle at warning + 10 = 85; 80 (or 50) holds it.
         assert_eq!(periods, [2, 4, 8, 8, 8, 8, 4, 2, 1, 1]);
         c.adaptive = false;
         let mut p = AdaptivePoll::new(Duration::from_secs(1), &c);
-        assert_eq!(p.update(0.0), Duration::from_secs(1));
+        assert_eq!(p.update(0.0, false, false), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_link_back_from_an_outage_polls_at_full_rate_after_three_clean_cycles() {
+        let mut c = cfg();
+        c.poll_max = Duration::from_secs(10);
+        let mut p = AdaptivePoll::new(Duration::from_secs(1), &c);
+        for _ in 0..6 {
+            p.update(10.0, false, false);
+        }
+        assert_eq!(p.period(), Duration::from_secs(10));
+        // The window still scores the outage (40), but the cycles are clean.
+        let back: Vec<u64> = (0..3)
+            .map(|_| p.update(40.0, true, true).as_secs())
+            .collect();
+        assert_eq!(back, [5, 2, 1]);
+    }
+
+    #[test]
+    fn a_dead_link_is_warning_within_30_s_and_critical_within_60_s_whatever_came_before() {
+        let c = cfg();
+        // Ten minutes healthy at 10 requests a second, then dead: one failed
+        // attempt a second (the supervisor's probes), or none at all.
+        for attempts in [true, false] {
+            let mut t = Instant::now();
+            let mut h = LinkHealth::new(&c, t);
+            h.record_connect(t);
+            for _ in 0..6000 {
+                t += Duration::from_millis(100);
+                h.record_success(t, Duration::from_millis(2));
+            }
+            let dead = t;
+            h.record_timeout(t);
+            let mut grade_at = |secs: u64| {
+                while t < dead + Duration::from_secs(secs) {
+                    t += Duration::from_secs(1);
+                    if attempts {
+                        h.record_error(t);
+                    }
+                }
+                c.grade(h.report(t).score)
+            };
+            assert_eq!(grade_at(20), Grade::Healthy, "attempts: {attempts}");
+            assert_eq!(grade_at(30), Grade::SubHealthy, "attempts: {attempts}");
+            assert_eq!(grade_at(60), Grade::Critical, "attempts: {attempts}");
+        }
+    }
+
+    #[test]
+    fn an_outage_that_ends_marks_the_link_recovering_until_it_fails_again() {
+        let mut t = Instant::now();
+        let mut h = LinkHealth::new(&cfg(), t);
+        h.record_timeout(t);
+        t += Duration::from_secs(2);
+        h.record_success(t, Duration::from_millis(1));
+        assert!(!h.recovering, "2 s down is not an outage");
+        h.record_timeout(t);
+        t += Duration::from_secs(30);
+        assert_eq!(h.down_for(t), Duration::from_secs(30));
+        h.record_success(t, Duration::from_millis(1));
+        assert!(h.recovering);
+        assert_eq!(h.down_for(t), Duration::ZERO);
+        h.record_error(t);
+        assert!(!h.recovering);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod tls;
 
 pub use driver::{
     BoxFuture, Cancelled, Driver, DriverContext, DriverError, DriverFactory, ErrorKind, PushResult,
-    SampleSink, panic_message,
+    SampleSink, panic_message, tcp_reachable,
 };
 pub use event::{DriverEvent, EventKind, EventSink, TextChanges};
 pub use sample::{BadReason, Quality, Sample, SignalId, Value};

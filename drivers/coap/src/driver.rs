@@ -115,6 +115,8 @@ struct Session<'a> {
     batch: Vec<Sample>,
     /// Scratch for rendered signal names.
     name: String,
+    /// When registered observations are next checked (a ping).
+    next_check: tokio::time::Instant,
 }
 
 async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
@@ -128,6 +130,7 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
         states: Vec::with_capacity(sh.cfg.resources.len()),
         batch: Vec::with_capacity(64),
         name: String::new(),
+        next_check: start + OBSERVE_CHECK,
     };
     for _ in &sh.cfg.resources {
         let token = s.conn.next_token();
@@ -148,6 +151,7 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
             _ = ctx.cancelled() => return Ok(()),
             _ = stats_tick.tick() => {
                 s.batch.clear();
+                s.check_liveness().await;
                 let report = sh.stats.push_samples(ctx.clock().now(), f64::NAN, &mut s.batch);
                 sh.stats.adapt(report.score);
                 if ctx.send(&s.batch).await.is_err() { return Ok(()); }
@@ -202,7 +206,58 @@ async fn open(sh: &Shared) -> Result<Conn, DriverError> {
     })
 }
 
+/// How often a server whose observations are registered is pinged: the longest
+/// a server restart (which forgets them) goes unnoticed.
+const OBSERVE_CHECK: Duration = Duration::from_secs(3);
+
 impl Session<'_> {
+    /// Pings the server (once a second, from the statistics tick) while the link
+    /// is down, and every [`OBSERVE_CHECK`] while observations are registered. A
+    /// down link that answers gets every resource polled and every observation
+    /// registered now, not at the next stretched poll or after `observe_timeout`;
+    /// a silent one counts a timeout and its observations are re-registered once
+    /// it answers again.
+    async fn check_liveness(&mut self) {
+        let now = tokio::time::Instant::now();
+        let down = self.sh.stats.link_down();
+        let observing = self.states.iter().any(|s| s.registered);
+        let check_due = observing && now >= self.next_check;
+        if !(down || check_due) {
+            return;
+        }
+        self.next_check = now + OBSERVE_CHECK;
+        let mut other = Vec::new();
+        let wait = self.sh.cfg.ack_timeout.mul_f64(1.5);
+        let alive = self.conn.ping(wait, &mut other).await;
+        for p in &other {
+            handle_notification(
+                self.sh,
+                self.ctx,
+                &mut self.states,
+                p,
+                &mut self.name,
+                &mut self.batch,
+            );
+        }
+        if !alive {
+            self.sh.stats.timeout();
+            for st in &mut self.states {
+                st.registered = false;
+            }
+            return;
+        }
+        if down {
+            tracing::info!(
+                driver = self.ctx.name(),
+                "coap server answers again; polling and registering now"
+            );
+            for st in &mut self.states {
+                st.next = now;
+                st.registered = false;
+            }
+        }
+    }
+
     /// When the next resource is due: a poll, a registration, or an observation
     /// that has been silent for `observe_timeout`.
     fn wake(&self) -> Option<tokio::time::Instant> {

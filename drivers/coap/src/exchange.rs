@@ -148,6 +148,49 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// A CoAP ping (an empty confirmable message, RFC 7252 §4.3): whether the
+    /// server answers (with a reset) within `wait`. No retransmission: a lost
+    /// ping is only a missed beat. Other packets go to `other`.
+    pub(crate) async fn ping(
+        &mut self,
+        wait: std::time::Duration,
+        other: &mut Vec<Packet>,
+    ) -> bool {
+        let mut req = Packet::new();
+        req.header.set_type(MessageType::Confirmable);
+        req.header.code = MessageClass::Empty;
+        let mid = self.next_mid();
+        req.header.message_id = mid;
+        let Ok(bytes) = req.to_bytes() else {
+            return false;
+        };
+        if self.sock.send(&bytes).await.is_err() {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            self.buf.resize(64 * 1024, 0);
+            let n = match tokio::time::timeout_at(deadline, self.sock.recv(&mut self.buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return false,
+            };
+            let Ok(p) = Packet::from_bytes(&self.buf[..n]) else {
+                continue;
+            };
+            let answer = matches!(
+                p.header.get_type(),
+                MessageType::Reset | MessageType::Acknowledgement
+            );
+            if answer && p.header.message_id == mid {
+                return true;
+            }
+            self.ack(&p).await;
+            other.push(p);
+        }
+    }
+}
+
 fn finish(p: Packet) -> Result<Packet, Failure> {
     match p.header.code {
         MessageClass::Response(ResponseType::Content)

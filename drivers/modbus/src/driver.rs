@@ -55,6 +55,26 @@ impl DriverFactory for ModbusFactory {
             shared: self.shared.clone(),
         }))
     }
+
+    /// A TCP connect to the device (Modbus TCP, RTU over TCP); a failure counts
+    /// as a failed connection attempt. Serial links have nothing cheap to try.
+    fn probe(&self, ctx: &DriverContext) -> Option<BoxFuture<'static, bool>> {
+        let sh = self.shared.clone();
+        let addr = match (&sh.connector, &sh.transport) {
+            (None, Transport::Tcp { .. } | Transport::RtuOverTcp { .. }) => sh.addr?,
+            _ => return None,
+        };
+        let ctx = ctx.clone();
+        Some(Box::pin(async move {
+            let reachable = edge_driver_api::tcp_reachable(addr, sh.timeout).await;
+            if !reachable {
+                sh.stats.error();
+                let mut batch = Vec::with_capacity(sh.tags.len() + 16);
+                fail_all(&sh, &ctx, BadReason::Communication, &mut batch).await;
+            }
+            reachable
+        }))
+    }
 }
 
 struct ModbusDriver {
@@ -310,8 +330,9 @@ impl Poller<'_> {
                 mark_bad(sh, r, BadReason::Communication, ts, &mut self.batch);
                 sh.stats.push_samples(ts, f64::NAN, &mut self.batch);
                 let _ = ctx.send(&self.batch).await;
+                let cause = link_failure(&e);
                 Step::Failed(
-                    DriverError::transient(format!("modbus read on {}: {e}", sh.link))
+                    DriverError::transient(format!("modbus read on {}: {cause}", sh.link))
                         .with_source(e),
                 )
             }
@@ -348,6 +369,27 @@ impl Poller<'_> {
         mark_bad(sh, r, BadReason::Timeout, ts, &mut self.batch);
         tracing::warn!(driver = self.ctx.name(), unit = r.unit, timeout = ?sh.timeout, backoff = ?d, "modbus slave did not answer; skipping it for a while");
         Step::Reopen
+    }
+}
+
+/// What broke the link, in words. tokio-modbus reports a connection the device
+/// closed (end of stream) as the thread's last OS error, whatever it was
+/// ("Resource temporarily unavailable (os error 11)", "Success (os error 0)"):
+/// name the real causes.
+fn link_failure(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    if e.raw_os_error() == Some(0) {
+        // "Success (os error 0)": no OS error at all, the stream just ended.
+        return "the device closed the connection".into();
+    }
+    match e.kind() {
+        K::WouldBlock | K::UnexpectedEof => "the device closed the connection".into(),
+        K::ConnectionReset => "the device reset the connection".into(),
+        K::ConnectionAborted | K::BrokenPipe | K::NotConnected => {
+            "the connection was closed (broken pipe)".into()
+        }
+        K::TimedOut => "the connection timed out".into(),
+        _ => e.to_string(),
     }
 }
 

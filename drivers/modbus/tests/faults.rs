@@ -24,6 +24,8 @@ enum Fault {
     Slow,
     NoReply,
     ResetMidFrame,
+    /// Reads the request and closes the connection without a reply.
+    CloseAfterRequest,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +72,7 @@ impl Fake {
             frame.extend_from_slice(&pdu);
             match fault {
                 Fault::NoReply => continue,
+                Fault::CloseAfterRequest => return,
                 Fault::Truncated => {
                     let _ = io.write_all(&frame[..frame.len() - 3]).await;
                 }
@@ -227,4 +230,29 @@ async fn a_reset_mid_frame_fails_the_attempt_as_transient() {
             .iter()
             .all(|s| !s.quality.is_good())
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_the_device_closes_is_named_as_such() {
+    // tokio-modbus turns the end of the stream into the thread's last OS error
+    // ("Resource temporarily unavailable (os error 11)"); the driver says what
+    // happened.
+    let fake = Fake::new(Fault::CloseAfterRequest);
+    let (f, _reg) = setup(&fake);
+    let sink = Arc::new(CollectSink::new());
+    let ctx = DriverContext::new(
+        "d".into(),
+        sink,
+        CancellationToken::new(),
+        Clock::virtual_from(0),
+    );
+    let run = f.create().expect("driver").run(ctx);
+    let err = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("the attempt ends")
+        .expect_err("a closed connection fails the attempt");
+    assert_eq!(err.kind, ErrorKind::Transient);
+    let text = err.to_string();
+    assert!(text.contains("the device closed the connection"), "{text}");
+    assert!(!text.contains("os error"), "{text}");
 }

@@ -68,6 +68,15 @@ impl DriverFactory for MqttFactory {
             shared: self.shared.clone(),
         }))
     }
+
+    /// A TCP connect to the broker.
+    fn probe(&self, _ctx: &DriverContext) -> Option<BoxFuture<'static, bool>> {
+        let sh = self.shared.clone();
+        Some(Box::pin(async move {
+            let addr = (sh.cfg.host.as_str(), sh.cfg.port);
+            edge_driver_api::tcp_reachable(addr, std::time::Duration::from_secs(1)).await
+        }))
+    }
 }
 
 struct MqttDriver {

@@ -430,6 +430,25 @@ impl DriverFactory for S7Factory {
             shared: self.shared.clone(),
         }))
     }
+
+    /// A TCP connect to the PLC's ISO-on-TCP port; a failure counts as a failed
+    /// connection attempt.
+    fn probe(&self, ctx: &DriverContext) -> Option<BoxFuture<'static, bool>> {
+        let sh = self.shared.clone();
+        if sh.connector.is_some() {
+            return None;
+        }
+        let ctx = ctx.clone();
+        Some(Box::pin(async move {
+            let reachable = edge_driver_api::tcp_reachable(sh.addr, sh.cfg.timeout).await;
+            if !reachable {
+                sh.stats.error();
+                let mut batch = Vec::with_capacity(sh.tag_ids.len() + 16);
+                fail_cycle(&sh, &ctx, BadReason::Communication, &mut batch).await;
+            }
+            reachable
+        }))
+    }
 }
 
 struct S7Driver {
