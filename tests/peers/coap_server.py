@@ -7,8 +7,9 @@ an Observe bug, see ../../shared/PEERS.md).
 
 Resources: /temp (text "21.5"), /json ({"t": 19.25, "h": 41}), /cbor ({"t": 18.5}),
 /senml (SenML JSON), /senml-cbor (SenML CBOR), /big (a 3 kB JSON: Block2),
-/counter (observable text counter, +1 every 200 ms; GET also works), and nothing
-else (4.04). Prints READY when listening.
+/counter (observable text counter, +1 every 200 ms; GET also works), /multi (19.5
+as JSON, CBOR or text by the Accept option; 4.06 for any other), and nothing else
+(4.04). Prints READY when listening.
 """
 import asyncio
 import json
@@ -26,6 +27,21 @@ class Static(resource.Resource):
 
     async def render_get(self, request):
         return aiocoap.Message(payload=self.body, content_format=self.cf)
+
+
+class Negotiated(resource.Resource):
+    """One value in the representation the Accept option asks for: JSON (50),
+    CBOR (60), text without Accept (aiocoap's usual default), 4.06 otherwise."""
+
+    async def render_get(self, request):
+        accept = request.opt.accept
+        if accept is None:
+            return aiocoap.Message(payload=b"19.5", content_format=0)
+        if accept == 50:
+            return aiocoap.Message(payload=json.dumps({"t": 19.5}).encode(), content_format=50)
+        if accept == 60:
+            return aiocoap.Message(payload=cbor2.dumps({"t": 19.5}), content_format=60)
+        return aiocoap.Message(code=aiocoap.NOT_ACCEPTABLE)
 
 
 class Counter(resource.ObservableResource):
@@ -56,6 +72,7 @@ async def main():
     big = {"pad": "x" * 3000, "v": 7.5}
     root.add_resource(["big"], Static(json.dumps(big).encode(), 50))
     root.add_resource(["counter"], Counter())
+    root.add_resource(["multi"], Negotiated())
     await aiocoap.Context.create_server_context(
         root, bind=("127.0.0.1", port), transports=["simplesocketserver"])
     print("READY", flush=True)

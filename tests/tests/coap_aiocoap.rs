@@ -272,3 +272,70 @@ async fn an_observation_is_registered_again_within_seconds_of_a_server_restart()
         .expect("no panic");
     assert!(res.is_ok());
 }
+
+/// aiocoap answers in its default representation (often text) unless asked:
+/// `format = "json"`/`"cbor"` send the matching Accept option, `accept` sets
+/// another, and a payload the format cannot read is bad quality ("unreadable
+/// payload" in `edge-agent tags`), not silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_and_cbor_resources_ask_for_their_format_with_accept() {
+    let server = PyCoap::start();
+    let src = format!(
+        r#"
+host = "127.0.0.1"
+port = {}
+ack_timeout = "200ms"
+[[resources]]
+path = "/multi"
+poll = "200ms"
+format = "json"
+values = [{{ pointer = "/t", signal = "n.json" }}]
+[[resources]]
+path = "/multi"
+poll = "200ms"
+format = "cbor"
+values = [{{ pointer = "/t", signal = "n.cbor" }}]
+[[resources]]
+path = "/multi"
+poll = "200ms"
+signal = "n.text"
+[[resources]]
+path = "/multi"
+poll = "200ms"
+accept = 999
+signal = "n.refused"
+[[resources]]
+path = "/temp"
+poll = "200ms"
+format = "json"
+values = [{{ pointer = "/t", signal = "n.unreadable" }}]
+"#,
+        server.port
+    );
+    let cfg = edge_driver_api::testing::parse_section(&src, |r| CoapConfig::parse(r, "n"));
+    let reg = edge_driver_api::testing::registry(cfg.signals(), "n");
+    let f = cfg.into_factory(&reg).expect("factory");
+    let sink = Arc::new(edge_driver_api::testing::CollectSink::new());
+    let cancel = CancellationToken::new();
+    let ctx = DriverContext::new("n".into(), sink.clone(), cancel.clone(), Clock::system());
+    let task = tokio::spawn(f.create().expect("driver").run(ctx));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .expect("prompt");
+    let samples = sink.samples();
+    let last = |n: &str| of(&samples, &reg, n).last().copied();
+    for n in ["n.json", "n.cbor", "n.text"] {
+        assert_eq!(last(n).map(|s| s.value), Some(Value::F64(19.5)), "{n}");
+    }
+    assert_eq!(
+        last("n.refused").map(|s| s.quality),
+        Some(Quality::Bad(BadReason::DeviceException(0x86))),
+        "4.06 Not Acceptable"
+    );
+    assert_eq!(
+        last("n.unreadable").map(|s| s.quality),
+        Some(Quality::Bad(BadReason::Decode))
+    );
+}

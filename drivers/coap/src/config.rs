@@ -24,6 +24,8 @@ pub enum Mode {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Resource {
     pub path: String,
+    /// The Content-Format asked for (the Accept option); `None` sends none.
+    pub accept: Option<u16>,
     pub mode: Mode,
     pub poll: Duration,
     pub observe_timeout: Duration,
@@ -184,6 +186,41 @@ impl CoapConfig {
     }
 }
 
+/// Content-Formats by name (RFC 7252 §12.3, RFC 8428).
+const CONTENT_FORMATS: [(&str, u16); 5] = [
+    ("text", 0),
+    ("json", 50),
+    ("cbor", 60),
+    ("senml+json", 110),
+    ("senml+cbor", 112),
+];
+
+/// `accept`: a Content-Format name or number; by default the one `format`
+/// decodes (a server that serves several representations, as aiocoap can, may
+/// otherwise answer in its default one, often text), none for `number`/`text`.
+fn parse_accept(t: &mut TableReader<'_>, kind: u8) -> Option<u16> {
+    let default = match kind {
+        2 => Some(50),
+        3 => Some(60),
+        4 => Some(110),
+        5 => Some(112),
+        _ => None,
+    };
+    let is_number = match t.node("accept") {
+        None => return default,
+        Some(n) => matches!(n.value, edge_driver_api::config::NodeValue::Int(_)),
+    };
+    if is_number {
+        return t.int_in("accept", 0, 65535).map(|n| n.value as u16);
+    }
+    let names: Vec<(&str, Option<u16>)> = CONTENT_FORMATS
+        .iter()
+        .map(|(n, v)| (*n, Some(*v)))
+        .chain([("none", None)])
+        .collect();
+    t.choice("accept", &names).map_or(default, |v| v.value)
+}
+
 fn parse_resource(t: &mut TableReader<'_>) -> Option<Resource> {
     let path = t.req_string("path");
     let mode = t
@@ -274,6 +311,7 @@ fn parse_resource(t: &mut TableReader<'_>) -> Option<Resource> {
             _ => Format::Number,
         }
     };
+    let accept = parse_accept(t, kind);
     let path = path?;
     if !path.value.starts_with('/') {
         t.error(path.span, "path", "a resource path starts with `/`")
@@ -282,6 +320,7 @@ fn parse_resource(t: &mut TableReader<'_>) -> Option<Resource> {
     }
     Some(Resource {
         path: path.value,
+        accept,
         mode,
         poll,
         observe_timeout,
@@ -290,4 +329,49 @@ fn parse_resource(t: &mut TableReader<'_>) -> Option<Resource> {
         unit,
         span: t.span(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edge_driver_api::config::{Diagnostics, TableReader, parse_document};
+
+    /// The `accept` of the one resource of `resource` (its TOML lines), and the
+    /// diagnostics' messages.
+    fn accept(resource: &str) -> (Option<u16>, Vec<String>) {
+        let toml = format!("host = \"127.0.0.1\"\n[[resources]]\npath = \"/x\"\n{resource}");
+        let table = parse_document(&toml).expect("TOML");
+        let diags = Diagnostics::new();
+        let cfg = {
+            let mut r = TableReader::new(&table, "drivers[0]", &diags);
+            CoapConfig::parse(&mut r, "d")
+        };
+        let msgs = diags.into_vec().into_iter().map(|d| d.message).collect();
+        (cfg.and_then(|c| c.resources[0].accept), msgs)
+    }
+
+    #[test]
+    fn accept_follows_the_format_and_can_be_set_by_name_or_number() {
+        let json = "format = \"json\"\nvalues = [{ pointer = \"/t\", signal = \"d.t\" }]\n";
+        assert_eq!(accept(json), (Some(50), vec![]));
+        assert_eq!(
+            accept("format = \"senml\"\nsignal = \"d.{name}\"\n"),
+            (Some(110), vec![])
+        );
+        assert_eq!(accept("signal = \"d.t\"\n"), (None, vec![]));
+        assert_eq!(
+            accept("signal = \"d.t\"\naccept = \"cbor\"\n"),
+            (Some(60), vec![])
+        );
+        assert_eq!(
+            accept("signal = \"d.t\"\naccept = 11050\n"),
+            (Some(11050), vec![])
+        );
+        assert_eq!(
+            accept(&format!("{json}accept = \"none\"\n")),
+            (None, vec![])
+        );
+        let (_, errs) = accept("signal = \"d.t\"\naccept = \"xml\"\n");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+    }
 }

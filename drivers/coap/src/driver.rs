@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use coap_lite::{MessageClass, Packet, ResponseType};
 use edge_driver_api::health::CommStats;
-use edge_driver_api::payload;
+use edge_driver_api::payload::{self, Format};
 use edge_driver_api::{
     BadReason, BoxFuture, Driver, DriverContext, DriverError, DriverFactory, Sample, SignalId,
     Timestamp, render_template,
@@ -73,7 +73,9 @@ fn decode(
     out: &mut Vec<Sample>,
 ) {
     let now = ctx.clock().now();
+    let mut found = 0usize;
     let r = payload::parse(&res.format, body, now.wall_ns, &mut |item| {
+        found += 1;
         let template = &res.templates[item.template.min(res.templates.len() - 1)];
         let caps: Vec<(&str, &str)> = item
             .name
@@ -92,8 +94,15 @@ fn decode(
         };
         payload::deliver(item.value, text, id, ts, ctx, out);
     });
+    // A document without any of the configured pointers is another
+    // representation than the one configured (a server answering text "21.5" to
+    // a JSON resource): unreadable, not silence.
+    let none_found = found == 0 && matches!(res.format, Format::Json { .. } | Format::Cbor { .. });
     if let Err(e) = r {
         tracing::debug!(driver = ctx.name(), path = %res.path, error = ?e, "unreadable CoAP payload");
+        mark_bad(sh, res, BadReason::Decode, now, out);
+    } else if none_found {
+        tracing::debug!(driver = ctx.name(), path = %res.path, "CoAP payload has none of the configured pointers");
         mark_bad(sh, res, BadReason::Decode, now, out);
     }
 }
@@ -337,7 +346,7 @@ impl Session<'_> {
                 .conn
                 .get(
                     sh,
-                    &res.path,
+                    res,
                     token,
                     observe && block.is_none(),
                     block,

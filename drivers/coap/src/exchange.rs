@@ -4,6 +4,7 @@
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use tokio::net::UdpSocket;
 
+use crate::config::Resource;
 use crate::driver::Shared;
 
 /// Why an exchange failed.
@@ -61,7 +62,7 @@ impl Conn {
     pub(crate) async fn get(
         &mut self,
         sh: &Shared,
-        path: &str,
+        res: &Resource,
         token: &[u8],
         observe: bool,
         block: Option<u32>,
@@ -76,8 +77,14 @@ impl Conn {
         if observe {
             req.set_observe_value(0);
         }
-        for seg in path.split('/').filter(|s| !s.is_empty()) {
+        for seg in res.path.split('/').filter(|s| !s.is_empty()) {
             req.add_option(CoapOption::UriPath, seg.as_bytes().to_vec());
+        }
+        if let Some(cf) = res.accept {
+            // A uint option: big-endian without leading zero bytes (0 is empty).
+            let b = cf.to_be_bytes();
+            let first = b.iter().position(|&x| x != 0).unwrap_or(2);
+            req.add_option(CoapOption::Accept, b[first..].to_vec());
         }
         if let Some(num) = block {
             // Block2: NUM, M=0, SZX=6 (1024 bytes).
