@@ -173,6 +173,8 @@ enum Outcome {
 /// Runs one driver until `cancel` fires or it fails permanently.
 pub async fn supervise(sv: Supervised, cancel: CancellationToken) {
     let mut failures: u32 = 0;
+    // A probe failed since the device was last found reachable (see `wait_or_probe`).
+    let mut seen_down = false;
     let mut jitter = Jitter::new(&sv.name);
     let name = sv.name.clone();
     loop {
@@ -249,7 +251,7 @@ pub async fn supervise(sv: Supervised, cancel: CancellationToken) {
         failures = failures.saturating_add(1);
         sv.status.restarts.fetch_add(1, Ordering::Relaxed);
         tracing::info!(driver = %name, delay_ms = delay.as_millis() as u64, attempt = failures, "restarting driver after backoff");
-        match wait_or_probe(&sv, delay, &cancel).await {
+        match wait_or_probe(&sv, delay, &cancel, &mut seen_down).await {
             Wait::Cancelled => break,
             Wait::Elapsed => {}
             Wait::Reachable(after) => {
@@ -271,14 +273,19 @@ enum Wait {
 }
 
 /// Waits out `delay`, probing the device every [`PROBE_EVERY`] when its factory
-/// can (see [`DriverFactory::probe`]). A probe that succeeds after one failed ends
-/// the wait early: the device came back. A device reachable all along (its port
-/// open, its protocol failing) gets no shortcut: the backoff paces it.
-async fn wait_or_probe(sv: &Supervised, delay: Duration, cancel: &CancellationToken) -> Wait {
+/// can (see [`DriverFactory::probe`]). A probe that succeeds after one failed
+/// (`seen_down`, kept across waits) ends the wait early: the device came back.
+/// Each shortcut needs a new failed probe, so a device reachable all along (its
+/// port open, its protocol failing) gets none: the backoff paces it.
+async fn wait_or_probe(
+    sv: &Supervised,
+    delay: Duration,
+    cancel: &CancellationToken,
+    seen_down: &mut bool,
+) -> Wait {
     let start = tokio::time::Instant::now();
     let deadline = start + delay;
     let mut next = start + PROBE_EVERY;
-    let mut was_down = false;
     while next < deadline {
         tokio::select! {
             _ = cancel.cancelled() => return Wait::Cancelled,
@@ -301,10 +308,11 @@ async fn wait_or_probe(sv: &Supervised, delay: Duration, cancel: &CancellationTo
             _ = cancel.cancelled() => return Wait::Cancelled,
             r = tokio::time::timeout(PROBE_EVERY, probe) => r.unwrap_or(false),
         };
-        if reachable && was_down {
+        if reachable && *seen_down {
+            *seen_down = false;
             return Wait::Reachable(start.elapsed());
         }
-        was_down |= !reachable;
+        *seen_down |= !reachable;
         next = (next + PROBE_EVERY).max(tokio::time::Instant::now());
     }
     tokio::select! {

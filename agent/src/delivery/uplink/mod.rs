@@ -168,6 +168,62 @@ impl From<rumqttc::ClientError> for UplinkError {
     }
 }
 
+impl UplinkError {
+    /// What is wrong, for people: which kind of failure (the uplink logs again
+    /// only when it changes) and a sentence that says what to check.
+    pub fn explain(&self, host: &str, port: u16) -> (&'static str, String) {
+        use rumqttc::{ConnectionError as C, StateError as S};
+        let at = format!("{host}:{port}");
+        let not_mqtt = || {
+            format!(
+                "the server on {at} is not an MQTT broker (it answered with something that is not MQTT); check [uplink] host and port (MQTT 1883, MQTT over TLS 8883) and tls"
+            )
+        };
+        match self {
+            UplinkError::Refused(code) => (
+                "refused",
+                format!(
+                    "the broker on {at} refused the connection ({code:?}); check username, password and client_id"
+                ),
+            ),
+            UplinkError::UnexpectedFirstPacket(_) => ("not_mqtt", not_mqtt()),
+            UplinkError::NoConnAck(t) => (
+                "silent",
+                format!(
+                    "the server on {at} accepted the connection but did not answer the MQTT CONNECT within {t:?} (not an MQTT broker, or one that expects TLS?)"
+                ),
+            ),
+            UplinkError::Connection(c) => match &**c {
+                C::MqttState(S::Deserialization(_) | S::WrongPacket) | C::NotConnAck(_) => {
+                    ("not_mqtt", not_mqtt())
+                }
+                C::NetworkTimeout | C::FlushTimeout => (
+                    "silent",
+                    format!(
+                        "the server on {at} accepted the connection but did not answer the MQTT CONNECT (not an MQTT broker, or one that expects TLS?)"
+                    ),
+                ),
+                C::ConnectionRefused(code) => (
+                    "refused",
+                    format!(
+                        "the broker on {at} refused the connection ({code:?}); check username, password and client_id"
+                    ),
+                ),
+                C::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => (
+                    "unreachable",
+                    format!("nothing listens on {at} (connection refused); is the broker running?"),
+                ),
+                C::Tls(e) => ("tls", format!("TLS with {at} failed: {e}")),
+                other => (
+                    "unreachable",
+                    format!("cannot reach the broker on {at}: {other}"),
+                ),
+            },
+            other => ("other", other.to_string()),
+        }
+    }
+}
+
 fn lock(j: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
     j.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -190,6 +246,8 @@ pub async fn run_uplink(
         healthy_after: Duration::ZERO,
     };
     let mut jitter = Jitter::new(&cfg.client_id);
+    // The kind of the last failure logged: one warning per change of state.
+    let mut logged: Option<&'static str> = None;
     loop {
         if cancel.is_cancelled() {
             break;
@@ -200,17 +258,24 @@ pub async fn run_uplink(
         // A connection that was up for a while and then broke starts the backoff
         // afresh; one that dies young (a broker or proxy that accepts and then
         // fails) counts as a failure, so the backoff keeps growing.
-        let healthy = stats.connects.load(Ordering::Relaxed) > connects_before
-            && started.elapsed() >= HEALTHY_CONNECTION;
+        let connected = stats.connects.load(Ordering::Relaxed) > connects_before;
+        let healthy = connected && started.elapsed() >= HEALTHY_CONNECTION;
+        if connected {
+            // A new state since the last warning: the next failure is news.
+            logged = None;
+        }
         match outcome {
             Ok(Stop::Cancelled) => break,
             Ok(Stop::Reconnect(why)) => {
                 tracing::warn!(reason = %why, "uplink connection restarted");
+                logged = None;
             }
             Err(e) => {
                 stats.connection_errors.fetch_add(1, Ordering::Relaxed);
-                if failures == 0 {
-                    tracing::warn!(host = %cfg.host, port = cfg.port, error = %e, "uplink cannot reach the broker; alerts stay in the journal");
+                let (kind, why) = e.explain(&cfg.host, cfg.port);
+                if logged != Some(kind) {
+                    tracing::warn!(error = %e, "uplink: {why}; alerts stay in the journal, retrying with backoff");
+                    logged = Some(kind);
                 } else {
                     tracing::debug!(error = %e, attempt = failures, "uplink connection failed again");
                 }
