@@ -14,6 +14,7 @@
 //! | [`config`] | the TOML file: one reader per section, one table of driver kinds; produces each component's settings |
 //! | [`eval`] | detection quality: labelled scenarios replayed through the real pipeline in virtual time, scored |
 //! | [`runtime`] | the composition root: starts every part, reloads, stops |
+//! | [`fuzzing`] | entry points of the fuzz targets (journal segments, control requests) |
 //!
 //! `main.rs` is the command line only.
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod counters;
 pub mod delivery;
 pub mod eval;
+pub mod fuzzing;
 pub mod ingest;
 pub mod ops;
 pub mod pipeline;

@@ -130,15 +130,12 @@ pub async fn serve(
                 // are not UTF-8 make an unknown command, not a dropped connection.
                 let mut limited = tokio::io::AsyncReadExt::take(&mut reader, 256);
                 limited.read_until(b'\n', &mut bytes).await?;
-                let line = String::from_utf8_lossy(&bytes);
-                let line = line.trim();
-                let (command, arg) = line.split_once(' ').unwrap_or((line, ""));
-                let reply = match (command, arg.trim()) {
-                    ("status", "") => serde_json::to_string(&source.snapshot())
+                let reply = match parse_request(&bytes) {
+                    Request::Status => serde_json::to_string(&source.snapshot())
                         .unwrap_or_else(|e| error_json(&e.to_string())),
-                    ("tags", filter) => serde_json::to_string(&source.tags(filter))
+                    Request::Tags(filter) => serde_json::to_string(&source.tags(&filter))
                         .unwrap_or_else(|e| error_json(&e.to_string())),
-                    ("ack", "") => {
+                    Request::Ack => {
                         source.alarms.acknowledge();
                         tracing::info!("alarm outputs acknowledged");
                         // The sink thread applies it within its next idle tick.
@@ -146,9 +143,8 @@ pub async fn serve(
                         serde_json::to_string(&source.snapshot())
                             .unwrap_or_else(|e| error_json(&e.to_string()))
                     }
-                    _ => error_json(&format!(
-                        "unknown command `{}`; the commands are `status`, `tags [FILTER]` and `ack`",
-                        line.chars().take(64).collect::<String>()
+                    Request::Unknown(line) => error_json(&format!(
+                        "unknown command `{line}`; the commands are `status`, `tags [FILTER]` and `ack`"
                     )),
                 };
                 let mut stream = reader.into_inner();
@@ -164,6 +160,31 @@ pub async fn serve(
         });
     }
     let _ = std::fs::remove_file(&path);
+}
+
+/// A command line of the control socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Status,
+    /// `tags [FILTER]`.
+    Tags(String),
+    Ack,
+    /// Anything else: its first 64 characters, for the error message.
+    Unknown(String),
+}
+
+/// Parses one command line (at most 256 bytes, possibly not UTF-8, possibly
+/// without its newline). Never fails: what is not a command is `Unknown`.
+pub fn parse_request(bytes: &[u8]) -> Request {
+    let line = String::from_utf8_lossy(bytes);
+    let line = line.trim();
+    let (command, arg) = line.split_once(' ').unwrap_or((line, ""));
+    match (command, arg.trim()) {
+        ("status", "") => Request::Status,
+        ("tags", filter) => Request::Tags(filter.to_string()),
+        ("ack", "") => Request::Ack,
+        _ => Request::Unknown(line.chars().take(64).collect()),
+    }
 }
 
 fn error_json(msg: &str) -> String {

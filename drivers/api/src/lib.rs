@@ -10,6 +10,7 @@
 pub mod config;
 pub mod driver;
 pub mod event;
+pub mod fuzzing;
 pub mod health;
 #[cfg(feature = "payload")]
 pub mod payload;

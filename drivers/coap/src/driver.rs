@@ -18,7 +18,7 @@ use crate::config::{CoapConfig, Mode, Resource};
 use crate::exchange::{Conn, Failure, block2, code_byte};
 
 /// The largest response body taken (block-wise transfers included).
-const MAX_BODY: usize = 256 * 1024;
+pub(crate) const MAX_BODY: usize = 256 * 1024;
 
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -364,13 +364,9 @@ impl Session<'_> {
                 );
             }
             let p = r?;
-            body.extend_from_slice(&p.payload);
-            if body.len() > MAX_BODY {
-                return Err(Failure::TooLarge);
-            }
-            match block2(&p) {
-                Some((num, true)) => block = Some(num + 1),
-                _ => {
+            match append_block(&mut body, &p)? {
+                Some(next) => block = Some(next),
+                None => {
                     if observe {
                         self.states[i].last_observe_seq =
                             p.get_observe_value().and_then(Result::ok);
@@ -380,6 +376,26 @@ impl Session<'_> {
             }
         }
     }
+}
+
+/// Adds a response's payload to the body being assembled; the number of the
+/// next Block2 block to ask for, or `None` when the body is whole. A body over
+/// [`MAX_BODY`] is refused.
+pub(crate) fn append_block(body: &mut Vec<u8>, p: &Packet) -> Result<Option<u32>, Failure> {
+    body.extend_from_slice(&p.payload);
+    if body.len() > MAX_BODY {
+        return Err(Failure::TooLarge);
+    }
+    Ok(match block2(p) {
+        Some((num, true)) => Some(num.saturating_add(1)),
+        _ => None,
+    })
+}
+
+/// RFC 7641 §3.4: whether notification `seq` is newer than `last` (24-bit
+/// sequence numbers that wrap).
+pub(crate) fn is_newer(seq: u32, last: u32) -> bool {
+    (seq > last && seq - last < (1 << 23)) || (seq < last && last - seq > (1 << 23))
 }
 
 /// Counts a failed exchange and says what its signals are reported as.
@@ -433,12 +449,11 @@ fn handle_notification(
     }
     // RFC 7641 §3.4: drop notifications older than the newest seen.
     if let Some(seq) = p.get_observe_value().and_then(Result::ok) {
-        if let Some(last) = states[i].last_observe_seq {
-            let newer =
-                (seq > last && seq - last < (1 << 23)) || (seq < last && last - seq > (1 << 23));
-            if !newer {
-                return;
-            }
+        if states[i]
+            .last_observe_seq
+            .is_some_and(|last| !is_newer(seq, last))
+        {
+            return;
         }
         states[i].last_observe_seq = Some(seq);
     }

@@ -29,7 +29,7 @@ pub(crate) fn code_byte(c: MessageClass) -> u8 {
     u8::from(c)
 }
 
-fn ack_for(p: &Packet) -> Option<Vec<u8>> {
+pub(crate) fn ack_for(p: &Packet) -> Option<Vec<u8>> {
     let mut a = Packet::new();
     a.header.set_type(MessageType::Acknowledgement);
     a.header.message_id = p.header.message_id;

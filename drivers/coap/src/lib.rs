@@ -41,6 +41,7 @@
 mod config;
 mod driver;
 mod exchange;
+pub mod fuzzing;
 
 pub use config::{CoapConfig, Mode, Resource};
 pub use driver::CoapFactory;

@@ -57,6 +57,8 @@
 mod client;
 mod config;
 mod driver;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod plan;
 
 pub use client::{Connector, Stream};
