@@ -202,6 +202,28 @@ fn tags_show_live_values_bad_quality_with_the_reason_and_a_dead_peer() {
     let (ok, out, _) = tags(&sock, &["no-such-tag"]);
     assert!(ok && out.contains("no tag matches `no-such-tag`"), "{out}");
 
+    // --watch into a pipe: a fresh table every --every seconds, one after the other.
+    let mut watch = Command::new(agent_bin())
+        .args([
+            "tags",
+            "line1.temperature",
+            "--watch",
+            "--every",
+            "0.2",
+            "--socket",
+        ])
+        .arg(&sock)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("tags --watch runs");
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = watch.kill();
+    let out = watch.wait_with_output().expect("output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tables = text.lines().filter(|l| l.starts_with("TAG")).count();
+    assert!(tables >= 3, "{tables} tables in 1.5 s:\n{text}");
+    assert!(!text.contains('\x1b'), "no terminal codes into a pipe");
+
     // The peer goes away: the value stays, marked bad with why.
     peer.stop();
     wait_for("the dead peer in tags", 20, || {
