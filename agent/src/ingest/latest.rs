@@ -144,6 +144,16 @@ pub struct TagStatus {
     pub bad_samples: u64,
 }
 
+/// How many tags are in each quality (`edge-agent status`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagCounts {
+    pub total: usize,
+    pub good: usize,
+    pub bad: usize,
+    pub stale: usize,
+    pub no_data: usize,
+}
+
 /// The latest value of every signal.
 #[derive(Debug)]
 pub struct LatestValues {
@@ -238,6 +248,31 @@ impl LatestValues {
             .collect()
     }
 
+    /// How many tags are good, bad, stale or without data (as [`Self::snapshot`]
+    /// judges them), without building the tags.
+    pub fn counts(
+        &self,
+        now_mono_ns: u64,
+        driver_state: &dyn Fn(&str) -> Option<&'static str>,
+    ) -> TagCounts {
+        let slots = lock(&self.slots).clone();
+        let texts = lock(&self.texts);
+        let mut c = TagCounts {
+            total: self.meta.len(),
+            ..TagCounts::default()
+        };
+        for (m, (slot, text)) in self.meta.iter().zip(slots.iter().zip(texts.iter())) {
+            let (last, _) = times(m, slot, text.as_ref());
+            match judge(m, slot, last, now_mono_ns, driver_state(&m.driver)).0 {
+                "good" => c.good += 1,
+                "bad" => c.bad += 1,
+                "stale" => c.stale += 1,
+                _ => c.no_data += 1,
+            }
+        }
+        c
+    }
+
     /// Bad samples per (driver, reason), for `/metrics`: bounded by drivers × 9.
     pub fn bad_by_driver(&self) -> Vec<(Arc<str>, &'static str, u64)> {
         let slots = lock(&self.slots);
@@ -282,6 +317,24 @@ fn tag_value(v: Value) -> TagValue {
     }
 }
 
+/// When a tag was last heard of (a sample of any quality, or its text), and
+/// when the value shown was read.
+fn times(
+    m: &TagMeta,
+    slot: &Slot,
+    text: Option<&(String, Timestamp)>,
+) -> (Option<Timestamp>, Option<Timestamp>) {
+    let value_ts = match (text, slot.good) {
+        (Some((_, ts)), _) if m.text => Some(*ts),
+        (_, good) => good.map(|(_, ts)| ts),
+    };
+    let last = match (slot.last, value_ts) {
+        (Some(a), Some(b)) => Some(if a.mono_ns >= b.mono_ns { a } else { b }),
+        (a, b) => a.or(b),
+    };
+    (last, value_ts)
+}
+
 fn tag_status(
     m: &TagMeta,
     slot: &Slot,
@@ -289,15 +342,11 @@ fn tag_status(
     now: u64,
     state: Option<&str>,
 ) -> TagStatus {
-    let (value, value_ts) = match (text, slot.good) {
-        (Some((t, ts)), _) if m.text => (Some(TagValue::Text(t.clone())), Some(*ts)),
-        (_, Some((v, ts))) => (Some(tag_value(v)), Some(ts)),
-        _ => (None, None),
+    let value = match (text, slot.good) {
+        (Some((t, _)), _) if m.text => Some(TagValue::Text(t.clone())),
+        (_, good) => good.map(|(v, _)| tag_value(v)),
     };
-    let last = match (slot.last, value_ts) {
-        (Some(a), Some(b)) => Some(if a.mono_ns >= b.mono_ns { a } else { b }),
-        (a, b) => a.or(b),
-    };
+    let (last, value_ts) = times(m, slot, text);
     let (quality, reason) = judge(m, slot, last, now, state);
     TagStatus {
         name: m.name.to_string(),
@@ -513,6 +562,8 @@ mod tests {
             one(&l, "plc.temp", 3000, &running).reason.as_deref(),
             Some("timeout")
         );
+        let counts = l.counts(3_000_000_000, &running);
+        assert_eq!((counts.total, counts.bad, counts.no_data), (3, 1, 2));
         // Good again: the reason goes, the count stays.
         l.record(&[Sample::new_f64(at(4000), SignalId(0), 22.0)]);
         let t = one(&l, "plc.temp", 4000, &running);

@@ -15,7 +15,7 @@ use crate::delivery::journal::{Journal, Lane};
 use crate::delivery::sink::SinkCounters;
 use crate::delivery::uplink::{UplinkSnapshot, UplinkStats};
 use crate::delivery::wire::Envelope;
-use crate::ingest::latest::LatestValues;
+use crate::ingest::latest::{LatestValues, TagCounts};
 use crate::ingest::meter::{DriverMeter, HistogramSnapshot};
 use crate::ingest::ring::{RingStats, SampleRing};
 use crate::ingest::supervisor::{DriverState, DriverStatus};
@@ -39,6 +39,9 @@ pub struct AgentStatus {
     pub models: Vec<ModelInfo>,
     #[serde(default)]
     pub alarms: Vec<AlarmInfo>,
+    /// Tags by quality (`edge-agent tags` lists them).
+    #[serde(default)]
+    pub tags: TagCounts,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -168,14 +171,23 @@ fn state_name(s: DriverState) -> &'static str {
 }
 
 impl StatusSource {
+    fn driver_states(&self) -> Vec<(Arc<str>, &'static str)> {
+        self.drivers
+            .iter()
+            .map(|(st, _)| (st.name.clone(), state_name(st.state())))
+            .collect()
+    }
+
+    fn tag_counts(&self) -> TagCounts {
+        let states = self.driver_states();
+        let state = |d: &str| states.iter().find(|(n, _)| &**n == d).map(|(_, s)| *s);
+        self.latest.counts(self.clock.mono_ns(), &state)
+    }
+
     /// The latest value of every tag whose name matches `filter` (see
     /// [`crate::ingest::latest::name_matches`]).
     pub fn tags(&self, filter: &str) -> TagsReport {
-        let states: Vec<(Arc<str>, &'static str)> = self
-            .drivers
-            .iter()
-            .map(|(st, _)| (st.name.clone(), state_name(st.state())))
-            .collect();
+        let states = self.driver_states();
         let state = |d: &str| states.iter().find(|(n, _)| &**n == d).map(|(_, s)| *s);
         TagsReport {
             agent: self.agent.to_string(),
@@ -302,6 +314,7 @@ impl StatusSource {
                     failed: o.failed.load(Ordering::Relaxed),
                 })
                 .collect(),
+            tags: self.tag_counts(),
         }
     }
 }
@@ -371,6 +384,12 @@ impl AgentStatus {
             o,
             "PIPELINE  {} samples, {} windows, {} unusable, {} unrouted",
             p.samples, p.windows, p.unusable, p.unrouted
+        );
+        let t = &self.tags;
+        let _ = writeln!(
+            o,
+            "TAGS      {} good, {} bad, {} stale, {} without data (edge-agent tags)",
+            t.good, t.bad, t.stale, t.no_data
         );
         let a = &self.alerts;
         let _ = writeln!(
