@@ -81,20 +81,45 @@ impl Connector for Replay {
     }
 }
 
-/// Runs the driver for 5 s of virtual time against a device that answers every
-/// request with `reply`, framed as `transport` (`tcp` or `rtu_over_tcp`).
+/// A current-thread runtime in paused time, made once per thread: building
+/// one per input would cost more than the input.
+fn runtime() -> Option<&'static tokio::runtime::Runtime> {
+    thread_local! {
+        static RT: Option<&'static tokio::runtime::Runtime> = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .ok()
+            .map(|rt| &*Box::leak(Box::new(rt)));
+    }
+    RT.with(|rt| *rt)
+}
+
+/// Runs the driver for 1.2 s of virtual time (two poll cycles) against a
+/// device that answers every request with `reply`, framed as `transport` (`tcp`
+/// or `rtu_over_tcp`).
 fn run(reply: &[u8], transport: &str) {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-    else {
+    let Some(rt) = runtime() else {
         return;
     };
-    let toml = format!(
-        "host = \"127.0.0.1\"\ntransport = \"{transport}\"\npoll = \"1s\"\ntimeout = \"200ms\"\nslave_backoff = \"1s\"\n{TAGS}"
-    );
-    let cfg = parse_section(&toml, |r| ModbusConfig::parse(r, "f"));
+    thread_local! {
+        static CONFIGS: Vec<(String, ModbusConfig)> = ["tcp", "rtu_over_tcp"]
+            .iter()
+            .map(|t| {
+                let toml = format!(
+                    "host = \"127.0.0.1\"\ntransport = \"{t}\"\npoll = \"1s\"\ntimeout = \"200ms\"\nslave_backoff = \"1s\"\n{TAGS}"
+                );
+                (t.to_string(), parse_section(&toml, |r| ModbusConfig::parse(r, "f")))
+            })
+            .collect();
+    }
+    let Some(cfg) = CONFIGS.with(|c| {
+        c.iter()
+            .find(|(t, _)| t == transport)
+            .map(|(_, c)| c.clone())
+    }) else {
+        return;
+    };
     let reg = registry(cfg.signals(), "f");
     let device = Replay(Arc::new(reply.to_vec()), transport == "tcp");
     let Ok(factory) = cfg.into_factory_with(&reg, Some(Arc::new(device))) else {
@@ -113,7 +138,7 @@ fn run(reply: &[u8], transport: &str) {
             return;
         };
         let task = tokio::spawn(driver.run(ctx));
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         cancel.cancel();
         // A driver that does not return promptly once cancelled is a stall.
         let ended = tokio::time::timeout(Duration::from_secs(2), task).await;
