@@ -53,12 +53,7 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fuzz/corpus")
             .join(target);
-        let mut n = 0;
-        for e in std::fs::read_dir(&dir).expect("corpus dir") {
-            f(&std::fs::read(e.expect("entry").path()).expect("read"));
-            n += 1;
-        }
-        assert!(n >= 5, "{}: {n} files", dir.display());
+        edge_driver_api::testing::replay_corpus(&dir, f);
     }
 
     /// Writes the journal seeds (`cargo test -p edge-agent --lib write_journal_seeds

@@ -106,19 +106,11 @@ pub fn payload(bytes: &[u8]) {
 mod tests {
     use std::path::Path;
 
-    /// Every file of `corpus/<target>` (the seeds and what the fuzz runs found
-    /// worth keeping) through `f`.
     fn replay(target: &str, f: fn(&[u8])) {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fuzz/corpus")
             .join(target);
-        let mut n = 0;
-        for e in std::fs::read_dir(&dir).expect("corpus dir") {
-            let path = e.expect("entry").path();
-            f(&std::fs::read(&path).expect("read"));
-            n += 1;
-        }
-        assert!(n >= 5, "{}: {n} files", dir.display());
+        crate::testing::replay_corpus(&dir, f);
     }
 
     #[test]

@@ -94,3 +94,16 @@ pub fn samples_of(samples: &[Sample], reg: &crate::SignalRegistry, name: &str) -
     let id = reg.get(name).expect("a registered signal");
     samples.iter().filter(|s| s.signal == id).copied().collect()
 }
+
+/// Runs `f` on every file of a fuzz target's kept corpus `dir` (the seeds and
+/// what fuzz runs found worth keeping), as the fuzz target does; panics if the
+/// corpus has fewer than 5 files. For the unit tests that replay corpora.
+pub fn replay_corpus(dir: &std::path::Path, f: fn(&[u8])) {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = e.expect("corpus entry").path();
+        f(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+        n += 1;
+    }
+    assert!(n >= 5, "{}: {n} files", dir.display());
+}
