@@ -54,6 +54,8 @@ pub struct OnnxModel {
 /// streaming), where every row we score is a window of its own.
 const RECURRENT_OPS: [&str; 3] = ["LSTM", "GRU", "RNN"];
 
+/// Top-level nodes only: a recurrent layer inside a `Loop`/`If` body is not
+/// seen (and, if tract trips on it, the load fails cleanly through [`contained`]).
 fn is_recurrent(proto: &tract_onnx::pb::ModelProto) -> bool {
     proto.graph.as_ref().is_some_and(|g| {
         g.node
@@ -63,8 +65,8 @@ fn is_recurrent(proto: &tract_onnx::pb::ModelProto) -> bool {
 }
 
 /// Runs `f`, turning a panic inside tract into an error: no model file, however
-/// broken, may take the agent down. `Err(true)` marks a panic (the caller's tract
-/// state may be half-updated); its message says what tract tripped on.
+/// broken, may take the agent down. `Err((e, true))` marks a panic (the caller's
+/// tract state may be half-updated); its message says what tract tripped on.
 fn contained<T>(
     doing: &str,
     f: impl FnOnce() -> Result<T, OnnxError>,
