@@ -47,13 +47,8 @@ pub fn control_request(bytes: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     fn replay(target: &str, f: fn(&[u8])) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fuzz/corpus")
-            .join(target);
-        edge_driver_api::testing::replay_corpus(&dir, f);
+        edge_driver_api::testing::replay_corpus(env!("CARGO_MANIFEST_DIR"), target, f);
     }
 
     /// Writes the journal seeds (`cargo test -p edge-agent --lib write_journal_seeds
@@ -64,7 +59,7 @@ mod tests {
     fn write_journal_seeds() {
         use crate::delivery::journal::format::{encode_frame, header};
         use crate::delivery::wire::Envelope;
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/journal");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/journal");
         let segment = |n: u64, priority: bool| {
             let mut out = header(0).to_vec();
             for seq in 1..=n {

@@ -163,6 +163,22 @@ impl std::fmt::Debug for Supervised {
     }
 }
 
+impl Supervised {
+    /// What a driver attempt (or a probe) gets: the sink, clock, events, `cancel`.
+    fn context(&self, cancel: &CancellationToken) -> DriverContext {
+        let ctx = DriverContext::new(
+            self.name.clone(),
+            self.sink.clone(),
+            cancel.clone(),
+            self.clock.clone(),
+        );
+        match &self.events {
+            Some(e) => ctx.with_events(e.clone()),
+            None => ctx,
+        }
+    }
+}
+
 enum Outcome {
     Cancelled,
     Failed(DriverError),
@@ -185,15 +201,7 @@ pub async fn supervise(sv: Supervised, cancel: CancellationToken) {
         let started = tokio::time::Instant::now();
         let outcome = match sv.factory.create() {
             Ok(driver) => {
-                let mut ctx = DriverContext::new(
-                    sv.name.clone(),
-                    sv.sink.clone(),
-                    cancel.clone(),
-                    sv.clock.clone(),
-                );
-                if let Some(e) = &sv.events {
-                    ctx = ctx.with_events(e.clone());
-                }
+                let ctx = sv.context(&cancel);
                 let mut handle = tokio::spawn(driver.run(ctx));
                 let joined = tokio::select! {
                     r = &mut handle => r,
@@ -291,15 +299,7 @@ async fn wait_or_probe(
             _ = cancel.cancelled() => return Wait::Cancelled,
             _ = tokio::time::sleep_until(next) => {}
         }
-        let mut ctx = DriverContext::new(
-            sv.name.clone(),
-            sv.sink.clone(),
-            cancel.clone(),
-            sv.clock.clone(),
-        );
-        if let Some(e) = &sv.events {
-            ctx = ctx.with_events(e.clone());
-        }
+        let ctx = sv.context(cancel);
         let Some(probe) = sv.factory.probe(&ctx) else {
             break;
         };

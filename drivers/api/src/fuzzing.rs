@@ -104,13 +104,8 @@ pub fn payload(bytes: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     fn replay(target: &str, f: fn(&[u8])) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fuzz/corpus")
-            .join(target);
-        crate::testing::replay_corpus(&dir, f);
+        crate::testing::replay_corpus(env!("CARGO_MANIFEST_DIR"), target, f);
     }
 
     #[test]

@@ -95,10 +95,15 @@ pub fn samples_of(samples: &[Sample], reg: &crate::SignalRegistry, name: &str) -
     samples.iter().filter(|s| s.signal == id).copied().collect()
 }
 
-/// Runs `f` on every file of a fuzz target's kept corpus `dir` (the seeds and
-/// what fuzz runs found worth keeping), as the fuzz target does; panics if the
-/// corpus has fewer than 5 files. For the unit tests that replay corpora.
-pub fn replay_corpus(dir: &std::path::Path, f: fn(&[u8])) {
+/// Runs `f` on every file of the kept corpus of fuzz target `target` of the
+/// crate at `crate_dir` (`<crate_dir>/fuzz/corpus/<target>`: the seeds and what
+/// fuzz runs found worth keeping), as the fuzz target does; panics if the corpus
+/// has fewer than 5 files. For the unit tests that replay corpora.
+pub fn replay_corpus(crate_dir: &str, target: &str, f: fn(&[u8])) {
+    let dir = std::path::Path::new(crate_dir)
+        .join("fuzz/corpus")
+        .join(target);
+    let dir = dir.as_path();
     let mut n = 0;
     for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = e.expect("corpus entry").path();

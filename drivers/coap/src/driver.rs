@@ -220,6 +220,21 @@ async fn open(sh: &Shared) -> Result<Conn, DriverError> {
 const OBSERVE_CHECK: Duration = Duration::from_secs(3);
 
 impl Session<'_> {
+    /// Notifications that arrived during an exchange, into the batch.
+    fn handle_notifications(&mut self, packets: &[Packet]) {
+        for p in packets {
+            let (sh, ctx) = (self.sh, self.ctx);
+            handle_notification(
+                sh,
+                ctx,
+                &mut self.states,
+                p,
+                &mut self.name,
+                &mut self.batch,
+            );
+        }
+    }
+
     /// Pings the server (once a second, from the statistics tick) while the link
     /// is down, and every [`OBSERVE_CHECK`] while observations are registered. A
     /// down link that answers gets every resource polled and every observation
@@ -238,16 +253,7 @@ impl Session<'_> {
         let mut other = Vec::new();
         let wait = self.sh.cfg.ack_timeout.mul_f64(1.5);
         let alive = self.conn.ping(wait, &mut other).await;
-        for p in &other {
-            handle_notification(
-                self.sh,
-                self.ctx,
-                &mut self.states,
-                p,
-                &mut self.name,
-                &mut self.batch,
-            );
-        }
+        self.handle_notifications(&other);
         if !alive {
             self.sh.stats.timeout();
             for st in &mut self.states {
@@ -335,7 +341,7 @@ impl Session<'_> {
     /// The whole body of resource `i`, block by block (Block2). Notifications
     /// that arrive meanwhile are handled on the way.
     async fn fetch(&mut self, i: usize, token: &[u8]) -> Result<Vec<u8>, Failure> {
-        let (sh, ctx) = (self.sh, self.ctx);
+        let sh = self.sh;
         let res = &sh.cfg.resources[i];
         let observe = res.mode == Mode::Observe;
         let mut body: Vec<u8> = Vec::new();
@@ -353,16 +359,7 @@ impl Session<'_> {
                     &mut pending,
                 )
                 .await;
-            for p in &pending {
-                handle_notification(
-                    sh,
-                    ctx,
-                    &mut self.states,
-                    p,
-                    &mut self.name,
-                    &mut self.batch,
-                );
-            }
+            self.handle_notifications(&pending);
             let p = r?;
             match append_block(&mut body, &p)? {
                 Some(next) => block = Some(next),

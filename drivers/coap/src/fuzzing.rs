@@ -47,11 +47,12 @@ pub fn datagrams(bytes: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     #[test]
     fn the_datagram_corpus_parses_without_panic() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/datagrams");
-        edge_driver_api::testing::replay_corpus(&dir, super::datagrams);
+        edge_driver_api::testing::replay_corpus(
+            env!("CARGO_MANIFEST_DIR"),
+            "datagrams",
+            super::datagrams,
+        );
     }
 }

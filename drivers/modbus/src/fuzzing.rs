@@ -163,13 +163,8 @@ pub fn rtu_reply(bytes: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     fn replay(target: &str, f: fn(&[u8])) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fuzz/corpus")
-            .join(target);
-        edge_driver_api::testing::replay_corpus(&dir, f);
+        edge_driver_api::testing::replay_corpus(env!("CARGO_MANIFEST_DIR"), target, f);
     }
 
     #[test]
