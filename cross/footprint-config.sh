@@ -1,7 +1,7 @@
 # The budget scenario, shared by footprint.sh (native or qemu-user) and
 # footprint-vm.sh (an emulated ARM machine): 1,000 Modbus tags, a simulated pump with
 # two zoo models bound, the gateway's health and a log driver (4 drivers, 1,000+
-# tags, 2 models). Sourced; it sets an EXIT trap that stops the responder and
+# tags, 2 models) with the web UI on. Sourced; it sets an EXIT trap that stops the responder and
 # removes $work.
 
 # A scratch directory, and the Modbus responder's pid once started.
@@ -41,6 +41,11 @@ console = false
 
 [journal]
 dir = "$dir/journal"
+
+# The web UI on (its history is sized for every signal at start), on a port
+# nobody else uses in CI.
+[ui]
+listen = "127.0.0.1:0"
 
 [models]
 dir = "$zoo"

@@ -4,8 +4,9 @@
 # Installs what the tests need first: the real peers the protocol tests talk to —
 # the Mosquitto MQTT broker, openssl (throw-away TLS certificates), socat (pty pairs
 # standing in for serial lines) and systemd-analyze (unit checks) from Debian's
-# packages, and pymodbus, python-snap7 and aiocoap (pinned in tests/peers/requirements.txt) in a
-# Python venv.
+# packages, Debian's chromium and chromium-driver (the web UI's browser tests), and
+# pymodbus, python-snap7, aiocoap and selenium (pinned in tests/peers/requirements.txt)
+# in a Python venv.
 # Later peers add their installs here, so this stays the one
 # command.
 set -euo pipefail
@@ -35,6 +36,9 @@ command -v socat >/dev/null 2>&1 || need+=(socat)
 # systemd-analyze checks the shipped unit (verify, security exposure).
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
+# The web UI in a real browser (tests/tests/web_ui_browser.rs), headless.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 if [ "${#need[@]}" -gt 0 ]; then
     apt_install "${need[@]}"
 fi

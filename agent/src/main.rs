@@ -113,6 +113,11 @@ enum Command {
         #[command(subcommand)]
         command: AlarmsCommand,
     },
+    /// Print a web UI users-file line for NAME (`[ui] users_file`): the password
+    /// is read from standard input (one line), salted and hashed (PBKDF2-SHA256),
+    /// never stored or shown. Append it: `edge-agent ui-password ops >> ui-users`.
+    #[cfg(feature = "ui")]
+    UiPassword { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -187,6 +192,37 @@ fn main() -> ExitCode {
             log_format,
             log_level,
         } => run(config, log_format, log_level),
+        #[cfg(feature = "ui")]
+        Command::UiPassword { name } => ui_password(&name),
+    }
+}
+
+/// `edge-agent ui-password NAME`: a users-file line, the password from stdin.
+#[cfg(feature = "ui")]
+fn ui_password(name: &str) -> ExitCode {
+    if name.is_empty() || name.contains(':') || name.chars().any(char::is_whitespace) {
+        eprintln!("error: a user name is not empty and has no `:` or spaces");
+        return ExitCode::from(2);
+    }
+    let mut pw = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut pw) {
+        eprintln!("error: cannot read the password from standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    let pw = pw.trim_end_matches(['\n', '\r']);
+    if pw.chars().count() < 8 {
+        eprintln!("error: the password must have at least 8 characters");
+        return ExitCode::from(2);
+    }
+    match edge_agent::ops::http::auth::hash_line(name, pw) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: no random salt (/dev/urandom): {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -307,12 +307,11 @@ pub(super) fn instances(
     drivers
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "modbus", feature = "s7", feature = "coap"))]
 mod tests {
     use super::exception_names;
 
     #[test]
-    #[cfg(all(feature = "modbus", feature = "s7", feature = "coap"))]
     fn each_protocol_names_its_exception_codes() {
         let name = |kind: &str, code: u8| exception_names(kind).map(|f| f(code));
         assert_eq!(

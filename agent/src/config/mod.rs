@@ -18,6 +18,7 @@
 //! | `assets` | `[[assets]]`: signals and windows, and each driver's link-health asset |
 //! | `detectors` | `[[assets.detectors]]`: the one table of detector kinds |
 //! | `models` | `[models]`, `[[assets.models]]` |
+//! | `ui` | `[ui]` (the web UI: listen, users, TLS, history) |
 //! | `fingerprint` | what a reload compares |
 //!
 //! Each reader produces the settings type of the part it configures (the ring's
@@ -31,6 +32,7 @@ mod drivers;
 mod fingerprint;
 mod models;
 mod sections;
+mod ui;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -47,6 +49,7 @@ pub use drivers::exception_names;
 pub use drivers::{DriverInstance, driver_kinds};
 pub use fingerprint::Fingerprints;
 pub use sections::{AgentSection, AlertsSection, LogSection, RingSection};
+pub use ui::UiSection;
 
 use crate::ingest::supervisor::BackoffConfig;
 use crate::pipeline::AssetCfg;
@@ -68,6 +71,8 @@ pub struct Config {
     pub telemetry: Option<crate::pipeline::TelemetryConfig>,
     /// The Prometheus endpoint (off unless `[metrics]` is present).
     pub metrics: Option<crate::ops::metrics::MetricsSection>,
+    /// The web UI (off unless `[ui]` is present).
+    pub ui: Option<UiSection>,
     /// Local alarm outputs (GPIO).
     pub alarms: Vec<crate::delivery::alarm::AlarmOutputCfg>,
     /// FNV-1a hash of the configuration text (reported in the uplink's birth message).
@@ -166,6 +171,7 @@ fn read_root(file: &str, table: &Table, diags: &Diagnostics) -> Option<Config> {
     let journal = delivery::journal(&mut root);
     let alarms = delivery::alarms(&mut root);
     let metrics = sections::metrics(&mut root);
+    let ui = ui::read(&mut root);
     let telemetry = sections::telemetry(&mut root);
     let has_journal = journal.is_some() || root.has("journal");
     let uplink = delivery::uplink(&mut root, has_journal);
@@ -199,6 +205,7 @@ fn read_root(file: &str, table: &Table, diags: &Diagnostics) -> Option<Config> {
         uplink,
         telemetry,
         metrics,
+        ui,
         alarms,
         hash: String::new(),
         fingerprints: Fingerprints::default(),

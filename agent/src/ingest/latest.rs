@@ -200,6 +200,16 @@ impl LatestValues {
         self.meta.is_empty()
     }
 
+    /// The index of the signal called `name` (exactly).
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.meta.iter().position(|m| &*m.name == name)
+    }
+
+    /// The unit of signal `i`.
+    pub fn unit(&self, i: usize) -> Option<Arc<str>> {
+        self.meta.get(i).and_then(|m| m.unit.clone())
+    }
+
     /// Records a batch of samples (the pipeline task, once per batch).
     pub fn record(&self, batch: &[Sample]) {
         let mut slots = lock(&self.slots);

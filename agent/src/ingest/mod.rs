@@ -2,6 +2,7 @@
 //! into the one bounded [`ring::SampleRing`]; the [`supervisor`] keeps every driver
 //! running.
 
+pub mod history;
 pub mod latest;
 pub mod meter;
 pub mod ring;

@@ -1,24 +1,16 @@
 //! The Prometheus endpoint (`[metrics]`, off by default, loopback unless told
 //! otherwise): `GET /metrics` in the text exposition format 0.0.4.
 //!
-//! The server is deliberately tiny: one request per connection, a request head of
-//! at most 8 KiB read under a 5 s timeout, at most 16 scrapes at a time. It renders
-//! from the same [`AgentStatus`] that `edge-agent status` prints, so the two always
-//! agree.
+//! Served by [`crate::ops::http`] (hyper); rendered from the same [`AgentStatus`]
+//! that `edge-agent status` prints, so the two always agree.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 use crate::counters::Metric;
 use crate::ingest::latest::LatestValues;
 use crate::ingest::meter::{HistogramSnapshot, LATENCY_BUCKETS};
-use crate::ops::status::{AgentStatus, StatusSource};
+use crate::ops::status::AgentStatus;
 
 /// `[metrics]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -446,95 +438,6 @@ pub fn render_quality(latest: &LatestValues, per_tag: bool) -> String {
         }
     }
     o.0
-}
-
-/// Serves `GET /metrics` on `listener` until `stop`.
-pub async fn serve(
-    listener: TcpListener,
-    source: StatusSource,
-    per_tag: bool,
-    stop: CancellationToken,
-) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(16));
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics endpoint: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            // Too many scrapers at once: refuse rather than queue.
-            drop(stream);
-            continue;
-        };
-        let source = source.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) =
-                tokio::time::timeout(Duration::from_secs(5), answer(stream, &source, per_tag)).await
-            {
-                tracing::debug!(error = %e, "metrics endpoint: slow client dropped");
-            }
-        });
-    }
-}
-
-async fn answer(
-    mut stream: TcpStream,
-    source: &StatusSource,
-    per_tag: bool,
-) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-        if head.len() > 8192 {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "").await;
-        }
-    }
-    let line = head.split(|b| *b == b'\r').next().unwrap_or(&[]);
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split(' ');
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    match (method, path) {
-        ("GET", "/metrics") => {
-            let status = source.snapshot();
-            let mut body = render(&status, &source.counters.model_latency.snapshot());
-            body += &render_quality(&source.latest, per_tag);
-            respond(&mut stream, "200 OK", &body).await
-        }
-        ("GET", "/") => {
-            respond(
-                &mut stream,
-                "200 OK",
-                "edge-agent: metrics are at /metrics\n",
-            )
-            .await
-        }
-        ("GET", _) => respond(&mut stream, "404 Not Found", "not found; try /metrics\n").await,
-        _ => respond(&mut stream, "405 Method Not Allowed", "only GET\n").await,
-    }
-}
-
-async fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
 }
 
 #[cfg(test)]

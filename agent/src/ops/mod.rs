@@ -1,8 +1,9 @@
 //! Operating a running agent: [`status`] (one snapshot read by the [`control`]
-//! socket and the Prometheus [`metrics`] endpoint), systemd's protocol
+//! socket, the Prometheus [`metrics`] and the web UI, both served by [`http`]), systemd's protocol
 //! ([`sdnotify`]), log output ([`logging`]) and the start-up code trim ([`memory`]).
 
 pub mod control;
+pub mod http;
 pub mod logging;
 pub mod memory;
 pub mod metrics;

@@ -17,6 +17,7 @@ use super::scoring::InferenceJob;
 use super::telemetry::TelemetryConfig;
 use crate::alert::Alert;
 use crate::delivery::sink::SinkMsg;
+use crate::ingest::history::SignalHistory;
 use crate::ingest::latest::LatestValues;
 use crate::ingest::ring::SampleRing;
 
@@ -35,8 +36,25 @@ pub struct PipelineTask {
     pub telemetry: Option<TelemetryConfig>,
     /// A reload's new processor.
     pub reconfigure: mpsc::Receiver<Reconfigure>,
-    /// Every signal's latest value, recorded per batch (`edge-agent tags`).
+    /// What readers see of the samples, recorded per batch.
+    pub taps: Taps,
+}
+
+/// What the pipeline records of every batch for readers: every signal's latest
+/// value (`edge-agent tags`) and, when `[ui]` is on, its downsampled history.
+#[derive(Debug)]
+pub struct Taps {
     pub latest: Arc<LatestValues>,
+    pub history: Option<Arc<SignalHistory>>,
+}
+
+impl Taps {
+    fn record(&self, batch: &[Sample]) {
+        self.latest.record(batch);
+        if let Some(h) = &self.history {
+            h.record(batch);
+        }
+    }
 }
 
 /// Drains the ring until `task.stop` is cancelled *and* the ring is empty; returns
@@ -77,7 +95,7 @@ pub async fn run_pipeline(mut processor: Processor, mut task: PipelineTask) -> P
             }
             continue;
         }
-        task.latest.record(&batch);
+        task.taps.record(&batch);
         processor.ingest_batch(&batch, &mut alerts);
         if processor.inference_due() {
             task.infer(&mut processor, &mut alerts).await;

@@ -28,6 +28,7 @@
 
 mod drivers;
 mod ops;
+pub use ops::Endpoints;
 pub mod reload;
 pub mod service;
 mod shutdown;
@@ -52,6 +53,7 @@ use crate::ingest::ring::{RingStats, SampleRing};
 use crate::ingest::supervisor::{DriverState, DriverStatus};
 use crate::ops::status::StatusSource;
 use crate::pipeline::scoring::{LiveModels, ModelStore, watch_models};
+use crate::pipeline::task::Taps;
 use crate::pipeline::{PipelineCounters, PipelineSnapshot, PipelineTask, Processor, run_pipeline};
 use drivers::{DriverSet, Spawner};
 use reload::{ConfigReloader, PipelineLink};
@@ -124,6 +126,7 @@ pub struct AgentHandle {
     models: Arc<LiveModels>,
     reload_models: Arc<tokio::sync::Notify>,
     source: StatusSource,
+    endpoints: Endpoints,
     reloader: ConfigReloader,
     lifecycle: JoinHandle<RunReport>,
 }
@@ -167,6 +170,11 @@ impl AgentHandle {
         self.reloader.clone()
     }
 
+    /// Where the metrics endpoint and the web UI listen.
+    pub fn endpoints(&self) -> Endpoints {
+        self.endpoints
+    }
+
     /// What `edge-agent status` would print, now.
     pub fn status(&self) -> crate::ops::status::AgentStatus {
         self.source.snapshot()
@@ -200,7 +208,10 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
     let clock = opts.clock.take().unwrap_or_else(Clock::system);
     let shutdown = CancellationToken::new();
     let ring = Arc::new(SampleRing::new(config.ring.capacity, config.ring.overflow));
-    let delivery = sinks::start(&config, &clock, std::mem::take(&mut opts.extra_sinks))?;
+    let ui = ops::ui_state(&config, &shutdown);
+    let mut extra = std::mem::take(&mut opts.extra_sinks);
+    extra.extend(ops::ui_sink(&ui));
+    let delivery = sinks::start(&config, &clock, extra)?;
     let events = Arc::new(AgentEvents::new(
         config.agent.id.clone(),
         &config.registry,
@@ -209,7 +220,11 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
     let latest = latest_values(&config);
     let reload_models = opts.reload_models.take().unwrap_or_default();
     let models = start_model_watch(&config, &clock, &delivery, &reload_models, &shutdown);
-    let pipeline = start_pipeline(&config, &clock, &opts, &ring, &delivery, &models, &latest);
+    let taps = Taps {
+        latest: latest.clone(),
+        history: ops::ui_history(&ui),
+    };
+    let pipeline = start_pipeline(&config, &clock, &opts, &ring, &delivery, &models, taps);
     let drivers_token = shutdown.child_token();
     let tap: Arc<dyn edge_driver_api::EventSink> = Arc::new(TextTap {
         latest: latest.clone(),
@@ -243,10 +258,11 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         alarms: delivery.alarms.clone(),
         latest,
     };
-    ops::start(
+    let endpoints = ops::start(
         &config,
         &opts,
         &source,
+        &ui,
         &pipeline.counters,
         statuses.len(),
         &shutdown,
@@ -266,6 +282,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         models,
         reload_models,
         source,
+        endpoints,
         reloader: ConfigReloader {
             set: drivers.clone(),
             pipeline: pipeline.link,
@@ -337,7 +354,7 @@ fn start_pipeline(
     ring: &Arc<SampleRing>,
     delivery: &Delivery,
     models: &Arc<LiveModels>,
-    latest: &Arc<LatestValues>,
+    taps: Taps,
 ) -> RunningPipeline {
     let ids = match opts.id_seed {
         Some(s) => IdGenerator::with_seed(s),
@@ -365,7 +382,7 @@ fn start_pipeline(
             agent_id: config.agent.id.clone(),
             telemetry: config.telemetry.clone(),
             reconfigure,
-            latest: latest.clone(),
+            taps,
         },
     ));
     RunningPipeline {

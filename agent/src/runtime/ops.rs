@@ -1,6 +1,7 @@
-//! Starting the operations side: the control socket, the metrics endpoint,
-//! systemd's readiness and watchdog, and the periodic stats log line. None of them
-//! can stop the agent: an endpoint that cannot be opened is logged and left out.
+//! Starting the operations side: the control socket, the metrics endpoint, the web
+//! UI, systemd's readiness and watchdog, and the periodic stats log line. None of
+//! them can stop the agent: an endpoint that cannot be opened is logged and left
+//! out.
 
 use std::sync::Arc;
 
@@ -9,22 +10,77 @@ use tokio_util::sync::CancellationToken;
 
 use super::RunOptions;
 use crate::config::Config;
+use crate::delivery::sink::AlertSink;
+use crate::ingest::history::SignalHistory;
 use crate::ops::control::ControlSocket;
+use crate::ops::http::{Guard, Site};
 use crate::ops::status::StatusSource;
 use crate::pipeline::PipelineCounters;
 
-/// Opens the control socket and the metrics endpoint, and tells systemd the agent
-/// is ready.
+/// The web UI's own state (history, recent alerts), when `[ui]` is configured.
+#[cfg(feature = "ui")]
+pub(crate) type Ui = Option<Arc<crate::ops::http::ui::UiState>>;
+#[cfg(not(feature = "ui"))]
+pub(crate) type Ui = Option<std::convert::Infallible>;
+
+/// The UI's state, sized once from the config (`None` without `[ui]`).
+#[cfg(feature = "ui")]
+pub(crate) fn ui_state(config: &Config, shutdown: &CancellationToken) -> Ui {
+    let u = config.ui.as_ref()?;
+    let history = Arc::new(SignalHistory::new(u.history, config.registry.len()));
+    let alerts = Arc::new(crate::delivery::recent::RecentAlerts::default());
+    Some(Arc::new(crate::ops::http::ui::UiState::new(
+        history,
+        alerts,
+        shutdown.clone(),
+    )))
+}
+
+#[cfg(not(feature = "ui"))]
+pub(crate) fn ui_state(_: &Config, _: &CancellationToken) -> Ui {
+    None
+}
+
+/// The history the pipeline records into, when the UI has one.
+pub(crate) fn ui_history(ui: &Ui) -> Option<Arc<SignalHistory>> {
+    #[cfg(feature = "ui")]
+    return ui.as_ref().map(|u| u.history.clone());
+    #[cfg(not(feature = "ui"))]
+    return ui.map(|never| match never {});
+}
+
+/// The sink that keeps recent alerts for the UI.
+pub(crate) fn ui_sink(ui: &Ui) -> Option<Box<dyn AlertSink>> {
+    #[cfg(feature = "ui")]
+    return ui.as_ref().map(|u| u.alerts.sink());
+    #[cfg(not(feature = "ui"))]
+    return ui.map(|never| match never {});
+}
+
+/// Where the HTTP endpoints listen (the addresses actually bound: port 0 asks
+/// for any free port).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    pub metrics: Option<std::net::SocketAddr>,
+    pub ui: Option<std::net::SocketAddr>,
+}
+
+/// Opens the control socket, the metrics endpoint and the UI, and tells systemd
+/// the agent is ready.
 pub(crate) fn start(
     config: &Config,
     opts: &RunOptions,
     source: &StatusSource,
+    ui: &Ui,
     counters: &Arc<PipelineCounters>,
     drivers: usize,
     shutdown: &CancellationToken,
-) {
+) -> Endpoints {
     open_control_socket(config, opts, source, shutdown);
-    open_metrics(config, source, shutdown);
+    let endpoints = Endpoints {
+        metrics: open_metrics(config, source, shutdown),
+        ui: open_ui(config, source, ui, shutdown),
+    };
     if let Some(n) = &opts.systemd {
         if let Some(period) = opts.watchdog {
             tokio::spawn(crate::ops::sdnotify::feed_watchdog(
@@ -41,6 +97,7 @@ pub(crate) fn start(
             config.assets.len()
         ));
     }
+    endpoints
 }
 
 fn open_control_socket(
@@ -73,28 +130,94 @@ fn open_control_socket(
     }
 }
 
-fn open_metrics(config: &Config, source: &StatusSource, shutdown: &CancellationToken) {
-    let Some(m) = &config.metrics else {
-        return;
-    };
-    let listener = std::net::TcpListener::bind(m.listen)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .and_then(tokio::net::TcpListener::from_std);
-    match listener {
+fn open_metrics(
+    config: &Config,
+    source: &StatusSource,
+    shutdown: &CancellationToken,
+) -> Option<std::net::SocketAddr> {
+    let m = config.metrics.as_ref()?;
+    match crate::ops::http::bind(m.listen) {
         Ok(l) => {
-            tracing::info!(listen = %l.local_addr().map_or(m.listen, |a| a), "Prometheus metrics at /metrics");
-            tokio::spawn(crate::ops::metrics::serve(
+            let addr = l.local_addr().map_or(m.listen, |a| a);
+            tracing::info!(listen = %addr, "Prometheus metrics at /metrics");
+            let site = Site {
+                source: source.clone(),
+                per_tag: m.per_tag,
+                #[cfg(feature = "ui")]
+                ui: None,
+            };
+            tokio::spawn(crate::ops::http::serve(
                 l,
-                source.clone(),
-                m.per_tag,
+                Arc::new(site),
+                Guard::default(),
                 shutdown.clone(),
             ));
+            Some(addr)
         }
-        Err(e) => tracing::error!(
-            listen = %m.listen, error = %e,
-            "cannot open the metrics endpoint; the agent runs without it"
-        ),
+        Err(e) => {
+            tracing::error!(
+                listen = %m.listen, error = %e,
+                "cannot open the metrics endpoint; the agent runs without it"
+            );
+            None
+        }
     }
+}
+
+#[cfg(feature = "ui")]
+fn open_ui(
+    config: &Config,
+    source: &StatusSource,
+    ui: &Ui,
+    shutdown: &CancellationToken,
+) -> Option<std::net::SocketAddr> {
+    let (Some(u), Some(state)) = (&config.ui, ui) else {
+        return None;
+    };
+    match crate::ops::http::bind(u.listen) {
+        Ok(l) => {
+            let addr = l.local_addr().map_or(u.listen, |a| a);
+            let scheme = if u.guard.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            tracing::info!(
+                url = %format!("{scheme}://{addr}/"), history_bytes = state.history.bytes(),
+                authenticated = u.guard.users.is_some(), "web UI open"
+            );
+            state.spawn_health(source.clone());
+            let site = Site {
+                source: source.clone(),
+                per_tag: config.metrics.as_ref().is_some_and(|m| m.per_tag),
+                ui: Some(state.clone()),
+            };
+            tokio::spawn(crate::ops::http::serve(
+                l,
+                Arc::new(site),
+                u.guard.clone(),
+                shutdown.clone(),
+            ));
+            Some(addr)
+        }
+        Err(e) => {
+            tracing::error!(
+                listen = %u.listen, error = %e,
+                "cannot open the web UI; the agent runs without it"
+            );
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "ui"))]
+fn open_ui(
+    _: &Config,
+    _: &StatusSource,
+    _: &Ui,
+    _: &CancellationToken,
+) -> Option<std::net::SocketAddr> {
+    None
 }
 
 /// Logs a `stats` line every `every`, read from the same status as `edge-agent

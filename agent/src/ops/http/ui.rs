@@ -1,0 +1,518 @@
+//! The local web UI (`[ui]`): embedded pages (no CDN: the gateway has no
+//! internet), a read-only JSON API, server-rendered SVG plots and a server-sent
+//! event stream for live updates.
+//!
+//! | path | what |
+//! |---|---|
+//! | `/`, `/app.js`, `/app.css` | the single-page UI (overview, signals, alerts, models) |
+//! | `/api/status` | the agent's status (as `edge-agent status --json`), history size, driver health series |
+//! | `/api/tags?filter=` | live values (as `edge-agent tags --json`) |
+//! | `/api/signal?name=&span=recent\|long` | one tag and its history |
+//! | `/api/alerts` | active and recent alerts |
+//! | `/api/alert?id=` | one alert, its episode and its evidence |
+//! | `/plot/signal.svg?name=&span=` | a signal's history plot |
+//! | `/alerts/{id}.svg` | an alert's evidence plot (a stable URL to link to) |
+//! | `/events?tags=` | server-sent events: `status` every second, `tags` when asked |
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::StatusCode;
+use serde::Serialize;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::Site;
+use super::body::Body;
+use super::plot::{self, Plot};
+use super::routes::{Handler, Query, Response, json, reply, text};
+use crate::alert::{Alert, AlertState};
+use crate::delivery::recent::RecentAlerts;
+use crate::ingest::history::{Series, SignalHistory, Span};
+use crate::ops::status::{AgentStatus, StatusSource, TagsReport};
+
+/// Live event streams at once.
+const STREAMS: usize = 8;
+/// Driver health samples kept for the sparklines (one per [`HEALTH_EVERY`]).
+const HEALTH_POINTS: usize = 60;
+const HEALTH_EVERY: Duration = Duration::from_secs(5);
+/// Longest accepted name or filter parameter.
+const MAX_PARAM: usize = 256;
+
+/// What the UI reads besides the status.
+#[derive(Debug)]
+pub struct UiState {
+    pub history: Arc<SignalHistory>,
+    pub alerts: Arc<RecentAlerts>,
+    /// Each driver's link health, oldest first (the overview's sparklines).
+    health: Mutex<Vec<VecDeque<Option<f32>>>>,
+    streams: Arc<Semaphore>,
+    stop: CancellationToken,
+}
+
+impl UiState {
+    pub fn new(
+        history: Arc<SignalHistory>,
+        alerts: Arc<RecentAlerts>,
+        stop: CancellationToken,
+    ) -> UiState {
+        UiState {
+            history,
+            alerts,
+            health: Mutex::new(Vec::new()),
+            streams: Arc::new(Semaphore::new(STREAMS)),
+            stop,
+        }
+    }
+
+    /// Samples every driver's health every [`HEALTH_EVERY`] until stopped.
+    pub fn spawn_health(self: &Arc<Self>, source: StatusSource) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEALTH_EVERY);
+            loop {
+                tokio::select! {
+                    _ = me.stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let now: Vec<Option<f32>> = source
+                    .drivers
+                    .iter()
+                    .map(|(_, m)| m.link().health.map(|h| h as f32))
+                    .collect();
+                let mut h = me.health.lock().unwrap_or_else(|p| p.into_inner());
+                h.resize_with(now.len(), VecDeque::new);
+                for (ring, v) in h.iter_mut().zip(now) {
+                    if ring.len() == HEALTH_POINTS {
+                        ring.pop_front();
+                    }
+                    ring.push_back(v);
+                }
+            }
+        });
+    }
+}
+
+/// The UI's routes (after [`super::routes::METRICS`]).
+pub const ROUTES: &[(&str, Handler)] = &[
+    ("/", index),
+    ("/app.js", app_js),
+    ("/app.css", app_css),
+    ("/api/status", api_status),
+    ("/api/tags", api_tags),
+    ("/api/signal", api_signal),
+    ("/api/alerts", api_alerts),
+    ("/api/alert", api_alert),
+    ("/plot/signal.svg", signal_svg),
+    ("/alerts/", alert_svg),
+    ("/events", events),
+];
+
+fn ui(site: &Site) -> Option<&Arc<UiState>> {
+    site.ui.as_ref()
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut r = reply(StatusCode::OK, content_type, body);
+    r.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-cache"),
+    );
+    r
+}
+
+fn index(_: &Site, _: &Query<'_>) -> Response {
+    asset(
+        "text/html; charset=utf-8",
+        include_str!("assets/index.html"),
+    )
+}
+
+fn app_js(_: &Site, _: &Query<'_>) -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("assets/app.js"),
+    )
+}
+
+fn app_css(_: &Site, _: &Query<'_>) -> Response {
+    asset("text/css; charset=utf-8", include_str!("assets/app.css"))
+}
+
+/// A parameter, bounded: `Err` is the 400 to send.
+fn param<'q>(q: &'q Query<'_>, key: &str, required: bool) -> Result<&'q str, Response> {
+    match q.get(key) {
+        Some(v) if v.len() > MAX_PARAM => Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("`{key}` is longer than {MAX_PARAM} bytes\n"),
+        )),
+        Some(v) => Ok(v),
+        None if required => Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("missing query parameter `{key}`\n"),
+        )),
+        None => Ok(""),
+    }
+}
+
+fn span(q: &Query<'_>) -> Result<Span, Response> {
+    match q.get("span") {
+        None | Some("recent") => Ok(Span::Recent),
+        Some("long") => Ok(Span::Long),
+        Some(_) => Err(text(
+            StatusCode::BAD_REQUEST,
+            "`span` is `recent` or `long`\n",
+        )),
+    }
+}
+
+#[derive(Serialize)]
+struct UiStatus<'a> {
+    #[serde(flatten)]
+    status: &'a AgentStatus,
+    history_bytes: usize,
+    history_signals: usize,
+    /// Per driver (same order as `drivers`), link health oldest first.
+    health_series: Vec<Vec<Option<f32>>>,
+    health_every_s: u64,
+}
+
+fn status_json(site: &Site, ui: &UiState) -> serde_json::Result<Vec<u8>> {
+    let status = site.source.snapshot();
+    let health = ui.health.lock().unwrap_or_else(|p| p.into_inner());
+    serde_json::to_vec(&UiStatus {
+        status: &status,
+        history_bytes: ui.history.bytes(),
+        history_signals: ui.history.signals(),
+        health_series: health.iter().map(|r| r.iter().copied().collect()).collect(),
+        health_every_s: HEALTH_EVERY.as_secs(),
+    })
+}
+
+fn api_status(site: &Site, _: &Query<'_>) -> Response {
+    let Some(ui) = ui(site) else {
+        return text(StatusCode::NOT_FOUND, "no UI\n");
+    };
+    match status_json(site, ui) {
+        Ok(v) => reply(StatusCode::OK, "application/json", v),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+fn api_tags(site: &Site, q: &Query<'_>) -> Response {
+    match param(q, "filter", false) {
+        Ok(f) => json(&site.source.tags(f)),
+        Err(r) => r,
+    }
+}
+
+/// A signal by exact name, or the 404 to send.
+fn signal(site: &Site, q: &Query<'_>) -> Result<(usize, String), Response> {
+    let name = param(q, "name", true)?;
+    match site.source.latest.find(name) {
+        Some(i) => Ok((i, name.to_string())),
+        None => Err(text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no signal `{}`; /api/tags lists them\n",
+                name.escape_debug()
+            ),
+        )),
+    }
+}
+
+fn series(site: &Site, ui: &UiState, signal: usize, span: Span) -> Series {
+    let c = &site.source.clock;
+    ui.history
+        .series(signal, span, c.mono_ns(), c.now().wall_ns)
+}
+
+fn api_signal(site: &Site, q: &Query<'_>) -> Response {
+    let Some(ui) = ui(site) else {
+        return text(StatusCode::NOT_FOUND, "no UI\n");
+    };
+    let (i, name) = match signal(site, q).and_then(|s| Ok((s, span(q)?))) {
+        Ok(((i, name), _)) => (i, name),
+        Err(r) => return r,
+    };
+    let Ok(sp) = span(q) else {
+        return text(StatusCode::BAD_REQUEST, "bad span\n");
+    };
+    #[derive(Serialize)]
+    struct One {
+        tag: Option<crate::ingest::latest::TagStatus>,
+        series: Series,
+    }
+    let tag = site
+        .source
+        .tags(&name)
+        .tags
+        .into_iter()
+        .find(|t| t.name == name);
+    json(&One {
+        tag,
+        series: series(site, ui, i, sp),
+    })
+}
+
+fn signal_svg(site: &Site, q: &Query<'_>) -> Response {
+    let Some(ui) = ui(site) else {
+        return text(StatusCode::NOT_FOUND, "no UI\n");
+    };
+    let ((i, name), sp) = match signal(site, q).and_then(|s| Ok((s, span(q)?))) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let s = series(site, ui, i, sp);
+    let unit = site.source.latest.unit(i);
+    let mut p = Plot {
+        title: format!("{name} (min–max and mean per {}s)", s.bucket_s),
+        unit: unit.as_deref(),
+        series: Some(&s),
+        ..Plot::default()
+    };
+    // The limits of the alerts open on this signal.
+    for a in ui.alerts.active() {
+        if a.signals.iter().any(|n| **n == *name)
+            && feature_in_signal_units(&a)
+            && a.limit.is_finite()
+        {
+            p.limits.push((
+                a.limit,
+                plot::severity_colour(a.severity.as_str()),
+                format!("{} {}", a.detector, a.severity.as_str()),
+            ));
+        }
+    }
+    svg(plot::svg(&p))
+}
+
+fn svg(doc: String) -> Response {
+    reply(StatusCode::OK, "image/svg+xml", doc)
+}
+
+#[derive(Serialize)]
+struct AlertList {
+    active: Vec<Alert>,
+    recent: Vec<Alert>,
+}
+
+fn api_alerts(site: &Site, _: &Query<'_>) -> Response {
+    let Some(ui) = ui(site) else {
+        return text(StatusCode::NOT_FOUND, "no UI\n");
+    };
+    json(&AlertList {
+        active: ui.alerts.active(),
+        recent: ui.alerts.recent(),
+    })
+}
+
+/// An alert by id, or the 4xx to send.
+fn alert(ui: &UiState, id: &str) -> Result<Alert, Response> {
+    if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            "an alert id is 26 letters and digits\n",
+        ));
+    }
+    ui.alerts.find(id).ok_or_else(|| {
+        text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no alert {id} among the last {} kept\n",
+                crate::delivery::recent::RECENT
+            ),
+        )
+    })
+}
+
+fn api_alert(site: &Site, q: &Query<'_>) -> Response {
+    let Some(ui) = ui(site) else {
+        return text(StatusCode::NOT_FOUND, "no UI\n");
+    };
+    let a = match param(q, "id", true).and_then(|id| alert(ui, id)) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    #[derive(Serialize)]
+    struct Evidence {
+        episode: Vec<Alert>,
+        /// The model binding's state now (model alerts).
+        binding: Option<crate::ops::status::BindingInfo>,
+        plot: String,
+        alert: Alert,
+    }
+    let binding = a.model.as_ref().and_then(|m| {
+        site.source
+            .snapshot()
+            .models
+            .into_iter()
+            .filter(|mi| mi.name == m.name)
+            .flat_map(|mi| mi.bindings)
+            .find(|b| *b.asset == *a.asset && *b.binding == *a.detector)
+    });
+    json(&Evidence {
+        episode: ui.alerts.episode(a.episode),
+        binding,
+        plot: format!("/alerts/{}.svg", a.id),
+        alert: a,
+    })
+}
+
+/// Features whose values are in the signal's own unit (a limit on them can be
+/// drawn over the signal).
+fn feature_in_signal_units(a: &Alert) -> bool {
+    let f = a.feature.split(['(', '[']).next().unwrap_or("");
+    matches!(
+        f,
+        "mean" | "min" | "max" | "last" | "median" | "p95" | "p5" | "p99" | "p1"
+    ) || a.kind == "threshold"
+        || a.kind == "trend"
+}
+
+/// `/alerts/{id}.svg`: the first signal's history around the alert, its limit,
+/// the raise (and clear) marks and, for a forecast, the predicted crossing.
+fn alert_svg(site: &Site, q: &Query<'_>) -> Response {
+    let Some(ui) = ui(site) else {
+        return text(StatusCode::NOT_FOUND, "no UI\n");
+    };
+    let id = q
+        .path
+        .trim_start_matches("/alerts/")
+        .trim_end_matches(".svg");
+    let a = match alert(ui, id) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let c = &site.source.clock;
+    let (now_mono, now_wall) = (c.mono_ns(), c.now().wall_ns);
+    let wall_ms = |mono: u64| (now_wall + (mono as i64 - now_mono as i64)) / 1_000_000;
+    let at = wall_ms(a.time.mono_ns);
+    let found = a
+        .signals
+        .first()
+        .and_then(|n| site.source.latest.find(n).map(|i| (i, n.clone())));
+    // The recent ring while the alert is in it, else the long one.
+    let s = found.as_ref().map(|(i, _)| {
+        let recent = series(site, ui, *i, Span::Recent);
+        match recent.points.first() {
+            Some(p) if p.0 <= at => recent,
+            _ => series(site, ui, *i, Span::Long),
+        }
+    });
+    let unit = found
+        .as_ref()
+        .and_then(|(i, _)| site.source.latest.unit(*i));
+    let drawn = feature_in_signal_units(&a) && a.limit.is_finite();
+    let mut p = Plot {
+        title: format!("{}/{}: {}", a.asset, a.detector, a.message),
+        unit: unit.as_deref(),
+        series: s.as_ref(),
+        ..Plot::default()
+    };
+    if drawn {
+        p.limits.push((
+            a.limit,
+            plot::severity_colour(a.severity.as_str()),
+            format!("limit {}", crate::alert::num(a.limit)),
+        ));
+    }
+    for m in ui.alerts.episode(a.episode) {
+        let label = match m.state {
+            AlertState::Raised => m.severity.as_str().to_string(),
+            AlertState::Cleared => "cleared".into(),
+        };
+        let colour = match m.state {
+            AlertState::Raised => plot::severity_colour(m.severity.as_str()),
+            AlertState::Cleared => "#7f7f7f",
+        };
+        p.marks.push((wall_ms(m.time.mono_ns), colour, label));
+    }
+    if p.marks.is_empty() {
+        p.marks.push((
+            at,
+            plot::severity_colour(a.severity.as_str()),
+            a.severity.as_str().into(),
+        ));
+    }
+    if let (Some(eta), true) = (a.eta_s, drawn) {
+        let now_value = a
+            .features
+            .get(&a.feature)
+            .copied()
+            .filter(|v| v.is_finite());
+        if let Some(v0) = now_value {
+            p.forecast = Some(((at, v0), (at + (eta * 1000.0) as i64, a.limit)));
+        }
+    }
+    svg(plot::svg(&p))
+}
+
+/// `/events`: `status` at once and every second, and `tags` (filtered by
+/// `tags=`) when asked; ends when the client goes or the agent stops.
+fn events(site: &Site, q: &Query<'_>) -> Response {
+    let Some(ui) = ui(site) else {
+        return text(StatusCode::NOT_FOUND, "no UI\n");
+    };
+    let filter = match q.get("tags").map(|_| param(q, "tags", false)) {
+        None => None,
+        Some(Ok(f)) => Some(f.to_string()),
+        Some(Err(r)) => return r,
+    };
+    let Ok(permit) = ui.streams.clone().try_acquire_owned() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{STREAMS} live views are open already; close one\n"),
+        );
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(2);
+    let (source, ui) = (site.source.clone(), ui.clone());
+    let per_tag = site.per_tag;
+    tokio::spawn(async move {
+        let _permit = permit;
+        let site = Site {
+            source,
+            per_tag,
+            ui: Some(ui.clone()),
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let _ = tx.send(Bytes::from_static(b"retry: 2000\n\n")).await;
+        loop {
+            tokio::select! {
+                _ = ui.stop.cancelled() => return,
+                _ = tx.closed() => return,
+                _ = tick.tick() => {}
+            }
+            let mut chunk = Vec::with_capacity(4096);
+            if let Ok(s) = status_json(&site, &ui) {
+                event(&mut chunk, "status", &s);
+            }
+            if let Some(f) = &filter {
+                let report: TagsReport = site.source.tags(f);
+                if let Ok(t) = serde_json::to_vec(&report) {
+                    event(&mut chunk, "tags", &t);
+                }
+            }
+            if tx.send(Bytes::from(chunk)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut r = reply(StatusCode::OK, "text/event-stream", Body::Stream(rx));
+    r.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-cache"),
+    );
+    r
+}
+
+/// One server-sent event (`data` is JSON: one line).
+fn event(out: &mut Vec<u8>, name: &str, data: &[u8]) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+}
