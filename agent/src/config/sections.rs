@@ -98,7 +98,7 @@ pub(super) fn log(root: &mut TableReader<'_>) -> LogSection {
                 .string("level")
                 .map(|s| s.value)
                 .unwrap_or_else(|| "info".into());
-            if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            if crate::ops::logging::parse_filter(&level).is_err() {
                 l.error(
                     l.span(),
                     "level",
