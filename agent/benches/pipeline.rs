@@ -12,7 +12,8 @@
 //! * heap allocations per sample in steady state, from a counting global allocator.
 //!
 //! "full" is what the pipeline task does per batch: record the latest values
-//! (`edge-agent tags`), then windows, features and detectors.
+//! (`edge-agent tags`), then windows, features and detectors; "full + UI" also
+//! records the web UI's history (`[ui]` configured).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
@@ -20,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use edge_agent::alert::{IdGenerator, RateLimits};
+use edge_agent::ingest::history::{HistoryConfig, SignalHistory};
 use edge_agent::ingest::latest::LatestValues;
 use edge_agent::ingest::ring::{OverflowPolicy, SampleRing};
 use edge_agent::pipeline::Processor;
@@ -148,7 +150,17 @@ impl Gen {
     }
 }
 
-fn run(samples: u64, process: bool) -> (f64, u64, u64) {
+/// What a run does with each drained batch.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Nothing (generation and ring only): the baseline.
+    Base,
+    Full,
+    FullWithHistory,
+}
+
+fn run(samples: u64, mode: Mode) -> (f64, u64, u64) {
+    let process = mode != Mode::Base;
     let cfg = edge_agent::config::parse("bench.toml", &config()).expect("bench config is valid");
     let n_signals = cfg.registry.len() as u32;
     assert_eq!(n_signals, 100);
@@ -163,6 +175,8 @@ fn run(samples: u64, process: bool) -> (f64, u64, u64) {
     let ring = SampleRing::new(65_536, OverflowPolicy::DropOldest);
     // What the pipeline task records per batch for `edge-agent tags`.
     let latest = LatestValues::new(&cfg.registry, &Default::default());
+    let history = (mode == Mode::FullWithHistory)
+        .then(|| SignalHistory::new(HistoryConfig::default(), cfg.registry.len()));
     let mut gen_ = Gen {
         n_signals,
         next: 0,
@@ -180,6 +194,9 @@ fn run(samples: u64, process: bool) -> (f64, u64, u64) {
         ring.drain_into(&mut drained, BATCH);
         if process {
             latest.record(&drained);
+            if let Some(h) = &history {
+                h.record(&drained);
+            }
             proc.ingest_batch(&drained, alerts);
             alerts.clear();
         } else {
@@ -209,9 +226,10 @@ fn main() {
     let quick =
         std::env::args().any(|a| a == "--quick") || std::env::var_os("BENCH_QUICK").is_some();
     let samples: u64 = if quick { 4_000_000 } else { 40_000_000 };
-    let (base, _, _) = run(samples, false);
-    let (full, allocs, windows) = run(samples, true);
-    let (base2, _, _) = run(samples, false);
+    let (base, _, _) = run(samples, Mode::Base);
+    let (full, allocs, windows) = run(samples, Mode::Full);
+    let (full_ui, allocs_ui, _) = run(samples, Mode::FullWithHistory);
+    let (base2, _, _) = run(samples, Mode::Base);
     let baseline = (base + base2) / 2.0;
     println!("pipeline bench: 100 signals, {samples} samples per run, batch {BATCH}, one thread");
     println!(
@@ -232,6 +250,11 @@ fn main() {
     println!(
         "  full / baseline:                        {:>8.3}",
         full / baseline
+    );
+    println!(
+        "  full + UI history:                      {:>8.2} M samples/s ({:.3} of full, {allocs_ui} allocations)",
+        full_ui / 1e6,
+        full_ui / full
     );
     println!("  windows completed:                      {windows}");
     println!(

@@ -559,3 +559,68 @@ async fn a_guarded_ui_answers_only_over_tls_and_only_with_the_right_password() {
     assert_ne!(plain.status, 200, "{plain:?}");
     h.stop().await.expect("stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_models_page_shows_versions_bindings_and_training_quality() {
+    let zoo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/zoo");
+    let text = format!(
+        r#"
+[agent]
+id = "ui-models"
+
+[alerts]
+console = false
+
+[ui]
+listen = "127.0.0.1:0"
+
+[models]
+dir = "{zoo}"
+
+[[drivers]]
+name = "plant"
+kind = "sim"
+[[drivers.machines]]
+name = "pump"
+sample_rate_hz = 10.0
+vibration_rate_hz = 256.0
+
+[[assets]]
+name = "pump"
+[[assets.signals]]
+signal = "pump.temperature"
+window = {{ size = "60s", hop = "10s" }}
+[[assets.signals]]
+signal = "pump.vibration"
+window = {{ size = 512, hop = 512 }}
+bands = [
+  {{ name = "shaft", lo_hz = 0.0, hi_hz = 60.0 }},
+  {{ name = "bearing", lo_hz = 60.0, hi_hz = 128.0 }},
+]
+[[assets.signals]]
+signal = "pump.current"
+window = {{ size = "60s", hop = "10s" }}
+[[assets.signals]]
+signal = "pump.pressure"
+window = {{ size = "60s", hop = "10s" }}
+
+[[assets.models]]
+name = "wear"
+manifest = "bearing_rf/manifest.toml"
+roles = {{ vibration = "pump.vibration", temperature = "pump.temperature", current = "pump.current", pressure = "pump.pressure" }}
+"#,
+        zoo = zoo.display()
+    );
+    let h = edge_agent::start(config("models.toml", &text), RunOptions::default()).expect("starts");
+    let models = get(ui_addr(&h), "/api/models").await.json();
+    let m = &models[0];
+    assert_eq!(m["name"], "bearing_rf", "{models}");
+    assert_eq!(m["sha256"].as_str().map(str::len), Some(64));
+    assert_eq!(m["bindings"][0]["binding"], "wear");
+    let want: Value = serde_json::from_str(
+        &std::fs::read_to_string(zoo.join("bearing_rf/quality.json")).expect("quality.json"),
+    )
+    .expect("JSON");
+    assert_eq!(m["quality"], want, "the zoo's held-out evaluation");
+    h.stop().await.expect("stops");
+}

@@ -9,6 +9,7 @@
 //! | `/api/tags?filter=` | live values (as `edge-agent tags --json`) |
 //! | `/api/signal?name=&span=recent\|long` | one tag and its history |
 //! | `/api/alerts` | active and recent alerts |
+//! | `/api/models` | models (as `edge-agent models list --json`) with their training quality |
 //! | `/api/alert?id=` | one alert, its episode and its evidence |
 //! | `/plot/signal.svg?name=&span=` | a signal's history plot |
 //! | `/alerts/{id}.svg` | an alert's evidence plot (a stable URL to link to) |
@@ -104,6 +105,7 @@ pub const ROUTES: &[(&str, Handler)] = &[
     ("/api/tags", api_tags),
     ("/api/signal", api_signal),
     ("/api/alerts", api_alerts),
+    ("/api/models", api_models),
     ("/api/alert", api_alert),
     ("/plot/signal.svg", signal_svg),
     ("/alerts/", alert_svg),
@@ -307,6 +309,45 @@ fn api_alerts(site: &Site, _: &Query<'_>) -> Response {
         active: ui.alerts.active(),
         recent: ui.alerts.recent(),
     })
+}
+
+/// Largest `quality.json` read.
+const MAX_QUALITY: u64 = 64 * 1024;
+
+/// A model's training quality: `quality.json` next to its manifest (the zoo's
+/// held-out evaluation), if there is one.
+fn quality(manifest: &str) -> Option<serde_json::Value> {
+    use std::io::Read as _;
+    let path = std::path::Path::new(manifest)
+        .parent()?
+        .join("quality.json");
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_QUALITY)
+        .read_to_string(&mut text)
+        .ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn api_models(site: &Site, _: &Query<'_>) -> Response {
+    #[derive(Serialize)]
+    struct Model {
+        #[serde(flatten)]
+        info: crate::ops::status::ModelInfo,
+        quality: Option<serde_json::Value>,
+    }
+    let models: Vec<Model> = site
+        .source
+        .snapshot()
+        .models
+        .into_iter()
+        .map(|info| Model {
+            quality: quality(&info.manifest),
+            info,
+        })
+        .collect();
+    json(&models)
 }
 
 /// An alert by id, or the 4xx to send.

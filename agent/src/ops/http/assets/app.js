@@ -285,13 +285,27 @@ function modelsTable(models) {
         (b.drifted.length ? ` · drift: ${b.drifted.join(", ")}` : "")))))));
 }
 
-function modelsPage() {
+function qualityTable(models) {
+  const rows = models.filter(m => m.quality && typeof m.quality === "object").map(m =>
+    h("tr", { "data-quality": m.name }, h("td", {}, m.name),
+      h("td", {}, Object.entries(m.quality).map(([k, v]) => h("div", {}, `${k.replace(/_/g, " ")}: ${fmt(v)}`)))));
+  return rows.length ? table(["Model", "Held-out evaluation (quality.json)"], rows)
+    : h("p", { class: "muted" }, "No training quality file (quality.json) next to the manifests.");
+}
+
+async function modelsPage() {
   const box = h("div", {});
   show(box);
-  listen("/events", {
-    status: s => box.replaceChildren(h("h2", {}, "Models"),
-      s.models.length ? modelsTable(s.models) : h("p", { class: "muted" }, "No model configured.")),
-  });
+  const refresh = async () => {
+    try {
+      const models = await getJSON("/api/models");
+      box.replaceChildren(h("h2", {}, "Models"),
+        models.length ? modelsTable(models) : h("p", { class: "muted" }, "No model configured."),
+        h("h2", {}, "Training quality"), qualityTable(models));
+    } catch (e) { failed(e); }
+  };
+  await refresh();
+  timer = setInterval(refresh, 5000);
 }
 
 // ---- Router ------------------------------------------------------------------
