@@ -345,7 +345,20 @@ async fn alerts_and_their_evidence_plot_are_served_at_a_stable_url() {
         "the forecast: {}",
         svg.body
     );
-    assert!(svg.body.contains("class=\"mean\""), "the signal around it");
+    assert!(svg.body.contains("class=\"mean\""), "the series around it");
+    assert!(
+        svg.body.contains("mean per window"),
+        "the detector's own input: {}",
+        svg.body
+    );
+    let evals = ev["evaluations"].as_array().expect("evaluations");
+    assert!(!evals.is_empty(), "{ev}");
+    let last = &evals[evals.len() - 1];
+    assert_eq!(
+        last[3].as_f64(),
+        Some(85.0),
+        "the limit it was held against: {last}"
+    );
     h.stop().await.expect("stops");
 }
 

@@ -9,6 +9,7 @@ use edge_driver_api::Timestamp;
 use edge_models::{Evaluation, FeatureValues, Severity};
 
 use super::message::message;
+use super::trace::{DetectorTrace, TraceLink, TracePoint};
 use super::*;
 
 #[derive(Debug, Default)]
@@ -39,6 +40,8 @@ pub struct AlertEngine {
     tokens: f64,
     last_refill: Option<f64>,
     stats: EngineStats,
+    /// Where every evaluation is recorded, when something reads them (the UI).
+    trace: TraceLink,
 }
 
 impl AlertEngine {
@@ -64,7 +67,37 @@ impl AlertEngine {
             ids,
             last_refill: None,
             stats: EngineStats::default(),
+            trace: TraceLink::default(),
         }
+    }
+
+    /// Records every evaluation from now on into `trace` (one series per detector).
+    pub fn set_trace(&mut self, trace: Arc<DetectorTrace>) {
+        self.trace.slots = self
+            .infos
+            .iter()
+            .map(|i| trace.slot(&i.asset, &i.name))
+            .collect();
+        self.trace.trace = Some(trace);
+    }
+
+    fn record(&self, det: usize, eval: &Evaluation, ts: Timestamp, features: &Snapshot<'_>) {
+        let (Some(trace), Some(Some(slot))) = (&self.trace.trace, self.trace.slots.get(det)) else {
+            return;
+        };
+        let value = match features {
+            Snapshot::Window(f) => f.get(self.infos[det].feature),
+            Snapshot::Row(..) => eval.score,
+        };
+        trace.record(
+            *slot,
+            TracePoint {
+                mono_ns: ts.mono_ns,
+                value: value as f32,
+                score: eval.score as f32,
+                limit: eval.limit as f32,
+            },
+        );
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -192,6 +225,7 @@ impl AlertEngine {
         ts: Timestamp,
         features: Snapshot<'_>,
     ) -> Option<Alert> {
+        self.record(det, eval, ts, &features);
         let t = ts.mono_secs();
         self.refill(t);
         let prev = self.slots[det].level;

@@ -17,6 +17,7 @@
 
 mod engine;
 mod message;
+pub mod trace;
 
 pub use engine::{AlertEngine, EngineStats};
 pub use message::{human_duration, num, rfc3339, system_alert};

@@ -179,6 +179,11 @@ impl Processor {
         }
     }
 
+    /// Records every detector evaluation into `trace` (the UI's alert evidence).
+    pub fn set_trace(&mut self, trace: Arc<crate::alert::trace::DetectorTrace>) {
+        self.engine.set_trace(trace);
+    }
+
     pub fn counters(&self) -> Arc<PipelineCounters> {
         self.counters.clone()
     }

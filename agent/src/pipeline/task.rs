@@ -40,12 +40,14 @@ pub struct PipelineTask {
     pub taps: Taps,
 }
 
-/// What the pipeline records of every batch for readers: every signal's latest
-/// value (`edge-agent tags`) and, when `[ui]` is on, its downsampled history.
+/// What the pipeline records for readers: every signal's latest value
+/// (`edge-agent tags`) and, when `[ui]` is on, its downsampled history and every
+/// detector's evaluations.
 #[derive(Debug)]
 pub struct Taps {
     pub latest: Arc<LatestValues>,
     pub history: Option<Arc<SignalHistory>>,
+    pub trace: Option<Arc<crate::alert::trace::DetectorTrace>>,
 }
 
 impl Taps {
@@ -63,6 +65,9 @@ impl Taps {
 /// `stop` is cancelled by the runtime only after every driver has returned, so the
 /// final drain sees every sample that was accepted.
 pub async fn run_pipeline(mut processor: Processor, mut task: PipelineTask) -> Processor {
+    if let Some(t) = &task.taps.trace {
+        processor.set_trace(t.clone());
+    }
     let mut batch: Vec<Sample> = Vec::with_capacity(task.batch_size);
     let mut alerts: Vec<Alert> = Vec::with_capacity(64);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -118,6 +123,9 @@ impl PipelineTask {
     /// Puts a reload's processor in service.
     async fn adopt(&self, processor: &mut Processor, r: Reconfigure, alerts: &mut Vec<Alert>) {
         let old = std::mem::replace(processor, *r.processor);
+        if let Some(t) = &self.taps.trace {
+            processor.set_trace(t.clone());
+        }
         let report = processor.adopt(old, self.clock.now(), alerts);
         processor.publish_model_status();
         tracing::info!(?report, "asset configuration in service");

@@ -223,6 +223,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
     let taps = Taps {
         latest: latest.clone(),
         history: ops::ui_history(&ui),
+        trace: ops::ui_trace(&ui),
     };
     let pipeline = start_pipeline(&config, &clock, &opts, &ring, &delivery, &models, taps);
     let drivers_token = shutdown.child_token();

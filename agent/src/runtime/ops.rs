@@ -49,6 +49,14 @@ pub(crate) fn ui_history(ui: &Ui) -> Option<Arc<SignalHistory>> {
     return ui.map(|never| match never {});
 }
 
+/// The detector trace the engine records into, when the UI has one.
+pub(crate) fn ui_trace(ui: &Ui) -> Option<Arc<crate::alert::trace::DetectorTrace>> {
+    #[cfg(feature = "ui")]
+    return ui.as_ref().map(|u| u.trace.clone());
+    #[cfg(not(feature = "ui"))]
+    return ui.map(|never| match never {});
+}
+
 /// The sink that keeps recent alerts for the UI.
 pub(crate) fn ui_sink(ui: &Ui) -> Option<Box<dyn AlertSink>> {
     #[cfg(feature = "ui")]

@@ -29,6 +29,7 @@ use super::Site;
 use super::body::Body;
 use super::plot::{self, Plot};
 use super::routes::{Handler, Query, Response, json, reply, text};
+use crate::alert::trace::DetectorTrace;
 use crate::alert::{Alert, AlertState};
 use crate::delivery::recent::RecentAlerts;
 use crate::ingest::history::{Series, SignalHistory, Span};
@@ -47,6 +48,8 @@ const MAX_PARAM: usize = 256;
 pub struct UiState {
     pub history: Arc<SignalHistory>,
     pub alerts: Arc<RecentAlerts>,
+    /// Every detector's recent evaluations (the evidence plots).
+    pub trace: Arc<DetectorTrace>,
     /// Each driver's link health, oldest first (the overview's sparklines).
     health: Mutex<Vec<VecDeque<Option<f32>>>>,
     streams: Arc<Semaphore>,
@@ -62,6 +65,7 @@ impl UiState {
         UiState {
             history,
             alerts,
+            trace: Arc::new(DetectorTrace::default()),
             health: Mutex::new(Vec::new()),
             streams: Arc::new(Semaphore::new(STREAMS)),
             stop,
@@ -380,6 +384,8 @@ fn api_alert(site: &Site, q: &Query<'_>) -> Response {
     #[derive(Serialize)]
     struct Evidence {
         episode: Vec<Alert>,
+        /// The detector's last evaluations: `[t_ms, value, score, limit]`.
+        evaluations: Vec<(i64, f32, f32, f32)>,
         /// The model binding's state now (model alerts).
         binding: Option<crate::ops::status::BindingInfo>,
         plot: String,
@@ -394,8 +400,20 @@ fn api_alert(site: &Site, q: &Query<'_>) -> Response {
             .flat_map(|mi| mi.bindings)
             .find(|b| *b.asset == *a.asset && *b.binding == *a.detector)
     });
+    let c = &site.source.clock;
+    let (now_mono, now_wall) = (c.mono_ns(), c.now().wall_ns);
+    let evaluations = ui
+        .trace
+        .series(&a.asset, &a.detector)
+        .into_iter()
+        .map(|p| {
+            let t = (now_wall + (p.mono_ns as i64 - now_mono as i64)) / 1_000_000;
+            (t, p.value, p.score, p.limit)
+        })
+        .collect();
     json(&Evidence {
         episode: ui.alerts.episode(a.episode),
+        evaluations,
         binding,
         plot: format!("/alerts/{}.svg", a.id),
         alert: a,
@@ -413,8 +431,78 @@ fn feature_in_signal_units(a: &Alert) -> bool {
         || a.kind == "trend"
 }
 
-/// `/alerts/{id}.svg`: the first signal's history around the alert, its limit,
-/// the raise (and clear) marks and, for a forecast, the predicted crossing.
+/// What an evidence plot draws.
+struct Evidence {
+    series: Series,
+    unit: Option<Arc<str>>,
+    /// The alert's limit is in the series' units.
+    limit_comparable: bool,
+    what: String,
+}
+
+/// Detectors whose limit applies to their score (a z-score, a rate, a model's
+/// score), not to their feature.
+fn limit_on_score(kind: &str) -> bool {
+    matches!(kind, "zscore" | "rate_of_change" | "model" | "model_health")
+}
+
+/// The detector's own evaluations when they were traced (its feature, or its
+/// score where the limit applies to the score), else the first signal's history
+/// around the alert.
+fn evidence(
+    site: &Site,
+    ui: &UiState,
+    a: &Alert,
+    at: i64,
+    wall_ms: &dyn Fn(u64) -> i64,
+) -> Evidence {
+    let traced = ui.trace.series(&a.asset, &a.detector);
+    let signal = a.signals.first().and_then(|n| site.source.latest.find(n));
+    let unit = signal.and_then(|i| site.source.latest.unit(i));
+    if !traced.is_empty() {
+        let on_score = limit_on_score(a.kind);
+        let points = traced
+            .iter()
+            .map(|p| {
+                let v = Some(if on_score { p.score } else { p.value }).filter(|v| v.is_finite());
+                (wall_ms(p.mono_ns), v, v, v)
+            })
+            .collect();
+        return Evidence {
+            series: Series {
+                bucket_s: 0.0,
+                points,
+            },
+            unit: (!on_score && feature_in_signal_units(a))
+                .then_some(unit)
+                .flatten(),
+            limit_comparable: true,
+            what: if on_score {
+                "score per evaluation".into()
+            } else {
+                format!("{} per window", a.feature)
+            },
+        };
+    }
+    // The recent ring while the alert is in it, else the long one.
+    let series = signal.map_or_else(Series::default, |i| {
+        let recent = series(site, ui, i, Span::Recent);
+        match recent.points.first() {
+            Some(p) if p.0 <= at => recent,
+            _ => series(site, ui, i, Span::Long),
+        }
+    });
+    Evidence {
+        series,
+        unit,
+        limit_comparable: feature_in_signal_units(a),
+        what: "the signal around it".into(),
+    }
+}
+
+/// `/alerts/{id}.svg`: the detector's evaluations (or the signal) around the
+/// alert, its limit, the raise (and clear) marks and, for a forecast, the
+/// predicted crossing.
 fn alert_svg(site: &Site, q: &Query<'_>) -> Response {
     let Some(ui) = ui(site) else {
         return text(StatusCode::NOT_FOUND, "no UI\n");
@@ -431,26 +519,12 @@ fn alert_svg(site: &Site, q: &Query<'_>) -> Response {
     let (now_mono, now_wall) = (c.mono_ns(), c.now().wall_ns);
     let wall_ms = |mono: u64| (now_wall + (mono as i64 - now_mono as i64)) / 1_000_000;
     let at = wall_ms(a.time.mono_ns);
-    let found = a
-        .signals
-        .first()
-        .and_then(|n| site.source.latest.find(n).map(|i| (i, n.clone())));
-    // The recent ring while the alert is in it, else the long one.
-    let s = found.as_ref().map(|(i, _)| {
-        let recent = series(site, ui, *i, Span::Recent);
-        match recent.points.first() {
-            Some(p) if p.0 <= at => recent,
-            _ => series(site, ui, *i, Span::Long),
-        }
-    });
-    let unit = found
-        .as_ref()
-        .and_then(|(i, _)| site.source.latest.unit(*i));
-    let drawn = feature_in_signal_units(&a) && a.limit.is_finite();
+    let ev = evidence(site, ui, &a, at, &wall_ms);
+    let drawn = ev.limit_comparable && a.limit.is_finite();
     let mut p = Plot {
-        title: format!("{}/{}: {}", a.asset, a.detector, a.message),
-        unit: unit.as_deref(),
-        series: s.as_ref(),
+        title: format!("{}/{}: {} — {}", a.asset, a.detector, a.message, ev.what),
+        unit: ev.unit.as_deref(),
+        series: Some(&ev.series),
         ..Plot::default()
     };
     if drawn {

@@ -1,0 +1,148 @@
+//! What each detector saw, evaluation by evaluation: the evidence behind an alert
+//! (the web UI plots it). Per (asset, detector) the last [`POINTS`] evaluations:
+//! the detector's input (a window feature, or a model's score), its score and the
+//! limit it was held against.
+//!
+//! Fed by the engine for every evaluation (once per window hop or model batch, not
+//! per sample), under one short lock. Bounded: at most [`MAX_SERIES`] series, each
+//! allocated once when its detector first reports.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+
+/// Evaluations kept per detector.
+pub const POINTS: usize = 180;
+/// Detectors traced (more are counted in `untraced`).
+pub const MAX_SERIES: usize = 256;
+
+/// One evaluation.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct TracePoint {
+    /// Agent-monotonic time of the window's end (or the model batch), ns.
+    pub mono_ns: u64,
+    /// The detector's input: its window feature, or the model's score.
+    pub value: f32,
+    /// The detector's score (the feature, a z-score, a rate, a forecast ETA...).
+    pub score: f32,
+    pub limit: f32,
+}
+
+#[derive(Debug)]
+struct Series {
+    asset: Arc<str>,
+    detector: Arc<str>,
+    points: VecDeque<TracePoint>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    series: Vec<Series>,
+    untraced: u64,
+}
+
+/// Every detector's recent evaluations.
+#[derive(Debug, Default)]
+pub struct DetectorTrace {
+    inner: Mutex<Inner>,
+}
+
+impl DetectorTrace {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The series index of (asset, detector), created on first use; `None` once
+    /// [`MAX_SERIES`] exist.
+    pub fn slot(&self, asset: &Arc<str>, detector: &Arc<str>) -> Option<usize> {
+        let mut g = self.lock();
+        if let Some(i) = g
+            .series
+            .iter()
+            .position(|s| s.asset == *asset && s.detector == *detector)
+        {
+            return Some(i);
+        }
+        if g.series.len() == MAX_SERIES {
+            g.untraced += 1;
+            return None;
+        }
+        g.series.push(Series {
+            asset: asset.clone(),
+            detector: detector.clone(),
+            points: VecDeque::with_capacity(POINTS),
+        });
+        Some(g.series.len() - 1)
+    }
+
+    /// Records one evaluation of series `slot`.
+    pub fn record(&self, slot: usize, p: TracePoint) {
+        let mut g = self.lock();
+        if let Some(s) = g.series.get_mut(slot) {
+            if s.points.len() == POINTS {
+                s.points.pop_front();
+            }
+            s.points.push_back(p);
+        }
+    }
+
+    /// The evaluations of (asset, detector), oldest first.
+    pub fn series(&self, asset: &str, detector: &str) -> Vec<TracePoint> {
+        self.lock()
+            .series
+            .iter()
+            .find(|s| &*s.asset == asset && &*s.detector == detector)
+            .map(|s| s.points.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.lock().series.len() * POINTS * std::mem::size_of::<TracePoint>()
+    }
+}
+
+/// An engine's link to the trace: the series of each of its detector slots.
+#[derive(Debug, Default)]
+pub struct TraceLink {
+    pub trace: Option<Arc<DetectorTrace>>,
+    pub slots: Vec<Option<usize>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(i: u64) -> TracePoint {
+        TracePoint {
+            mono_ns: i,
+            value: i as f32,
+            score: 0.0,
+            limit: 1.0,
+        }
+    }
+
+    #[test]
+    fn each_detector_keeps_its_last_evaluations_and_the_number_of_series_is_bounded() {
+        let t = DetectorTrace::default();
+        let (a, d, e) = (Arc::from("pump"), Arc::from("hot"), Arc::from("cold"));
+        let hot = t.slot(&a, &d).expect("slot");
+        assert_eq!(t.slot(&a, &d), Some(hot), "the same series again");
+        let cold = t.slot(&a, &e).expect("slot");
+        for i in 0..(POINTS as u64 + 5) {
+            t.record(hot, p(i));
+        }
+        t.record(cold, p(7));
+        let s = t.series("pump", "hot");
+        assert_eq!(s.len(), POINTS);
+        assert_eq!(s.first().map(|p| p.mono_ns), Some(5), "the oldest went");
+        assert_eq!(t.series("pump", "cold"), vec![p(7)]);
+        assert!(t.series("pump", "nope").is_empty());
+        for i in 2..MAX_SERIES {
+            assert!(t.slot(&a, &Arc::from(format!("d{i}").as_str())).is_some());
+        }
+        assert_eq!(t.slot(&a, &Arc::from("one too many")), None);
+        t.record(999, p(1)); // an unknown slot is ignored
+    }
+}
