@@ -742,6 +742,59 @@ pub fn uplink_config(port: u16, client_id: &str) -> edge_agent::delivery::uplink
     }
 }
 
+/// A sim pump whose bearing wears out within a minute of real time (speed 300): the
+/// trend forecast, then the temperature thresholds raise alerts. `sections` goes
+/// after `[alerts]` (`[ui]`, `[metrics]`), `drivers` after the sim driver.
+pub fn wearing_pump_toml(id: &str, sections: &str, drivers: &str) -> String {
+    format!(
+        r#"
+[agent]
+id = "{id}"
+shutdown_timeout = "5s"
+
+[alerts]
+console = false
+
+{sections}
+
+[[drivers]]
+name = "plant"
+kind = "sim"
+speed = 300.0
+[[drivers.machines]]
+name = "pump"
+rpm = 600
+sample_rate_hz = 2.0
+vibration_rate_hz = 10.0
+[[drivers.machines.faults]]
+kind = "bearing_wear"
+start = "1m"
+duration = "1h"
+{drivers}
+[[assets]]
+name = "pump"
+[[assets.signals]]
+signal = "pump.temperature"
+window = {{ size = "60s", hop = "10s" }}
+
+[[assets.detectors]]
+name = "temperature"
+kind = "threshold"
+signal = "pump.temperature"
+warning = 75.0
+critical = 85.0
+
+[[assets.detectors]]
+name = "temperature-forecast"
+kind = "trend"
+signal = "pump.temperature"
+limit = 85.0
+horizon = "2h"
+lookback = "30m"
+"#
+    )
+}
+
 /// Polls `cond` every 20 ms; panics naming `what` after `secs` seconds.
 pub async fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);

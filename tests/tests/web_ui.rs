@@ -10,63 +10,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edge_agent::RunOptions;
-use edge_agent_tests::{TempDir, TestPki, config, wait_until};
+use edge_agent_tests::{TempDir, TestPki, config, wait_until, wearing_pump_toml};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A sim pump whose bearing wears out within a minute of real time (speed 300),
-/// so the trend forecast, then the thresholds raise alerts.
+/// The wearing pump (alerts within a minute) with `/metrics` and `ui`.
 fn plant(ui: &str) -> String {
-    format!(
-        r#"
-[agent]
-id = "ui-test"
-shutdown_timeout = "5s"
-
-[alerts]
-console = false
-
-[metrics]
-listen = "127.0.0.1:0"
-
-{ui}
-
-[[drivers]]
-name = "plant"
-kind = "sim"
-speed = 300.0
-[[drivers.machines]]
-name = "pump"
-rpm = 600
-sample_rate_hz = 1.0
-vibration_rate_hz = 10.0
-[[drivers.machines.faults]]
-kind = "bearing_wear"
-start = "1m"
-duration = "1h"
-
-[[assets]]
-name = "pump"
-[[assets.signals]]
-signal = "pump.temperature"
-window = {{ size = "60s", hop = "10s" }}
-
-[[assets.detectors]]
-name = "temperature"
-kind = "threshold"
-signal = "pump.temperature"
-warning = 75.0
-critical = 85.0
-
-[[assets.detectors]]
-name = "temperature-forecast"
-kind = "trend"
-signal = "pump.temperature"
-limit = 85.0
-horizon = "2h"
-lookback = "30m"
-"#
+    wearing_pump_toml(
+        "ui-test",
+        &format!("[metrics]\nlisten = \"127.0.0.1:0\"\n\n{ui}"),
+        "",
     )
 }
 

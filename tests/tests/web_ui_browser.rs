@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use edge_agent_tests::{PyModbus, TempDir, TestPki, free_port, peer_python, spawn_agent};
+use edge_agent_tests::{
+    PyModbus, TempDir, TestPki, free_port, peer_python, spawn_agent, wearing_pump_toml,
+};
 use serde_json::{Value, json};
 
 const SCRIPT: &str = "<script>alert(1)</script>";
@@ -52,46 +54,7 @@ length = 16
 "#
         )
     });
-    format!(
-        r#"
-[agent]
-id = "browser-test"
-shutdown_timeout = "5s"
-
-[alerts]
-console = false
-
-{ui}
-
-[[drivers]]
-name = "plant"
-kind = "sim"
-speed = 300.0
-[[drivers.machines]]
-name = "pump"
-rpm = 600
-sample_rate_hz = 2.0
-vibration_rate_hz = 10.0
-[[drivers.machines.faults]]
-kind = "bearing_wear"
-start = "1m"
-duration = "1h"
-{modbus}
-[[assets]]
-name = "pump"
-[[assets.signals]]
-signal = "pump.temperature"
-window = {{ size = "60s", hop = "10s" }}
-
-[[assets.detectors]]
-name = "temperature-forecast"
-kind = "trend"
-signal = "pump.temperature"
-limit = 85.0
-horizon = "2h"
-lookback = "30m"
-"#
-    )
+    wearing_pump_toml("browser-test", ui, &modbus)
 }
 
 fn get_json(port: u16, path: &str) -> Option<Value> {
