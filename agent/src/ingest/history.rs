@@ -48,13 +48,48 @@ const EMPTY: Bucket = Bucket {
     mean: f32::NAN,
 };
 
-/// The bucket a signal is filling.
-#[derive(Clone, Copy, Debug, Default)]
+/// The bucket a signal is filling: updated per sample without touching the ring
+/// (no division on the per-sample path), written to the ring when the next bucket
+/// starts.
+#[derive(Clone, Copy, Debug)]
 struct Head {
     /// Bucket number (mono time / width) + 1; 0: nothing recorded yet.
     no: u64,
+    /// Mono time at which this bucket ends.
+    end_ns: u64,
+    /// Its place in the signal's ring.
+    slot: u32,
     n: u32,
     sum: f64,
+    min: f32,
+    max: f32,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Head {
+            no: 0,
+            end_ns: 0,
+            slot: 0,
+            n: 0,
+            sum: 0.0,
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+        }
+    }
+}
+
+impl Head {
+    fn bucket(&self) -> Bucket {
+        if self.n == 0 {
+            return EMPTY;
+        }
+        Bucket {
+            min: self.min,
+            max: self.max,
+            mean: (self.sum / f64::from(self.n)) as f32,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -79,36 +114,28 @@ impl Ring {
 
     #[inline]
     fn record(&mut self, signal: usize, mono_ns: u64, v: f32) {
-        let no = mono_ns / self.width_ns + 1;
         let Some(head) = self.heads.get_mut(signal) else {
             return;
         };
-        let base = signal * self.points;
-        let Some(ring) = self.buckets.get_mut(base..base + self.points) else {
-            return;
-        };
-        if no < head.no {
+        if mono_ns >= head.end_ns || head.no == 0 {
+            let no = mono_ns / self.width_ns + 1;
+            if no < head.no {
+                return;
+            }
+            if no > head.no {
+                let base = signal * self.points;
+                let Some(ring) = self.buckets.get_mut(base..base + self.points) else {
+                    return;
+                };
+                start_bucket(ring, head, no, self.width_ns);
+            }
+        } else if mono_ns + self.width_ns < head.end_ns {
             return; // older than the bucket being filled: out of order, dropped
         }
-        if no > head.no {
-            // Buckets skipped since the last sample hold nothing.
-            let gap = (no - head.no).min(self.points as u64);
-            for k in 1..gap {
-                ring[((no - k) % self.points as u64) as usize] = EMPTY;
-            }
-            *head = Head { no, n: 0, sum: 0.0 };
-            ring[(no % self.points as u64) as usize] = Bucket {
-                min: v,
-                max: v,
-                mean: v,
-            };
-        }
-        let b = &mut ring[(no % self.points as u64) as usize];
         head.n += 1;
         head.sum += f64::from(v);
-        b.min = b.min.min(v);
-        b.max = b.max.max(v);
-        b.mean = (head.sum / f64::from(head.n)) as f32;
+        head.min = head.min.min(v);
+        head.max = head.max.max(v);
     }
 
     /// The buckets of `signal` up to now (or its newest sample, when that is
@@ -123,7 +150,9 @@ impl Ring {
         let first = now_no.saturating_sub(self.points as u64 - 1).max(1);
         (first..=now_no)
             .map(|no| {
-                let b = if no <= head.no && head.no - no < self.points as u64 {
+                let b = if no == head.no {
+                    head.bucket()
+                } else if no < head.no && head.no - no < self.points as u64 {
                     self.buckets[base + (no % self.points as u64) as usize]
                 } else {
                     EMPTY
@@ -132,6 +161,26 @@ impl Ring {
             })
             .collect()
     }
+}
+
+/// Closes `head`'s bucket into `ring`, empties the buckets skipped since, and
+/// starts bucket `no`.
+fn start_bucket(ring: &mut [Bucket], head: &mut Head, no: u64, width_ns: u64) {
+    let points = ring.len() as u64;
+    if head.no > 0 {
+        ring[head.slot as usize] = head.bucket();
+        let gap = (no - head.no).min(points);
+        for k in 1..gap {
+            ring[((no - k) % points) as usize] = EMPTY;
+        }
+    }
+    *head = Head {
+        no,
+        end_ns: no * width_ns,
+        slot: (no % points) as u32,
+        ..Head::default()
+    };
+    ring[head.slot as usize] = EMPTY;
 }
 
 /// Which ring to read.
@@ -310,9 +359,9 @@ mod tests {
     #[test]
     fn memory_is_fixed_by_the_config() {
         let h = SignalHistory::new(HistoryConfig::default(), 1000);
-        // 1,000 signals × 100 points × 2 rings × 12 bytes, plus the heads.
-        assert_eq!(h.bytes(), 1000 * 100 * 2 * 12 + 2 * 1000 * 24);
+        // 1,000 signals × 100 points × 2 rings × 12 bytes, plus the heads (40 bytes).
+        assert_eq!(h.bytes(), 1000 * 100 * 2 * 12 + 2 * 1000 * 40);
         h.record(&[sample(3, 1.0, 1.0)]);
-        assert_eq!(h.bytes(), 1000 * 100 * 2 * 12 + 2 * 1000 * 24);
+        assert_eq!(h.bytes(), 1000 * 100 * 2 * 12 + 2 * 1000 * 40);
     }
 }
