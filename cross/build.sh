@@ -6,6 +6,7 @@
 #   PROFILE=release cross/build.sh       # everything at full speed, 16-17 MB instead of 11-12
 #   PROFILE=fastrelease cross/build.sh   # quicker builds (no LTO) for local checks
 #   SMOKE=0 cross/build.sh         # build only
+#   FEATURES=sim,host,modbus cross/build.sh   # these features instead of the defaults
 #   FOOTPRINT=1 cross/build.sh     # also the footprint report (size, RSS, idle CPU)
 #   DEB=1 cross/build.sh           # also a Debian package per target (cargo-deb),
 #                                  # install-tested in a Debian chroot (as root;
@@ -164,7 +165,11 @@ for arch in "${arches[@]}"; do
     triple="$(triple_for "$arch")"
     echo "== building $triple ($profile)"
     start=$(date +%s)
-    build "$triple"
+    if [ -n "${FEATURES:-}" ]; then
+        build "$triple" --no-default-features --features "$FEATURES"
+    else
+        build "$triple"
+    fi
     bin="target/$triple/$profile/edge-agent"
     cp "$bin" "$out_dir/edge-agent-$arch"
     echo "   built in $(( $(date +%s) - start )) s: $bin ($(stat -c %s "$bin") bytes)"
