@@ -126,8 +126,11 @@ def main():
         d.get(url + "/#/signal/" + live)
         wait(d, "the signal plot", lambda: d.execute_script(
             "const i = document.querySelector('img.plot'); return i && i.complete && i.naturalWidth > 0"))
+        wait(d, "the detectors' evaluation plots", lambda: d.execute_script(
+            "const i = [...document.querySelectorAll('[data-detector] img')];"
+            "return i.length >= 1 && i.every(x => x.complete && x.naturalWidth > 0)"))
         shot(d, "signal")
-        ok(f"{live}: history plot shown")
+        ok(f"{live}: history plot and its detectors' evaluation plots shown")
 
         # The trend alert's evidence: the plot with the limit and the predicted crossing.
         d.get(url + "/#/alert/" + P["trend_alert"])

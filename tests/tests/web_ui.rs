@@ -213,6 +213,8 @@ async fn bad_requests_get_a_4xx_and_the_server_keeps_serving() {
         ("/alerts/..%2f..%2fetc%2fpasswd.svg", 400),
         ("/alerts/01M96AD5NXTQ10HP7S9E024R4Z.svg", 404),
         ("/plot/signal.svg?name=nope", 404),
+        ("/plot/detector.svg?asset=pump", 400),
+        ("/plot/detector.svg?asset=pump&detector=nope", 404),
         ("/nope", 404),
     ] {
         let a = get(addr, path).await;

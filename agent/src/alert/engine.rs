@@ -76,7 +76,7 @@ impl AlertEngine {
         self.trace.slots = self
             .infos
             .iter()
-            .map(|i| trace.slot(&i.asset, &i.name))
+            .map(|i| trace.slot(&i.asset, &i.name, &i.signal, &i.feature_name, i.kind))
             .collect();
         self.trace.trace = Some(trace);
     }

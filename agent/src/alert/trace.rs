@@ -33,7 +33,32 @@ pub struct TracePoint {
 struct Series {
     asset: Arc<str>,
     detector: Arc<str>,
+    /// The signal it watches and what it evaluates (`mean`, a model's meaning).
+    signal: Arc<str>,
+    what: String,
+    kind: &'static str,
     points: VecDeque<TracePoint>,
+}
+
+/// A traced detector, as listed for a signal.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TracedDetector {
+    pub asset: Arc<str>,
+    pub detector: Arc<str>,
+    pub what: String,
+    /// The detector kind (`threshold`, `zscore`, `model`...).
+    pub kind: &'static str,
+}
+
+impl Series {
+    fn describe(&self) -> TracedDetector {
+        TracedDetector {
+            asset: self.asset.clone(),
+            detector: self.detector.clone(),
+            what: self.what.clone(),
+            kind: self.kind,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -53,9 +78,16 @@ impl DetectorTrace {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The series index of (asset, detector), created on first use; `None` once
-    /// [`MAX_SERIES`] exist.
-    pub fn slot(&self, asset: &Arc<str>, detector: &Arc<str>) -> Option<usize> {
+    /// The series index of (asset, detector), created on first use (watching
+    /// `signal`, evaluating `what`); `None` once [`MAX_SERIES`] exist.
+    pub fn slot(
+        &self,
+        asset: &Arc<str>,
+        detector: &Arc<str>,
+        signal: &Arc<str>,
+        what: &str,
+        kind: &'static str,
+    ) -> Option<usize> {
         let mut g = self.lock();
         if let Some(i) = g
             .series
@@ -71,6 +103,9 @@ impl DetectorTrace {
         g.series.push(Series {
             asset: asset.clone(),
             detector: detector.clone(),
+            signal: signal.clone(),
+            what: what.to_string(),
+            kind,
             points: VecDeque::with_capacity(POINTS),
         });
         Some(g.series.len() - 1)
@@ -95,6 +130,25 @@ impl DetectorTrace {
             .find(|s| &*s.asset == asset && &*s.detector == detector)
             .map(|s| s.points.iter().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// The traced detectors watching `signal`.
+    pub fn on_signal(&self, signal: &str) -> Vec<TracedDetector> {
+        self.lock()
+            .series
+            .iter()
+            .filter(|s| &*s.signal == signal)
+            .map(Series::describe)
+            .collect()
+    }
+
+    /// (asset, detector), if traced.
+    pub fn describe(&self, asset: &str, detector: &str) -> Option<TracedDetector> {
+        self.lock()
+            .series
+            .iter()
+            .find(|s| &*s.asset == asset && &*s.detector == detector)
+            .map(Series::describe)
     }
 
     /// Bytes held.
@@ -127,9 +181,14 @@ mod tests {
     fn each_detector_keeps_its_last_evaluations_and_the_number_of_series_is_bounded() {
         let t = DetectorTrace::default();
         let (a, d, e) = (Arc::from("pump"), Arc::from("hot"), Arc::from("cold"));
-        let hot = t.slot(&a, &d).expect("slot");
-        assert_eq!(t.slot(&a, &d), Some(hot), "the same series again");
-        let cold = t.slot(&a, &e).expect("slot");
+        let sig: Arc<str> = Arc::from("pump.temperature");
+        let hot = t.slot(&a, &d, &sig, "mean", "threshold").expect("slot");
+        assert_eq!(
+            t.slot(&a, &d, &sig, "mean", "threshold"),
+            Some(hot),
+            "the same series again"
+        );
+        let cold = t.slot(&a, &e, &sig, "min", "threshold").expect("slot");
         for i in 0..(POINTS as u64 + 5) {
             t.record(hot, p(i));
         }
@@ -139,10 +198,29 @@ mod tests {
         assert_eq!(s.first().map(|p| p.mono_ns), Some(5), "the oldest went");
         assert_eq!(t.series("pump", "cold"), vec![p(7)]);
         assert!(t.series("pump", "nope").is_empty());
+        let names: Vec<String> = t
+            .on_signal("pump.temperature")
+            .iter()
+            .map(|d| d.what.clone())
+            .collect();
+        assert_eq!(names, vec!["mean", "min"]);
+        assert!(t.on_signal("pump.pressure").is_empty());
         for i in 2..MAX_SERIES {
-            assert!(t.slot(&a, &Arc::from(format!("d{i}").as_str())).is_some());
+            assert!(
+                t.slot(
+                    &a,
+                    &Arc::from(format!("d{i}").as_str()),
+                    &sig,
+                    "x",
+                    "threshold"
+                )
+                .is_some()
+            );
         }
-        assert_eq!(t.slot(&a, &Arc::from("one too many")), None);
+        assert_eq!(
+            t.slot(&a, &Arc::from("one too many"), &sig, "x", "threshold"),
+            None
+        );
         t.record(999, p(1)); // an unknown slot is ignored
     }
 }

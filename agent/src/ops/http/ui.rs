@@ -12,6 +12,7 @@
 //! | `/api/models` | models (as `edge-agent models list --json`) with their training quality |
 //! | `/api/alert?id=` | one alert, its episode and its evidence |
 //! | `/plot/signal.svg?name=&span=` | a signal's history plot |
+//! | `/plot/detector.svg?asset=&detector=` | a detector's last evaluations (its window feature or score) with its limit |
 //! | `/alerts/{id}.svg` | an alert's evidence plot (a stable URL to link to) |
 //! | `/events?tags=` | server-sent events: `status` every second, `tags` when asked |
 
@@ -112,6 +113,7 @@ pub const ROUTES: &[(&str, Handler)] = &[
     ("/api/models", api_models),
     ("/api/alert", api_alert),
     ("/plot/signal.svg", signal_svg),
+    ("/plot/detector.svg", detector_svg),
     ("/alerts/", alert_svg),
     ("/events", events),
 ];
@@ -250,6 +252,8 @@ fn api_signal(site: &Site, q: &Query<'_>) -> Response {
     struct One {
         tag: Option<crate::ingest::latest::TagStatus>,
         series: Series,
+        /// The detectors watching it whose evaluations are plotted.
+        detectors: Vec<crate::alert::trace::TracedDetector>,
     }
     let tag = site
         .source
@@ -260,6 +264,7 @@ fn api_signal(site: &Site, q: &Query<'_>) -> Response {
     json(&One {
         tag,
         series: series(site, ui, i, sp),
+        detectors: ui.trace.on_signal(&name),
     })
 }
 
@@ -291,6 +296,70 @@ fn signal_svg(site: &Site, q: &Query<'_>) -> Response {
                 format!("{} {}", a.detector, a.severity.as_str()),
             ));
         }
+    }
+    svg(plot::svg(&p))
+}
+
+/// `/plot/detector.svg`: a detector's last evaluations and the limit it was held
+/// against last.
+fn detector_svg(site: &Site, q: &Query<'_>) -> Response {
+    let Some(ui) = ui(site) else {
+        return text(StatusCode::NOT_FOUND, "no UI\n");
+    };
+    let (asset, detector) =
+        match param(q, "asset", true).and_then(|a| Ok((a, param(q, "detector", true)?))) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+    let points = ui.trace.series(asset, detector);
+    let Some(last) = points.last().copied() else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no evaluations of {}/{} yet\n",
+                asset.escape_debug(),
+                detector.escape_debug()
+            ),
+        );
+    };
+    let Some(d) = ui.trace.describe(asset, detector) else {
+        return text(StatusCode::NOT_FOUND, "not traced\n");
+    };
+    let on_score = limit_on_score(d.kind);
+    let c = &site.source.clock;
+    let (now_mono, now_wall) = (c.mono_ns(), c.now().wall_ns);
+    let series = Series {
+        bucket_s: 0.0,
+        points: points
+            .iter()
+            .map(|p| {
+                let v = Some(if on_score { p.score } else { p.value }).filter(|v| v.is_finite());
+                (
+                    (now_wall + (p.mono_ns as i64 - now_mono as i64)) / 1_000_000,
+                    v,
+                    v,
+                    v,
+                )
+            })
+            .collect(),
+    };
+    let what = if on_score {
+        format!("{} score", d.kind)
+    } else {
+        d.what
+    };
+    let mut p = Plot {
+        title: format!("{asset}/{detector}: {what} per evaluation"),
+        series: Some(&series),
+        ..Plot::default()
+    };
+    // A trend's score is its ETA; its limit is on the feature.
+    if last.limit.is_finite() {
+        p.limits.push((
+            f64::from(last.limit),
+            "#d62728",
+            format!("limit {}", crate::alert::num(f64::from(last.limit))),
+        ));
     }
     svg(plot::svg(&p))
 }

@@ -195,11 +195,16 @@ function signalPage(name) {
     const s = ev.target.getAttribute("data-span");
     if (s) { ev.preventDefault(); span = s; refresh(); }
   });
-  show(h("h2", {}, name), info, pick, img);
+  const dets = h("div", {});
+  show(h("h2", {}, name), info, pick, img, dets);
   const refresh = async () => {
     img.src = "/plot/signal.svg?name=" + encodeURIComponent(name) + "&span=" + span + "&t=" + Date.now();
     try {
       const one = await getJSON("/api/signal?name=" + encodeURIComponent(name) + "&span=" + span);
+      dets.replaceChildren(...one.detectors.map(d => h("div", { "data-detector": d.asset + "/" + d.detector },
+        h("h2", {}, `${d.asset} / ${d.detector}: ${d.what} (${d.kind})`),
+        h("img", { class: "plot", alt: "evaluations of " + d.detector,
+          src: "/plot/detector.svg?asset=" + encodeURIComponent(d.asset) + "&detector=" + encodeURIComponent(d.detector) + "&t=" + Date.now() }))));
       const t = one.tag;
       info.replaceChildren(table(["Value", "Unit", "Quality", "Reason", "Age", "Driver", "Address", "Bad samples"], [
         h("tr", { "data-tag": t.name },
