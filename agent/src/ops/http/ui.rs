@@ -241,12 +241,9 @@ fn api_signal(site: &Site, q: &Query<'_>) -> Response {
     let Some(ui) = ui(site) else {
         return text(StatusCode::NOT_FOUND, "no UI\n");
     };
-    let (i, name) = match signal(site, q).and_then(|s| Ok((s, span(q)?))) {
-        Ok(((i, name), _)) => (i, name),
+    let ((i, name), sp) = match signal(site, q).and_then(|s| Ok((s, span(q)?))) {
+        Ok(v) => v,
         Err(r) => return r,
-    };
-    let Ok(sp) = span(q) else {
-        return text(StatusCode::BAD_REQUEST, "bad span\n");
     };
     #[derive(Serialize)]
     struct One {
