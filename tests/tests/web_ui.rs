@@ -130,6 +130,16 @@ async fn the_ui_serves_pages_live_values_history_and_metrics_with_a_strict_csp()
 
     let status = get(addr, "/api/status").await.json();
     assert_eq!(status["agent"], "ui-test");
+    assert_eq!(
+        status["ui"],
+        format!("http://{addr}/"),
+        "status says where the UI is"
+    );
+    assert!(
+        h.status()
+            .render()
+            .contains(&format!("UI        http://{addr}/"))
+    );
     assert_eq!(status["drivers"][0]["state"], "running");
     // 1 signal … the history is sized for every registered signal, 2 rings.
     assert!(

@@ -42,6 +42,9 @@ pub struct AgentStatus {
     /// Tags by quality (`edge-agent tags` lists them).
     #[serde(default)]
     pub tags: TagCounts,
+    /// Where the web UI answers (`[ui]`), e.g. `http://127.0.0.1:9480/`.
+    #[serde(default)]
+    pub ui: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -158,6 +161,8 @@ pub struct StatusSource {
     pub models: Arc<LiveModels>,
     pub alarms: Arc<crate::delivery::alarm::AlarmState>,
     pub latest: Arc<LatestValues>,
+    /// The web UI's address, once it listens.
+    pub ui_url: Arc<std::sync::OnceLock<String>>,
 }
 
 fn state_name(s: DriverState) -> &'static str {
@@ -315,6 +320,7 @@ impl StatusSource {
                 })
                 .collect(),
             tags: self.tag_counts(),
+            ui: self.ui_url.get().cloned(),
         }
     }
 }
@@ -446,6 +452,9 @@ impl AgentStatus {
                 let _ = writeln!(o, "UPLINK    not configured");
             }
         }
+        if let Some(url) = &self.ui {
+            let _ = writeln!(o, "UI        {url}");
+        }
         if !self.alarms.is_empty() {
             let list: Vec<String> = self
                 .alarms
@@ -534,6 +543,7 @@ mod tests {
                 ..JournalInfo::default()
             }),
             uplink: Some(UplinkInfo::default()),
+            ui: Some("https://10.0.0.5:9480/".into()),
             models: vec![ModelInfo {
                 name: "bearing_rf".into(),
                 version: "1.0.0".into(),
@@ -559,6 +569,7 @@ mod tests {
             "UPLINK    DISCONNECTED",
             "bearing_rf 1.0.0  sha256 0123456789ab",
             "pump1/wear: QUARANTINED",
+            "UI        https://10.0.0.5:9480/",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

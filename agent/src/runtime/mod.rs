@@ -258,6 +258,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         models: models.clone(),
         alarms: delivery.alarms.clone(),
         latest,
+        ui_url: Default::default(),
     };
     let endpoints = ops::start(
         &config,

@@ -190,10 +190,12 @@ fn open_ui(
             } else {
                 "http"
             };
+            let url = format!("{scheme}://{addr}/");
             tracing::info!(
-                url = %format!("{scheme}://{addr}/"), history_bytes = state.history.bytes(),
+                %url, history_bytes = state.history.bytes(),
                 authenticated = u.guard.users.is_some(), "web UI open"
             );
+            let _ = source.ui_url.set(url);
             state.spawn_health(source.clone());
             let site = Site {
                 source: source.clone(),
