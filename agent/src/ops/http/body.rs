@@ -21,6 +21,12 @@ impl Body {
     }
 }
 
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Body {
+        Body::Full(Some(b))
+    }
+}
+
 impl From<String> for Body {
     fn from(s: String) -> Body {
         Body::Full(Some(Bytes::from(s)))

@@ -29,7 +29,7 @@ impl Query<'_> {
     }
 }
 
-/// A route: an exact path, or a prefix when the path ends with `/`.
+/// A route's handler (the path is exact, or a prefix when it ends with `/`).
 pub type Handler = fn(&Site, &Query<'_>) -> Response;
 
 /// What every listener serves.
@@ -66,32 +66,27 @@ fn route<B>(site: &Site, guard: &Guard, req: &Request<B>) -> Response {
     let Some(query) = parse(req.uri()) else {
         return text(StatusCode::BAD_REQUEST, "malformed query string\n");
     };
-    let tables: [&[(&str, Handler)]; 2] = [METRICS, ui_routes(site)];
-    for (path, handler) in tables.iter().flat_map(|t| t.iter()) {
-        let hit = if path.ends_with('/') && path.len() > 1 {
-            query.path.starts_with(path)
-        } else {
-            query.path == *path
-        };
-        if hit {
-            return handler(site, &query);
-        }
+    if let Some((_, handler)) = METRICS.iter().find(|(p, _)| matches(p, query.path)) {
+        return handler(site, &query);
+    }
+    #[cfg(feature = "ui")]
+    if let Some(ui) = &site.ui
+        && let Some((_, handler)) = super::ui::ROUTES
+            .iter()
+            .find(|(p, _)| matches(p, query.path))
+    {
+        return handler(site, ui, &query);
     }
     not_found(site)
 }
 
-#[cfg(feature = "ui")]
-fn ui_routes(site: &Site) -> &'static [(&'static str, Handler)] {
-    if site.ui.is_some() {
-        super::ui::ROUTES
+/// A route's path matches: exactly, or as a prefix when it ends with `/`.
+fn matches(route: &str, path: &str) -> bool {
+    if route.ends_with('/') && route.len() > 1 {
+        path.starts_with(route)
     } else {
-        &[]
+        path == route
     }
-}
-
-#[cfg(not(feature = "ui"))]
-fn ui_routes(_: &Site) -> &'static [(&'static str, Handler)] {
-    &[]
 }
 
 fn not_found(site: &Site) -> Response {
@@ -206,12 +201,6 @@ fn metrics(site: &Site, _: &Query<'_>) -> Response {
         "text/plain; version=0.0.4; charset=utf-8",
         Bytes::from(body),
     )
-}
-
-impl From<Bytes> for Body {
-    fn from(b: Bytes) -> Body {
-        Body::Full(Some(b))
-    }
 }
 
 #[cfg(test)]

@@ -29,12 +29,13 @@ use tokio_util::sync::CancellationToken;
 use super::Site;
 use super::body::Body;
 use super::plot::{self, Plot};
-use super::routes::{Handler, Query, Response, json, reply, text};
-use crate::alert::trace::DetectorTrace;
+use super::routes::{Query, Response, json, reply, text};
+use crate::alert::trace::{DetectorTrace, TracePoint};
 use crate::alert::{Alert, AlertState};
 use crate::delivery::recent::RecentAlerts;
 use crate::ingest::history::{Series, SignalHistory, Span};
 use crate::ops::status::{AgentStatus, StatusSource, TagsReport};
+use edge_driver_api::ClockAnchor;
 
 /// Live event streams at once.
 const STREAMS: usize = 8;
@@ -101,8 +102,12 @@ impl UiState {
     }
 }
 
-/// The UI's routes (after [`super::routes::METRICS`]).
-pub const ROUTES: &[(&str, Handler)] = &[
+/// A UI route's handler.
+pub type UiHandler = fn(&Site, &Arc<UiState>, &Query<'_>) -> Response;
+
+/// The UI's routes (after [`super::routes::METRICS`]; only on a listener with a
+/// UI).
+pub const ROUTES: &[(&str, UiHandler)] = &[
     ("/", index),
     ("/app.js", app_js),
     ("/app.css", app_css),
@@ -118,10 +123,6 @@ pub const ROUTES: &[(&str, Handler)] = &[
     ("/events", events),
 ];
 
-fn ui(site: &Site) -> Option<&Arc<UiState>> {
-    site.ui.as_ref()
-}
-
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     let mut r = reply(StatusCode::OK, content_type, body);
     r.headers_mut().insert(
@@ -131,21 +132,21 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     r
 }
 
-fn index(_: &Site, _: &Query<'_>) -> Response {
+fn index(_: &Site, _: &Arc<UiState>, _: &Query<'_>) -> Response {
     asset(
         "text/html; charset=utf-8",
         include_str!("assets/index.html"),
     )
 }
 
-fn app_js(_: &Site, _: &Query<'_>) -> Response {
+fn app_js(_: &Site, _: &Arc<UiState>, _: &Query<'_>) -> Response {
     asset(
         "text/javascript; charset=utf-8",
         include_str!("assets/app.js"),
     )
 }
 
-fn app_css(_: &Site, _: &Query<'_>) -> Response {
+fn app_css(_: &Site, _: &Arc<UiState>, _: &Query<'_>) -> Response {
     asset("text/css; charset=utf-8", include_str!("assets/app.css"))
 }
 
@@ -187,8 +188,8 @@ struct UiStatus<'a> {
     health_every_s: u64,
 }
 
-fn status_json(site: &Site, ui: &UiState) -> serde_json::Result<Vec<u8>> {
-    let status = site.source.snapshot();
+fn status_json(source: &StatusSource, ui: &UiState) -> serde_json::Result<Vec<u8>> {
+    let status = source.snapshot();
     let health = ui.health.lock().unwrap_or_else(|p| p.into_inner());
     serde_json::to_vec(&UiStatus {
         status: &status,
@@ -199,17 +200,14 @@ fn status_json(site: &Site, ui: &UiState) -> serde_json::Result<Vec<u8>> {
     })
 }
 
-fn api_status(site: &Site, _: &Query<'_>) -> Response {
-    let Some(ui) = ui(site) else {
-        return text(StatusCode::NOT_FOUND, "no UI\n");
-    };
-    match status_json(site, ui) {
+fn api_status(site: &Site, ui: &Arc<UiState>, _: &Query<'_>) -> Response {
+    match status_json(&site.source, ui) {
         Ok(v) => reply(StatusCode::OK, "application/json", v),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }
 
-fn api_tags(site: &Site, q: &Query<'_>) -> Response {
+fn api_tags(site: &Site, _: &Arc<UiState>, q: &Query<'_>) -> Response {
     match param(q, "filter", false) {
         Ok(f) => json(&site.source.tags(f)),
         Err(r) => r,
@@ -237,10 +235,7 @@ fn series(site: &Site, ui: &UiState, signal: usize, span: Span) -> Series {
         .series(signal, span, c.mono_ns(), c.now().wall_ns)
 }
 
-fn api_signal(site: &Site, q: &Query<'_>) -> Response {
-    let Some(ui) = ui(site) else {
-        return text(StatusCode::NOT_FOUND, "no UI\n");
-    };
+fn api_signal(site: &Site, ui: &Arc<UiState>, q: &Query<'_>) -> Response {
     let ((i, name), sp) = match signal(site, q).and_then(|s| Ok((s, span(q)?))) {
         Ok(v) => v,
         Err(r) => return r,
@@ -265,10 +260,7 @@ fn api_signal(site: &Site, q: &Query<'_>) -> Response {
     })
 }
 
-fn signal_svg(site: &Site, q: &Query<'_>) -> Response {
-    let Some(ui) = ui(site) else {
-        return text(StatusCode::NOT_FOUND, "no UI\n");
-    };
+fn signal_svg(site: &Site, ui: &Arc<UiState>, q: &Query<'_>) -> Response {
     let ((i, name), sp) = match signal(site, q).and_then(|s| Ok((s, span(q)?))) {
         Ok(v) => v,
         Err(r) => return r,
@@ -299,10 +291,7 @@ fn signal_svg(site: &Site, q: &Query<'_>) -> Response {
 
 /// `/plot/detector.svg`: a detector's last evaluations and the limit it was held
 /// against last.
-fn detector_svg(site: &Site, q: &Query<'_>) -> Response {
-    let Some(ui) = ui(site) else {
-        return text(StatusCode::NOT_FOUND, "no UI\n");
-    };
+fn detector_svg(site: &Site, ui: &Arc<UiState>, q: &Query<'_>) -> Response {
     let (asset, detector) =
         match param(q, "asset", true).and_then(|a| Ok((a, param(q, "detector", true)?))) {
             Ok(v) => v,
@@ -323,23 +312,7 @@ fn detector_svg(site: &Site, q: &Query<'_>) -> Response {
         return text(StatusCode::NOT_FOUND, "not traced\n");
     };
     let on_score = limit_on_score(d.kind);
-    let c = &site.source.clock;
-    let (now_mono, now_wall) = (c.mono_ns(), c.now().wall_ns);
-    let series = Series {
-        bucket_s: 0.0,
-        points: points
-            .iter()
-            .map(|p| {
-                let v = Some(if on_score { p.score } else { p.value }).filter(|v| v.is_finite());
-                (
-                    (now_wall + (p.mono_ns as i64 - now_mono as i64)) / 1_000_000,
-                    v,
-                    v,
-                    v,
-                )
-            })
-            .collect(),
-    };
+    let series = traced_series(&points, on_score, &site.source.clock.anchor());
     let what = if on_score {
         format!("{} score", d.kind)
     } else {
@@ -361,6 +334,27 @@ fn detector_svg(site: &Site, q: &Query<'_>) -> Response {
     svg(plot::svg(&p))
 }
 
+/// Wall-clock milliseconds of a monotonic instant (signed: a simulation faster
+/// than real time stamps ahead of now).
+fn wall_ms(anchor: &ClockAnchor, mono_ns: u64) -> i64 {
+    anchor.at(mono_ns).wall_ns / 1_000_000
+}
+
+/// A detector's evaluations as a plot series: its input, or its score where its
+/// limit applies to the score.
+fn traced_series(points: &[TracePoint], on_score: bool, anchor: &ClockAnchor) -> Series {
+    Series {
+        bucket_s: 0.0,
+        points: points
+            .iter()
+            .map(|p| {
+                let v = Some(if on_score { p.score } else { p.value }).filter(|v| v.is_finite());
+                (wall_ms(anchor, p.mono_ns), v, v, v)
+            })
+            .collect(),
+    }
+}
+
 fn svg(doc: String) -> Response {
     reply(StatusCode::OK, "image/svg+xml", doc)
 }
@@ -371,10 +365,7 @@ struct AlertList {
     recent: Vec<Alert>,
 }
 
-fn api_alerts(site: &Site, _: &Query<'_>) -> Response {
-    let Some(ui) = ui(site) else {
-        return text(StatusCode::NOT_FOUND, "no UI\n");
-    };
+fn api_alerts(_: &Site, ui: &Arc<UiState>, _: &Query<'_>) -> Response {
     json(&AlertList {
         active: ui.alerts.active(),
         recent: ui.alerts.recent(),
@@ -400,7 +391,7 @@ fn quality(manifest: &str) -> Option<serde_json::Value> {
     serde_json::from_str(&text).ok()
 }
 
-fn api_models(site: &Site, _: &Query<'_>) -> Response {
+fn api_models(site: &Site, _: &Arc<UiState>, _: &Query<'_>) -> Response {
     #[derive(Serialize)]
     struct Model {
         #[serde(flatten)]
@@ -439,10 +430,7 @@ fn alert(ui: &UiState, id: &str) -> Result<Alert, Response> {
     })
 }
 
-fn api_alert(site: &Site, q: &Query<'_>) -> Response {
-    let Some(ui) = ui(site) else {
-        return text(StatusCode::NOT_FOUND, "no UI\n");
-    };
+fn api_alert(site: &Site, ui: &Arc<UiState>, q: &Query<'_>) -> Response {
     let a = match param(q, "id", true).and_then(|id| alert(ui, id)) {
         Ok(a) => a,
         Err(r) => return r,
@@ -466,16 +454,12 @@ fn api_alert(site: &Site, q: &Query<'_>) -> Response {
             .flat_map(|mi| mi.bindings)
             .find(|b| *b.asset == *a.asset && *b.binding == *a.detector)
     });
-    let c = &site.source.clock;
-    let (now_mono, now_wall) = (c.mono_ns(), c.now().wall_ns);
+    let anchor = site.source.clock.anchor();
     let evaluations = ui
         .trace
         .series(&a.asset, &a.detector)
         .into_iter()
-        .map(|p| {
-            let t = (now_wall + (p.mono_ns as i64 - now_mono as i64)) / 1_000_000;
-            (t, p.value, p.score, p.limit)
-        })
+        .map(|p| (wall_ms(&anchor, p.mono_ns), p.value, p.score, p.limit))
         .collect();
     json(&Evidence {
         episode: ui.alerts.episode(a.episode),
@@ -515,30 +499,14 @@ fn limit_on_score(kind: &str) -> bool {
 /// The detector's own evaluations when they were traced (its feature, or its
 /// score where the limit applies to the score), else the first signal's history
 /// around the alert.
-fn evidence(
-    site: &Site,
-    ui: &UiState,
-    a: &Alert,
-    at: i64,
-    wall_ms: &dyn Fn(u64) -> i64,
-) -> Evidence {
+fn evidence(site: &Site, ui: &UiState, a: &Alert, at: i64, anchor: &ClockAnchor) -> Evidence {
     let traced = ui.trace.series(&a.asset, &a.detector);
     let signal = a.signals.first().and_then(|n| site.source.latest.find(n));
     let unit = signal.and_then(|i| site.source.latest.unit(i));
     if !traced.is_empty() {
         let on_score = limit_on_score(a.kind);
-        let points = traced
-            .iter()
-            .map(|p| {
-                let v = Some(if on_score { p.score } else { p.value }).filter(|v| v.is_finite());
-                (wall_ms(p.mono_ns), v, v, v)
-            })
-            .collect();
         return Evidence {
-            series: Series {
-                bucket_s: 0.0,
-                points,
-            },
+            series: traced_series(&traced, on_score, anchor),
             unit: (!on_score && feature_in_signal_units(a))
                 .then_some(unit)
                 .flatten(),
@@ -569,10 +537,7 @@ fn evidence(
 /// `/alerts/{id}.svg`: the detector's evaluations (or the signal) around the
 /// alert, its limit, the raise (and clear) marks and, for a forecast, the
 /// predicted crossing.
-fn alert_svg(site: &Site, q: &Query<'_>) -> Response {
-    let Some(ui) = ui(site) else {
-        return text(StatusCode::NOT_FOUND, "no UI\n");
-    };
+fn alert_svg(site: &Site, ui: &Arc<UiState>, q: &Query<'_>) -> Response {
     let id = q
         .path
         .trim_start_matches("/alerts/")
@@ -581,11 +546,9 @@ fn alert_svg(site: &Site, q: &Query<'_>) -> Response {
         Ok(a) => a,
         Err(r) => return r,
     };
-    let c = &site.source.clock;
-    let (now_mono, now_wall) = (c.mono_ns(), c.now().wall_ns);
-    let wall_ms = |mono: u64| (now_wall + (mono as i64 - now_mono as i64)) / 1_000_000;
-    let at = wall_ms(a.time.mono_ns);
-    let ev = evidence(site, ui, &a, at, &wall_ms);
+    let anchor = site.source.clock.anchor();
+    let at = wall_ms(&anchor, a.time.mono_ns);
+    let ev = evidence(site, ui, &a, at, &anchor);
     let drawn = ev.limit_comparable && a.limit.is_finite();
     let mut p = Plot {
         title: format!("{}/{}: {} — {}", a.asset, a.detector, a.message, ev.what),
@@ -609,7 +572,8 @@ fn alert_svg(site: &Site, q: &Query<'_>) -> Response {
             AlertState::Raised => plot::severity_colour(m.severity.as_str()),
             AlertState::Cleared => "#7f7f7f",
         };
-        p.marks.push((wall_ms(m.time.mono_ns), colour, label));
+        p.marks
+            .push((wall_ms(&anchor, m.time.mono_ns), colour, label));
     }
     if p.marks.is_empty() {
         p.marks.push((
@@ -633,10 +597,7 @@ fn alert_svg(site: &Site, q: &Query<'_>) -> Response {
 
 /// `/events`: `status` at once and every second, and `tags` (filtered by
 /// `tags=`) when asked; ends when the client goes or the agent stops.
-fn events(site: &Site, q: &Query<'_>) -> Response {
-    let Some(ui) = ui(site) else {
-        return text(StatusCode::NOT_FOUND, "no UI\n");
-    };
+fn events(site: &Site, ui: &Arc<UiState>, q: &Query<'_>) -> Response {
     let filter = match q.get("tags").map(|_| param(q, "tags", false)) {
         None => None,
         Some(Ok(f)) => Some(f.to_string()),
@@ -650,14 +611,8 @@ fn events(site: &Site, q: &Query<'_>) -> Response {
     };
     let (tx, rx) = mpsc::channel::<Bytes>(2);
     let (source, ui) = (site.source.clone(), ui.clone());
-    let per_tag = site.per_tag;
     tokio::spawn(async move {
         let _permit = permit;
-        let site = Site {
-            source,
-            per_tag,
-            ui: Some(ui.clone()),
-        };
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let _ = tx.send(Bytes::from_static(b"retry: 2000\n\n")).await;
         loop {
@@ -667,11 +622,11 @@ fn events(site: &Site, q: &Query<'_>) -> Response {
                 _ = tick.tick() => {}
             }
             let mut chunk = Vec::with_capacity(4096);
-            if let Ok(s) = status_json(&site, &ui) {
+            if let Ok(s) = status_json(&source, &ui) {
                 event(&mut chunk, "status", &s);
             }
             if let Some(f) = &filter {
-                let report: TagsReport = site.source.tags(f);
+                let report: TagsReport = source.tags(f);
                 if let Ok(t) = serde_json::to_vec(&report) {
                     event(&mut chunk, "tags", &t);
                 }
