@@ -208,9 +208,9 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
     let clock = opts.clock.take().unwrap_or_else(Clock::system);
     let shutdown = CancellationToken::new();
     let ring = Arc::new(SampleRing::new(config.ring.capacity, config.ring.overflow));
-    let ui = ops::ui_state(&config, &shutdown);
+    let ui = ops::ui_parts(&config);
     let mut extra = std::mem::take(&mut opts.extra_sinks);
-    extra.extend(ops::ui_sink(&ui));
+    extra.extend(ui.as_ref().map(|u| u.alerts.sink()));
     let delivery = sinks::start(&config, &clock, extra)?;
     let events = Arc::new(AgentEvents::new(
         config.agent.id.clone(),
@@ -222,8 +222,8 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
     let models = start_model_watch(&config, &clock, &delivery, &reload_models, &shutdown);
     let taps = Taps {
         latest: latest.clone(),
-        history: ops::ui_history(&ui),
-        trace: ops::ui_trace(&ui),
+        history: ui.as_ref().map(|u| u.history.clone()),
+        trace: ui.as_ref().map(|u| u.trace.clone()),
     };
     let pipeline = start_pipeline(&config, &clock, &opts, &ring, &delivery, &models, taps);
     let drivers_token = shutdown.child_token();
@@ -264,7 +264,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         &config,
         &opts,
         &source,
-        &ui,
+        ui.as_ref(),
         &pipeline.counters,
         statuses.len(),
         &shutdown,

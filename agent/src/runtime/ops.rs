@@ -9,60 +9,33 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::RunOptions;
+use crate::alert::trace::DetectorTrace;
 use crate::config::Config;
-use crate::delivery::sink::AlertSink;
+use crate::delivery::recent::RecentAlerts;
 use crate::ingest::history::SignalHistory;
 use crate::ops::control::ControlSocket;
 use crate::ops::http::{Guard, Site};
 use crate::ops::status::StatusSource;
 use crate::pipeline::PipelineCounters;
 
-/// The web UI's own state (history, recent alerts), when `[ui]` is configured.
-#[cfg(feature = "ui")]
-pub(crate) type Ui = Option<Arc<crate::ops::http::ui::UiState>>;
-#[cfg(not(feature = "ui"))]
-pub(crate) type Ui = Option<std::convert::Infallible>;
+/// What the web UI reads that the pipeline and the sinks feed: every signal's
+/// history, every detector's evaluations and the recent alerts. Sized once from
+/// `[ui]`; `None` without it (always, in a build without the `ui` feature, where
+/// `[ui]` is a config error).
+#[derive(Debug)]
+pub(crate) struct UiParts {
+    pub history: Arc<SignalHistory>,
+    pub trace: Arc<DetectorTrace>,
+    pub alerts: Arc<RecentAlerts>,
+}
 
-/// The UI's state, sized once from the config (`None` without `[ui]`).
-#[cfg(feature = "ui")]
-pub(crate) fn ui_state(config: &Config, shutdown: &CancellationToken) -> Ui {
+pub(crate) fn ui_parts(config: &Config) -> Option<UiParts> {
     let u = config.ui.as_ref()?;
-    let history = Arc::new(SignalHistory::new(u.history, config.registry.len()));
-    let alerts = Arc::new(crate::delivery::recent::RecentAlerts::default());
-    Some(Arc::new(crate::ops::http::ui::UiState::new(
-        history,
-        alerts,
-        shutdown.clone(),
-    )))
-}
-
-#[cfg(not(feature = "ui"))]
-pub(crate) fn ui_state(_: &Config, _: &CancellationToken) -> Ui {
-    None
-}
-
-/// The history the pipeline records into, when the UI has one.
-pub(crate) fn ui_history(ui: &Ui) -> Option<Arc<SignalHistory>> {
-    #[cfg(feature = "ui")]
-    return ui.as_ref().map(|u| u.history.clone());
-    #[cfg(not(feature = "ui"))]
-    return ui.map(|never| match never {});
-}
-
-/// The detector trace the engine records into, when the UI has one.
-pub(crate) fn ui_trace(ui: &Ui) -> Option<Arc<crate::alert::trace::DetectorTrace>> {
-    #[cfg(feature = "ui")]
-    return ui.as_ref().map(|u| u.trace.clone());
-    #[cfg(not(feature = "ui"))]
-    return ui.map(|never| match never {});
-}
-
-/// The sink that keeps recent alerts for the UI.
-pub(crate) fn ui_sink(ui: &Ui) -> Option<Box<dyn AlertSink>> {
-    #[cfg(feature = "ui")]
-    return ui.as_ref().map(|u| u.alerts.sink());
-    #[cfg(not(feature = "ui"))]
-    return ui.map(|never| match never {});
+    Some(UiParts {
+        history: Arc::new(SignalHistory::new(u.history, config.registry.len())),
+        trace: Arc::new(DetectorTrace::default()),
+        alerts: Arc::new(RecentAlerts::default()),
+    })
 }
 
 /// Where the HTTP endpoints listen (the addresses actually bound: port 0 asks
@@ -79,7 +52,7 @@ pub(crate) fn start(
     config: &Config,
     opts: &RunOptions,
     source: &StatusSource,
-    ui: &Ui,
+    ui: Option<&UiParts>,
     counters: &Arc<PipelineCounters>,
     drivers: usize,
     shutdown: &CancellationToken,
@@ -176,12 +149,18 @@ fn open_metrics(
 fn open_ui(
     config: &Config,
     source: &StatusSource,
-    ui: &Ui,
+    ui: Option<&UiParts>,
     shutdown: &CancellationToken,
 ) -> Option<std::net::SocketAddr> {
-    let (Some(u), Some(state)) = (&config.ui, ui) else {
+    let (Some(u), Some(parts)) = (&config.ui, ui) else {
         return None;
     };
+    let state = Arc::new(crate::ops::http::ui::UiState::new(
+        parts.history.clone(),
+        parts.trace.clone(),
+        parts.alerts.clone(),
+        shutdown.clone(),
+    ));
     match crate::ops::http::bind(u.listen) {
         Ok(l) => {
             let addr = l.local_addr().map_or(u.listen, |a| a);
@@ -224,7 +203,7 @@ fn open_ui(
 fn open_ui(
     _: &Config,
     _: &StatusSource,
-    _: &Ui,
+    _: Option<&UiParts>,
     _: &CancellationToken,
 ) -> Option<std::net::SocketAddr> {
     None

@@ -61,13 +61,14 @@ pub struct UiState {
 impl UiState {
     pub fn new(
         history: Arc<SignalHistory>,
+        trace: Arc<DetectorTrace>,
         alerts: Arc<RecentAlerts>,
         stop: CancellationToken,
     ) -> UiState {
         UiState {
             history,
             alerts,
-            trace: Arc::new(DetectorTrace::default()),
+            trace,
             health: Mutex::new(Vec::new()),
             streams: Arc::new(Semaphore::new(STREAMS)),
             stop,
