@@ -221,26 +221,29 @@ fn axes(o: &mut String, f: &Frame, unit: Option<&str>) {
     );
 }
 
+/// Appends `x,y ` of each point, y read by `pick`.
+fn coords<'a>(
+    d: &mut String,
+    f: &Frame,
+    points: impl Iterator<Item = &'a Point>,
+    pick: fn(&Point) -> Option<f32>,
+) {
+    for q in points {
+        let _ = write!(
+            d,
+            "{:.1},{:.1} ",
+            f.x(q.0),
+            f.y(f64::from(pick(q).unwrap_or(0.0)))
+        );
+    }
+}
+
 /// The min–max band, one polygon per run of non-empty buckets.
 fn band(o: &mut String, f: &Frame, s: &Series) {
     for run in runs(s) {
         let mut d = String::new();
-        for q in run {
-            let _ = write!(
-                d,
-                "{:.1},{:.1} ",
-                f.x(q.0),
-                f.y(f64::from(q.2.unwrap_or(0.0)))
-            );
-        }
-        for q in run.iter().rev() {
-            let _ = write!(
-                d,
-                "{:.1},{:.1} ",
-                f.x(q.0),
-                f.y(f64::from(q.1.unwrap_or(0.0)))
-            );
-        }
+        coords(&mut d, f, run.iter(), |q| q.2);
+        coords(&mut d, f, run.iter().rev(), |q| q.1);
         let _ = write!(
             o,
             r##"<polygon points="{d}" fill="#1f77b4" fill-opacity="0.18" stroke="none"/>"##
@@ -251,14 +254,7 @@ fn band(o: &mut String, f: &Frame, s: &Series) {
 fn mean(o: &mut String, f: &Frame, s: &Series) {
     for run in runs(s) {
         let mut d = String::new();
-        for q in run {
-            let _ = write!(
-                d,
-                "{:.1},{:.1} ",
-                f.x(q.0),
-                f.y(f64::from(q.3.unwrap_or(0.0)))
-            );
-        }
+        coords(&mut d, f, run.iter(), |q| q.3);
         let _ = write!(
             o,
             r##"<polyline class="mean" points="{d}" fill="none" stroke="#1f77b4" stroke-width="1.5"/>"##
