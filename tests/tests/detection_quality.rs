@@ -5,11 +5,13 @@
 //! makes detection better passes (then record the new figures: the failure message
 //! prints them); one that makes it worse beyond a margin fails.
 //!
-//! Margins (the subset has 7 faults and 85 healthy hours):
+//! Margins (the subset has 7 faults and 112 healthy hours):
 //! * recall may not drop (one missed fault more is a regression);
 //! * precision may drop by at most 0.05;
 //! * false alarms per healthy hour may rise by at most 0.02 (about two alerts);
 //! * the median absolute ETA error may rise by at most 0.05;
+//! * the share of first forecasts whose interval holds the actual remaining time
+//!   may drop by at most 0.25 (one of the subset's four ETAs);
 //! * no alert during warm-up, ever.
 
 use std::path::Path;
@@ -36,6 +38,7 @@ fn the_benchmark_subset_does_not_regress_beyond_its_margins() {
         "precision": o.precision,
         "false_alarms_per_hour": o.false_alarms_per_hour,
         "median_abs_eta_error": o.median_abs_eta_error,
+        "eta_interval_coverage": o.eta_interval_coverage,
         "warmup_alerts": o.warmup_alerts,
     });
     let base: serde_json::Value = serde_json::from_str(
@@ -64,5 +67,9 @@ fn the_benchmark_subset_does_not_regress_beyond_its_margins() {
     assert!(
         f(&now, "median_abs_eta_error") <= f(&base, "median_abs_eta_error") + 0.05,
         "ETAs got worse{explain}"
+    );
+    assert!(
+        f(&now, "eta_interval_coverage") >= f(&base, "eta_interval_coverage") - 0.25,
+        "ETA intervals hold the truth less often{explain}"
     );
 }

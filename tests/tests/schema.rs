@@ -63,6 +63,7 @@ fn alerts_of_every_kind_state_and_severity_match_the_schema() {
                 score: if i == 1 { f64::INFINITY } else { 1.5 },
                 limit: 2.0,
                 eta_s: (*kind == "trend").then_some(3600.0),
+                eta_range_s: (*kind == "trend").then_some((2400.0, f64::INFINITY)),
             };
             let ts = Timestamp {
                 wall_ns: 1_795_000_000_000_000_000 + i as i64,

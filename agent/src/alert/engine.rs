@@ -177,6 +177,7 @@ impl AlertEngine {
             score: f64::NAN,
             limit: f64::NAN,
             eta_s: None,
+            eta_range_s: None,
         };
         let mut alert = self.build(
             det,
@@ -390,6 +391,7 @@ impl AlertEngine {
             score: eval.score,
             limit: eval.limit,
             eta_s: eval.eta_s,
+            eta_range_s: eval.eta_range_s,
             message: message(info, eval, severity, state),
             features: snapshot,
             time: AlertTime::at(ts),

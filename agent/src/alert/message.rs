@@ -38,6 +38,7 @@ pub fn system_alert(
         score: f64::NAN,
         limit: f64::NAN,
         eta_s: None,
+        eta_range_s: None,
         message,
         features: BTreeMap::new(),
         time: AlertTime::at(now),
@@ -60,6 +61,19 @@ pub fn human_duration(secs: f64) -> String {
         format!("{m}m {sec:02}s")
     } else {
         format!("{sec}s")
+    }
+}
+
+/// ", between 40m 00s and 1h 10m" (", at the earliest 40m 00s" when unbounded).
+fn eta_interval((lo, hi): (f64, f64)) -> String {
+    if hi.is_finite() {
+        format!(
+            ", between {} and {}",
+            human_duration(lo),
+            human_duration(hi)
+        )
+    } else {
+        format!(", at the earliest {}", human_duration(lo))
     }
 }
 
@@ -120,8 +134,9 @@ pub(super) fn message(
         "trend" => match eval.eta_s {
             Some(eta) if eta <= 0.0 => format!("{what} has reached the limit {limit}"),
             Some(eta) => format!(
-                "{what} predicted to cross {limit} in {} ({})",
+                "{what} predicted to cross {limit} in {}{} ({})",
                 human_duration(eta),
+                eval.eta_range_s.map(eta_interval).unwrap_or_default(),
                 severity.as_str()
             ),
             None => format!("{what} trending towards {limit}"),
@@ -192,6 +207,7 @@ mod tests {
             score,
             limit: 10.0,
             eta_s: None,
+            eta_range_s: None,
         };
         let down = message(
             &info("cusum"),

@@ -188,6 +188,9 @@ pub struct Alert {
     pub limit: f64,
     /// Predicted seconds until the limit is crossed (trend detectors).
     pub eta_s: Option<f64>,
+    /// The forecast's interval: earliest and latest seconds (the latest `null` in
+    /// JSON when unbounded).
+    pub eta_range_s: Option<(f64, f64)>,
     pub message: String,
     /// The window features (or the model's inputs) at the time of the alert.
     pub features: BTreeMap<String, f64>,
@@ -304,6 +307,7 @@ mod tests {
             score: 1.0,
             limit: 1.0,
             eta_s: None,
+            eta_range_s: None,
         }
     }
 

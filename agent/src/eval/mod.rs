@@ -197,8 +197,9 @@ pub fn table(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "ETA error              median {}",
-        pct(o.median_abs_eta_error)
+        "ETA error              median {}; the interval holds the truth in {}",
+        pct(o.median_abs_eta_error),
+        pct(o.eta_interval_coverage)
     );
     let _ = writeln!(out, "alerts in warm-up      {}", o.warmup_alerts);
     let _ = writeln!(out, "drift events           {}", o.drift_events);

@@ -36,6 +36,7 @@ pub struct ReplayedAlert {
     pub score: f64,
     pub limit: f64,
     pub eta_s: Option<f64>,
+    pub eta_range_s: Option<(f64, f64)>,
     pub message: String,
 }
 
@@ -124,6 +125,7 @@ fn flush(p: &mut Processor, batch: &mut Vec<Sample>, alerts: &mut Vec<Alert>, ou
             score: a.score,
             limit: a.limit,
             eta_s: a.eta_s,
+            eta_range_s: a.eta_range_s,
             message: a.message,
         }
     }));

@@ -38,6 +38,8 @@ pub struct ScenarioResult {
     pub lead_s: Option<f64>,
     /// (predicted − actual) / actual remaining time at the first true alert with an ETA.
     pub eta_error: Option<f64>,
+    /// Whether the actual remaining time fell inside that alert's ETA interval.
+    pub eta_in_range: Option<bool>,
     pub true_alerts: u64,
     pub false_alerts: u64,
     pub warmup_alerts: u64,
@@ -58,6 +60,8 @@ pub struct Overall {
     pub median_lead_s: Option<f64>,
     pub p10_lead_s: Option<f64>,
     pub median_abs_eta_error: Option<f64>,
+    /// Of the ETAs scored, the fraction whose interval held the actual remaining time.
+    pub eta_interval_coverage: Option<f64>,
     pub warmup_alerts: u64,
     /// Fault scenarios whose onset-to-failure span is at least 30 min.
     pub long_faults: usize,
@@ -159,6 +163,7 @@ pub fn score(config: &Config, sc: &Scenario, replay: Replay) -> ScenarioResult {
         first_severity: None,
         lead_s: None,
         eta_error: None,
+        eta_in_range: None,
         true_alerts: 0,
         false_alerts: 0,
         warmup_alerts: 0,
@@ -182,6 +187,10 @@ pub fn score(config: &Config, sc: &Scenario, replay: Replay) -> ScenarioResult {
         {
             let actual = f - a.t_s;
             r.eta_error = (actual > 0.0).then(|| (eta - actual) / actual);
+            r.eta_in_range = a
+                .eta_range_s
+                .filter(|_| actual > 0.0)
+                .map(|(lo, hi)| lo <= actual && actual <= hi);
         }
         if !a.new_episode {
             continue;
@@ -245,6 +254,11 @@ pub fn overall(results: &[ScenarioResult], wall_s: f64) -> Overall {
         median_lead_s: quantile(&mut leads, 0.5),
         p10_lead_s: quantile(&mut leads, 0.1),
         median_abs_eta_error: quantile(&mut etas, 0.5),
+        eta_interval_coverage: {
+            let scored: Vec<bool> = results.iter().filter_map(|r| r.eta_in_range).collect();
+            (!scored.is_empty())
+                .then(|| scored.iter().filter(|&&b| b).count() as f64 / scored.len() as f64)
+        },
         warmup_alerts: results.iter().map(|r| r.warmup_alerts).sum(),
         long_faults: long.len(),
         long_faults_warned_10min: long

@@ -256,6 +256,16 @@ impl Machine {
         heat
     }
 
+    /// The bearing temperature at `t` without sensor noise: nominal, load heating
+    /// (with the thermal lag), the daily swing, and wear (+40 degC at full wear,
+    /// while the machine turns).
+    pub fn temperature_c(&self, t: f64) -> f64 {
+        let running = if self.load(t) > 0.0 { 1.0 } else { 0.0 };
+        let daily = 2.0 * (2.0 * PI * t / 86_400.0).sin();
+        let heating = LOAD_HEATING_C * (self.thermal(t) - 1.0);
+        self.params.nominal_temp_c + heating + daily + 40.0 * self.wear(t) * running
+    }
+
     /// Bearing-wear severity at `t` (0 if the machine has no such fault).
     pub fn wear(&self, t: f64) -> f64 {
         self.faults
@@ -338,11 +348,7 @@ impl Machine {
         // Wear shows only while the machine turns.
         let wear = self.wear(t) * running;
         let base = match q {
-            Quantity::Temperature => {
-                let daily = 2.0 * (2.0 * PI * t / 86_400.0).sin();
-                let heating = LOAD_HEATING_C * (self.thermal(t) - 1.0);
-                p.nominal_temp_c + heating + daily + 40.0 * wear + 0.15 * noise_factor * n(1)
-            }
+            Quantity::Temperature => self.temperature_c(t) + 0.15 * noise_factor * n(1),
             Quantity::Vibration => {
                 let w = 2.0 * PI * f0 * t;
                 let harmonics =

@@ -7,7 +7,7 @@
 //!
 //! | kind | n | what happens | `failure_at` |
 //! |---|---|---|---|
-//! | `bearing_wear` | 20 | wear from 1–8 h, accelerating over 2–10 h | 75 % wear (+30 degC) |
+//! | `bearing_wear` | 20 | wear from 1–8 h, accelerating over 2–10 h (+40 degC at full wear) | the bearing reaches 85 degC (its trip temperature; sensor noise aside) |
 //! | `leak` | 10 | pressure decays by 1.5–3 bar over 1–6 h | 95 % of the loss |
 //! | `sensor_stuck` | 6 | the temperature or pressure sensor freezes | 1 h after (the deadline to flag it) |
 //! | `sensor_drift` | 6 | the temperature sensor drifts up 2–6 degC/h | when it reads 15 degC high |
@@ -25,6 +25,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use edge_driver_sim::physics::{Fault, FaultKind, LoadStep, Machine, MachineParams, Quantity};
+
+/// A worn bearing fails when it reaches this temperature (the demo's critical
+/// limit): its trip point, whatever its machine's nominal temperature and load.
+pub const TRIP_C: f64 = 85.0;
 
 /// Seconds between rows.
 pub const ROW_S: u64 = 10;
@@ -150,14 +154,11 @@ impl Scenario {
     fn bearing_wear(d: &mut Draw, i: usize) -> Self {
         let onset = d.range(1.0, 8.0) * 3600.0;
         let duration = d.range(2.0, 10.0) * 3600.0;
-        // The bearing fails at 75 % wear (+30 degC, the demo's critical limit above
-        // its nominal temperature); severity grows as (elapsed/duration)².
-        let failure = onset + duration * 0.75f64.sqrt();
         let mut s = Self::base(
             d,
             format!("bearing_wear_{i:02}"),
             "bearing_wear",
-            (failure + 900.0) / 3600.0,
+            0.0,
             onset,
         );
         s.faults.push(Fault {
@@ -165,8 +166,26 @@ impl Scenario {
             start_s: onset,
             duration_s: duration,
         });
+        let failure = s.overheats_at(onset, onset + duration);
+        s.hours = (failure + 900.0) / 3600.0;
         (s.onset_s, s.failure_s) = (Some(onset), Some(failure));
         s
+    }
+
+    /// When the bearing (sensor noise aside) first reaches [`TRIP_C`] between
+    /// `from` and `to` (severity grows as (elapsed/duration)²): its failure. `to`
+    /// when it never does (full wear).
+    fn overheats_at(&self, from: f64, to: f64) -> f64 {
+        let m = Machine::new(self.machine_params.clone(), self.faults.clone(), 0);
+        let ambient = |t: f64| {
+            self.ambient_c
+                * (2.0 * std::f64::consts::PI * (t + self.ambient_phase) / 86_400.0).sin()
+        };
+        let steps = ((to - from) / ROW_S as f64).ceil() as u64;
+        (0..=steps)
+            .map(|k| from + (k * ROW_S) as f64)
+            .find(|&t| m.temperature_c(t) + ambient(t) >= TRIP_C)
+            .unwrap_or(to)
     }
 
     fn leak(d: &mut Draw, i: usize) -> Self {

@@ -106,5 +106,6 @@ pub(crate) fn evaluation(
         score: v,
         limit: grader.limit(level),
         eta_s: (alert_meaning(m) == Meaning::RemainingTimeS).then_some(v.max(0.0)),
+        eta_range_s: None,
     }
 }

@@ -603,6 +603,7 @@ fn health_eval(level: Option<Severity>) -> Evaluation {
         score: f64::NAN,
         limit: f64::NAN,
         eta_s: None,
+        eta_range_s: None,
     }
 }
 

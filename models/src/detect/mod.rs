@@ -14,6 +14,12 @@
 
 use heapless::Deque;
 
+mod fit;
+mod trend;
+
+pub use fit::{Quadratic, quadratic_fit, theil_sen};
+use trend::trend;
+
 /// How bad an alert is. Ordered: `Info < Warning < PreFault < Critical`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
@@ -81,6 +87,9 @@ pub struct Evaluation {
     pub limit: f64,
     /// Forecast time until the limit is crossed (seconds), for trend detectors.
     pub eta_s: Option<f64>,
+    /// The forecast's interval (earliest, latest; the latest is infinite when the
+    /// trend may as well be flat): the fit's two-sigma bounds on level and slope.
+    pub eta_range_s: Option<(f64, f64)>,
 }
 
 /// Threshold with hysteresis and a minimum duration before raising.
@@ -318,6 +327,7 @@ impl Detector {
                     score: x,
                     limit: s.epsilon,
                     eta_s: None,
+                    eta_range_s: None,
                 }
             }
             (DetectorSpec::RateOfChange(s), State::RateOfChange { prev }) => {
@@ -331,6 +341,7 @@ impl Detector {
                             score: rate,
                             limit: limit_of(level, s.warning, s.critical),
                             eta_s: None,
+                            eta_range_s: None,
                         }
                     }
                     _ => return None,
@@ -438,6 +449,7 @@ fn threshold(
             .or(s.critical)
             .unwrap_or(f64::NAN),
         eta_s: None,
+        eta_range_s: None,
     }
 }
 
@@ -470,6 +482,7 @@ fn zscore(
             score: 0.0,
             limit: s.warning_z,
             eta_s: None,
+            eta_range_s: None,
         };
     }
     let std = var.sqrt().max(s.min_std);
@@ -501,6 +514,7 @@ fn zscore(
         score: z,
         limit: limit_of(level, Some(s.warning_z), s.critical_z),
         eta_s: None,
+        eta_range_s: None,
     }
 }
 
@@ -528,6 +542,7 @@ impl CusumState {
                 score: 0.0,
                 limit: s.warning,
                 eta_s: None,
+                eta_range_s: None,
             };
         }
         let std = (self.m2 / f64::from(self.seen.max(1)))
@@ -550,263 +565,8 @@ impl CusumState {
             score,
             limit: limit_of(level, Some(s.warning), s.critical),
             eta_s: None,
+            eta_range_s: None,
         }
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    let mid = n / 2;
-    let (_, m, _) = v.select_nth_unstable_by(mid, f64::total_cmp);
-    let upper = *m;
-    if n % 2 == 1 {
-        upper
-    } else {
-        let lower = v[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        (lower + upper) / 2.0
-    }
-}
-
-/// Theil–Sen fit over `pts`; returns (slope, level at `t_now`, robust residual sigma).
-pub fn theil_sen(
-    pts: &[(f64, f64)],
-    t_now: f64,
-    scratch: &mut Vec<f64>,
-) -> Option<(f64, f64, f64)> {
-    if pts.len() < 2 {
-        return None;
-    }
-    scratch.clear();
-    for i in 0..pts.len() {
-        for j in i + 1..pts.len() {
-            let dt = pts[j].0 - pts[i].0;
-            if dt > 0.0 {
-                scratch.push((pts[j].1 - pts[i].1) / dt);
-            }
-        }
-    }
-    if scratch.is_empty() {
-        return None;
-    }
-    let slope = median(scratch);
-    scratch.clear();
-    scratch.extend(pts.iter().map(|&(t, y)| y - slope * (t - t_now)));
-    let level = median(scratch);
-    scratch.clear();
-    scratch.extend(
-        pts.iter()
-            .map(|&(t, y)| (y - (level + slope * (t - t_now))).abs()),
-    );
-    let sigma = 1.4826 * median(scratch);
-    Some((slope, level, sigma))
-}
-
-/// A least-squares quadratic `y = a + b·τ + c·τ²` (τ = t − `t_now`) over `pts`,
-/// with the residual sums of squares of that quadratic and of the least-squares
-/// line, to tell whether the curvature is real.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Quadratic {
-    pub a: f64,
-    pub b: f64,
-    pub c: f64,
-    pub rss: f64,
-    pub rss_line: f64,
-}
-
-/// Fits a [`Quadratic`]; `None` for fewer than 4 points or a degenerate spread.
-pub fn quadratic_fit(pts: &[(f64, f64)], t_now: f64) -> Option<Quadratic> {
-    let n = pts.len();
-    if n < 4 {
-        return None;
-    }
-    // Scale τ to about [-1, 0] so the normal equations stay well conditioned.
-    let span = pts.iter().map(|p| t_now - p.0).fold(0.0, f64::max);
-    if span <= 0.0 {
-        return None;
-    }
-    let (mut s1, mut s2, mut s3, mut s4) = (0.0, 0.0, 0.0, 0.0);
-    let (mut y0, mut y1, mut y2) = (0.0, 0.0, 0.0);
-    for &(t, y) in pts {
-        let u = (t - t_now) / span;
-        s1 += u;
-        s2 += u * u;
-        s3 += u * u * u;
-        s4 += u * u * u * u;
-        y0 += y;
-        y1 += u * y;
-        y2 += u * u * y;
-    }
-    let n = n as f64;
-    let det3 = |m: [[f64; 3]; 3]| {
-        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
-    };
-    let m = [[n, s1, s2], [s1, s2, s3], [s2, s3, s4]];
-    let d = det3(m);
-    if d.abs() < 1e-12 * n * n * n {
-        return None;
-    }
-    let with = |col: usize| {
-        let mut k = m;
-        for (row, v) in k.iter_mut().zip([y0, y1, y2]) {
-            row[col] = v;
-        }
-        det3(k) / d
-    };
-    let (a, bu, cu) = (with(0), with(1), with(2));
-    // The least-squares line, for comparison.
-    let dl = n * s2 - s1 * s1;
-    let bl = (n * y1 - s1 * y0) / dl;
-    let al = (y0 - bl * s1) / n;
-    let (mut rss, mut rss_line) = (0.0, 0.0);
-    for &(t, y) in pts {
-        let u = (t - t_now) / span;
-        rss += (y - (a + bu * u + cu * u * u)).powi(2);
-        rss_line += (y - (al + bl * u)).powi(2);
-    }
-    Some(Quadratic {
-        a,
-        b: bu / span,
-        c: cu / (span * span),
-        rss,
-        rss_line,
-    })
-}
-
-/// The first τ > 0 where `a + b·τ + c·τ² = level`, if the curve gets there.
-fn first_crossing(a: f64, b: f64, c: f64, level: f64) -> Option<f64> {
-    let k = a - level;
-    if c.abs() < 1e-15 {
-        let t = -k / b;
-        return (t > 0.0 && t.is_finite()).then_some(t);
-    }
-    let disc = b * b - 4.0 * c * k;
-    if disc < 0.0 {
-        return None;
-    }
-    let r = disc.sqrt();
-    let (t1, t2) = ((-b - r) / (2.0 * c), (-b + r) / (2.0 * c));
-    let (lo, hi) = if t1 < t2 { (t1, t2) } else { (t2, t1) };
-    [lo, hi].into_iter().find(|&t| t > 0.0)
-}
-
-/// F statistic above which the quadratic replaces the line: the curvature must
-/// explain far more than noise would (window features are autocorrelated, which
-/// inflates F, hence a strict bar).
-const CURVATURE_F: f64 = 20.0;
-
-/// The predicted time until `gap` is closed: from the robust line, unless a real
-/// curvature shows the rise levelling off, when the curve decides (and may predict
-/// no crossing at all: a restart's heating settling below the limit).
-fn forecast(s: &TrendSpec, pts: &[(f64, f64)], t: f64, toward: f64, gap: f64) -> Option<f64> {
-    let sign = match s.direction {
-        Direction::Above => 1.0,
-        Direction::Below => -1.0,
-    };
-    let curved = quadratic_fit(pts, t).filter(|q| {
-        let dof = pts.len() as f64 - 3.0;
-        q.rss > 0.0 && (q.rss_line - q.rss) / (q.rss / dof) > CURVATURE_F
-            || q.rss == 0.0 && q.rss_line > 0.0
-    });
-    let line = gap / toward;
-    match curved {
-        // Levelling off (curving away from the limit): the curve decides, and may
-        // say the limit is never reached (a restart's heating settling).
-        Some(q) if sign * q.c < 0.0 => {
-            first_crossing(sign * q.a, sign * q.b, sign * q.c, sign * s.limit)
-        }
-        // Accelerating curves are not extrapolated: on the benchmark they raised
-        // forecasts from healthy daily and load swings (README, Detection quality).
-        _ => Some(line),
-    }
-}
-
-fn trend(
-    s: &TrendSpec,
-    current: Option<Severity>,
-    history: &mut Deque<(f64, f64), TREND_POINTS>,
-    scratch: &mut Vec<f64>,
-    streak: &mut u32,
-    t: f64,
-    x: f64,
-) -> Evaluation {
-    // Keep points spaced so that the history spans the lookback.
-    let spacing = s.lookback_s / (TREND_POINTS - 1) as f64;
-    if history.back().is_none_or(|&(lt, _)| t - lt >= spacing) {
-        if history.is_full() {
-            history.pop_front();
-        }
-        let _ = history.push_back((t, x));
-    }
-    while history
-        .front()
-        .is_some_and(|&(ft, _)| t - ft > s.lookback_s)
-    {
-        history.pop_front();
-    }
-    let none = Evaluation {
-        level: None,
-        score: f64::NAN,
-        limit: s.limit,
-        eta_s: None,
-    };
-    if history.len() < s.min_points.max(2) {
-        *streak = 0;
-        return none;
-    }
-    let (a, b) = history.as_slices();
-    // The fit needs one contiguous slice; the deque has at most two parts.
-    let mut pts: heapless::Vec<(f64, f64), { TREND_POINTS + 1 }> = heapless::Vec::new();
-    let _ = pts.extend_from_slice(a);
-    let _ = pts.extend_from_slice(b);
-    if pts.last().is_none_or(|&(lt, _)| lt < t) {
-        let _ = pts.push((t, x));
-    }
-    let Some((slope, level_now, sigma)) = theil_sen(&pts, t, scratch) else {
-        return none;
-    };
-    let span = pts.last().map(|p| p.0).unwrap_or(t) - pts.first().map(|p| p.0).unwrap_or(t);
-    let toward = match s.direction {
-        Direction::Above => slope,
-        Direction::Below => -slope,
-    };
-    // The trend must stand out of the noise over the history it was fitted on.
-    let significant = toward > 0.0 && toward * span > 3.0 * sigma;
-    let gap = match s.direction {
-        Direction::Above => s.limit - level_now,
-        Direction::Below => level_now - s.limit,
-    };
-    let eta = if gap <= 0.0 {
-        Some(0.0)
-    } else if significant {
-        forecast(s, &pts, t, toward, gap)
-    } else {
-        None
-    };
-    let within = eta.is_some_and(|e| e <= s.horizon_s);
-    let still = eta.is_some_and(|e| e <= s.horizon_s * 1.5);
-    let level = if current.is_some() && still {
-        current
-    } else if within {
-        *streak += 1;
-        if *streak >= s.min_count.max(1) {
-            Some(s.severity)
-        } else {
-            None
-        }
-    } else {
-        *streak = 0;
-        None
-    };
-    Evaluation {
-        level,
-        score: eta.unwrap_or(f64::INFINITY),
-        limit: s.limit,
-        eta_s: eta,
     }
 }
 
@@ -931,6 +691,49 @@ mod tests {
         assert!((eta - 30.0).abs() < 1e-9, "eta {eta}");
     }
 
+    fn trend_spec(lookback_s: f64, min_points: usize) -> TrendSpec {
+        TrendSpec {
+            direction: Direction::Above,
+            limit: 100.0,
+            horizon_s: 1e6,
+            lookback_s,
+            min_points,
+            min_count: 1,
+            severity: PreFault,
+        }
+    }
+
+    /// The last evaluation's (eta, early, late) after feeding `f(t)` every second.
+    fn forecast_after(spec: TrendSpec, until: u32, f: impl Fn(f64) -> f64) -> (f64, f64, f64) {
+        let mut d = Detector::new(DetectorSpec::Trend(spec));
+        let mut last = None;
+        for i in 0..=until {
+            let t = f64::from(i);
+            last = d.evaluate(t, f(t));
+        }
+        let e = last.expect("evaluated");
+        let (lo, hi) = e.eta_range_s.expect("an interval");
+        (e.eta_s.expect("a forecast"), lo, hi)
+    }
+
+    #[test]
+    fn a_noisy_trend_has_a_wider_eta_interval_than_a_clean_one() {
+        let width = |noise: f64| {
+            let wobble = |t: f64| noise * (((t as u64 * 7919) % 13) as f64 / 6.0 - 1.0);
+            let (eta, lo, hi) =
+                forecast_after(trend_spec(60.0, 5), 39, |t| 50.0 + t * 0.5 + wobble(t));
+            assert!(lo <= eta && eta <= hi, "{lo} <= {eta} <= {hi}");
+            (hi - lo) / eta
+        };
+        let clean = width(0.0);
+        let noisy = width(2.0);
+        assert!(
+            (clean - 2.0 * 0.1).abs() < 1e-6,
+            "a perfect line is only widened by the margin: {clean}"
+        );
+        assert!(noisy > clean + 0.1, "noise widens it: {noisy}");
+    }
+
     #[test]
     fn trend_ignores_noise_without_drift() {
         let mut d = Detector::new(DetectorSpec::Trend(TrendSpec {
@@ -950,6 +753,51 @@ mod tests {
     }
 
     #[test]
+    fn an_accelerating_rise_is_forecast_by_the_curve_that_fits_it() {
+        // A quadratic rise: y = 50 + 40·(t/1000)² crosses 100 at t = 1118 s, 518 s
+        // after t = 600; the line over the last 600 s says ~900 s.
+        let (eta, lo, hi) = forecast_after(trend_spec(600.0, 10), 600, |t| {
+            50.0 + 40.0 * (t / 1000.0).powi(2)
+        });
+        assert!((eta - 518.0).abs() < 0.02 * 518.0, "quadratic: {eta}");
+        assert!(lo < 518.0 && hi > 518.0 && hi < 900.0, "[{lo}, {hi}]");
+        // Exponential growth: y = 50 + e^(t/300) crosses 100 at 300·ln 50 = 1173.6 s.
+        let (eta, lo, hi) =
+            forecast_after(trend_spec(600.0, 10), 600, |t| 50.0 + (t / 300.0).exp());
+        let truth = 300.0 * 50f64.ln() - 600.0;
+        assert!(
+            (eta - truth).abs() < 0.02 * truth,
+            "exponential: {eta} vs {truth}"
+        );
+        assert!(lo < truth && hi > truth, "[{lo}, {hi}]");
+    }
+
+    #[test]
+    fn an_accelerating_rise_decides_on_the_line_and_reports_the_curve() {
+        // The line enters a 1000 s horizon later than the curve would: the raise
+        // waits for the line (healthy swings bend curves), the ETA is the curve's.
+        let spec = TrendSpec {
+            horizon_s: 700.0,
+            ..trend_spec(600.0, 10)
+        };
+        let mut d = Detector::new(DetectorSpec::Trend(spec));
+        let mut first = None;
+        for i in 0..=1100 {
+            let t = f64::from(i);
+            let e = d.evaluate(t, 50.0 + 40.0 * (t / 1000.0).powi(2));
+            if first.is_none() && e.is_some_and(|e| e.level.is_some()) {
+                first = e.map(|e| (t, e.eta_s));
+            }
+        }
+        let (t, eta) = first.expect("raised");
+        let eta = eta.expect("with an ETA");
+        assert!(
+            eta < 700.0 && (t + eta - 1118.0).abs() < 20.0,
+            "at {t}: {eta}"
+        );
+    }
+
+    #[test]
     fn a_rise_that_levels_off_below_the_limit_forecasts_no_crossing() {
         let mut d = Detector::new(DetectorSpec::Trend(TrendSpec {
             direction: Direction::Above,
@@ -966,26 +814,6 @@ mod tests {
             let e = d.evaluate(t, 60.0 - 20.0 * (-t / 900.0).exp());
             assert_eq!(e.and_then(|e| e.level), None, "at {t} s: {e:?}");
         }
-    }
-
-    #[test]
-    fn quadratic_fit_recovers_its_coefficients_and_roots() {
-        let pts: Vec<(f64, f64)> = (0..20)
-            .map(|i| {
-                let t = 100.0 + i as f64;
-                let tau = t - 119.0;
-                (t, 3.0 + 0.5 * tau - 0.25 * tau * tau)
-            })
-            .collect();
-        let q = quadratic_fit(&pts, 119.0).expect("fit");
-        assert!(
-            (q.a - 3.0).abs() < 1e-6 && (q.b - 0.5).abs() < 1e-6 && (q.c + 0.25).abs() < 1e-6,
-            "{q:?}"
-        );
-        assert!(q.rss < 1e-9 && q.rss_line > 1.0);
-        assert_eq!(first_crossing(0.0, 1.0, 0.0, 5.0), Some(5.0));
-        assert_eq!(first_crossing(0.0, 0.0, 1.0, 4.0), Some(2.0));
-        assert_eq!(first_crossing(0.0, 1.0, -1.0, 1.0), None, "peaks at 0.25");
     }
 
     #[test]
@@ -1033,17 +861,6 @@ mod tests {
             levels.push(d.evaluate(i as f64, x).and_then(|e| e.level));
         }
         assert!(levels.iter().all(Option::is_none), "{levels:?}");
-    }
-
-    #[test]
-    fn theil_sen_resists_outliers() {
-        let mut pts: Vec<(f64, f64)> = (0..20).map(|i| (i as f64, 2.0 * i as f64 + 1.0)).collect();
-        pts[3].1 = 500.0;
-        pts[11].1 = -300.0;
-        let mut scratch = Vec::new();
-        let (slope, level, _) = theil_sen(&pts, 19.0, &mut scratch).expect("fit");
-        assert!((slope - 2.0).abs() < 1e-9);
-        assert!((level - 39.0).abs() < 1e-9);
     }
 
     #[test]
