@@ -9,8 +9,8 @@ pub mod features;
 pub mod window;
 
 pub use detect::{
-    Detector, DetectorSpec, Direction, Evaluation, FlatLineSpec, RateOfChangeSpec, Severity,
-    ThresholdSpec, TrendSpec, ZScoreSpec,
+    Curve, Detector, DetectorSpec, Direction, Evaluation, Fit, FlatLineSpec, Forecast,
+    RateOfChangeSpec, Severity, ThresholdSpec, TrendSpec, ZScoreSpec,
 };
 pub use features::{Band, Feature, FeatureConfig, FeatureExtractor, FeatureValues, MAX_BANDS};
 pub use window::{Frame, Window, WindowSpec};

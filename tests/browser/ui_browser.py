@@ -132,22 +132,23 @@ def main():
         shot(d, "signal")
         ok(f"{live}: history plot and its detectors' evaluation plots shown")
 
-        # The trend alert's evidence: the plot with the limit and the predicted crossing.
+        # The trend alert's evidence: the plot with the limit, the fitted curve, the
+        # predicted crossing and its interval.
         d.get(url + "/#/alert/" + P["trend_alert"])
         wait(d, "the evidence plot", lambda: d.execute_script(
             "const i = document.getElementById('evidence'); return i && i.complete && i.naturalWidth > 0"))
         svg = d.execute_async_script(
             "const done = arguments[0];"
             "fetch(document.getElementById('evidence').src).then(r => r.text()).then(done, e => done(String(e)));")
-        for want in ("limit 85", "predicted crossing", 'class="mean"'):
+        for want in ("limit 85", "predicted crossing", 'class="mean"', 'class="eta-range"', "between "):
             if want not in svg:
                 fail(f"the evidence plot has no {want!r}")
         page = d.find_element(By.TAG_NAME, "main").text
-        for want in ("trend", "predicted time to limit", "Window features"):
+        for want in ("trend", "predicted time to limit", "interval", "fitted curve", "Window features"):
             if want not in page:
                 fail(f"the alert page has no {want!r}:\n{page}")
         shot(d, "alert")
-        ok("the trend alert's page shows the plot with the limit and the predicted crossing")
+        ok("the trend alert's page shows the plot with the limit, the fitted curve, the predicted crossing and its interval")
 
         violations = csp_violations(d)
         if violations:

@@ -62,8 +62,18 @@ fn alerts_of_every_kind_state_and_severity_match_the_schema() {
                 level,
                 score: if i == 1 { f64::INFINITY } else { 1.5 },
                 limit: 2.0,
-                eta_s: (*kind == "trend").then_some(3600.0),
-                eta_range_s: (*kind == "trend").then_some((2400.0, f64::INFINITY)),
+                forecast: (*kind == "trend").then_some(edge_models::Forecast {
+                    eta_s: 3600.0,
+                    range_s: Some((2400.0, f64::INFINITY)),
+                    fit: Some(edge_models::Fit {
+                        curve: edge_models::Curve::Quadratic {
+                            a: 70.0,
+                            b: 0.002,
+                            c: 1e-7,
+                        },
+                        span_s: 3600.0,
+                    }),
+                }),
             };
             let ts = Timestamp {
                 wall_ns: 1_795_000_000_000_000_000 + i as i64,

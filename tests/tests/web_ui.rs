@@ -311,6 +311,29 @@ async fn alerts_and_their_evidence_plot_are_served_at_a_stable_url() {
         "the forecast: {}",
         svg.body
     );
+    assert!(
+        svg.body.contains("class=\"eta-range\"") && svg.body.contains("between "),
+        "the crossing's interval: {}",
+        svg.body
+    );
+    assert!(
+        svg.body.contains("class=\"forecast\""),
+        "the fitted curve: {}",
+        svg.body
+    );
+    let fit = &ev["alert"]["fit"];
+    assert!(
+        ["line", "quadratic", "exponential"].contains(&fit["model"].as_str().unwrap_or(""))
+            && fit["span_s"].as_f64().is_some_and(|s| s > 0.0),
+        "the curve behind the ETA: {ev}"
+    );
+    let range = &ev["alert"]["eta_range_s"];
+    let eta = ev["alert"]["eta_s"].as_f64().expect("an ETA");
+    assert!(
+        range[0].as_f64().is_some_and(|lo| lo <= eta)
+            && range[1].as_f64().is_none_or(|hi| hi >= eta),
+        "the interval holds the ETA: {ev}"
+    );
     assert!(svg.body.contains("class=\"mean\""), "the series around it");
     assert!(
         svg.body.contains("mean per window"),

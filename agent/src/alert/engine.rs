@@ -176,8 +176,7 @@ impl AlertEngine {
             level: None,
             score: f64::NAN,
             limit: f64::NAN,
-            eta_s: None,
-            eta_range_s: None,
+            forecast: None,
         };
         let mut alert = self.build(
             det,
@@ -390,8 +389,9 @@ impl AlertEngine {
             state,
             score: eval.score,
             limit: eval.limit,
-            eta_s: eval.eta_s,
-            eta_range_s: eval.eta_range_s,
+            eta_s: eval.eta_s(),
+            eta_range_s: eval.forecast.and_then(|f| f.range_s),
+            fit: eval.forecast.and_then(|f| f.fit),
             message: message(info, eval, severity, state),
             features: snapshot,
             time: AlertTime::at(ts),

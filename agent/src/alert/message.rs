@@ -39,6 +39,7 @@ pub fn system_alert(
         limit: f64::NAN,
         eta_s: None,
         eta_range_s: None,
+        fit: None,
         message,
         features: BTreeMap::new(),
         time: AlertTime::at(now),
@@ -111,7 +112,7 @@ pub(super) fn message(
             (_, AlertState::Cleared) => {
                 format!("{who}: {} back to normal ({score})", m.meaning)
             }
-            _ => match eval.eta_s {
+            _ => match eval.eta_s() {
                 Some(eta) if m.meaning == "remaining_time_s" => format!(
                     "{who}: {} left (limit {}, {})",
                     human_duration(eta),
@@ -131,12 +132,15 @@ pub(super) fn message(
         return format!("{what} back to normal ({} score {score})", info.kind);
     }
     match info.kind {
-        "trend" => match eval.eta_s {
+        "trend" => match eval.eta_s() {
             Some(eta) if eta <= 0.0 => format!("{what} has reached the limit {limit}"),
             Some(eta) => format!(
                 "{what} predicted to cross {limit} in {}{} ({})",
                 human_duration(eta),
-                eval.eta_range_s.map(eta_interval).unwrap_or_default(),
+                eval.forecast
+                    .and_then(|f| f.range_s)
+                    .map(eta_interval)
+                    .unwrap_or_default(),
                 severity.as_str()
             ),
             None => format!("{what} trending towards {limit}"),
@@ -206,8 +210,7 @@ mod tests {
             level: Some(Severity::Warning),
             score,
             limit: 10.0,
-            eta_s: None,
-            eta_range_s: None,
+            forecast: None,
         };
         let down = message(
             &info("cusum"),

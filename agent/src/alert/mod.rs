@@ -27,7 +27,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use edge_driver_api::Timestamp;
-use edge_models::{Feature, FeatureValues, Severity};
+use edge_models::{Curve, Feature, FeatureValues, Fit, Severity};
 use serde::Serialize;
 
 /// Version of the alert JSON schema (`schema/alert.v1.json` once published upstream).
@@ -138,6 +138,27 @@ fn ser_opt_severity<S: serde::Serializer>(s: &Option<Severity>, ser: S) -> Resul
     }
 }
 
+/// `{"model", "a", "b", "c", "span_s"}`: `line` a + b·τ, `quadratic` a + b·τ + c·τ²,
+/// `exponential` a + b·e^(c·τ), τ seconds after the alert, fitted on [−span_s, 0].
+pub(crate) fn ser_fit<S: serde::Serializer>(f: &Option<Fit>, ser: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let Some(f) = f else {
+        return ser.serialize_none();
+    };
+    let (a, b, c) = match f.curve {
+        Curve::Line { level, slope } => (level, slope, 0.0),
+        Curve::Quadratic { a, b, c } => (a, b, c),
+        Curve::Growth { base, amp, k } => (base, amp, k),
+    };
+    let mut m = ser.serialize_map(Some(5))?;
+    m.serialize_entry("model", f.curve.model())?;
+    m.serialize_entry("a", &a)?;
+    m.serialize_entry("b", &b)?;
+    m.serialize_entry("c", &c)?;
+    m.serialize_entry("span_s", &f.span_s)?;
+    m.end()
+}
+
 /// When an alert happened.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AlertTime {
@@ -191,6 +212,9 @@ pub struct Alert {
     /// The forecast's interval: earliest and latest seconds (the latest `null` in
     /// JSON when unbounded).
     pub eta_range_s: Option<(f64, f64)>,
+    /// The curve the ETA comes from (trend alerts): the evidence plot draws it.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_fit")]
+    pub fit: Option<Fit>,
     pub message: String,
     /// The window features (or the model's inputs) at the time of the alert.
     pub features: BTreeMap<String, f64>,
@@ -306,8 +330,7 @@ mod tests {
             level,
             score: 1.0,
             limit: 1.0,
-            eta_s: None,
-            eta_range_s: None,
+            forecast: None,
         }
     }
 

@@ -6,7 +6,8 @@
 //! dashed) and failure (red) across every panel; and an alert strip: one row per
 //! detector, a mark per raise coloured by severity (yellow warning, orange
 //! prefault, red critical), a grey mark per clear, and for a forecast its
-//! predicted crossing (a line from the alert to the crossing it announced).
+//! predicted crossing (a line from the alert to the crossing it announced, over a
+//! band from the earliest to the latest crossing of its interval).
 //! Self-contained SVG, no scripts, readable in any browser.
 
 use std::fmt::Write as _;
@@ -255,6 +256,20 @@ fn alert_strip(out: &mut String, alerts: &[ReplayedAlert], rows: &[String], axis
         } else {
             severity_colour(a.severity.as_str())
         };
+        if let (Some((lo, hi)), "raised") = (a.eta_range_s, a.state) {
+            let xb = if hi.is_finite() {
+                axis.x(a.t_s + hi)
+            } else {
+                right
+            };
+            let xa = axis.x(a.t_s + lo);
+            let _ = writeln!(
+                out,
+                r#"<rect class="eta-range" x="{xa:.1}" y="{:.1}" width="{:.1}" height="6" fill="{colour}" fill-opacity="0.3"/>"#,
+                y - 3.0,
+                (xb - xa).max(1.0)
+            );
+        }
         if let (Some(eta), "raised") = (a.eta_s, a.state) {
             let _ = writeln!(
                 out,

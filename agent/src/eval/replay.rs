@@ -37,6 +37,12 @@ pub struct ReplayedAlert {
     pub limit: f64,
     pub eta_s: Option<f64>,
     pub eta_range_s: Option<(f64, f64)>,
+    /// The curve behind the ETA (as in the alert JSON).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::alert::ser_fit"
+    )]
+    pub fit: Option<edge_models::Fit>,
     pub message: String,
 }
 
@@ -126,6 +132,7 @@ fn flush(p: &mut Processor, batch: &mut Vec<Sample>, alerts: &mut Vec<Alert>, ou
             limit: a.limit,
             eta_s: a.eta_s,
             eta_range_s: a.eta_range_s,
+            fit: a.fit,
             message: a.message,
         }
     }));

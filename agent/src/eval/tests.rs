@@ -349,3 +349,45 @@ fn a_plot_shows_each_signal_the_labels_and_every_alert() {
     );
     assert!(!svg.contains("NaN"), "{svg}");
 }
+
+#[test]
+fn an_accelerating_fault_gets_the_curve_s_eta_and_its_interval_is_scored_and_drawn() {
+    let d = Dir::new("eta");
+    // Wear from 600 s: 60 + 25·((t − 600)/1800)² crosses 85 at t = 2400 s.
+    d.scenario(
+        "wear",
+        &csv(2700, |t| {
+            let e = ((t - 600.0) / 1800.0).max(0.0);
+            60.0 + 25.0 * e * e
+        }),
+        "failure_at = 2400\nonset_at = 600\nasset = \"pump\"\n",
+    );
+    let cfg = pump_config(
+        r#"
+[[assets.signals]]
+signal = "pump.temperature"
+window = { size = "10s", hop = "10s" }
+[[assets.detectors]]
+name = "forecast"
+kind = "trend"
+signal = "pump.temperature"
+feature = "mean"
+limit = 85.0
+horizon = "15m"
+lookback = "10m"
+"#,
+    );
+    let plots = d.0.join("plots");
+    let r = run(&cfg, &d.0, Some(&plots)).expect("runs");
+    let s = &r.scenarios[0];
+    let err = s.eta_error.expect("an ETA scored");
+    assert!(
+        err.abs() < 0.1,
+        "the quadratic's ETA: {err} ({:?})",
+        s.alerts
+    );
+    assert_eq!(s.eta_in_range, Some(true), "{:?}", s.alerts);
+    assert_eq!(r.overall.eta_interval_coverage, Some(1.0));
+    let svg = std::fs::read_to_string(plots.join("wear.svg")).expect("plot");
+    assert!(svg.contains("class=\"eta-range\""), "the interval drawn");
+}

@@ -238,6 +238,63 @@ pub fn exponential_fit(pts: &[(f64, f64)], t_now: f64) -> Option<Exponential> {
     Some(e)
 }
 
+/// A fitted curve in the feature's units, τ seconds from the evaluation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Curve {
+    /// `level + slope·τ`
+    Line { level: f64, slope: f64 },
+    /// `a + b·τ + c·τ²`
+    Quadratic { a: f64, b: f64, c: f64 },
+    /// `base + amp·e^(k·τ)`
+    Growth { base: f64, amp: f64, k: f64 },
+}
+
+impl Curve {
+    pub fn at(&self, tau: f64) -> f64 {
+        match *self {
+            Curve::Line { level, slope } => level + slope * tau,
+            Curve::Quadratic { a, b, c } => a + b * tau + c * tau * tau,
+            Curve::Growth { base, amp, k } => base + amp * (k * tau).exp(),
+        }
+    }
+
+    /// `line`, `quadratic` or `exponential`.
+    pub fn model(&self) -> &'static str {
+        match self {
+            Curve::Line { .. } => "line",
+            Curve::Quadratic { .. } => "quadratic",
+            Curve::Growth { .. } => "exponential",
+        }
+    }
+
+    /// The same curve times `sign` (fits run on signed values).
+    pub(super) fn times(self, sign: f64) -> Curve {
+        match self {
+            Curve::Line { level, slope } => Curve::Line {
+                level: sign * level,
+                slope: sign * slope,
+            },
+            Curve::Quadratic { a, b, c } => Curve::Quadratic {
+                a: sign * a,
+                b: sign * b,
+                c: sign * c,
+            },
+            Curve::Growth { base, amp, k } => Curve::Growth {
+                base: sign * base,
+                amp: sign * amp,
+                k,
+            },
+        }
+    }
+}
+
+/// A curve with the span (seconds before the evaluation) it was fitted on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fit {
+    pub curve: Curve,
+    pub span_s: f64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use heapless::Deque;
 mod fit;
 mod trend;
 
-pub use fit::{Quadratic, quadratic_fit, theil_sen};
+pub use fit::{Curve, Fit, Quadratic, quadratic_fit, theil_sen};
 use trend::trend;
 
 /// How bad an alert is. Ordered: `Info < Warning < PreFault < Critical`.
@@ -85,11 +85,27 @@ pub struct Evaluation {
     pub score: f64,
     /// The limit the score is compared with.
     pub limit: f64,
-    /// Forecast time until the limit is crossed (seconds), for trend detectors.
-    pub eta_s: Option<f64>,
-    /// The forecast's interval (earliest, latest; the latest is infinite when the
-    /// trend may as well be flat): the fit's two-sigma bounds on level and slope.
-    pub eta_range_s: Option<(f64, f64)>,
+    /// When the limit will be crossed (trend detectors, remaining-time models).
+    pub forecast: Option<Forecast>,
+}
+
+impl Evaluation {
+    /// The forecast's predicted seconds until the limit is crossed.
+    pub fn eta_s(&self) -> Option<f64> {
+        self.forecast.map(|f| f.eta_s)
+    }
+}
+
+/// A prediction of when the limit will be crossed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Forecast {
+    /// Seconds from the evaluation until the crossing (0 once reached).
+    pub eta_s: f64,
+    /// Earliest and latest seconds (the latest infinite when the trend may as well
+    /// be flat).
+    pub range_s: Option<(f64, f64)>,
+    /// The curve the ETA comes from.
+    pub fit: Option<Fit>,
 }
 
 /// Threshold with hysteresis and a minimum duration before raising.
@@ -326,8 +342,7 @@ impl Detector {
                     level,
                     score: x,
                     limit: s.epsilon,
-                    eta_s: None,
-                    eta_range_s: None,
+                    forecast: None,
                 }
             }
             (DetectorSpec::RateOfChange(s), State::RateOfChange { prev }) => {
@@ -340,8 +355,7 @@ impl Detector {
                             level,
                             score: rate,
                             limit: limit_of(level, s.warning, s.critical),
-                            eta_s: None,
-                            eta_range_s: None,
+                            forecast: None,
                         }
                     }
                     _ => return None,
@@ -448,8 +462,7 @@ fn threshold(
             .or(s.warning)
             .or(s.critical)
             .unwrap_or(f64::NAN),
-        eta_s: None,
-        eta_range_s: None,
+        forecast: None,
     }
 }
 
@@ -481,8 +494,7 @@ fn zscore(
             level: None,
             score: 0.0,
             limit: s.warning_z,
-            eta_s: None,
-            eta_range_s: None,
+            forecast: None,
         };
     }
     let std = var.sqrt().max(s.min_std);
@@ -513,8 +525,7 @@ fn zscore(
         level,
         score: z,
         limit: limit_of(level, Some(s.warning_z), s.critical_z),
-        eta_s: None,
-        eta_range_s: None,
+        forecast: None,
     }
 }
 
@@ -541,8 +552,7 @@ impl CusumState {
                 level: None,
                 score: 0.0,
                 limit: s.warning,
-                eta_s: None,
-                eta_range_s: None,
+                forecast: None,
             };
         }
         let std = (self.m2 / f64::from(self.seen.max(1)))
@@ -564,8 +574,7 @@ impl CusumState {
             level,
             score,
             limit: limit_of(level, Some(s.warning), s.critical),
-            eta_s: None,
-            eta_range_s: None,
+            forecast: None,
         }
     }
 }
@@ -682,7 +691,7 @@ mod tests {
                 && e.level == Some(PreFault)
                 && first.is_none()
             {
-                first = Some((i, e.eta_s));
+                first = Some((i, e.eta_s()));
             }
         }
         let (at, eta) = first.expect("trend raised");
@@ -712,8 +721,9 @@ mod tests {
             last = d.evaluate(t, f(t));
         }
         let e = last.expect("evaluated");
-        let (lo, hi) = e.eta_range_s.expect("an interval");
-        (e.eta_s.expect("a forecast"), lo, hi)
+        let f = e.forecast.expect("a forecast");
+        let (lo, hi) = f.range_s.expect("an interval");
+        (f.eta_s, lo, hi)
     }
 
     #[test]
@@ -786,7 +796,7 @@ mod tests {
             let t = f64::from(i);
             let e = d.evaluate(t, 50.0 + 40.0 * (t / 1000.0).powi(2));
             if first.is_none() && e.is_some_and(|e| e.level.is_some()) {
-                first = e.map(|e| (t, e.eta_s));
+                first = e.map(|e| (t, e.eta_s()));
             }
         }
         let (t, eta) = first.expect("raised");

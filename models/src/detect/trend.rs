@@ -25,36 +25,48 @@ const ETA_MARGIN: f64 = 0.1;
 
 type Points = heapless::Vec<(f64, f64), { TREND_POINTS + 1 }>;
 
-/// What the fits say about the crossing.
-struct Forecast {
+/// What the fits say about the crossing (in signed values).
+struct Prediction {
     /// Decides whether to raise: the line's crossing, or a levelling-off curve's.
     decide: Option<f64>,
-    /// Reported: the best-fitting model's crossing, and its interval.
-    eta: Option<f64>,
-    range: Option<(f64, f64)>,
+    /// Reported: the best-fitting model's crossing, its interval and curve.
+    reported: Option<Forecast>,
 }
 
-impl Forecast {
+impl Prediction {
     fn none() -> Self {
-        Forecast {
+        Prediction {
             decide: None,
-            eta: None,
-            range: None,
+            reported: None,
         }
     }
 
     fn reached() -> Self {
-        Forecast {
+        Prediction {
             decide: Some(0.0),
-            eta: Some(0.0),
-            range: Some((0.0, 0.0)),
+            reported: Some(Forecast {
+                eta_s: 0.0,
+                range_s: Some((0.0, 0.0)),
+                fit: None,
+            }),
+        }
+    }
+
+    fn at(decide: Option<f64>, eta: f64, range: (f64, f64), curve: Curve, span_s: f64) -> Self {
+        Prediction {
+            decide,
+            reported: Some(Forecast {
+                eta_s: eta,
+                range_s: Some(range),
+                fit: Some(Fit { curve, span_s }),
+            }),
         }
     }
 }
 
 /// The forecast of a significant rising trend (`line`); `pts` are signed so that
 /// the limit is above them.
-fn forecast(pts: &[(f64, f64)], t: f64, limit: f64, line: LineFit) -> Forecast {
+fn forecast(pts: &[(f64, f64)], t: f64, limit: f64, line: LineFit) -> Prediction {
     let q = quadratic_fit(pts, t);
     let curved = q.filter(|q| {
         let dof = pts.len() as f64 - 3.0;
@@ -63,15 +75,21 @@ fn forecast(pts: &[(f64, f64)], t: f64, limit: f64, line: LineFit) -> Forecast {
     });
     let at_line = line.gap / line.toward;
     let (lo, hi) = line.bounds(pts);
+    let quadratic = |q: &Quadratic| Curve::Quadratic {
+        a: q.a,
+        b: q.b,
+        c: q.c,
+    };
     let crossing = |q: &Quadratic| first_crossing(q.a, q.b, q.c, limit);
     if let Some(q) = curved.filter(|q| q.c < 0.0) {
         // Levelling off: the curve decides, and may say the limit is never reached
         // (a restart's heating settling).
-        let eta = crossing(&q);
-        return Forecast {
-            decide: eta,
-            eta,
-            range: eta.map(|e| (e.min(at_line * lo), e.max(at_line * hi))),
+        return match crossing(&q) {
+            Some(e) => {
+                let range = (e.min(at_line * lo), e.max(at_line * hi));
+                Prediction::at(Some(e), e, range, quadratic(&q), line.span)
+            }
+            None => Prediction::none(),
         };
     }
     let growth = exponential_fit(pts, t);
@@ -81,40 +99,54 @@ fn forecast(pts: &[(f64, f64)], t: f64, limit: f64, line: LineFit) -> Forecast {
     let e_at = growth
         .filter(|g| g.rss <= rss_line)
         .and_then(|g| g.crossing(limit));
-    // The accelerating curve that fits best, with its crossing and its slope now.
+    // The accelerating curve that fits best: (rss, crossing, slope now, curve).
     let best = curved.and_then(|q| {
-        let quad = q_at.map(|at| (q.rss, at, q.b, q.a));
-        let exp = growth.and_then(|g| e_at.map(|at| (g.rss, at, g.slope_now(), g.base + g.amp)));
+        let quad = q_at.map(|at| (q.rss, at, q.b, quadratic(&q)));
+        let exp = growth.and_then(|g| {
+            let curve = Curve::Growth {
+                base: g.base,
+                amp: g.amp,
+                k: g.k,
+            };
+            e_at.map(|at| (g.rss, at, g.slope_now(), curve))
+        });
         match (quad, exp) {
             (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
             (a, b) => a.or(b),
         }
     });
-    let (eta, late) = match best {
-        Some((_, at, slope, level)) if slope > 0.0 => (at, at.max((limit - level) / slope)),
-        Some((_, at, _, _)) => (at, at.max(at_line)),
-        None => (at_line, at_line * hi),
+    let (eta, late, curve) = match best {
+        Some((_, at, slope, c)) if slope > 0.0 => (at, at.max((limit - c.at(0.0)) / slope), c),
+        Some((_, at, _, c)) => (at, at.max(at_line), c),
+        None => (at_line, at_line * hi, line.curve()),
     };
     let early = [Some(eta), Some(at_line * lo), q_at, e_at]
         .into_iter()
         .flatten()
         .fold(f64::INFINITY, f64::min);
-    Forecast {
-        decide: Some(at_line),
-        eta: Some(eta),
-        range: Some((early * (1.0 - ETA_MARGIN), late * (1.0 + ETA_MARGIN))),
-    }
+    let range = (early * (1.0 - ETA_MARGIN), late * (1.0 + ETA_MARGIN));
+    Prediction::at(Some(at_line), eta, range, curve, line.span)
 }
 
-/// The robust line's rate toward the limit, the gap to it, and its residual sigma.
+/// The robust line: its rate toward the limit, the gap to it, its level now, its
+/// residual sigma, and the span it was fitted on.
 #[derive(Clone, Copy)]
 struct LineFit {
     toward: f64,
     gap: f64,
+    level: f64,
     sigma: f64,
+    span: f64,
 }
 
 impl LineFit {
+    fn curve(&self) -> Curve {
+        Curve::Line {
+            level: self.level,
+            slope: self.toward,
+        }
+    }
+
     /// The interval of the line's crossing `gap / toward`, as factors of it: the
     /// crossing times of the two-sigma bounds on the fitted level (σ/√n) and slope
     /// (σ/√Σ(t − t̄)²). The late factor is infinite when the slope could be zero.
@@ -153,6 +185,14 @@ fn remember(s: &TrendSpec, history: &mut Deque<(f64, f64), TREND_POINTS>, t: f64
     }
 }
 
+/// Fits run on values times this, so that the limit lies above them.
+fn sign(s: &TrendSpec) -> f64 {
+    match s.direction {
+        Direction::Above => 1.0,
+        Direction::Below => -1.0,
+    }
+}
+
 /// The history and the point now as one slice, signed so that the limit lies
 /// above (`-x` for a `below` detector), with the limit signed alike.
 fn signed_points(
@@ -161,10 +201,7 @@ fn signed_points(
     t: f64,
     x: f64,
 ) -> (Points, f64) {
-    let sign = match s.direction {
-        Direction::Above => 1.0,
-        Direction::Below => -1.0,
-    };
+    let sign = sign(s);
     let mut pts = Points::new();
     for &(pt, px) in history.iter() {
         let _ = pts.push((pt, sign * px));
@@ -177,21 +214,23 @@ fn signed_points(
 
 /// What the fits predict over `pts` (signed, the limit above them).
 /// `None` when there is nothing to fit.
-fn predict(pts: &[(f64, f64)], t: f64, limit: f64, scratch: &mut Vec<f64>) -> Option<Forecast> {
+fn predict(pts: &[(f64, f64)], t: f64, limit: f64, scratch: &mut Vec<f64>) -> Option<Prediction> {
     let (slope, level_now, sigma) = theil_sen(pts, t, scratch)?;
     let gap = limit - level_now;
     if gap <= 0.0 {
-        return Some(Forecast::reached());
+        return Some(Prediction::reached());
     }
     let span = pts.last().map_or(t, |p| p.0) - pts.first().map_or(t, |p| p.0);
     // The trend must stand out of the noise over the history it was fitted on.
     if slope <= 0.0 || slope * span <= 3.0 * sigma {
-        return Some(Forecast::none());
+        return Some(Prediction::none());
     }
     let line = LineFit {
         toward: slope,
         gap,
+        level: level_now,
         sigma,
+        span,
     };
     Some(forecast(pts, t, limit, line))
 }
@@ -218,8 +257,7 @@ pub(super) fn trend(
             level: None,
             score: f64::NAN,
             limit: s.limit,
-            eta_s: None,
-            eta_range_s: None,
+            forecast: None,
         };
     };
     let within = f.decide.is_some_and(|e| e <= s.horizon_s);
@@ -233,11 +271,18 @@ pub(super) fn trend(
         *streak = 0;
         None
     };
+    // Back to the feature's units.
+    let forecast = f.reported.map(|r| Forecast {
+        fit: r.fit.map(|fit| Fit {
+            curve: fit.curve.times(sign(s)),
+            ..fit
+        }),
+        ..r
+    });
     Evaluation {
         level,
-        score: f.eta.unwrap_or(f64::INFINITY),
+        score: forecast.map_or(f64::INFINITY, |r| r.eta_s),
         limit: s.limit,
-        eta_s: f.eta,
-        eta_range_s: f.range,
+        forecast,
     }
 }

@@ -1,7 +1,7 @@
 //! Server-side SVG plots for the UI and for links from central systems: one panel
 //! of a signal's history (min–max band and mean), horizontal limit lines, vertical
-//! alert marks and a forecast segment (from the alert to the crossing it
-//! predicted). Self-contained SVG, no scripts; every text drawn from device or
+//! alert marks and a forecast (the fitted curve to the crossing it predicts, and
+//! the interval of that crossing). Self-contained SVG, no scripts; every text drawn from device or
 //! config data is XML-escaped.
 
 use std::fmt::Write as _;
@@ -25,8 +25,19 @@ pub struct Plot<'a> {
     pub limits: Vec<(f64, &'static str, String)>,
     /// Vertical marks: wall ms, colour, label.
     pub marks: Vec<(i64, &'static str, String)>,
-    /// A predicted path: from (ms, value) to (ms, value).
-    pub forecast: Option<((i64, f64), (i64, f64))>,
+    pub forecast: Option<ForecastPath>,
+}
+
+/// A forecast as drawn: the fitted curve, the crossing it predicts and when the
+/// crossing may come.
+#[derive(Debug, Default)]
+pub struct ForecastPath {
+    /// The fitted curve from the start of its fit to the crossing: (ms, value).
+    pub path: Vec<(i64, f64)>,
+    /// The predicted crossing: (ms, limit).
+    pub crossing: (i64, f64),
+    /// The earliest and latest crossing (ms; the latest `None` when unbounded).
+    pub range: Option<(i64, Option<i64>)>,
 }
 
 pub fn severity_colour(severity: &str) -> &'static str {
@@ -91,11 +102,18 @@ fn frame(p: &Plot<'_>) -> Frame {
         }
     }
     p.limits.iter().for_each(|l| see(l.0));
-    if let Some((a, b)) = p.forecast {
-        see(a.1);
-        see(b.1);
-        t1 = t1.max(b.0);
-        t0 = t0.min(a.0);
+    if let Some(fc) = &p.forecast {
+        see(fc.crossing.1);
+        t1 = t1.max(fc.crossing.0);
+        if let Some((early, late)) = fc.range {
+            t1 = t1.max(late.unwrap_or(early));
+        }
+        // The fitted part of the path lies among the points drawn; its start may
+        // reach back before them.
+        if let Some(first) = fc.path.first() {
+            t0 = t0.min(first.0);
+        }
+        fc.path.iter().for_each(|q| see(q.1));
     }
     for m in &p.marks {
         t0 = t0.min(m.0);
@@ -154,20 +172,8 @@ pub fn svg(p: &Plot<'_>) -> String {
             esc(label)
         );
     }
-    if let Some(((ta, va), (tb, vb))) = p.forecast {
-        let _ = write!(
-            o,
-            r##"<line class="forecast" x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#9467bd" stroke-width="2" stroke-dasharray="4 3"/><circle cx="{:.1}" cy="{:.1}" r="4" fill="#9467bd"/><text x="{:.1}" y="{:.1}" fill="#9467bd" text-anchor="end">predicted crossing {}</text>"##,
-            f.x(ta),
-            f.y(va),
-            f.x(tb),
-            f.y(vb),
-            f.x(tb),
-            f.y(vb),
-            f.x(tb) - 6.0,
-            f.y(vb) + 14.0,
-            clock(tb)
-        );
+    if let Some(fc) = &p.forecast {
+        forecast(&mut o, &f, fc);
     }
     for (t, colour, label) in &p.marks {
         let x = f.x(*t);
@@ -182,6 +188,40 @@ pub fn svg(p: &Plot<'_>) -> String {
     }
     o.push_str("</svg>");
     o
+}
+
+const FORECAST: &str = "#9467bd";
+
+/// The fitted curve (dashed), the interval of the crossing (a band on the limit)
+/// and the predicted crossing (a dot).
+fn forecast(o: &mut String, f: &Frame, fc: &ForecastPath) {
+    let (tc, vc) = fc.crossing;
+    let (xc, yc) = (f.x(tc), f.y(vc));
+    if let Some((early, late)) = fc.range {
+        let (xa, xb) = (f.x(early), late.map_or(W - RIGHT, |l| f.x(l)));
+        let label = match late {
+            Some(l) => format!("between {} and {}", clock(early), clock(l)),
+            None => format!("from {}", clock(early)),
+        };
+        let _ = write!(
+            o,
+            r##"<rect class="eta-range" x="{xa:.1}" y="{:.1}" width="{:.1}" height="10" fill="{FORECAST}" fill-opacity="0.25"/><text x="{xc:.1}" y="{:.1}" fill="{FORECAST}" text-anchor="end">{label}</text>"##,
+            yc - 5.0,
+            (xb - xa).max(1.0),
+            yc + 28.0,
+        );
+    }
+    let mut d = String::new();
+    for &(t, v) in &fc.path {
+        let _ = write!(d, "{:.1},{:.1} ", f.x(t), f.y(v));
+    }
+    let _ = write!(
+        o,
+        r##"<polyline class="forecast" points="{d}" fill="none" stroke="{FORECAST}" stroke-width="2" stroke-dasharray="4 3"/><circle cx="{xc:.1}" cy="{yc:.1}" r="4" fill="{FORECAST}"/><text x="{:.1}" y="{:.1}" fill="{FORECAST}" text-anchor="end">predicted crossing {}</text>"##,
+        xc - 6.0,
+        yc + 14.0,
+        clock(tc)
+    );
 }
 
 fn axes(o: &mut String, f: &Frame, unit: Option<&str>) {
@@ -288,13 +328,22 @@ mod tests {
             series: Some(&series),
             limits: vec![(85.0, "#d62728", "critical 85 <".into())],
             marks: vec![(2500, "#ff7f0e", "prefault".into())],
-            forecast: Some(((2500, 2.0), (9000, 85.0))),
+            forecast: Some(ForecastPath {
+                path: vec![(1500, 1.0), (2500, 2.0), (9000, 85.0)],
+                crossing: (9000, 85.0),
+                range: Some((7000, Some(12_000))),
+            }),
         };
         let s = svg(&p);
         assert!(!s.contains("<script>") && !s.contains("<x>"), "{s}");
         assert!(s.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; co"));
         assert_eq!(s.matches("class=\"mean\"").count(), 2, "one line per run");
         assert!(s.contains("predicted crossing 00:00:09"));
+        assert!(
+            s.contains("between 00:00:07 and 00:00:12"),
+            "the ETA's interval"
+        );
+        assert_eq!(s.matches("class=\"eta-range\"").count(), 1);
         assert!(s.starts_with("<svg") && s.ends_with("</svg>"));
         // Nothing to draw is still a valid document.
         let empty = svg(&Plot::default());

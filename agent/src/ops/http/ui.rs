@@ -536,8 +536,8 @@ fn evidence(site: &Site, ui: &UiState, a: &Alert, at: i64, anchor: &ClockAnchor)
 }
 
 /// `/alerts/{id}.svg`: the detector's evaluations (or the signal) around the
-/// alert, its limit, the raise (and clear) marks and, for a forecast, the
-/// predicted crossing.
+/// alert, its limit, the raise (and clear) marks and, for a forecast, the fitted
+/// curve, the predicted crossing and its interval.
 fn alert_svg(site: &Site, ui: &Arc<UiState>, q: &Query<'_>) -> Response {
     let id = q
         .path
@@ -583,17 +583,46 @@ fn alert_svg(site: &Site, ui: &Arc<UiState>, q: &Query<'_>) -> Response {
             a.severity.as_str().into(),
         ));
     }
-    if let (Some(eta), true) = (a.eta_s, drawn) {
-        let now_value = a
-            .features
-            .get(&a.feature)
-            .copied()
-            .filter(|v| v.is_finite());
-        if let Some(v0) = now_value {
-            p.forecast = Some(((at, v0), (at + (eta * 1000.0) as i64, a.limit)));
-        }
+    if drawn {
+        p.forecast = forecast_path(&a, at);
     }
     svg(plot::svg(&p))
+}
+
+/// Points drawn along a fitted curve.
+const CURVE_POINTS: u32 = 48;
+
+/// The alert's forecast as drawn: its fitted curve from the start of the fit to
+/// the crossing (a straight segment from the feature's value when there is no
+/// curve: a model's remaining time), and the crossing's interval.
+fn forecast_path(a: &Alert, at: i64) -> Option<plot::ForecastPath> {
+    let eta = a.eta_s.filter(|e| e.is_finite())?;
+    let ms = |s: f64| at + (s * 1000.0) as i64;
+    let path = match a.fit {
+        Some(fit) => (0..=CURVE_POINTS)
+            .map(|i| {
+                let tau = -fit.span_s + (fit.span_s + eta) * f64::from(i) / f64::from(CURVE_POINTS);
+                (ms(tau), fit.curve.at(tau))
+            })
+            .filter(|q| q.1.is_finite())
+            .collect(),
+        None => {
+            let v0 = a
+                .features
+                .get(&a.feature)
+                .copied()
+                .filter(|v| v.is_finite())?;
+            vec![(at, v0), (ms(eta), a.limit)]
+        }
+    };
+    let range = a
+        .eta_range_s
+        .map(|(lo, hi)| (ms(lo), hi.is_finite().then(|| ms(hi))));
+    Some(plot::ForecastPath {
+        path,
+        crossing: (ms(eta), a.limit),
+        range,
+    })
 }
 
 /// `/events`: `status` at once and every second, and `tags` (filtered by

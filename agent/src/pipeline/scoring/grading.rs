@@ -1,7 +1,7 @@
 //! Grading a model's score with its manifest's thresholds, confirmed over rows.
 
 use edge_models::onnx::manifest::{Direction, Meaning, ValidatedModel};
-use edge_models::{Evaluation, Severity};
+use edge_models::{Evaluation, Forecast, Severity};
 
 use super::store::alert_meaning;
 
@@ -105,7 +105,10 @@ pub(crate) fn evaluation(
         level,
         score: v,
         limit: grader.limit(level),
-        eta_s: (alert_meaning(m) == Meaning::RemainingTimeS).then_some(v.max(0.0)),
-        eta_range_s: None,
+        forecast: (alert_meaning(m) == Meaning::RemainingTimeS).then_some(Forecast {
+            eta_s: v.max(0.0),
+            range_s: None,
+            fit: None,
+        }),
     }
 }

@@ -602,8 +602,7 @@ fn health_eval(level: Option<Severity>) -> Evaluation {
         level,
         score: f64::NAN,
         limit: f64::NAN,
-        eta_s: None,
-        eta_range_s: None,
+        forecast: None,
     }
 }
 

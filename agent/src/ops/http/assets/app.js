@@ -265,6 +265,8 @@ async function alertPage(id) {
       h("h2", {}, "Why"),
       kv([["kind", a.kind], ["feature", a.feature], ["score", a.score], ["limit", a.limit],
         ["predicted time to limit", a.eta_s === null ? undefined : age(a.eta_s)],
+        ["interval", a.eta_range_s ? `${age(a.eta_range_s[0])} to ${a.eta_range_s[1] === null ? "unbounded" : age(a.eta_range_s[1])}` : undefined],
+        ["fitted curve", a.fit ? `${a.fit.model} over the last ${age(a.fit.span_s)}` : undefined],
         ["signals", a.signals.join(", ")], ["time", a.time.wall], ["episode", a.episode],
         ["model", a.model ? `${a.model.name} ${a.model.version}` : undefined]]),
       h("h2", {}, a.model ? "Input row" : "Window features"),
