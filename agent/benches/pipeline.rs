@@ -13,18 +13,22 @@
 //!
 //! "full" is what the pipeline task does per batch: record the latest values
 //! (`edge-agent tags`), then windows, features and detectors; "full + UI" also
-//! records the web UI's history (`[ui]` configured).
+//! records the web UI's history, every detector evaluation and every window's
+//! features (`[ui]` configured).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use edge_agent::alert::trace::DetectorTrace;
 use edge_agent::alert::{IdGenerator, RateLimits};
 use edge_agent::ingest::history::{HistoryConfig, SignalHistory};
 use edge_agent::ingest::latest::LatestValues;
 use edge_agent::ingest::ring::{OverflowPolicy, SampleRing};
 use edge_agent::pipeline::Processor;
+use edge_agent::pipeline::feature_history::FeatureHistory;
 use edge_driver_api::{Sample, SignalId, Timestamp};
 
 struct Counting;
@@ -177,6 +181,11 @@ fn run(samples: u64, mode: Mode) -> (f64, u64, u64) {
     let latest = LatestValues::new(&cfg.registry, &Default::default());
     let history = (mode == Mode::FullWithHistory)
         .then(|| SignalHistory::new(HistoryConfig::default(), cfg.registry.len()));
+    if mode == Mode::FullWithHistory {
+        // The UI's evidence too: every evaluation and every window's features.
+        proc.set_trace(Arc::new(DetectorTrace::new(HistoryConfig::default())));
+        proc.set_feature_history(Arc::new(FeatureHistory::new(HistoryConfig::default())));
+    }
     let mut gen_ = Gen {
         n_signals,
         next: 0,

@@ -129,8 +129,21 @@ def main():
         wait(d, "the detectors' evaluation plots", lambda: d.execute_script(
             "const i = [...document.querySelectorAll('[data-detector] img')];"
             "return i.length >= 1 && i.every(x => x.complete && x.naturalWidth > 0)"))
+        wait(d, "the window's feature plot", lambda: d.execute_script(
+            "const i = document.querySelector('[data-window] img');"
+            "return i && i.complete && i.naturalWidth > 0 && i.src.includes('feature=mean')"))
+        d.execute_script(
+            "const s = document.querySelector('[data-window] select'); s.value = 'kurtosis';"
+            "s.dispatchEvent(new Event('change'))")
+        wait(d, "another window feature, read by no detector", lambda: d.execute_script(
+            "const i = document.querySelector('[data-window] img');"
+            "return i && i.complete && i.naturalWidth > 0 && i.src.includes('feature=kurtosis')"))
+        d.find_element(By.CSS_SELECTOR, "[data-span=long]").click()
+        wait(d, "the detectors' evaluations over hours", lambda: d.execute_script(
+            "const i = [...document.querySelectorAll('[data-detector] img')];"
+            "return i.length >= 1 && i.every(x => x.src.includes('span=long') && x.complete && x.naturalWidth > 0)"))
         shot(d, "signal")
-        ok(f"{live}: history plot and its detectors' evaluation plots shown")
+        ok(f"{live}: history plot, its detectors' evaluations (last ones and hours) and any window feature over hours shown")
 
         # The trend alert's evidence: the plot with the limit, the fitted curve, the
         # predicted crossing and its interval.

@@ -194,7 +194,8 @@ async fn the_ui_serves_pages_live_values_history_and_metrics_with_a_strict_csp()
 
 /// The size of an embedded asset, as served.
 fn include_bytes_len(path: &str) -> usize {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src/ops/http/assets");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src/ops/http/ui/assets");
     let file = match path {
         "/" => "index.html",
         "/app.js" => "app.js",
@@ -348,6 +349,61 @@ async fn alerts_and_their_evidence_plot_are_served_at_a_stable_url() {
         Some(85.0),
         "the limit it was held against: {last}"
     );
+
+    // Hours of it: the detector's evaluations and every window feature, read
+    // by a detector or not.
+    let long = get(
+        addr,
+        "/plot/detector.svg?asset=pump&detector=temperature-forecast&span=long",
+    )
+    .await;
+    assert_eq!(long.status, 200, "{}", long.body);
+    assert!(
+        long.body.contains("class=\"mean\"")
+            && long.body.contains("limit 85")
+            && long.body.contains("mean per 72s"),
+        "the long view: {}",
+        long.body
+    );
+    let one = get(addr, "/api/signal?name=pump.temperature").await.json();
+    let features = &one["windows"][0]["features"];
+    assert_eq!(one["windows"][0]["asset"], "pump", "{one}");
+    assert!(
+        ["mean", "std", "kurtosis", "slope"].iter().all(|f| features
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == f))),
+        "{one}"
+    );
+    // No detector reads the window's std.
+    let std = get(
+        addr,
+        "/plot/feature.svg?asset=pump&signal=pump.temperature&feature=std",
+    )
+    .await;
+    assert_eq!(std.status, 200, "{}", std.body);
+    assert!(
+        std.body.contains("class=\"mean\"")
+            && std.body.contains("std(pump.temperature) per window"),
+        "{}",
+        std.body
+    );
+    for (path, want) in [
+        (
+            "/plot/feature.svg?asset=pump&signal=pump.temperature&feature=nope",
+            404,
+        ),
+        ("/plot/feature.svg?asset=pump&signal=pump.temperature", 400),
+        (
+            "/plot/feature.svg?asset=nope&signal=pump.temperature&feature=mean",
+            404,
+        ),
+        (
+            "/plot/detector.svg?asset=pump&detector=temperature&span=forever",
+            400,
+        ),
+    ] {
+        assert_eq!(get(addr, path).await.status, want, "{path}");
+    }
     h.stop().await.expect("stops");
 }
 

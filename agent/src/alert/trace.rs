@@ -1,7 +1,8 @@
 //! What each detector saw, evaluation by evaluation: the evidence behind an alert
 //! (the web UI plots it). Per (asset, detector) the last [`POINTS`] evaluations:
 //! the detector's input (a window feature, or a model's score), its score and the
-//! limit it was held against.
+//! limit it was held against; and over `[ui] history`, the mean per bucket of what
+//! its plot shows ([`plots_score`]) and of its limit.
 //!
 //! Fed by the engine for every evaluation (once per window hop or model batch, not
 //! per sample), under one short lock. Bounded: at most [`MAX_SERIES`] series, each
@@ -11,6 +12,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
+
+use crate::ingest::history::{HistoryConfig, Series as Buckets};
+use crate::ingest::means::MeanRing;
 
 /// Evaluations kept per detector.
 pub const POINTS: usize = 180;
@@ -38,6 +42,25 @@ struct Series {
     what: String,
     kind: &'static str,
     points: VecDeque<TracePoint>,
+    /// Over `[ui] history`: the plotted value (column 0) and the limit (1).
+    long: MeanRing,
+}
+
+/// Whether a detector's plot shows its score (its limit applies to the score: a
+/// z-score, a rate, a model's output) rather than its window feature.
+pub fn plots_score(kind: &str) -> bool {
+    matches!(kind, "zscore" | "rate_of_change" | "model" | "model_health")
+}
+
+impl TracePoint {
+    /// What a plot of a detector of `kind` shows of this evaluation.
+    pub fn plotted(&self, kind: &str) -> f32 {
+        if plots_score(kind) {
+            self.score
+        } else {
+            self.value
+        }
+    }
 }
 
 /// A traced detector, as listed for a signal.
@@ -68,12 +91,21 @@ struct Inner {
 }
 
 /// Every detector's recent evaluations.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DetectorTrace {
+    /// The long view's span and buckets.
+    long: HistoryConfig,
     inner: Mutex<Inner>,
 }
 
 impl DetectorTrace {
+    pub fn new(long: HistoryConfig) -> DetectorTrace {
+        DetectorTrace {
+            long,
+            inner: Mutex::default(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -107,6 +139,7 @@ impl DetectorTrace {
             what: what.to_string(),
             kind,
             points: VecDeque::with_capacity(POINTS),
+            long: MeanRing::new(self.long.long, self.long.points, 2),
         });
         Some(g.series.len() - 1)
     }
@@ -119,6 +152,8 @@ impl DetectorTrace {
                 s.points.pop_front();
             }
             s.points.push_back(p);
+            let shown = [p.plotted(s.kind), p.limit].map(f64::from);
+            s.long.record(p.mono_ns, shown);
         }
     }
 
@@ -130,6 +165,25 @@ impl DetectorTrace {
             .find(|s| &*s.asset == asset && &*s.detector == detector)
             .map(|s| s.points.iter().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// (what its plot shows, its limit) of (asset, detector) over `[ui] history`.
+    pub fn long(
+        &self,
+        asset: &str,
+        detector: &str,
+        now_mono_ns: u64,
+        now_wall_ns: i64,
+    ) -> Option<(Buckets, Buckets)> {
+        let g = self.lock();
+        let s = g
+            .series
+            .iter()
+            .find(|s| &*s.asset == asset && &*s.detector == detector)?;
+        Some((
+            s.long.series(0, now_mono_ns, now_wall_ns),
+            s.long.series(1, now_mono_ns, now_wall_ns),
+        ))
     }
 
     /// The traced detectors watching `signal`.
@@ -153,7 +207,11 @@ impl DetectorTrace {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.lock().series.len() * POINTS * std::mem::size_of::<TracePoint>()
+        let g = self.lock();
+        g.series
+            .iter()
+            .map(|s| POINTS * std::mem::size_of::<TracePoint>() + s.long.bytes())
+            .sum()
     }
 }
 
@@ -179,7 +237,7 @@ mod tests {
 
     #[test]
     fn each_detector_keeps_its_last_evaluations_and_the_number_of_series_is_bounded() {
-        let t = DetectorTrace::default();
+        let t = DetectorTrace::new(HistoryConfig::default());
         let (a, d, e) = (Arc::from("pump"), Arc::from("hot"), Arc::from("cold"));
         let sig: Arc<str> = Arc::from("pump.temperature");
         let hot = t.slot(&a, &d, &sig, "mean", "threshold").expect("slot");
@@ -222,5 +280,48 @@ mod tests {
             None
         );
         t.record(999, p(1)); // an unknown slot is ignored
+    }
+
+    #[test]
+    fn the_long_view_keeps_what_the_plot_shows_and_the_limit_over_hours() {
+        let t = DetectorTrace::new(HistoryConfig::default()); // 2 h in 72 s buckets
+        let (a, sig): (Arc<str>, Arc<str>) = (Arc::from("pump"), Arc::from("pump.current"));
+        let z = t
+            .slot(&a, &Arc::from("z"), &sig, "mean", "zscore")
+            .expect("slot");
+        let hot = t
+            .slot(&a, &Arc::from("hot"), &sig, "mean", "threshold")
+            .expect("slot");
+        let s = 1_000_000_000u64;
+        // Three hours of one evaluation a minute.
+        for m in 0..180u64 {
+            let p = TracePoint {
+                mono_ns: m * 60 * s,
+                value: 12.0,
+                score: m as f32,
+                limit: 6.0,
+            };
+            t.record(z, p);
+            t.record(hot, p);
+        }
+        let now = 180 * 60 * s;
+        let (shown, limit) = t.long("pump", "z", now, 0).expect("traced");
+        assert_eq!(shown.bucket_s, 72.0);
+        assert!(
+            shown.points.len() >= 99,
+            "two hours: {}",
+            shown.points.len()
+        );
+        let last = shown.points.iter().rev().find_map(|p| p.3);
+        assert_eq!(last, Some(179.0), "a z-score's plot shows its score");
+        assert!(limit.points.iter().filter_map(|p| p.3).all(|l| l == 6.0));
+        let (feature, _) = t.long("pump", "hot", now, 0).expect("traced");
+        assert!(feature.points.iter().filter_map(|p| p.3).all(|v| v == 12.0));
+        assert!(t.long("pump", "nope", now, 0).is_none());
+        assert_eq!(
+            t.series("pump", "z").len(),
+            POINTS,
+            "the exact evaluations too"
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod history;
 pub mod latest;
+pub mod means;
 pub mod meter;
 pub mod ring;
 pub mod supervisor;

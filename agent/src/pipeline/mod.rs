@@ -20,6 +20,7 @@
 
 pub mod adopt;
 pub mod counters;
+pub mod feature_history;
 pub mod plan;
 pub mod processor;
 mod regime;

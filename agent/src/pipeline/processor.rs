@@ -15,6 +15,7 @@ use edge_models::{
 };
 
 use super::counters::PipelineCounters;
+use super::feature_history::FeatureHistory;
 use super::plan::AssetCfg;
 use super::regime::Gate;
 use super::scoring::{BindingStatus, InferenceJob, ModelScorer, ModelStore};
@@ -51,6 +52,8 @@ pub struct Processor {
     pub(crate) engine: AlertEngine,
     pub(crate) scorer: ModelScorer,
     pub(crate) counters: Arc<PipelineCounters>,
+    /// Where each window's features are recorded for the UI (its slot there).
+    features: Option<(Arc<FeatureHistory>, Vec<Option<usize>>)>,
     local: LocalCounts,
 }
 
@@ -175,6 +178,7 @@ impl Processor {
             engine: AlertEngine::new(agent_id, limits, infos, ids),
             scorer,
             counters: Arc::new(PipelineCounters::default()),
+            features: None,
             local: LocalCounts::default(),
         }
     }
@@ -182,6 +186,16 @@ impl Processor {
     /// Records every detector evaluation into `trace` (the UI's alert evidence).
     pub fn set_trace(&mut self, trace: Arc<crate::alert::trace::DetectorTrace>) {
         self.engine.set_trace(trace);
+    }
+
+    /// Records every completed window's features into `history` (the UI's plots).
+    pub fn set_feature_history(&mut self, history: Arc<FeatureHistory>) {
+        let slots = self
+            .windows
+            .iter()
+            .map(|w| history.slot(&w.asset, &w.signal, &w.band_names))
+            .collect();
+        self.features = Some((history, slots));
     }
 
     pub fn counters(&self) -> Arc<PipelineCounters> {
@@ -236,6 +250,13 @@ impl Processor {
         self.local.windows += 1;
         slot.seen = true;
         slot.extractor.compute(&slot.frame, &mut slot.features);
+        if let Some((h, Some(at))) = self
+            .features
+            .as_ref()
+            .map(|(h, s)| (h, s.get(wi).copied().flatten()))
+        {
+            h.record(at, slot.frame.end_ns, &slot.features);
+        }
         let end = Timestamp {
             mono_ns: slot.frame.end_ns,
             wall_ns: s.ts.wall_ns - (s.ts.mono_ns as i64 - slot.frame.end_ns as i64),

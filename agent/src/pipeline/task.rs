@@ -48,9 +48,20 @@ pub struct Taps {
     pub latest: Arc<LatestValues>,
     pub history: Option<Arc<SignalHistory>>,
     pub trace: Option<Arc<crate::alert::trace::DetectorTrace>>,
+    pub features: Option<Arc<super::feature_history::FeatureHistory>>,
 }
 
 impl Taps {
+    /// Has `processor` record its evaluations and window features here.
+    fn attach(&self, processor: &mut Processor) {
+        if let Some(t) = &self.trace {
+            processor.set_trace(t.clone());
+        }
+        if let Some(f) = &self.features {
+            processor.set_feature_history(f.clone());
+        }
+    }
+
     fn record(&self, batch: &[Sample]) {
         self.latest.record(batch);
         if let Some(h) = &self.history {
@@ -65,9 +76,7 @@ impl Taps {
 /// `stop` is cancelled by the runtime only after every driver has returned, so the
 /// final drain sees every sample that was accepted.
 pub async fn run_pipeline(mut processor: Processor, mut task: PipelineTask) -> Processor {
-    if let Some(t) = &task.taps.trace {
-        processor.set_trace(t.clone());
-    }
+    task.taps.attach(&mut processor);
     let mut batch: Vec<Sample> = Vec::with_capacity(task.batch_size);
     let mut alerts: Vec<Alert> = Vec::with_capacity(64);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -123,9 +132,7 @@ impl PipelineTask {
     /// Puts a reload's processor in service.
     async fn adopt(&self, processor: &mut Processor, r: Reconfigure, alerts: &mut Vec<Alert>) {
         let old = std::mem::replace(processor, *r.processor);
-        if let Some(t) = &self.taps.trace {
-            processor.set_trace(t.clone());
-        }
+        self.taps.attach(processor);
         let report = processor.adopt(old, self.clock.now(), alerts);
         processor.publish_model_status();
         tracing::info!(?report, "asset configuration in service");

@@ -224,6 +224,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         latest: latest.clone(),
         history: ui.as_ref().map(|u| u.history.clone()),
         trace: ui.as_ref().map(|u| u.trace.clone()),
+        features: ui.as_ref().map(|u| u.features.clone()),
     };
     let pipeline = start_pipeline(&config, &clock, &opts, &ring, &delivery, &models, taps);
     let drivers_token = shutdown.child_token();

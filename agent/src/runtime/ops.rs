@@ -17,15 +17,18 @@ use crate::ops::control::ControlSocket;
 use crate::ops::http::{Guard, Site};
 use crate::ops::status::StatusSource;
 use crate::pipeline::PipelineCounters;
+use crate::pipeline::feature_history::FeatureHistory;
 
 /// What the web UI reads that the pipeline and the sinks feed: every signal's
-/// history, every detector's evaluations and the recent alerts. Sized once from
+/// history, every detector's evaluations, every window's features and the recent
+/// alerts. Sized once from
 /// `[ui]`; `None` without it (always, in a build without the `ui` feature, where
 /// `[ui]` is a config error).
 #[derive(Debug)]
 pub(crate) struct UiParts {
     pub history: Arc<SignalHistory>,
     pub trace: Arc<DetectorTrace>,
+    pub features: Arc<FeatureHistory>,
     pub alerts: Arc<RecentAlerts>,
 }
 
@@ -33,7 +36,8 @@ pub(crate) fn ui_parts(config: &Config) -> Option<UiParts> {
     let u = config.ui.as_ref()?;
     Some(UiParts {
         history: Arc::new(SignalHistory::new(u.history, config.registry.len())),
-        trace: Arc::new(DetectorTrace::default()),
+        trace: Arc::new(DetectorTrace::new(u.history)),
+        features: Arc::new(FeatureHistory::new(u.history)),
         alerts: Arc::new(RecentAlerts::default()),
     })
 }
@@ -158,6 +162,7 @@ fn open_ui(
     let state = Arc::new(crate::ops::http::ui::UiState::new(
         parts.history.clone(),
         parts.trace.clone(),
+        parts.features.clone(),
         parts.alerts.clone(),
         shutdown.clone(),
     ));

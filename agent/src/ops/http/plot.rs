@@ -97,7 +97,7 @@ fn frame(p: &Plot<'_>) -> Frame {
         }
     };
     for q in pts {
-        for v in [q.1, q.2].into_iter().flatten() {
+        for v in [q.1, q.2, q.3].into_iter().flatten() {
             see(f64::from(v));
         }
     }
@@ -346,6 +346,30 @@ mod tests {
         assert_eq!(s.matches("class=\"eta-range\"").count(), 1);
         assert!(s.starts_with("<svg") && s.ends_with("</svg>"));
         // Nothing to draw is still a valid document.
+        // A series of means only (a long view) sets the frame by its means.
+        let means = Series {
+            bucket_s: 72.0,
+            points: vec![
+                (1000, None, None, Some(10.0)),
+                (2000, None, None, Some(20.0)),
+            ],
+        };
+        let s = svg(&Plot {
+            series: Some(&means),
+            limits: vec![(30.0, "#d62728", "limit".into())],
+            ..Plot::default()
+        });
+        let ys: Vec<f64> = s
+            .split("class=\"mean\" points=\"")
+            .nth(1)
+            .and_then(|p| p.split('"').next())
+            .map(|p| {
+                p.split_whitespace()
+                    .filter_map(|xy| xy.split(',').nth(1)?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(ys.len() == 2 && ys[0] > ys[1], "10 drawn below 20: {ys:?}");
         let empty = svg(&Plot::default());
         assert!(empty.ends_with("</svg>") && !empty.contains("NaN"));
     }

@@ -129,7 +129,8 @@ function overviewNodes(s) {
     h("div", { class: "card" }, "Alerts raised", h("b", {}, raised), `${s.alerts.cleared} cleared`),
     h("div", { class: "card" }, "Ring", h("b", {}, `${s.ring.len} / ${s.ring.capacity}`),
       `high water ${s.ring.high_water} · dropped ${s.ring.dropped_oldest + s.ring.dropped_newest}`),
-    h("div", { class: "card" }, "History", h("b", {}, bytes(s.history_bytes)), `${s.history_signals} signals`));
+    h("div", { class: "card" }, "History", h("b", {}, bytes(s.history_bytes + s.feature_history_bytes + s.trace_bytes)),
+      `${s.history_signals} signals ${bytes(s.history_bytes)}, ${s.feature_windows} windows ${bytes(s.feature_history_bytes)}, evaluations ${bytes(s.trace_bytes)}`));
   const drivers = table(["Driver", "Kind", "State", "Health", "Last 5 min", "Samples", "Last sample", "Restarts", "Last error"],
     s.drivers.map((d, i) => h("tr", { "data-driver": d.name },
       h("td", {}, d.name), h("td", {}, d.kind), h("td", { class: "state-" + d.state }, d.state),
@@ -189,22 +190,41 @@ function signalPage(name) {
   const img = h("img", { class: "plot", alt: "history of " + name });
   const info = h("div", {});
   const pick = h("p", {},
-    h("a", { href: "#", "data-span": "recent" }, "last minutes"), " · ",
+    h("a", { href: "#", "data-span": "recent" }, "last minutes (detectors: last evaluations)"), " · ",
     h("a", { href: "#", "data-span": "long" }, "last hours"));
   pick.addEventListener("click", ev => {
     const s = ev.target.getAttribute("data-span");
     if (s) { ev.preventDefault(); span = s; refresh(); }
   });
   const dets = h("div", {});
-  show(h("h2", {}, name), info, pick, img, dets);
+  const wins = h("div", {});
+  const chosen = {}; // asset → the feature plotted for its window
+  show(h("h2", {}, name), info, pick, img, dets, wins);
+  const q = encodeURIComponent, now = () => "&t=" + Date.now();
+  const windows = list => {
+    if (wins.childElementCount === list.length) return;
+    wins.replaceChildren(...list.map(w => {
+      chosen[w.asset] = chosen[w.asset] || w.features[0];
+      const sel = h("select", { "aria-label": "feature" }, ...w.features.map(f => h("option", { value: f }, f)));
+      sel.value = chosen[w.asset];
+      sel.addEventListener("change", () => { chosen[w.asset] = sel.value; refresh(); });
+      return h("div", { "data-window": w.asset }, h("h2", {}, `${w.asset}: window features over hours `, sel),
+        h("img", { class: "plot", alt: "window feature of " + name }));
+    }));
+  };
   const refresh = async () => {
-    img.src = "/plot/signal.svg?name=" + encodeURIComponent(name) + "&span=" + span + "&t=" + Date.now();
+    img.src = "/plot/signal.svg?name=" + q(name) + "&span=" + span + now();
     try {
-      const one = await getJSON("/api/signal?name=" + encodeURIComponent(name) + "&span=" + span);
+      const one = await getJSON("/api/signal?name=" + q(name) + "&span=" + span);
       dets.replaceChildren(...one.detectors.map(d => h("div", { "data-detector": d.asset + "/" + d.detector },
         h("h2", {}, `${d.asset} / ${d.detector}: ${d.what} (${d.kind})`),
         h("img", { class: "plot", alt: "evaluations of " + d.detector,
-          src: "/plot/detector.svg?asset=" + encodeURIComponent(d.asset) + "&detector=" + encodeURIComponent(d.detector) + "&t=" + Date.now() }))));
+          src: "/plot/detector.svg?asset=" + q(d.asset) + "&detector=" + q(d.detector) + "&span=" + span + now() }))));
+      windows(one.windows);
+      for (const w of wins.children) {
+        const a = w.getAttribute("data-window");
+        w.querySelector("img").src = "/plot/feature.svg?asset=" + q(a) + "&signal=" + q(name) + "&feature=" + q(chosen[a]) + now();
+      }
       const t = one.tag;
       info.replaceChildren(table(["Value", "Unit", "Quality", "Reason", "Age", "Driver", "Address", "Bad samples"], [
         h("tr", { "data-tag": t.name },

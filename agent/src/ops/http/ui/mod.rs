@@ -7,12 +7,13 @@
 //! | `/`, `/app.js`, `/app.css` | the single-page UI (overview, signals, alerts, models) |
 //! | `/api/status` | the agent's status (as `edge-agent status --json`), history size, driver health series |
 //! | `/api/tags?filter=` | live values (as `edge-agent tags --json`) |
-//! | `/api/signal?name=&span=recent\|long` | one tag and its history |
+//! | `/api/signal?name=&span=recent\|long` | one tag, its history, the detectors watching it and its windows' features |
 //! | `/api/alerts` | active and recent alerts |
 //! | `/api/models` | models (as `edge-agent models list --json`) with their training quality |
 //! | `/api/alert?id=` | one alert, its episode and its evidence |
 //! | `/plot/signal.svg?name=&span=` | a signal's history plot |
-//! | `/plot/detector.svg?asset=&detector=` | a detector's last evaluations (its window feature or score) with its limit |
+//! | `/plot/detector.svg?asset=&detector=&span=recent\|long` | a detector's last evaluations (its window feature or score) with its limit, or their means over `[ui] history` |
+//! | `/plot/feature.svg?asset=&signal=&feature=` | a window feature over `[ui] history`, whether or not a detector reads it |
 //! | `/alerts/{id}.svg` | an alert's evidence plot (a stable URL to link to) |
 //! | `/events?tags=` | server-sent events: `status` every second, `tags` when asked |
 
@@ -26,16 +27,18 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+mod plots;
+
 use super::Site;
 use super::body::Body;
-use super::plot::{self, Plot};
 use super::routes::{Query, Response, json, reply, text};
-use crate::alert::trace::{DetectorTrace, TracePoint};
-use crate::alert::{Alert, AlertState};
+use crate::alert::Alert;
+use crate::alert::trace::DetectorTrace;
 use crate::delivery::recent::RecentAlerts;
 use crate::ingest::history::{Series, SignalHistory, Span};
 use crate::ops::status::{AgentStatus, StatusSource, TagsReport};
-use edge_driver_api::ClockAnchor;
+use crate::pipeline::feature_history::FeatureHistory;
+use plots::{alert_svg, detector_svg, feature_svg, signal_svg, wall_ms};
 
 /// Live event streams at once.
 const STREAMS: usize = 8;
@@ -52,6 +55,8 @@ pub struct UiState {
     pub alerts: Arc<RecentAlerts>,
     /// Every detector's recent evaluations (the evidence plots).
     pub trace: Arc<DetectorTrace>,
+    /// Every window's features over hours.
+    pub features: Arc<FeatureHistory>,
     /// Each driver's link health, oldest first (the overview's sparklines).
     health: Mutex<Vec<VecDeque<Option<f32>>>>,
     streams: Arc<Semaphore>,
@@ -62,6 +67,7 @@ impl UiState {
     pub fn new(
         history: Arc<SignalHistory>,
         trace: Arc<DetectorTrace>,
+        features: Arc<FeatureHistory>,
         alerts: Arc<RecentAlerts>,
         stop: CancellationToken,
     ) -> UiState {
@@ -69,6 +75,7 @@ impl UiState {
             history,
             alerts,
             trace,
+            features,
             health: Mutex::new(Vec::new()),
             streams: Arc::new(Semaphore::new(STREAMS)),
             stop,
@@ -120,6 +127,7 @@ pub const ROUTES: &[(&str, UiHandler)] = &[
     ("/api/alert", api_alert),
     ("/plot/signal.svg", signal_svg),
     ("/plot/detector.svg", detector_svg),
+    ("/plot/feature.svg", feature_svg),
     ("/alerts/", alert_svg),
     ("/events", events),
 ];
@@ -184,6 +192,11 @@ struct UiStatus<'a> {
     status: &'a AgentStatus,
     history_bytes: usize,
     history_signals: usize,
+    /// Window features over hours: windows recorded and bytes.
+    feature_windows: usize,
+    feature_history_bytes: usize,
+    /// Detector evaluations (the last ones and hours of means).
+    trace_bytes: usize,
     /// Per driver (same order as `drivers`), link health oldest first.
     health_series: Vec<Vec<Option<f32>>>,
     health_every_s: u64,
@@ -191,11 +204,15 @@ struct UiStatus<'a> {
 
 fn status_json(source: &StatusSource, ui: &UiState) -> serde_json::Result<Vec<u8>> {
     let status = source.snapshot();
+    let (feature_windows, feature_history_bytes) = ui.features.size();
     let health = ui.health.lock().unwrap_or_else(|p| p.into_inner());
     serde_json::to_vec(&UiStatus {
         status: &status,
         history_bytes: ui.history.bytes(),
         history_signals: ui.history.signals(),
+        feature_windows,
+        feature_history_bytes,
+        trace_bytes: ui.trace.bytes(),
         health_series: health.iter().map(|r| r.iter().copied().collect()).collect(),
         health_every_s: HEALTH_EVERY.as_secs(),
     })
@@ -247,6 +264,8 @@ fn api_signal(site: &Site, ui: &Arc<UiState>, q: &Query<'_>) -> Response {
         series: Series,
         /// The detectors watching it whose evaluations are plotted.
         detectors: Vec<crate::alert::trace::TracedDetector>,
+        /// Its windows (one per asset) and the features recorded.
+        windows: Vec<crate::pipeline::feature_history::SignalWindows>,
     }
     let tag = site
         .source
@@ -258,106 +277,8 @@ fn api_signal(site: &Site, ui: &Arc<UiState>, q: &Query<'_>) -> Response {
         tag,
         series: series(site, ui, i, sp),
         detectors: ui.trace.on_signal(&name),
+        windows: ui.features.on_signal(&name),
     })
-}
-
-fn signal_svg(site: &Site, ui: &Arc<UiState>, q: &Query<'_>) -> Response {
-    let ((i, name), sp) = match signal(site, q).and_then(|s| Ok((s, span(q)?))) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let s = series(site, ui, i, sp);
-    let unit = site.source.latest.unit(i);
-    let mut p = Plot {
-        title: format!("{name} (min–max and mean per {}s)", s.bucket_s),
-        unit: unit.as_deref(),
-        series: Some(&s),
-        ..Plot::default()
-    };
-    // The limits of the alerts open on this signal.
-    for a in ui.alerts.active() {
-        if a.signals.iter().any(|n| **n == *name)
-            && feature_in_signal_units(&a)
-            && a.limit.is_finite()
-        {
-            p.limits.push((
-                a.limit,
-                plot::severity_colour(a.severity.as_str()),
-                format!("{} {}", a.detector, a.severity.as_str()),
-            ));
-        }
-    }
-    svg(plot::svg(&p))
-}
-
-/// `/plot/detector.svg`: a detector's last evaluations and the limit it was held
-/// against last.
-fn detector_svg(site: &Site, ui: &Arc<UiState>, q: &Query<'_>) -> Response {
-    let (asset, detector) =
-        match param(q, "asset", true).and_then(|a| Ok((a, param(q, "detector", true)?))) {
-            Ok(v) => v,
-            Err(r) => return r,
-        };
-    let points = ui.trace.series(asset, detector);
-    let Some(last) = points.last().copied() else {
-        return text(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no evaluations of {}/{} yet\n",
-                asset.escape_debug(),
-                detector.escape_debug()
-            ),
-        );
-    };
-    let Some(d) = ui.trace.describe(asset, detector) else {
-        return text(StatusCode::NOT_FOUND, "not traced\n");
-    };
-    let on_score = limit_on_score(d.kind);
-    let series = traced_series(&points, on_score, &site.source.clock.anchor());
-    let what = if on_score {
-        format!("{} score", d.kind)
-    } else {
-        d.what
-    };
-    let mut p = Plot {
-        title: format!("{asset}/{detector}: {what} per evaluation"),
-        series: Some(&series),
-        ..Plot::default()
-    };
-    // A trend's score is its ETA; its limit is on the feature.
-    if last.limit.is_finite() {
-        p.limits.push((
-            f64::from(last.limit),
-            "#d62728",
-            format!("limit {}", crate::alert::num(f64::from(last.limit))),
-        ));
-    }
-    svg(plot::svg(&p))
-}
-
-/// Wall-clock milliseconds of a monotonic instant (signed: a simulation faster
-/// than real time stamps ahead of now).
-fn wall_ms(anchor: &ClockAnchor, mono_ns: u64) -> i64 {
-    anchor.at(mono_ns).wall_ns / 1_000_000
-}
-
-/// A detector's evaluations as a plot series: its input, or its score where its
-/// limit applies to the score.
-fn traced_series(points: &[TracePoint], on_score: bool, anchor: &ClockAnchor) -> Series {
-    Series {
-        bucket_s: 0.0,
-        points: points
-            .iter()
-            .map(|p| {
-                let v = Some(if on_score { p.score } else { p.value }).filter(|v| v.is_finite());
-                (wall_ms(anchor, p.mono_ns), v, v, v)
-            })
-            .collect(),
-    }
-}
-
-fn svg(doc: String) -> Response {
-    reply(StatusCode::OK, "image/svg+xml", doc)
 }
 
 #[derive(Serialize)]
@@ -468,160 +389,6 @@ fn api_alert(site: &Site, ui: &Arc<UiState>, q: &Query<'_>) -> Response {
         binding,
         plot: format!("/alerts/{}.svg", a.id),
         alert: a,
-    })
-}
-
-/// Features whose values are in the signal's own unit (a limit on them can be
-/// drawn over the signal).
-fn feature_in_signal_units(a: &Alert) -> bool {
-    let f = a.feature.split(['(', '[']).next().unwrap_or("");
-    matches!(
-        f,
-        "mean" | "min" | "max" | "last" | "median" | "p95" | "p5" | "p99" | "p1"
-    ) || a.kind == "threshold"
-        || a.kind == "trend"
-}
-
-/// What an evidence plot draws.
-struct Evidence {
-    series: Series,
-    unit: Option<Arc<str>>,
-    /// The alert's limit is in the series' units.
-    limit_comparable: bool,
-    what: String,
-}
-
-/// Detectors whose limit applies to their score (a z-score, a rate, a model's
-/// score), not to their feature.
-fn limit_on_score(kind: &str) -> bool {
-    matches!(kind, "zscore" | "rate_of_change" | "model" | "model_health")
-}
-
-/// The detector's own evaluations when they were traced (its feature, or its
-/// score where the limit applies to the score), else the first signal's history
-/// around the alert.
-fn evidence(site: &Site, ui: &UiState, a: &Alert, at: i64, anchor: &ClockAnchor) -> Evidence {
-    let traced = ui.trace.series(&a.asset, &a.detector);
-    let signal = a.signals.first().and_then(|n| site.source.latest.find(n));
-    let unit = signal.and_then(|i| site.source.latest.unit(i));
-    if !traced.is_empty() {
-        let on_score = limit_on_score(a.kind);
-        return Evidence {
-            series: traced_series(&traced, on_score, anchor),
-            unit: (!on_score && feature_in_signal_units(a))
-                .then_some(unit)
-                .flatten(),
-            limit_comparable: true,
-            what: if on_score {
-                "score per evaluation".into()
-            } else {
-                format!("{} per window", a.feature)
-            },
-        };
-    }
-    // The recent ring while the alert is in it, else the long one.
-    let series = signal.map_or_else(Series::default, |i| {
-        let recent = series(site, ui, i, Span::Recent);
-        match recent.points.first() {
-            Some(p) if p.0 <= at => recent,
-            _ => series(site, ui, i, Span::Long),
-        }
-    });
-    Evidence {
-        series,
-        unit,
-        limit_comparable: feature_in_signal_units(a),
-        what: "the signal around it".into(),
-    }
-}
-
-/// `/alerts/{id}.svg`: the detector's evaluations (or the signal) around the
-/// alert, its limit, the raise (and clear) marks and, for a forecast, the fitted
-/// curve, the predicted crossing and its interval.
-fn alert_svg(site: &Site, ui: &Arc<UiState>, q: &Query<'_>) -> Response {
-    let id = q
-        .path
-        .trim_start_matches("/alerts/")
-        .trim_end_matches(".svg");
-    let a = match alert(ui, id) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let anchor = site.source.clock.anchor();
-    let at = wall_ms(&anchor, a.time.mono_ns);
-    let ev = evidence(site, ui, &a, at, &anchor);
-    let drawn = ev.limit_comparable && a.limit.is_finite();
-    let mut p = Plot {
-        title: format!("{}/{}: {} — {}", a.asset, a.detector, a.message, ev.what),
-        unit: ev.unit.as_deref(),
-        series: Some(&ev.series),
-        ..Plot::default()
-    };
-    if drawn {
-        p.limits.push((
-            a.limit,
-            plot::severity_colour(a.severity.as_str()),
-            format!("limit {}", crate::alert::num(a.limit)),
-        ));
-    }
-    for m in ui.alerts.episode(a.episode) {
-        let label = match m.state {
-            AlertState::Raised => m.severity.as_str().to_string(),
-            AlertState::Cleared => "cleared".into(),
-        };
-        let colour = match m.state {
-            AlertState::Raised => plot::severity_colour(m.severity.as_str()),
-            AlertState::Cleared => "#7f7f7f",
-        };
-        p.marks
-            .push((wall_ms(&anchor, m.time.mono_ns), colour, label));
-    }
-    if p.marks.is_empty() {
-        p.marks.push((
-            at,
-            plot::severity_colour(a.severity.as_str()),
-            a.severity.as_str().into(),
-        ));
-    }
-    if drawn {
-        p.forecast = forecast_path(&a, at);
-    }
-    svg(plot::svg(&p))
-}
-
-/// Points drawn along a fitted curve.
-const CURVE_POINTS: u32 = 48;
-
-/// The alert's forecast as drawn: its fitted curve from the start of the fit to
-/// the crossing (a straight segment from the feature's value when there is no
-/// curve: a model's remaining time), and the crossing's interval.
-fn forecast_path(a: &Alert, at: i64) -> Option<plot::ForecastPath> {
-    let eta = a.eta_s.filter(|e| e.is_finite())?;
-    let ms = |s: f64| at + (s * 1000.0) as i64;
-    let path = match a.fit {
-        Some(fit) => (0..=CURVE_POINTS)
-            .map(|i| {
-                let tau = -fit.span_s + (fit.span_s + eta) * f64::from(i) / f64::from(CURVE_POINTS);
-                (ms(tau), fit.curve.at(tau))
-            })
-            .filter(|q| q.1.is_finite())
-            .collect(),
-        None => {
-            let v0 = a
-                .features
-                .get(&a.feature)
-                .copied()
-                .filter(|v| v.is_finite())?;
-            vec![(at, v0), (ms(eta), a.limit)]
-        }
-    };
-    let range = a
-        .eta_range_s
-        .map(|(lo, hi)| (ms(lo), hi.is_finite().then(|| ms(hi))));
-    Some(plot::ForecastPath {
-        path,
-        crossing: (ms(eta), a.limit),
-        range,
     })
 }
 
