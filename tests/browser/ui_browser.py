@@ -163,6 +163,20 @@ def main():
         shot(d, "alert")
         ok("the trend alert's page shows the plot with the limit, the fitted curve, the predicted crossing and its interval")
 
+        # The models page: versions, training quality, the binding's scores over hours.
+        d.get(url + "/#/models")
+        wait(d, "the model's version history", lambda: d.execute_script(
+            "return !!document.querySelector('[data-version-event=loaded]')"))
+        wait(d, "the binding's scores over hours", lambda: d.execute_script(
+            "const i = document.querySelector('[data-binding=\"pump/wear\"] img');"
+            "return i && i.complete && i.naturalWidth > 0"))
+        page = d.find_element(By.TAG_NAME, "main").text
+        for want in ("bearing_rf: versions", "loaded", "Training quality", "scores over hours"):
+            if want not in page:
+                fail(f"the models page has no {want!r}:\n{page}")
+        shot(d, "models")
+        ok("the models page shows the version history, the training quality and the binding's scores over hours")
+
         violations = csp_violations(d)
         if violations:
             fail(f"the page broke its own CSP: {violations}")

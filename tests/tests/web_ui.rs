@@ -647,7 +647,7 @@ vibration_rate_hz = 256.0
 name = "pump"
 [[assets.signals]]
 signal = "pump.temperature"
-window = {{ size = "60s", hop = "10s" }}
+window = {{ size = "10s", hop = "5s" }}
 [[assets.signals]]
 signal = "pump.vibration"
 window = {{ size = 512, hop = 512 }}
@@ -657,10 +657,10 @@ bands = [
 ]
 [[assets.signals]]
 signal = "pump.current"
-window = {{ size = "60s", hop = "10s" }}
+window = {{ size = "10s", hop = "5s" }}
 [[assets.signals]]
 signal = "pump.pressure"
-window = {{ size = "60s", hop = "10s" }}
+window = {{ size = "10s", hop = "5s" }}
 
 [[assets.models]]
 name = "wear"
@@ -680,5 +680,29 @@ roles = {{ vibration = "pump.vibration", temperature = "pump.temperature", curre
     )
     .expect("JSON");
     assert_eq!(m["quality"], want, "the zoo's held-out evaluation");
+    assert_eq!(m["history"][0]["event"], "loaded", "{models}");
+    assert_eq!(m["history"][0]["version"], m["version"]);
+    // The binding's scores over hours, once it has scored.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let scores = loop {
+        let r = get(
+            ui_addr(&h),
+            "/plot/detector.svg?asset=pump&detector=wear&span=long",
+        )
+        .await;
+        if r.status == 200 {
+            break r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never scored: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        scores.body.contains("model score") && scores.body.contains("class=\"mean\""),
+        "{}",
+        scores.body
+    );
     h.stop().await.expect("stops");
 }

@@ -54,7 +54,30 @@ length = 16
 "#
         )
     });
-    wearing_pump_toml("browser-test", ui, &modbus)
+    // The zoo's bearing model bound to the pump (the models page).
+    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/zoo");
+    let sections = format!("{ui}\n[models]\ndir = \"{}\"\n", zoo.display());
+    wearing_pump_toml("browser-test", &sections, &modbus)
+        + r#"
+[[assets.signals]]
+signal = "pump.vibration"
+window = { size = 64, hop = 64 }
+bands = [
+  { name = "shaft", lo_hz = 0.0, hi_hz = 2.0 },
+  { name = "bearing", lo_hz = 2.0, hi_hz = 5.0 },
+]
+[[assets.signals]]
+signal = "pump.current"
+window = { size = "60s", hop = "10s" }
+[[assets.signals]]
+signal = "pump.pressure"
+window = { size = "60s", hop = "10s" }
+
+[[assets.models]]
+name = "wear"
+manifest = "bearing_rf/manifest.toml"
+roles = { vibration = "pump.vibration", temperature = "pump.temperature", current = "pump.current", pressure = "pump.pressure" }
+"#
 }
 
 fn get_json(port: u16, path: &str) -> Option<Value> {
@@ -206,10 +229,12 @@ fn the_ui_in_a_real_browser_shows_live_values_bad_tags_escaped_payloads_and_aler
     assert!(status.success(), "browser checks failed:\n{out}\n{err}");
     assert_eq!(
         out.lines().filter(|l| l.starts_with("ok ")).count(),
-        8,
+        9,
         "{out}"
     );
-    for shot in ["overview", "signals", "signal", "alert", "guarded"] {
+    for shot in [
+        "overview", "signals", "signal", "alert", "models", "guarded",
+    ] {
         assert!(
             out_dir.join(format!("{shot}.png")).exists(),
             "no {shot} screenshot"

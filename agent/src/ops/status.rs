@@ -132,6 +132,9 @@ pub struct ModelInfo {
     pub swaps: u64,
     pub rejections: u64,
     pub last_rejection: Option<String>,
+    /// Loads, swaps and rejections, oldest first (the last 16).
+    #[serde(default)]
+    pub history: Vec<crate::pipeline::scoring::VersionEvent>,
     pub bindings: Vec<BindingInfo>,
 }
 
@@ -269,6 +272,7 @@ impl StatusSource {
                     swaps: h.swaps.load(Ordering::Relaxed),
                     rejections: h.rejections.load(Ordering::Relaxed),
                     last_rejection: h.last_rejection(),
+                    history: h.history(),
                     bindings: bindings
                         .iter()
                         .filter(|b| b.model.as_ref().is_some_and(|r| r.name == name))

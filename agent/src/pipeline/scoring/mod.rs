@@ -55,7 +55,8 @@ pub(crate) use grading::evaluation;
 pub use run::InferenceJob;
 pub(crate) use run::ModelRun;
 pub use store::{
-    LiveModels, ModelHandle, ModelStore, Reload, meaning_name, model_ref, watch_models,
+    LiveModels, ModelHandle, ModelStore, Reload, VersionEvent, meaning_name, model_ref,
+    watch_models,
 };
 
 use std::sync::Arc;
@@ -841,6 +842,34 @@ mod tests {
         }
         assert_eq!(h.generation(), 1);
         assert_eq!(h.current().manifest.model.version, "1.0.1");
+        // The version history says what happened, in order.
+        let events: Vec<(String, String, bool)> = h
+            .history()
+            .into_iter()
+            .map(|e| {
+                (
+                    e.event,
+                    e.version,
+                    e.detail.is_some_and(|d| d.contains("SHA-256")),
+                )
+            })
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                ("loaded".into(), "1.0.0".into(), false),
+                ("rejected".into(), String::new(), true),
+                ("swapped".into(), "1.0.1".into(), false),
+            ]
+        );
+        // Bounded: the oldest events go.
+        std::fs::write(dir.join("bearing_rf.onnx"), &bytes[..10]).expect("write");
+        for _ in 0..20 {
+            assert!(matches!(h.reload(true), Reload::Rejected { .. }));
+        }
+        let history = h.history();
+        assert_eq!(history.len(), store::VERSION_EVENTS);
+        assert!(history.iter().all(|e| e.event == "rejected"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -83,6 +83,38 @@ pub enum Reload {
     Rejected { kept: ModelRef, errors: Vec<String> },
 }
 
+/// Version events kept per model (older ones are dropped).
+pub const VERSION_EVENTS: usize = 16;
+
+/// One event in a model's version history: `loaded` (at start), `swapped` (to
+/// `version`), `rejected` (`version` was offered and refused: `detail` says why;
+/// the one in service stays).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VersionEvent {
+    /// Wall-clock time, Unix milliseconds.
+    pub at_ms: i64,
+    pub event: String,
+    pub version: String,
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl VersionEvent {
+    fn now(event: &str, m: Option<&ValidatedModel>, detail: Option<String>) -> VersionEvent {
+        let at_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        VersionEvent {
+            at_ms,
+            event: event.into(),
+            version: m.map_or_else(String::new, |m| m.manifest.model.version.clone()),
+            sha256: m.map_or_else(String::new, |m| m.sha256.to_ascii_lowercase()),
+            detail,
+        }
+    }
+}
+
 /// One model file (with its manifest), shared by every binding of it; its version
 /// can be swapped while the agent runs.
 #[derive(Debug)]
@@ -96,6 +128,8 @@ pub struct ModelHandle {
     pub swaps: AtomicU64,
     pub rejections: AtomicU64,
     last_rejection: Mutex<Option<String>>,
+    /// The last [`VERSION_EVENTS`] loads, swaps and rejections, oldest first.
+    history: Mutex<std::collections::VecDeque<VersionEvent>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -109,6 +143,7 @@ impl ModelHandle {
         bindings: Vec<Vec<RoleWindow>>,
     ) -> ModelHandle {
         let seen = fingerprint(&manifest_path);
+        let loaded = VersionEvent::now("loaded", Some(&model), None);
         ModelHandle {
             manifest_path,
             current: Mutex::new(Arc::new(model)),
@@ -118,7 +153,21 @@ impl ModelHandle {
             swaps: AtomicU64::new(0),
             rejections: AtomicU64::new(0),
             last_rejection: Mutex::new(None),
+            history: Mutex::new([loaded].into()),
         }
+    }
+
+    /// The version history, oldest first.
+    pub fn history(&self) -> Vec<VersionEvent> {
+        lock(&self.history).iter().cloned().collect()
+    }
+
+    fn note(&self, e: VersionEvent) {
+        let mut h = lock(&self.history);
+        if h.len() == VERSION_EVENTS {
+            h.pop_front();
+        }
+        h.push_back(e);
     }
 
     /// The version in service.
@@ -149,9 +198,11 @@ impl ModelHandle {
             *seen = fp;
         }
         let cur = self.current();
-        let reject = |errors: Vec<String>| {
+        let reject = |errors: Vec<String>, offered: Option<&ValidatedModel>| {
             self.rejections.fetch_add(1, Ordering::Relaxed);
-            *lock(&self.last_rejection) = Some(errors.join("; "));
+            let why = errors.join("; ");
+            self.note(VersionEvent::now("rejected", offered, Some(why.clone())));
+            *lock(&self.last_rejection) = Some(why);
             Reload::Rejected {
                 kept: model_ref(&cur),
                 errors,
@@ -162,10 +213,10 @@ impl ModelHandle {
         let loaded = std::panic::catch_unwind(|| ValidatedModel::load(&self.manifest_path));
         let new = match loaded {
             Ok(Ok(m)) => m,
-            Ok(Err(errs)) => return reject(errs.into_iter().map(|e| e.message).collect()),
+            Ok(Err(errs)) => return reject(errs.into_iter().map(|e| e.message).collect(), None),
             Err(p) => {
                 let what = edge_driver_api::panic_message(&*p);
-                return reject(vec![format!("validating it panicked: {what}")]);
+                return reject(vec![format!("validating it panicked: {what}")], None);
             }
         };
         if new.sha256.eq_ignore_ascii_case(&cur.sha256) && new.manifest == cur.manifest {
@@ -178,9 +229,10 @@ impl ModelHandle {
             .flatten()
             .collect();
         if !errs.is_empty() {
-            return reject(errs);
+            return reject(errs, Some(&new));
         }
         let to = model_ref(&new);
+        self.note(VersionEvent::now("swapped", Some(&new), None));
         *lock(&self.current) = Arc::new(new);
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.swaps.fetch_add(1, Ordering::Relaxed);

@@ -59,7 +59,7 @@ pub(super) fn detector_svg(site: &Site, ui: &Arc<UiState>, q: &Query<'_>) -> Res
         text(
             StatusCode::NOT_FOUND,
             format!(
-                "no evaluations of {}/{} yet\n",
+                "no evaluations of {}/{} in that span yet\n",
                 asset.escape_debug(),
                 detector.escape_debug()
             ),
@@ -79,10 +79,10 @@ pub(super) fn detector_svg(site: &Site, ui: &Arc<UiState>, q: &Query<'_>) -> Res
             (series, last.limit, "per evaluation".to_string())
         }
         Span::Long => {
-            let Some((shown, limits)) =
-                ui.trace
-                    .long(asset, detector, clock.mono_ns(), clock.now().wall_ns)
-            else {
+            let long = ui
+                .trace
+                .long(asset, detector, clock.mono_ns(), clock.now().wall_ns);
+            let Some((shown, limits)) = long.filter(|(s, _)| !s.points.is_empty()) else {
                 return no_evaluations();
             };
             let limit = limits.points.iter().rev().find_map(|p| p.3);

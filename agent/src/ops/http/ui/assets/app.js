@@ -320,6 +320,20 @@ function qualityTable(models) {
     : h("p", { class: "muted" }, "No training quality file (quality.json) next to the manifests.");
 }
 
+// A model's versions (loads, swaps, rejections) and each binding's scores over hours.
+function modelDetail(m) {
+  const q = encodeURIComponent;
+  return [h("h2", {}, `${m.name}: versions`),
+    table(["Time (UTC)", "Event", "Version", "sha256", "Detail"], (m.history || []).slice().reverse().map(e =>
+      h("tr", { "data-version-event": e.event },
+        h("td", {}, new Date(e.at_ms).toISOString().replace("T", " ").slice(0, 19)), h("td", {}, e.event),
+        h("td", {}, e.version), h("td", { title: e.sha256 }, e.sha256.slice(0, 12)), h("td", {}, e.detail || "")))),
+    ...m.bindings.map(b => h("div", { "data-binding": b.asset + "/" + b.binding },
+      h("h2", {}, `${b.asset} / ${b.binding}: scores over hours`),
+      h("img", { class: "plot", alt: "scores of " + b.binding,
+        src: "/plot/detector.svg?asset=" + q(b.asset) + "&detector=" + q(b.binding) + "&span=long&t=" + Date.now() })))];
+}
+
 async function modelsPage() {
   const box = h("div", {});
   show(box);
@@ -328,7 +342,8 @@ async function modelsPage() {
       const models = await getJSON("/api/models");
       box.replaceChildren(h("h2", {}, "Models"),
         models.length ? modelsTable(models) : h("p", { class: "muted" }, "No model configured."),
-        h("h2", {}, "Training quality"), qualityTable(models));
+        h("h2", {}, "Training quality"), qualityTable(models),
+        ...models.flatMap(modelDetail));
     } catch (e) { failed(e); }
   };
   await refresh();
