@@ -120,6 +120,7 @@ driver_kinds! {
     "mqtt", "mqtt", edge_driver_mqtt::MqttConfig, edge_driver_mqtt::MqttConfig::parse, patterns = patterns;
     "log", "log", edge_driver_log::LogConfig, edge_driver_log::LogConfig::parse;
     "coap", "coap", edge_driver_coap::CoapConfig, edge_driver_coap::CoapConfig::parse, health = health, patterns = patterns, exception = edge_driver_coap::describe_exception;
+    "replay", "replay", edge_driver_replay::ReplayConfig, |r, _| edge_driver_replay::ReplayConfig::parse(r);
 }
 
 /// How a driver kind names its devices' exception codes (`None`: a plain number).

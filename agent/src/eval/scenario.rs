@@ -11,8 +11,13 @@
 //!               kind = "bearing_wear"
 //!               restarts = [3600]               agent restarts (seconds), optional
 //! ```
+//!
+//! The CSV is read by the `replay` driver's reader (`edge_driver_replay::table`), so
+//! a scenario can also be played live (`kind = "replay"`).
 
 use std::path::{Path, PathBuf};
+
+use edge_driver_replay::table::{self, Table};
 
 use edge_driver_api::config::{
     Diagnostic, Diagnostics, NodeValue, TableReader, parse_document, render,
@@ -60,9 +65,6 @@ impl Scenario {
     }
 }
 
-/// 2026-01-01T00:00:00Z: the wall time given to scenarios timed in seconds.
-const DEFAULT_START_NS: i64 = 1_767_225_600_000_000_000;
-
 /// Every scenario directory under `root` (those holding a `signals.csv`), sorted.
 pub fn dirs(root: &Path) -> Result<Vec<PathBuf>, Vec<String>> {
     let entries = std::fs::read_dir(root).map_err(|e| {
@@ -92,10 +94,15 @@ pub fn load(dir: &Path) -> Result<Scenario, Vec<String>> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let csv_path = dir.join("signals.csv");
-    let text = std::fs::read_to_string(&csv_path)
-        .map_err(|e| vec![format!("{}: cannot read: {e}", csv_path.display())])?;
-    let (columns, times, values, start_wall_ns) = parse_csv(&csv_path, &text)?;
+    let Table {
+        columns,
+        times,
+        values,
+        start_wall_ns,
+    } = table::parse_csv(
+        &dir.join("signals.csv"),
+        &read_text(&dir.join("signals.csv"))?,
+    )?;
     let labels = read_labels(&dir.join("labels.toml"), start_wall_ns)?;
     Ok(Scenario {
         name,
@@ -108,169 +115,8 @@ pub fn load(dir: &Path) -> Result<Scenario, Vec<String>> {
     })
 }
 
-type Csv = (Vec<String>, Vec<f64>, Vec<Option<f64>>, i64);
-
-fn parse_csv(path: &Path, text: &str) -> Result<Csv, Vec<String>> {
-    let at =
-        |line: usize, col: usize, msg: String| format!("{}:{line}:{col}: {msg}", path.display());
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, header)) = lines.next() else {
-        return Err(vec![at(
-            1,
-            1,
-            "empty file; the first line names the columns: time,<signal>,...".into(),
-        )]);
-    };
-    let mut head = header.split(',').map(str::trim);
-    if head.next() != Some("time") {
-        return Err(vec![at(
-            1,
-            1,
-            "the first column must be `time` (seconds or RFC 3339)".into(),
-        )]);
-    }
-    let columns: Vec<String> = head.map(str::to_string).collect();
-    if columns.is_empty() || columns.iter().any(String::is_empty) {
-        return Err(vec![at(
-            1,
-            1,
-            "name every signal column after `time`".into(),
-        )]);
-    }
-    let mut times = Vec::new();
-    let mut values = Vec::new();
-    let mut errors = Vec::new();
-    let mut first: Option<(f64, Option<i64>)> = None;
-    for (i, line) in lines {
-        let n = i + 1;
-        let mut cells = line.split(',');
-        let t_cell = cells.next().unwrap_or("").trim();
-        let (t_abs, wall) = match parse_time(t_cell) {
-            Some(t) => t,
-            None => {
-                errors.push(at(
-                    n,
-                    1,
-                    format!(
-                        "`{t_cell}` is not a time (seconds, or RFC 3339 like 2026-01-01T00:00:00Z)"
-                    ),
-                ));
-                continue;
-            }
-        };
-        let (t0, _) = *first.get_or_insert((t_abs, wall));
-        let t = t_abs - t0;
-        if times.last().is_some_and(|&last| t < last) {
-            errors.push(at(
-                n,
-                1,
-                "time goes backwards; sort the rows by time".into(),
-            ));
-            continue;
-        }
-        let mut row: Vec<Option<f64>> = Vec::with_capacity(columns.len());
-        let mut col = t_cell.len() + 2;
-        for cell in cells.by_ref().take(columns.len()) {
-            let c = cell.trim();
-            row.push(if c.is_empty() {
-                None
-            } else if let Ok(v) = c.parse::<f64>() {
-                Some(v)
-            } else {
-                errors.push(at(
-                    n,
-                    col,
-                    format!("`{c}` is not a number (leave the cell empty for no sample)"),
-                ));
-                None
-            });
-            col += cell.len() + 1;
-        }
-        if row.len() != columns.len() || cells.next().is_some() {
-            errors.push(at(
-                n,
-                1,
-                format!(
-                    "{} cells where the header has {}",
-                    line.split(',').count(),
-                    columns.len() + 1
-                ),
-            ));
-            continue;
-        }
-        times.push(t);
-        values.extend(row);
-    }
-    if times.is_empty() && errors.is_empty() {
-        errors.push(at(2, 1, "no rows".into()));
-    }
-    if !errors.is_empty() {
-        errors.truncate(20);
-        return Err(errors);
-    }
-    let start = first.and_then(|(_, w)| w).unwrap_or(DEFAULT_START_NS);
-    Ok((columns, times, values, start))
-}
-
-/// Seconds (any origin) and, for RFC 3339, the wall time in ns.
-fn parse_time(s: &str) -> Option<(f64, Option<i64>)> {
-    if let Ok(v) = s.parse::<f64>() {
-        return v.is_finite().then_some((v, None));
-    }
-    let ns = parse_rfc3339(s)?;
-    Some((ns as f64 / 1e9, Some(ns)))
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` as Unix-epoch nanoseconds.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if b[13] != b':'
-        || b[16] != b':'
-        || !(1..=12).contains(&mo)
-        || !(1..=31).contains(&d)
-        || h > 23
-        || mi > 59
-        || sec > 60
-    {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut frac_ns = 0i64;
-    if let Some(f) = rest.strip_prefix('.') {
-        let digits = f.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let padded = format!("{:0<9}", &f[..digits.min(9)]);
-        frac_ns = padded.parse().ok()?;
-        rest = &f[digits..];
-    }
-    let offset_s = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
-                return None;
-            }
-            sign * (rest[1..3].parse::<i64>().ok()? * 3600 + rest[4..6].parse::<i64>().ok()? * 60)
-        }
-    };
-    let days = edge_driver_api::time::days_from_civil(y, mo as u32, d as u32);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_s;
-    secs.checked_mul(1_000_000_000)?.checked_add(frac_ns)
+fn read_text(path: &Path) -> Result<String, Vec<String>> {
+    std::fs::read_to_string(path).map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])
 }
 
 fn read_labels(path: &Path, start_wall_ns: i64) -> Result<Labels, Vec<String>> {
@@ -343,7 +189,7 @@ fn label_time(r: &mut TableReader<'_>, key: &'static str, start_wall_ns: i64) ->
             return None;
         }
     };
-    match parse_rfc3339(text) {
+    match table::parse_rfc3339(text) {
         Some(ns) => Some((ns - start_wall_ns) as f64 / 1e9),
         None => {
             r.error(node.span, key, format!("`{text}` is not an RFC 3339 time"))

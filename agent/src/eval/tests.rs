@@ -1,7 +1,8 @@
 use std::path::PathBuf;
 
-use super::scenario::{self, parse_rfc3339};
+use super::scenario;
 use super::*;
+use edge_driver_replay::table::parse_rfc3339;
 
 /// A scenario directory under a fresh temporary directory.
 struct Dir(PathBuf);
