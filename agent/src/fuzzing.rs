@@ -41,6 +41,10 @@ pub fn control_request(bytes: &[u8]) {
             }
         }
         Request::Unknown(text) => assert!(text.chars().count() <= 64),
+        Request::Label { id, verdict, note } => {
+            assert!(!id.is_empty() && id.len() + verdict.len() + note.len() <= 256);
+            let _ = crate::delivery::labels::Verdict::parse(&verdict);
+        }
         Request::Status | Request::Ack => {}
     }
 }

@@ -113,11 +113,38 @@ enum Command {
         #[command(subcommand)]
         command: AlarmsCommand,
     },
+    /// Alerts of a running agent.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
     /// Print a web UI users-file line for NAME (`[ui] users_file`): the password
     /// is read from standard input (one line), salted and hashed (PBKDF2-SHA256),
     /// never stored or shown. Append it: `edge-agent ui-password ops >> ui-users`.
     #[cfg(feature = "ui")]
     UiPassword { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum AlertsCommand {
+    /// Say whether an alert was right: `true` (a real problem), `false` (a false
+    /// alarm) or `unsure`. The label, with the alert and the features it was raised
+    /// on, goes to the `[labels] dataset` and upstream to `{prefix}/{agent}/labels`.
+    Label {
+        /// The alert's id (or its episode's), as the console, the UI and the
+        /// alert JSON show it.
+        id: String,
+        #[arg(value_parser = ["true", "false", "unsure"])]
+        verdict: String,
+        /// Why (up to 200 characters, or fewer that fit 256 bytes).
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print the label document.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -176,6 +203,16 @@ fn main() -> ExitCode {
         Command::Alarms {
             command: AlarmsCommand::Ack { socket },
         } => alarms_ack(socket.as_deref()),
+        Command::Alerts {
+            command:
+                AlertsCommand::Label {
+                    id,
+                    verdict,
+                    note,
+                    socket,
+                    json,
+                },
+        } => alerts_label(socket.as_deref(), &id, &verdict, note.as_deref(), json),
         Command::PrintDefaultConfig => {
             print!("{}", config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
@@ -337,6 +374,52 @@ fn models_list(socket: Option<&Path>, json: bool) -> ExitCode {
 }
 
 /// `edge-agent alarms ack`.
+/// `edge-agent alerts label ID VERDICT [--note TEXT]`.
+fn alerts_label(
+    socket: Option<&Path>,
+    id: &str,
+    verdict: &str,
+    note: Option<&str>,
+    json: bool,
+) -> ExitCode {
+    if id.is_empty() || id.contains(char::is_whitespace) {
+        eprintln!("error: an alert id has no spaces");
+        return ExitCode::from(2);
+    }
+    // One control-socket line holds at most 256 bytes with its newline.
+    let mut command = format!("label {id} {verdict} ");
+    let mut cut = false;
+    for c in note.unwrap_or("").chars().take(200) {
+        let c = if c.is_control() { ' ' } else { c };
+        if command.len() + c.len_utf8() > 255 {
+            cut = true;
+            break;
+        }
+        command.push(c);
+    }
+    if cut {
+        eprintln!("warning: the note was shortened to fit one command line");
+    }
+    let label = match query::<serde_json::Value>(socket, command.trim_end()) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    if json {
+        println!("{label}");
+    } else {
+        println!(
+            "labelled {} {}/{} ({}) as {} [label {}]",
+            label["alert"]["id"].as_str().unwrap_or(id),
+            label["alert"]["asset"].as_str().unwrap_or("?"),
+            label["alert"]["detector"].as_str().unwrap_or("?"),
+            label["alert"]["message"].as_str().unwrap_or(""),
+            label["verdict"].as_str().unwrap_or(verdict),
+            label["id"].as_str().unwrap_or("?"),
+        );
+    }
+    ExitCode::SUCCESS
+}
+
 fn alarms_ack(socket: Option<&Path>) -> ExitCode {
     let s = match query::<AgentStatus>(socket, "ack") {
         Ok(s) => s,

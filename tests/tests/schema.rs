@@ -247,3 +247,86 @@ fn driver_events_match_the_schema() {
         assert_eq!(doc["value"], text);
     }
 }
+
+/// The label schema with the alert schema it refers to registered.
+fn label_schema() -> jsonschema::Validator {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/schema/");
+    let read = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}{name}")).expect("schema"))
+            .expect("JSON")
+    };
+    let registry = jsonschema::Registry::new()
+        .add(
+            "urn:edge-agent:schema:alert:v1",
+            read("alert.v1.schema.json"),
+        )
+        .and_then(|r| r.prepare())
+        .expect("alert schema registered");
+    jsonschema::options()
+        .with_registry(&registry)
+        .build(&read("label.v1.schema.json"))
+        .expect("schema compiles")
+}
+
+#[tokio::test]
+async fn a_label_from_the_labeller_matches_the_schema() {
+    use edge_agent::delivery::labels::{Labeller, LabelsConfig, Verdict};
+    use edge_agent::delivery::recent::RecentAlerts;
+    let recent = std::sync::Arc::new(RecentAlerts::with_capacity(10));
+    let mut engine = AlertEngine::new(
+        "gw-01".into(),
+        RateLimits::default(),
+        vec![DetectorInfo {
+            asset: "pump-1".into(),
+            name: "hot".into(),
+            kind: "threshold",
+            signal: "pump-1.temperature".into(),
+            feature: Feature::Mean,
+            feature_name: "mean".into(),
+            band_names: vec![],
+            model: None,
+        }],
+        IdGenerator::with_seed(3),
+    );
+    let eval = Evaluation {
+        level: Some(Severity::Warning),
+        score: 81.0,
+        limit: 75.0,
+        forecast: None,
+    };
+    let ts = Timestamp {
+        wall_ns: 1_795_000_000_000_000_000,
+        mono_ns: 1,
+        synced: true,
+    };
+    let alert = engine
+        .observe(0, &eval, ts, &FeatureValues::default())
+        .expect("raised");
+    recent.sink().deliver(&alert).expect("remembered");
+    let (tx, _rx) = tokio::sync::mpsc::channel(4);
+    let labeller = Labeller::new(
+        "gw-01".into(),
+        &LabelsConfig {
+            dataset: None,
+            remember: 10,
+        },
+        recent,
+        Clock::system(),
+        tx,
+    );
+    let v = label_schema();
+    for (verdict, note) in [(Verdict::True, "bearing replaced"), (Verdict::Unsure, "")] {
+        let label = labeller
+            .label(&alert.id.to_string(), verdict, note)
+            .expect("labelled");
+        assert_valid(&v, &serde_json::to_value(&label).expect("JSON"));
+    }
+    let mut broken = serde_json::to_value(
+        labeller
+            .label(&alert.id.to_string(), Verdict::False, "")
+            .expect("labelled"),
+    )
+    .expect("JSON");
+    broken["alert"]["severity"] = "bad".into();
+    assert!(!v.is_valid(&broken), "the alert inside is checked too");
+}

@@ -73,6 +73,8 @@ pub struct Config {
     pub metrics: Option<crate::ops::metrics::MetricsSection>,
     /// The web UI (off unless `[ui]` is present).
     pub ui: Option<UiSection>,
+    /// The alert feedback loop (off unless `[labels]` is present).
+    pub labels: Option<crate::delivery::labels::LabelsConfig>,
     /// Local alarm outputs (GPIO).
     pub alarms: Vec<crate::delivery::alarm::AlarmOutputCfg>,
     /// FNV-1a hash of the configuration text (reported in the uplink's birth message).
@@ -172,6 +174,7 @@ fn read_root(file: &str, table: &Table, diags: &Diagnostics) -> Option<Config> {
     let alarms = delivery::alarms(&mut root);
     let metrics = sections::metrics(&mut root);
     let ui = ui::read(&mut root);
+    let labels = sections::labels(&mut root);
     let telemetry = sections::telemetry(&mut root);
     let has_journal = journal.is_some() || root.has("journal");
     let uplink = delivery::uplink(&mut root, has_journal);
@@ -206,6 +209,7 @@ fn read_root(file: &str, table: &Table, diags: &Diagnostics) -> Option<Config> {
         telemetry,
         metrics,
         ui,
+        labels,
         alarms,
         hash: String::new(),
         fingerprints: Fingerprints::default(),

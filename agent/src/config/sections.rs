@@ -313,3 +313,27 @@ pub(super) fn telemetry(root: &mut TableReader<'_>) -> Option<TelemetryConfig> {
         })
     })
 }
+
+/// `[labels]` (the alert feedback loop; off unless present).
+pub(super) fn labels(root: &mut TableReader<'_>) -> Option<crate::delivery::labels::LabelsConfig> {
+    let mut l = root.table("labels")?;
+    let remember = l
+        .int_in("remember", 10, 100_000)
+        .map_or(500, |v| v.value as usize);
+    let dataset = l.string("dataset").and_then(|d| {
+        let path = std::path::PathBuf::from(&d.value);
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if dir.is_some_and(|p| !p.is_dir()) {
+            l.error(
+                d.span,
+                "dataset",
+                format!("the directory of `{}` does not exist", d.value),
+            )
+            .hint("create it (writable by the agent's user), e.g. /var/lib/edge-agent/labels.jsonl")
+            .emit();
+            return None;
+        }
+        Some(path)
+    });
+    Some(crate::delivery::labels::LabelsConfig { dataset, remember })
+}

@@ -7,6 +7,7 @@
 pub mod alarm;
 pub mod events;
 pub mod journal;
+pub mod labels;
 pub mod recent;
 pub mod sink;
 pub mod uplink;

@@ -20,20 +20,40 @@ struct Inner {
     active: Vec<Alert>,
 }
 
-/// Shared between the sink thread (writer) and the UI (readers).
-#[derive(Debug, Default)]
+/// Shared between the sink thread (writer) and the UI and the labeller (readers).
+#[derive(Debug)]
 pub struct RecentAlerts {
+    capacity: usize,
     inner: Mutex<Inner>,
 }
 
+impl Default for RecentAlerts {
+    fn default() -> Self {
+        RecentAlerts::with_capacity(RECENT)
+    }
+}
+
 impl RecentAlerts {
+    /// Keeps the last `capacity` messages (at least 1).
+    pub fn with_capacity(capacity: usize) -> RecentAlerts {
+        RecentAlerts {
+            capacity: capacity.max(1),
+            inner: Mutex::default(),
+        }
+    }
+
+    /// Messages kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn push(&self, a: &Alert) {
         let mut g = self.lock();
-        if g.recent.len() == RECENT {
+        if g.recent.len() >= self.capacity {
             g.recent.pop_front();
         }
         g.recent.push_back(a.clone());
@@ -58,7 +78,8 @@ impl RecentAlerts {
         self.lock().recent.iter().rev().cloned().collect()
     }
 
-    /// The alert with this id (as displayed), if still kept.
+    /// The alert with this id (as displayed), if still kept; for an episode's id
+    /// (the id of its first raise), that raise.
     pub fn find(&self, id: &str) -> Option<Alert> {
         let g = self.lock();
         let hit = |a: &&Alert| a.id.to_string() == id;
@@ -66,6 +87,7 @@ impl RecentAlerts {
             .iter()
             .find(hit)
             .or_else(|| g.active.iter().find(hit))
+            .or_else(|| g.recent.iter().find(|a| a.episode.to_string() == id))
             .cloned()
     }
 
@@ -90,7 +112,7 @@ struct RecentSink(Arc<RecentAlerts>);
 
 impl AlertSink for RecentSink {
     fn name(&self) -> &str {
-        "ui"
+        "recent"
     }
     fn deliver(&mut self, alert: &Alert) -> std::io::Result<()> {
         self.0.push(alert);

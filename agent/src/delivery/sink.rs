@@ -30,6 +30,12 @@ pub enum SinkMsg {
         wall_ns: i64,
         body: Vec<u8>,
     },
+    /// An operator's label of an alert (JSON, see `labels.rs`), for the journal.
+    Label {
+        id: u128,
+        wall_ns: i64,
+        body: Vec<u8>,
+    },
     /// Periodic: lets sinks retry and sync even when nothing else arrives.
     Tick,
 }
@@ -50,6 +56,10 @@ pub trait AlertSink: Send {
     }
     /// Delivers a driver event (JSON); most sinks ignore them.
     fn event(&mut self, _source: &str, _wall_ns: i64, _body: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+    /// Delivers an operator's label (JSON); only the journal takes them.
+    fn label(&mut self, _id: u128, _wall_ns: i64, _body: &[u8]) -> std::io::Result<()> {
         Ok(())
     }
     /// Makes delivered alerts durable/visible (called when the channel is idle and at
@@ -186,6 +196,7 @@ pub fn run_sinks(
                     wall_ns,
                     body,
                 } => sink.event(source, *wall_ns, body),
+                SinkMsg::Label { id, wall_ns, body } => sink.label(*id, *wall_ns, body),
                 SinkMsg::Tick => Ok(()),
             };
             match r {
@@ -224,7 +235,7 @@ pub fn run_sinks(
             SinkMsg::Event { .. } => {
                 counters.events.fetch_add(1, Ordering::Relaxed);
             }
-            SinkMsg::Tick => {}
+            SinkMsg::Label { .. } | SinkMsg::Tick => {}
         }
         if rx.is_empty() {
             for sink in sinks.iter_mut() {

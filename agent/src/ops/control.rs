@@ -143,8 +143,9 @@ pub async fn serve(
                         serde_json::to_string(&source.snapshot())
                             .unwrap_or_else(|e| error_json(&e.to_string()))
                     }
+                    Request::Label { id, verdict, note } => label(&source, &id, &verdict, &note),
                     Request::Unknown(line) => error_json(&format!(
-                        "unknown command `{line}`; the commands are `status`, `tags [FILTER]` and `ack`"
+                        "unknown command `{line}`; the commands are `status`, `tags [FILTER]`, `ack` and `label ID true|false|unsure [NOTE]`"
                     )),
                 };
                 let mut stream = reader.into_inner();
@@ -169,8 +170,32 @@ pub enum Request {
     /// `tags [FILTER]`.
     Tags(String),
     Ack,
+    /// `label ID VERDICT [NOTE]`: an operator's verdict on an alert.
+    Label {
+        id: String,
+        verdict: String,
+        note: String,
+    },
     /// Anything else: its first 64 characters, for the error message.
     Unknown(String),
+}
+
+/// Labels an alert; the label document, or why not.
+fn label(source: &StatusSource, id: &str, verdict: &str, note: &str) -> String {
+    use crate::delivery::labels::Verdict;
+    let Some(labeller) = &source.labels else {
+        return error_json("labels are off: add a [labels] section to the configuration");
+    };
+    let Some(v) = Verdict::parse(verdict) else {
+        return error_json(&format!(
+            "`{}` is not a verdict: true (a real problem), false (a false alarm) or unsure",
+            verdict.escape_debug()
+        ));
+    };
+    match labeller.label(id, v, note) {
+        Ok(l) => serde_json::to_string(&l).unwrap_or_else(|e| error_json(&e.to_string())),
+        Err(e) => error_json(&e),
+    }
 }
 
 /// Parses one command line (at most 256 bytes, possibly not UTF-8, possibly
@@ -183,6 +208,17 @@ pub fn parse_request(bytes: &[u8]) -> Request {
         ("status", "") => Request::Status,
         ("tags", filter) => Request::Tags(filter.to_string()),
         ("ack", "") => Request::Ack,
+        ("label", rest) => {
+            let mut parts = rest.splitn(3, ' ');
+            match (parts.next(), parts.next()) {
+                (Some(id), Some(verdict)) if !id.is_empty() => Request::Label {
+                    id: id.to_string(),
+                    verdict: verdict.to_string(),
+                    note: parts.next().unwrap_or("").trim().to_string(),
+                },
+                _ => Request::Unknown(line.chars().take(64).collect()),
+            }
+        }
         _ => Request::Unknown(line.chars().take(64).collect()),
     }
 }
@@ -252,4 +288,31 @@ pub fn query<T: serde::de::DeserializeOwned>(
         });
     }
     serde_json::from_value(value).map_err(|e| io(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_command_carries_the_id_the_verdict_and_the_note() {
+        assert_eq!(
+            parse_request(b"label 01M96 false pump was stopped for cleaning\n"),
+            Request::Label {
+                id: "01M96".into(),
+                verdict: "false".into(),
+                note: "pump was stopped for cleaning".into(),
+            }
+        );
+        assert_eq!(
+            parse_request(b"label 01M96 true"),
+            Request::Label {
+                id: "01M96".into(),
+                verdict: "true".into(),
+                note: String::new(),
+            }
+        );
+        assert!(matches!(parse_request(b"label 01M96"), Request::Unknown(_)));
+        assert!(matches!(parse_request(b"label"), Request::Unknown(_)));
+    }
 }

@@ -166,6 +166,8 @@ pub struct StatusSource {
     pub latest: Arc<LatestValues>,
     /// The web UI's address, once it listens.
     pub ui_url: Arc<std::sync::OnceLock<String>>,
+    /// Labels alerts (`[labels]`).
+    pub labels: Option<Arc<crate::delivery::labels::Labeller>>,
 }
 
 fn state_name(s: DriverState) -> &'static str {

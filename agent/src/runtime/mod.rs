@@ -208,10 +208,20 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
     let clock = opts.clock.take().unwrap_or_else(Clock::system);
     let shutdown = CancellationToken::new();
     let ring = Arc::new(SampleRing::new(config.ring.capacity, config.ring.overflow));
-    let ui = ops::ui_parts(&config);
+    let recent = ops::recent_alerts(&config);
+    let ui = ops::ui_parts(&config, recent.as_ref());
     let mut extra = std::mem::take(&mut opts.extra_sinks);
-    extra.extend(ui.as_ref().map(|u| u.alerts.sink()));
+    extra.extend(recent.as_ref().map(|r| r.sink()));
     let delivery = sinks::start(&config, &clock, extra)?;
+    let labels = config.labels.as_ref().zip(recent.as_ref()).map(|(l, r)| {
+        Arc::new(crate::delivery::labels::Labeller::new(
+            config.agent.id.clone(),
+            l,
+            r.clone(),
+            clock.clone(),
+            delivery.alerts_tx.clone(),
+        ))
+    });
     let events = Arc::new(AgentEvents::new(
         config.agent.id.clone(),
         &config.registry,
@@ -260,6 +270,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         alarms: delivery.alarms.clone(),
         latest,
         ui_url: Default::default(),
+        labels,
     };
     let endpoints = ops::start(
         &config,

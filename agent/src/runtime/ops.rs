@@ -29,17 +29,31 @@ pub(crate) struct UiParts {
     pub history: Arc<SignalHistory>,
     pub trace: Arc<DetectorTrace>,
     pub features: Arc<FeatureHistory>,
+    /// The runtime's recent alerts (shared with the labeller).
+    #[cfg_attr(
+        not(feature = "ui"),
+        expect(dead_code, reason = "only the web UI reads it")
+    )]
     pub alerts: Arc<RecentAlerts>,
 }
 
-pub(crate) fn ui_parts(config: &Config) -> Option<UiParts> {
+pub(crate) fn ui_parts(config: &Config, recent: Option<&Arc<RecentAlerts>>) -> Option<UiParts> {
     let u = config.ui.as_ref()?;
     Some(UiParts {
         history: Arc::new(SignalHistory::new(u.history, config.registry.len())),
         trace: Arc::new(DetectorTrace::new(u.history)),
         features: Arc::new(FeatureHistory::new(u.history)),
-        alerts: Arc::new(RecentAlerts::default()),
+        alerts: recent.cloned().unwrap_or_default(),
     })
+}
+
+/// The alerts remembered for the UI and for labelling (`None` without either):
+/// the last 100, or `[labels] remember` when more.
+pub(crate) fn recent_alerts(config: &Config) -> Option<Arc<RecentAlerts>> {
+    let ui = config.ui.as_ref().map(|_| crate::delivery::recent::RECENT);
+    let labels = config.labels.as_ref().map(|l| l.remember);
+    let n = ui.into_iter().chain(labels).max()?;
+    Some(Arc::new(RecentAlerts::with_capacity(n)))
 }
 
 /// Where the HTTP endpoints listen (the addresses actually bound: port 0 asks

@@ -352,6 +352,15 @@ impl AlertSink for JournalSink {
             .map_err(Stored::into_io)
     }
 
+    /// Labels go to the alert lane (they are few and precious), routed to the
+    /// labels topic by their key.
+    fn label(&mut self, id: u128, wall_ns: i64, body: &[u8]) -> std::io::Result<()> {
+        let key = crate::delivery::labels::LABELS_KEY;
+        let rec = Envelope::new(id, key, wall_ns, body.to_vec()).encode();
+        self.store(Lane::Alert, &rec, false)
+            .map_err(Stored::into_io)
+    }
+
     fn take_system_alerts(&mut self) -> Vec<Alert> {
         std::mem::take(&mut self.system)
     }

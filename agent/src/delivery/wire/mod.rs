@@ -53,8 +53,9 @@ impl Envelope {
     }
 }
 
-/// The topics of one agent: `{prefix}/{agent_id}/status` and
-/// `{prefix}/{agent_id}/{alerts|events|telemetry}/{asset}`.
+/// The topics of one agent: `{prefix}/{agent_id}/status`,
+/// `{prefix}/{agent_id}/{alerts|events|telemetry}/{asset}` and
+/// `{prefix}/{agent_id}/labels`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topics<'a> {
     pub prefix: &'a str,
@@ -67,8 +68,12 @@ impl Topics<'_> {
         format!("{}/{}/status", self.prefix, self.agent_id)
     }
 
-    /// Where a record of `lane` about `asset` (or an event's driver) goes.
+    /// Where a record of `lane` about `asset` (or an event's driver) goes; labels
+    /// (key [`crate::delivery::labels::LABELS_KEY`]) go to `{prefix}/{agent_id}/labels`.
     pub fn record(&self, lane: Lane, asset: &str) -> String {
+        if asset == crate::delivery::labels::LABELS_KEY {
+            return format!("{}/{}/labels", self.prefix, self.agent_id);
+        }
         let kind = match lane {
             Lane::Alert => "alerts",
             Lane::Event => "events",
