@@ -7,6 +7,7 @@
 //! JSON document for scripts, whose shape is a contract (`Report`, documented in
 //! the README): fields are only ever added.
 
+pub mod operator;
 pub mod plot;
 pub mod replay;
 pub mod scenario;
@@ -201,6 +202,14 @@ pub fn table(r: &Report) -> String {
         pct(o.median_abs_eta_error),
         pct(o.eta_interval_coverage)
     );
+    if o.labelled_precision.is_some() || o.labelled_true_missed > 0 {
+        let _ = writeln!(
+            out,
+            "operators' labels      precision {}; {} problem(s) labelled true raise no alert now",
+            pct(o.labelled_precision),
+            o.labelled_true_missed
+        );
+    }
     let _ = writeln!(out, "alerts in warm-up      {}", o.warmup_alerts);
     let _ = writeln!(out, "drift events           {}", o.drift_events);
     let _ = writeln!(out, "speed                  {:.0}x real time", o.speedup);

@@ -37,6 +37,8 @@ pub struct Scenario {
     /// Wall time of the first row (RFC 3339 times), else 2026-01-01T00:00:00Z.
     pub start_wall_ns: i64,
     pub labels: Labels,
+    /// Operators' labels of the alerts raised while it was recorded.
+    pub operator: Vec<super::operator::OperatorLabel>,
 }
 
 /// What happened in a scenario.
@@ -104,6 +106,7 @@ pub fn load(dir: &Path) -> Result<Scenario, Vec<String>> {
         &read_text(&dir.join("signals.csv"))?,
     )?;
     let labels = read_labels(&dir.join("labels.toml"), start_wall_ns)?;
+    let operator = super::operator::read(dir, start_wall_ns)?;
     Ok(Scenario {
         name,
         dir: dir.to_path_buf(),
@@ -112,6 +115,7 @@ pub fn load(dir: &Path) -> Result<Scenario, Vec<String>> {
         values,
         start_wall_ns,
         labels,
+        operator,
     })
 }
 

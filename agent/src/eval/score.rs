@@ -45,6 +45,8 @@ pub struct ScenarioResult {
     pub warmup_alerts: u64,
     pub healthy_hours: f64,
     pub drift_events: u64,
+    /// Against the operators' labels (`alert-labels.jsonl`), when the scenario has any.
+    pub operator_labels: Option<super::operator::LabelMatch>,
     pub alerts: Vec<ReplayedAlert>,
 }
 
@@ -68,6 +70,11 @@ pub struct Overall {
     /// Of those, the ones whose first alert came at least 10 min before the failure.
     pub long_faults_warned_10min: usize,
     pub drift_events: u64,
+    /// Of the replayed alerts matching an operator's `true` or `false` label, the
+    /// share labelled `true` (`None` without labels).
+    pub labelled_precision: Option<f64>,
+    /// Operators' `true` labels that no replayed alert matches.
+    pub labelled_true_missed: u64,
     /// Scenario time replayed per second spent replaying (CSV parsing excluded).
     pub speedup: f64,
 }
@@ -172,6 +179,8 @@ pub fn score(config: &Config, sc: &Scenario, replay: Replay) -> ScenarioResult {
             Some(_) => l.onset_at_s.unwrap_or(0.0) / 3600.0,
         },
         drift_events: replay.drift_events,
+        operator_labels: (!sc.operator.is_empty())
+            .then(|| super::operator::compare(&replay.alerts, &sc.operator)),
         alerts: Vec::new(),
     };
     for a in &replay.alerts {
@@ -266,6 +275,18 @@ pub fn overall(results: &[ScenarioResult], wall_s: f64) -> Overall {
             .filter(|r| r.lead_s.is_some_and(|l| l >= 600.0))
             .count(),
         drift_events: results.iter().map(|r| r.drift_events).sum(),
+        labelled_precision: {
+            let m = results.iter().filter_map(|r| r.operator_labels.as_ref());
+            let (t, f) = m.fold((0, 0), |(t, f), m| {
+                (t + m.matched_true, f + m.matched_false)
+            });
+            (t + f > 0).then(|| t as f64 / (t + f) as f64)
+        },
+        labelled_true_missed: results
+            .iter()
+            .filter_map(|r| r.operator_labels.as_ref())
+            .map(|m| m.true_missed)
+            .sum(),
         speedup: if wall_s > 0.0 { replayed / wall_s } else { 0.0 },
     }
 }

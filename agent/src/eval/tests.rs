@@ -392,3 +392,43 @@ lookback = "10m"
     let svg = std::fs::read_to_string(plots.join("wear.svg")).expect("plot");
     assert!(svg.contains("class=\"eta-range\""), "the interval drawn");
 }
+
+#[test]
+fn operators_labels_give_a_precision_and_the_true_problems_no_longer_raised() {
+    let d = Dir::new("operator");
+    overheating(&d);
+    let start = edge_driver_replay::table::DEFAULT_START_NS;
+    let line = |det: &str, t: i64, verdict: &str| {
+        format!(
+            "{{\"v\":1,\"verdict\":\"{verdict}\",\"alert\":{{\"asset\":\"pump\",\"detector\":\"{det}\",\"time\":{{\"wall_ns\":{}}}}}}}\n",
+            start + t * 1_000_000_000
+        )
+    };
+    // The warning at 260 s was a false alarm (labelled 30 s off: still that one);
+    // a problem labelled true at 500 s raises nothing now; another detector's
+    // label matches nothing here.
+    let labels = line("hot", 290, "false") + &line("hot", 500, "true") + &line("cold", 260, "true");
+    std::fs::write(d.0.join("fault").join(operator::FILE), labels).expect("labels");
+    let r = run(&config(), &d.0, None).expect("runs");
+    let m = r.scenarios[0].operator_labels.clone().expect("compared");
+    assert_eq!(
+        (m.labels, m.matched_true, m.matched_false, m.true_missed),
+        (3, 0, 1, 2),
+        "{:?}",
+        r.scenarios[0].alerts
+    );
+    assert_eq!(r.overall.labelled_precision, Some(0.0));
+    assert_eq!(r.overall.labelled_true_missed, 2);
+    assert!(table(&r).contains("operators' labels      precision 0.0 %; 2 problem(s)"));
+    // A broken line is an error at its line.
+    std::fs::write(
+        d.0.join("fault").join(operator::FILE),
+        "{\"verdict\":\"maybe\"}\n",
+    )
+    .expect("w");
+    let err = run(&config(), &d.0, None).expect_err("bad labels");
+    assert!(
+        format!("{err}").contains("alert-labels.jsonl:1:1: not a label"),
+        "{err}"
+    );
+}
