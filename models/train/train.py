@@ -11,6 +11,13 @@ Each reference row records the (seed, run, time) it was simulated at, and
 `tests/tests/training_features.rs` regenerates rows from the sim and checks they
 still agree with what the models were trained on.
 
+Operators' labels (`edge-agent alerts label`, the `[labels] dataset`) join the
+training set with `--labels FILE`: every label of a model alert carries the input
+row the model scored (keyed by the training feature names); `true` rows count as
+faults, `false` rows as healthy, each weighted `--label-weight` times (a verdict
+from the plant is worth more than a simulated row); `unsure` and rows without
+every feature are skipped.
+
 Each model gets `models/zoo/<name>/`: the `.onnx` file exactly as skl2onnx
 exported it, a `manifest.toml` (inputs, outputs, alert thresholds, training
 statistics, SHA-256), `reference.json` (inputs and onnxruntime's outputs, the dry
@@ -219,9 +226,30 @@ def write_model(name, raw, spec, features, x_train, x_ref, ref_ids, qual, input_
     print(f"{name}: {len(raw)} bytes, quality {qual}")
 
 
+def labelled_rows(path, features):
+    """The rows of a `[labels] dataset` that carry every training feature (model
+    alerts' input rows): (x, y) with y = 1 for `true`, 0 for `false`."""
+    xs, ys = [], []
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            doc = json.loads(line)
+            y = {"true": 1, "false": 0}.get(doc.get("verdict"))
+            row = doc.get("alert", {}).get("features", {})
+            if y is None or any(not isinstance(row.get(k), (int, float)) for k in features):
+                continue
+            xs.append([row[k] for k in features])
+            ys.append(y)
+    x = np.asarray(xs, dtype=np.float32).reshape(-1, len(features))
+    return x, np.asarray(ys, dtype=np.int64)
+
+
 def arguments():
     """The run counts, length and data directory (created) every training script takes."""
     ap = argparse.ArgumentParser()
+    ap.add_argument("--labels", type=pathlib.Path, help="a [labels] dataset (JSON lines) to train on too")
+    ap.add_argument("--label-weight", type=int, default=20)
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--test-runs", type=int, default=20)
     ap.add_argument("--hours", type=float, default=12)
@@ -241,6 +269,12 @@ def main():
     mtr, xtr, features = load(train_csv)
     mte, xte, _ = load(test_csv)
     ytr = (mtr["wear"] >= WEAR_LABEL).astype(np.int64)
+    if args.labels:
+        xl, yl = labelled_rows(args.labels, features)
+        print(f"{len(yl)} labelled rows ({int(yl.sum())} true, {int(len(yl) - yl.sum())} false) "
+              f"from {args.labels}, each weighted {args.label_weight}x")
+        xtr = np.concatenate([xtr] + [xl] * args.label_weight)
+        ytr = np.concatenate([ytr] + [yl] * args.label_weight)
     # Reference rows: a spread of held-out rows, healthy and faulty.
     rng = np.random.default_rng(7)
     ref_rows = np.sort(rng.choice(len(xte), 64, replace=False))
