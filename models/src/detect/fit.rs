@@ -152,6 +152,21 @@ pub struct Exponential {
     pub rss: f64,
 }
 
+impl Quadratic {
+    /// The first τ > 0 where the curve reaches `level`, if it gets there.
+    pub fn crossing(&self, level: f64) -> Option<f64> {
+        first_crossing(self.a, self.b, self.c, level)
+    }
+
+    pub fn curve(&self) -> Curve {
+        Curve::Quadratic {
+            a: self.a,
+            b: self.b,
+            c: self.c,
+        }
+    }
+}
+
 impl Exponential {
     /// The first τ > 0 where the curve reaches `level`, if it gets there.
     pub fn crossing(&self, level: f64) -> Option<f64> {
@@ -160,22 +175,27 @@ impl Exponential {
         (r > 0.0 && t > 0.0 && t.is_finite()).then_some(t)
     }
 
-    /// The slope at τ = 0.
-    pub fn slope_now(&self) -> f64 {
-        self.amp * self.k
+    pub fn curve(&self) -> Curve {
+        Curve::Growth {
+            base: self.base,
+            amp: self.amp,
+            k: self.k,
+        }
     }
 }
 
-/// Least squares of `y` on `[1, x]`: (intercept, slope, rss).
+/// Least squares of `y` on `[1, x]`: (intercept, slope, rss), in one pass (`x` is
+/// evaluated once per point; the rss comes from the sums).
 fn linear_ls(pts: &[(f64, f64)], x: impl Fn(f64) -> f64) -> Option<(f64, f64, f64)> {
     let n = pts.len() as f64;
-    let (mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0);
+    let (mut sx, mut sy, mut sxx, mut sxy, mut syy) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for &(t, y) in pts {
         let u = x(t);
         sx += u;
         sy += y;
         sxx += u * u;
         sxy += u * y;
+        syy += y * y;
     }
     let d = n * sxx - sx * sx;
     if d.abs() <= 1e-12 * n * sxx.max(f64::MIN_POSITIVE) {
@@ -183,10 +203,8 @@ fn linear_ls(pts: &[(f64, f64)], x: impl Fn(f64) -> f64) -> Option<(f64, f64, f6
     }
     let slope = (n * sxy - sx * sy) / d;
     let icpt = (sy - slope * sx) / n;
-    let rss = pts
-        .iter()
-        .map(|&(t, y)| (y - icpt - slope * x(t)).powi(2))
-        .sum();
+    // At the least-squares solution the residuals are orthogonal to [1, x].
+    let rss = (syy - icpt * sy - slope * sxy).max(0.0);
     Some((icpt, slope, rss))
 }
 
@@ -218,16 +236,22 @@ pub fn exponential_fit(pts: &[(f64, f64)], t_now: f64) -> Option<Exponential> {
         }
     }
     let (i, mut e) = best?;
-    // Golden-section refinement between the best point's neighbours.
+    // Golden-section refinement between the best point's neighbours (in ln k·span);
+    // each step keeps one probe and fits one new one.
+    const INV_PHI: f64 = 0.618_033_988_749_895;
+    let r = |v: f64| at(v.exp()).map_or(f64::INFINITY, |e| e.rss);
     let (mut lo, mut hi) = (grid(i - 1).ln(), grid(i + 1).ln());
+    let (mut m1, mut m2) = (hi - (hi - lo) * INV_PHI, lo + (hi - lo) * INV_PHI);
+    let (mut r1, mut r2) = (r(m1), r(m2));
     for _ in 0..20 {
-        let m1 = hi - (hi - lo) * 0.618;
-        let m2 = lo + (hi - lo) * 0.618;
-        let r = |v: f64| at(v.exp()).map_or(f64::INFINITY, |e| e.rss);
-        if r(m1) < r(m2) {
-            hi = m2;
+        if r1 < r2 {
+            (hi, m2, r2) = (m2, m1, r1);
+            m1 = hi - (hi - lo) * INV_PHI;
+            r1 = r(m1);
         } else {
-            lo = m1;
+            (lo, m1, r1) = (m1, m2, r2);
+            m2 = lo + (hi - lo) * INV_PHI;
+            r2 = r(m2);
         }
     }
     if let Some(f) = at(((lo + hi) / 2.0).exp()) {
@@ -255,6 +279,15 @@ impl Curve {
             Curve::Line { level, slope } => level + slope * tau,
             Curve::Quadratic { a, b, c } => a + b * tau + c * tau * tau,
             Curve::Growth { base, amp, k } => base + amp * (k * tau).exp(),
+        }
+    }
+
+    /// The slope at τ = 0.
+    pub fn slope_now(&self) -> f64 {
+        match *self {
+            Curve::Line { slope, .. } => slope,
+            Curve::Quadratic { b, .. } => b,
+            Curve::Growth { amp, k, .. } => amp * k,
         }
     }
 

@@ -10,7 +10,7 @@
 //! accelerating curve predicts to the crossing at today's rate (the rise stopping
 //! to accelerate now), with the line's fit uncertainty, widened by [`ETA_MARGIN`].
 
-use super::fit::{Quadratic, exponential_fit, first_crossing, quadratic_fit, theil_sen};
+use super::fit::{exponential_fit, quadratic_fit, theil_sen};
 use super::*;
 
 /// F statistic above which a curve replaces the line: the curvature must explain
@@ -75,49 +75,38 @@ fn forecast(pts: &[(f64, f64)], t: f64, limit: f64, line: LineFit) -> Prediction
     });
     let at_line = line.gap / line.toward;
     let (lo, hi) = line.bounds(pts);
-    let quadratic = |q: &Quadratic| Curve::Quadratic {
-        a: q.a,
-        b: q.b,
-        c: q.c,
-    };
-    let crossing = |q: &Quadratic| first_crossing(q.a, q.b, q.c, limit);
     if let Some(q) = curved.filter(|q| q.c < 0.0) {
         // Levelling off: the curve decides, and may say the limit is never reached
         // (a restart's heating settling).
-        return match crossing(&q) {
+        return match q.crossing(limit) {
             Some(e) => {
                 let range = (e.min(at_line * lo), e.max(at_line * hi));
-                Prediction::at(Some(e), e, range, quadratic(&q), line.span)
+                Prediction::at(Some(e), e, range, q.curve(), line.span)
             }
             None => Prediction::none(),
         };
     }
     let growth = exponential_fit(pts, t);
-    let q_at = q.filter(|q| q.c > 0.0).and_then(|q| crossing(&q));
+    let q_at = q.filter(|q| q.c > 0.0).and_then(|q| q.crossing(limit));
     // A curve is plausible when it fits at least as well as the least-squares line.
     let rss_line = q.map_or(f64::INFINITY, |q| q.rss_line);
     let e_at = growth
         .filter(|g| g.rss <= rss_line)
         .and_then(|g| g.crossing(limit));
-    // The accelerating curve that fits best: (rss, crossing, slope now, curve).
+    // The accelerating curve that fits best: (rss, crossing, curve).
     let best = curved.and_then(|q| {
-        let quad = q_at.map(|at| (q.rss, at, q.b, quadratic(&q)));
-        let exp = growth.and_then(|g| {
-            let curve = Curve::Growth {
-                base: g.base,
-                amp: g.amp,
-                k: g.k,
-            };
-            e_at.map(|at| (g.rss, at, g.slope_now(), curve))
-        });
+        let quad = q_at.map(|at| (q.rss, at, q.curve()));
+        let exp = growth.and_then(|g| e_at.map(|at| (g.rss, at, g.curve())));
         match (quad, exp) {
             (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
             (a, b) => a.or(b),
         }
     });
     let (eta, late, curve) = match best {
-        Some((_, at, slope, c)) if slope > 0.0 => (at, at.max((limit - c.at(0.0)) / slope), c),
-        Some((_, at, _, c)) => (at, at.max(at_line), c),
+        Some((_, at, c)) if c.slope_now() > 0.0 => {
+            (at, at.max((limit - c.at(0.0)) / c.slope_now()), c)
+        }
+        Some((_, at, c)) => (at, at.max(at_line), c),
         None => (at_line, at_line * hi, line.curve()),
     };
     let early = [Some(eta), Some(at_line * lo), q_at, e_at]
