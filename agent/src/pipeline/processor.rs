@@ -250,10 +250,8 @@ impl Processor {
         self.local.windows += 1;
         slot.seen = true;
         slot.extractor.compute(&slot.frame, &mut slot.features);
-        if let Some((h, Some(at))) = self
-            .features
-            .as_ref()
-            .map(|(h, s)| (h, s.get(wi).copied().flatten()))
+        if let Some((h, slots)) = &self.features
+            && let Some(&Some(at)) = slots.get(wi)
         {
             h.record(at, slot.frame.end_ns, &slot.features);
         }

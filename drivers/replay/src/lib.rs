@@ -232,7 +232,7 @@ async fn run(shared: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError>
                 batch.push(Sample::new_f64(ts, id, v));
             }
         }
-        if batch.len() >= MAX_BATCH - cols {
+        if batch.len() + cols > MAX_BATCH {
             if ctx.send(&batch).await.is_err() {
                 return Ok(());
             }

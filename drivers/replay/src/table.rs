@@ -255,7 +255,7 @@ pub fn parse_json_lines(path: &Path, text: &str) -> Result<Table, Vec<String>> {
         };
         let t = match obj.remove("time") {
             Some(serde_json::Value::Number(x)) => {
-                x.as_f64().and_then(|v| parse_time(&v.to_string()))
+                x.as_f64().filter(|v| v.is_finite()).map(|v| (v, None))
             }
             Some(serde_json::Value::String(s)) => parse_time(&s),
             _ => None,

@@ -346,7 +346,7 @@ fn alert(ui: &UiState, id: &str) -> Result<Alert, Response> {
             StatusCode::NOT_FOUND,
             format!(
                 "no alert {id} among the last {} kept\n",
-                crate::delivery::recent::RECENT
+                ui.alerts.capacity()
             ),
         )
     })
