@@ -10,7 +10,7 @@ pub mod window;
 
 pub use detect::{
     Curve, Detector, DetectorSpec, Direction, Evaluation, Fit, FlatLineSpec, Forecast,
-    RateOfChangeSpec, Severity, ThresholdSpec, TrendSpec, ZScoreSpec,
+    RateOfChangeSpec, ResidualSpec, Severity, ThresholdSpec, TrendSpec, ZScoreSpec,
 };
 pub use features::{Band, Feature, FeatureConfig, FeatureExtractor, FeatureValues, MAX_BANDS};
 pub use window::{Frame, Window, WindowSpec};

@@ -38,6 +38,7 @@ fn alerts_of_every_kind_state_and_severity_match_the_schema() {
             feature_name: "band:bearing".into(),
             band_names: vec!["bearing".into()],
             model: None,
+            predictor: (*k == "residual").then(|| "pump-1.current".into()),
         })
         .collect();
     let mut engine = AlertEngine::new(
@@ -285,6 +286,7 @@ async fn a_label_from_the_labeller_matches_the_schema() {
             feature_name: "mean".into(),
             band_names: vec![],
             model: None,
+            predictor: None,
         }],
         IdGenerator::with_seed(3),
     );

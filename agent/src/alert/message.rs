@@ -153,6 +153,14 @@ pub(super) fn message(
             if eval.score < 0.0 { "below" } else { "above" },
             num(eval.score.abs())
         ),
+        "residual" => format!(
+            "{what} is {} {} what {}({}) predicts (limit {})",
+            num(eval.score.abs()),
+            if eval.score < 0.0 { "below" } else { "above" },
+            info.feature_name,
+            info.predictor.as_deref().unwrap_or("its predictor"),
+            num(eval.limit.abs())
+        ),
         _ => format!(
             "{what} = {score} beyond {} limit {limit}",
             severity.as_str()
@@ -201,6 +209,7 @@ mod tests {
             feature_name: "mean".into(),
             band_names: Vec::new(),
             model: None,
+            predictor: None,
         }
     }
 
@@ -229,5 +238,21 @@ mod tests {
             AlertState::Raised,
         );
         assert!(up.contains("shifted above"), "{up}");
+    }
+
+    #[test]
+    fn a_residual_alert_names_its_predictor_and_the_side() {
+        let mut i = info("residual");
+        i.predictor = Some("pump1.current".into());
+        let eval = Evaluation {
+            level: Some(Severity::Warning),
+            score: -1.25,
+            limit: -0.8,
+            forecast: None,
+        };
+        assert_eq!(
+            message(&i, &eval, Severity::Warning, AlertState::Raised),
+            "mean(pump1.pressure) is 1.25 below what mean(pump1.current) predicts (limit 0.8)"
+        );
     }
 }

@@ -276,6 +276,8 @@ pub struct DetectorInfo {
     /// Set for the detectors of a fault-prediction model (kinds `model` and
     /// `model_health`).
     pub model: Option<ModelAlertInfo>,
+    /// The signal that predicts this one (residual detectors).
+    pub predictor: Option<Arc<str>>,
 }
 
 /// What a model's alerts say about the model.
@@ -322,6 +324,7 @@ mod tests {
             feature_name: "mean".into(),
             band_names: vec![],
             model: None,
+            predictor: None,
         }
     }
 

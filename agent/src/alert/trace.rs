@@ -47,9 +47,13 @@ struct Series {
 }
 
 /// Whether a detector's plot shows its score (its limit applies to the score: a
-/// z-score, a rate, a model's output) rather than its window feature.
+/// z-score, a rate, a CUSUM, a residual, a model's output) rather than its window
+/// feature.
 pub fn plots_score(kind: &str) -> bool {
-    matches!(kind, "zscore" | "rate_of_change" | "model" | "model_health")
+    matches!(
+        kind,
+        "zscore" | "rate_of_change" | "cusum" | "residual" | "model" | "model_health"
+    )
 }
 
 impl TracePoint {

@@ -482,6 +482,8 @@ fn link_health_asset(name: String, signal: SignalId, h: &HealthConfig) -> AssetC
             window: 0,
             feature: Feature::Last,
             feature_name: "last".into(),
+            predictor: None,
+            always: true,
             spec: DetectorSpec::Threshold(ThresholdSpec {
                 direction: Direction::Below,
                 warning: Some(h.warning),

@@ -10,8 +10,8 @@ use edge_driver_api::SignalRegistry;
 use edge_driver_api::config::{TableReader, closest};
 use edge_models::Feature;
 use edge_models::detect::{
-    CusumSpec, DetectorSpec, Direction, FlatLineSpec, RateOfChangeSpec, Severity, ThresholdSpec,
-    TrendSpec, ZScoreSpec,
+    CusumSpec, DetectorSpec, Direction, FlatLineSpec, RateOfChangeSpec, ResidualSpec, Severity,
+    ThresholdSpec, TrendSpec, ZScoreSpec,
 };
 
 use super::assets::{AssetWindow, resolve_signal};
@@ -57,6 +57,11 @@ const DETECTOR_KINDS: &[DetectorKind] = &[
         name: "cusum",
         default_feature: "mean",
         read: read_cusum,
+    },
+    DetectorKind {
+        name: "residual",
+        default_feature: "mean",
+        read: read_residual,
     },
 ];
 
@@ -109,25 +114,25 @@ pub(super) fn read_detector(
         }
     }
     let kind = read_kind(d);
-    // Signal → window of this asset.
-    let signal = d.req_string("signal");
-    let window = signal.as_ref().and_then(|sig| {
-        resolve_signal(d, "signal", sig, registry)?;
-        let idx = windows.iter().position(|w| w.signal == sig.value);
-        if idx.is_none() {
-            d.error(
-                sig.span,
-                "signal",
-                format!("signal `{}` has no window in this asset", sig.value),
-            )
-            .hint(format!(
-                "add [[assets.signals]] signal = \"{}\" (with its window) to this asset",
-                sig.value
-            ))
-            .emit();
+    let window = window_of(d, "signal", registry, windows);
+    let predictor = match kind {
+        Some(k) if k.name == "residual" => {
+            let p = window_of(d, "predictor", registry, windows);
+            if p.is_some() && p == window {
+                let span = d.span();
+                d.error(span, "predictor", "a signal cannot predict itself")
+                    .hint("name another signal of this asset whose value explains this one, e.g. the motor current for a pressure")
+                    .emit();
+                ok = false;
+            }
+            ok &= p.is_some();
+            p
         }
-        idx
-    });
+        _ => None,
+    };
+    let always = d
+        .choice("judge", &[("running", false), ("always", true)])
+        .is_some_and(|v| v.value);
     let default_feature = kind.map_or("mean", |k| k.default_feature);
     let feature_s = d.string("feature");
     let feature_name = feature_s
@@ -167,7 +172,34 @@ pub(super) fn read_detector(
         feature,
         feature_name,
         spec,
+        predictor,
+        always,
     })
+}
+
+/// `key` (required): a signal with a window in this asset; its window's index.
+fn window_of(
+    d: &mut TableReader<'_>,
+    key: &'static str,
+    registry: &SignalRegistry,
+    windows: &[AssetWindow],
+) -> Option<usize> {
+    let sig = d.req_string(key)?;
+    resolve_signal(d, key, &sig, registry)?;
+    let idx = windows.iter().position(|w| w.signal == sig.value);
+    if idx.is_none() {
+        d.error(
+            sig.span,
+            key,
+            format!("signal `{}` has no window in this asset", sig.value),
+        )
+        .hint(format!(
+            "add [[assets.signals]] signal = \"{}\" (with its window) to this asset",
+            sig.value
+        ))
+        .emit();
+    }
+    idx
 }
 
 fn read_threshold(d: &mut TableReader<'_>) -> Option<DetectorSpec> {
@@ -392,6 +424,55 @@ fn read_cusum(d: &mut TableReader<'_>) -> Option<DetectorSpec> {
     }))
 }
 
+/// `direction`, `warning`/`critical` as distances from the expected value (the
+/// limits lie below it for `direction = "below"`), `hysteresis`, `min_duration`,
+/// `learn` (windows per anchor) and an optional fixed `slope`.
+fn read_residual(d: &mut TableReader<'_>) -> Option<DetectorSpec> {
+    let direction = read_direction(d);
+    let warning = d.f64_in("warning", 0.0, f64::MAX);
+    let critical = d.f64_in("critical", 0.0, f64::MAX);
+    if warning.is_none() && critical.is_none() && !d.has("warning") && !d.has("critical") {
+        d.table_error("a residual detector needs `warning`, `critical` or both")
+            .hint("distances from the value the predictor explains, in the signal's units, e.g. warning = 0.8, critical = 1.5")
+            .emit();
+        return None;
+    }
+    if let (Some(w), Some(c)) = (&warning, &critical)
+        && c.value <= w.value
+    {
+        d.error(
+            c.span,
+            "critical",
+            "`critical` must be larger than `warning`",
+        )
+        .hint("both are distances from the expected value, e.g. warning = 0.8, critical = 1.5")
+        .emit();
+        return None;
+    }
+    let sign = if direction == Direction::Below {
+        -1.0
+    } else {
+        1.0
+    };
+    Some(DetectorSpec::Residual(ResidualSpec {
+        limits: ThresholdSpec {
+            direction,
+            warning: warning.map(|v| sign * v.value),
+            critical: critical.map(|v| sign * v.value),
+            hysteresis: d
+                .f64_in("hysteresis", 0.0, f64::MAX)
+                .map_or(0.0, |v| v.value),
+            min_duration_s: d
+                .duration("min_duration")
+                .map_or(0.0, |v| v.value.as_secs_f64()),
+        },
+        learn: d
+            .int_in("learn", 1, 1_000_000)
+            .map_or(10, |v| v.value as u32),
+        slope: d.f64("slope").map(|v| v.value),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::{DEFAULT_CONFIG, parse};
@@ -441,5 +522,67 @@ mod tests {
             text.contains(&at) && text.contains("`critical` must be larger"),
             "expected an error at {at}:\n{text}"
         );
+    }
+
+    fn mem_shift(cfg: &crate::config::Config) -> &crate::pipeline::DetectorCfg {
+        cfg.assets
+            .iter()
+            .flat_map(|a| &a.detectors)
+            .find(|d| &*d.name == "mem_shift")
+            .expect("the detector is configured")
+    }
+
+    #[test]
+    fn a_residual_detector_reads_its_predictor_and_signed_limits() {
+        let (src, _) = with_detector(
+            "kind = \"residual\"\npredictor = \"host.disk.root.used_pct\"\ndirection = \"below\"\nwarning = 0.8\ncritical = 1.5\njudge = \"always\"\n",
+        );
+        let cfg = parse("t.toml", &src).unwrap_or_else(|e| panic!("{e}"));
+        let d = mem_shift(&cfg);
+        assert_eq!((d.predictor, d.always), (Some(0), true), "the disk window");
+        let edge_models::DetectorSpec::Residual(r) = &d.spec else {
+            panic!("{:?}", d.spec)
+        };
+        let l = &r.limits;
+        assert_eq!(
+            (l.warning, l.critical, r.learn, r.slope),
+            (Some(-0.8), Some(-1.5), 10, None)
+        );
+        assert!(
+            !cfg.assets
+                .iter()
+                .flat_map(|a| &a.detectors)
+                .filter(|d| &*d.name != "mem_shift" && &*d.name != "comm_health")
+                .any(|d| d.always),
+            "judge defaults to running"
+        );
+    }
+
+    #[test]
+    fn a_residual_without_a_usable_predictor_is_an_error_at_the_key() {
+        let (src, first) = with_detector("kind = \"residual\"\nwarning = 1\n");
+        let text = parse("t.toml", &src).expect_err("no predictor").to_string();
+        assert!(text.contains("missing required key `predictor`"), "{text}");
+        let (src, first2) =
+            with_detector("kind = \"residual\"\npredictor = \"host.mem.used_pct\"\nwarning = 1\n");
+        let text = parse("t.toml", &src).expect_err("itself").to_string();
+        assert!(text.contains("cannot predict itself"), "{text}");
+        let (src, _) =
+            with_detector("kind = \"residual\"\npredictor = \"host.cpu.load1\"\nwarning = 1\n");
+        let text = parse("t.toml", &src).expect_err("no window").to_string();
+        let at = format!("t.toml:{}:", first + 1);
+        assert!(
+            text.contains(&at)
+                && (text.contains("has no window") || text.contains("unknown signal")),
+            "expected an error at {at}:\n{text}"
+        );
+        let (src, _) = with_detector(
+            "kind = \"threshold\"\npredictor = \"host.disk.root.used_pct\"\nwarning = 1\n",
+        );
+        let text = parse("t.toml", &src)
+            .expect_err("only residuals")
+            .to_string();
+        assert!(text.contains("predictor"), "{text}");
+        assert_eq!(first, first2);
     }
 }

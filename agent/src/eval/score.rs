@@ -89,6 +89,7 @@ fn warmups(config: &Config, sc: &Scenario) -> HashMap<(String, String), f64> {
             let learn = match &d.spec {
                 DetectorSpec::ZScore(s) => f64::from(s.warmup) * hop,
                 DetectorSpec::Cusum(s) => f64::from(s.warmup) * hop,
+                DetectorSpec::Residual(s) => f64::from(s.learn) * hop,
                 DetectorSpec::Trend(s) => s.min_points as f64 * hop,
                 DetectorSpec::RateOfChange(_) => hop,
                 _ => 0.0,

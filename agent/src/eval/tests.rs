@@ -432,3 +432,134 @@ fn operators_labels_give_a_precision_and_the_true_problems_no_longer_raised() {
         "{err}"
     );
 }
+
+/// A pump whose pressure follows its current (a load change) and, in `leak`, then
+/// loses 2 bar at constant load; 1 Hz rows of current and pressure.
+fn pump_rows(secs: u32, load: impl Fn(f64) -> f64, leak: impl Fn(f64) -> f64) -> String {
+    let mut out = String::from("time,pump.current,pump.pressure\n");
+    for t in 0..secs {
+        let t = f64::from(t);
+        let noise = if (t as u64) % 2 == 0 { 0.02 } else { -0.02 };
+        let l = load(t);
+        let (i, p) = if l > 0.0 {
+            (12.0 * (0.3 + 0.7 * l), 6.0 * (0.5 + 0.5 * l) - leak(t))
+        } else {
+            (0.0, 0.3)
+        };
+        out.push_str(&format!("{t},{},{}\n", i + noise, p + noise));
+    }
+    out
+}
+
+fn residual_config() -> Config {
+    pump_config(
+        r#"running = { signal = "pump.current", above = 2.0, settle = "1m" }
+[[assets.signals]]
+signal = "pump.current"
+window = { size = "10s", hop = "10s" }
+[[assets.signals]]
+signal = "pump.pressure"
+window = { size = "10s", hop = "10s" }
+[[assets.detectors]]
+name = "pressure-vs-load"
+kind = "residual"
+signal = "pump.pressure"
+predictor = "pump.current"
+direction = "below"
+warning = 0.8
+learn = 3
+[[assets.detectors]]
+name = "pressure-low"
+kind = "threshold"
+signal = "pump.pressure"
+direction = "below"
+warning = 3.0
+"#,
+    )
+}
+
+#[test]
+fn a_leak_at_part_load_is_raised_against_the_current_and_load_changes_are_not() {
+    let d = Dir::new("residual");
+    // Full load, half load from 600 s, stopped 1200–1500 s, 0.7 from 1500 s.
+    let load = |t: f64| match t {
+        t if t < 600.0 => 1.0,
+        t if t < 1200.0 => 0.5,
+        t if t < 1500.0 => 0.0,
+        _ => 0.7,
+    };
+    d.scenario(
+        "healthy",
+        &pump_rows(2400, load, |_| 0.0),
+        "healthy = true\n",
+    );
+    // At half load (4.5 bar) a 1.2 bar leak leaves 3.3 bar: above the low limit.
+    d.scenario(
+        "leak",
+        &pump_rows(
+            1200,
+            |t| if t < 600.0 { 1.0 } else { 0.5 },
+            |t| (1.2 * (t - 900.0) / 200.0).clamp(0.0, 1.2),
+        ),
+        "failure_at = 1150\nonset_at = 900\nasset = \"pump\"\n",
+    );
+    let r = run(&residual_config(), &d.0, None).expect("runs");
+    let healthy = &r.scenarios[0];
+    assert_eq!(healthy.false_alerts, 0, "{:?}", healthy.alerts);
+    let leak = &r.scenarios[1];
+    assert!(leak.detected, "{:?}", leak.alerts);
+    let first = &leak.alerts[0];
+    assert_eq!(&*first.detector, "pressure-vs-load", "{:?}", leak.alerts);
+}
+
+#[test]
+fn a_sensor_stuck_while_the_machine_is_stopped_is_raised_only_when_judged_always() {
+    let d = Dir::new("always");
+    // Stopped from 300 s; the pressure sensor freezes at 600 s.
+    let mut rows = String::from("time,pump.current,pump.pressure\n");
+    for t in 0..2400u32 {
+        let n = if t % 2 == 0 { 0.02 } else { -0.02 };
+        let (i, p) = if t < 300 {
+            (12.0 + n, 6.0 + n)
+        } else {
+            (n, 0.3 + n)
+        };
+        let p = if t >= 600 { 0.3 } else { p };
+        rows.push_str(&format!("{t},{i},{p}\n"));
+    }
+    d.scenario(
+        "stuck",
+        &rows,
+        "failure_at = 2000\nonset_at = 600\nasset = \"pump\"\n",
+    );
+    let stuck = |judge: &str| {
+        pump_config(&format!(
+            r#"running = {{ signal = "pump.current", above = 2.0, settle = "1m" }}
+[[assets.signals]]
+signal = "pump.current"
+window = {{ size = "10s", hop = "10s" }}
+[[assets.signals]]
+signal = "pump.pressure"
+window = {{ size = "10s", hop = "10s" }}
+[[assets.detectors]]
+name = "pressure-stuck"
+kind = "flatline"
+signal = "pump.pressure"
+min_duration = "5m"
+{judge}
+"#
+        ))
+    };
+    let gated = run(&stuck(""), &d.0, None).expect("runs");
+    assert!(
+        !gated.scenarios[0].detected,
+        "{:?}",
+        gated.scenarios[0].alerts
+    );
+    let always = run(&stuck("judge = \"always\""), &d.0, None).expect("runs");
+    assert!(
+        always.scenarios[0].detected,
+        "{:?}",
+        always.scenarios[0].alerts
+    );
+}

@@ -25,6 +25,12 @@ pub struct DetectorCfg {
     pub feature: Feature,
     pub feature_name: String,
     pub spec: DetectorSpec,
+    /// Index into the asset's windows of the signal that predicts this one (residual
+    /// detectors: its window's same feature).
+    pub predictor: Option<usize>,
+    /// Judges while the asset's machine is stopped or settling too (`judge =
+    /// "always"`: sensor health, e.g. a stuck sensor, is not about the machine).
+    pub always: bool,
 }
 
 /// When an asset's machine is running, from one of its windows' mean: while it is

@@ -26,6 +26,10 @@ pub(crate) struct DetectorSlot {
     pub(crate) detector: Detector,
     pub(crate) feature: Feature,
     pub(crate) spec: DetectorSpec,
+    /// The pipeline's index of the predictor's window (residual detectors).
+    pub(crate) predictor: Option<usize>,
+    /// Judges while the asset's regime gate holds the others.
+    pub(crate) always: bool,
 }
 
 /// Counts kept off the atomics on the per-sample path, published per batch.
@@ -105,6 +109,8 @@ impl WindowPlan {
                         detector: Detector::new(d.spec.clone()),
                         feature: d.feature,
                         spec: d.spec.clone(),
+                        predictor: d.predictor.map(|p| base + p),
+                        always: d.always,
                     });
                     infos.push(DetectorInfo {
                         asset: asset.name.clone(),
@@ -115,6 +121,9 @@ impl WindowPlan {
                         feature_name: d.feature_name.clone(),
                         band_names: band_names.clone(),
                         model: None,
+                        predictor: d
+                            .predictor
+                            .map(|p| Arc::from(registry.name(asset.windows[p].signal))),
                     });
                 }
                 let cap = w.spec.capacity();
@@ -138,7 +147,14 @@ impl WindowPlan {
             if let Some(r) = &asset.running {
                 let g = plan.gates.len();
                 let dets = det_base..plan.detectors.len();
-                plan.gates.push(Gate::new(r.clone(), base + r.window, dets));
+                let lag = match asset.windows[r.window].spec {
+                    edge_models::WindowSpec::Time {
+                        size_ns, hop_ns, ..
+                    } => size_ns.div_ceil(hop_ns.max(1)) as usize,
+                    edge_models::WindowSpec::Count { size, hop } => size.div_ceil(hop.max(1)),
+                };
+                plan.gates
+                    .push(Gate::new(r.clone(), base + r.window, lag, dets));
                 for w in &mut plan.windows[base..] {
                     w.gate = Some(g);
                 }
@@ -260,6 +276,7 @@ impl Processor {
             wall_ns: s.ts.wall_ns - (s.ts.mono_ns as i64 - slot.frame.end_ns as i64),
             synced: s.ts.synced,
         };
+        let mut judging = true;
         if let Some(g) = slot.gate {
             let gate = &mut self.gates[g];
             let t = slot.features.t_end;
@@ -268,22 +285,35 @@ impl Processor {
                     d.detector.relearn();
                 }
             }
-            if !gate.judging(t) {
+            judging = gate.judging(t);
+            if !judging {
                 self.local.gated += 1;
-                return None;
             }
         }
+        self.run_detectors(wi, end, judging, alerts);
+        judging.then_some(end)
+    }
+
+    /// Runs window `wi`'s detectors (only those that judge `always` unless
+    /// `judging`) through the alert engine.
+    fn run_detectors(&mut self, wi: usize, end: Timestamp, judging: bool, alerts: &mut Vec<Alert>) {
+        let slot = &self.windows[wi];
         for di in slot.det_first..slot.det_end {
             let d = &mut self.detectors[di];
+            if !judging && !d.always {
+                continue;
+            }
             let value = slot.features.get(d.feature);
-            if let Some(eval) = d.detector.evaluate(slot.features.t_end, value) {
+            let p = d.predictor.map_or(f64::NAN, |p| {
+                predictor_value(&self.windows[p], d.feature, slot.features.t_end)
+            });
+            if let Some(eval) = d.detector.evaluate_with(slot.features.t_end, value, p) {
                 self.local.evaluations += 1;
                 if let Some(alert) = self.engine.observe(di, &eval, end, &slot.features) {
                     alerts.push(alert);
                 }
             }
         }
-        Some(end)
     }
 
     /// Processes a batch and publishes the counters.
@@ -359,6 +389,21 @@ impl Processor {
         c.model_rows_unusable
             .fetch_add(self.scorer.take_unusable_rows(), Ordering::Relaxed);
         c.alerts.fetch_add(new_alerts, Ordering::Relaxed);
+    }
+}
+
+/// The predictor window's `feature` for a window ending at `t`: NaN when it has
+/// not completed within one of its hops of `t` (a stale predictor explains nothing).
+fn predictor_value(p: &WindowSlot, feature: Feature, t: f64) -> f64 {
+    let hop = match p.spec {
+        edge_models::WindowSpec::Time { hop_ns, .. } => hop_ns as f64 * 1e-9,
+        // A count window's hop has no duration: its last window's span instead.
+        edge_models::WindowSpec::Count { .. } => -p.frame.t.first().copied().unwrap_or(0.0),
+    };
+    if p.seen && (t - p.features.t_end).abs() <= hop {
+        p.features.get(feature)
+    } else {
+        f64::NAN
     }
 }
 

@@ -4,8 +4,14 @@
 //! or its load steps, the asset's detectors and models do not judge; at each such
 //! change its detectors relearn normal (baselines, trend history), so that the new
 //! load is what they compare with afterwards.
+//!
+//! A load step is the mean moving by more than `step` within one window length
+//! (the mean `lag` windows ago, `lag` = size / hop): a sliding window spreads a
+//! step over `lag` windows, each of which moves only part of it.
 
 use std::ops::Range;
+
+use heapless::Deque;
 
 use super::plan::RunningCfg;
 
@@ -18,18 +24,28 @@ pub(crate) struct Gate {
     /// The pipeline's indices of the asset's detectors.
     pub(crate) detectors: Range<usize>,
     running: bool,
-    last_mean: Option<f64>,
+    /// Whether a mean has been observed.
+    seen: bool,
+    /// The means of the last `lag` windows (oldest first).
+    means: Deque<f64, MAX_LAG>,
+    lag: usize,
     quiet_until: f64,
 }
 
+/// The longest window length, in hops, a load step is looked for over.
+pub(crate) const MAX_LAG: usize = 32;
+
 impl Gate {
-    pub(crate) fn new(cfg: RunningCfg, window: usize, detectors: Range<usize>) -> Gate {
+    /// `lag`: the regime window's size in hops (a step shows fully after it).
+    pub(crate) fn new(cfg: RunningCfg, window: usize, lag: usize, detectors: Range<usize>) -> Gate {
         Gate {
             cfg,
             window,
             detectors,
             running: false,
-            last_mean: None,
+            seen: false,
+            means: Deque::new(),
+            lag: lag.clamp(1, MAX_LAG),
             quiet_until: f64::NEG_INFINITY,
         }
     }
@@ -43,18 +59,29 @@ impl Gate {
             return false;
         }
         let running = mean > self.cfg.above;
-        let changed = match self.last_mean {
+        let changed = if !self.seen {
             // Already running when first seen: not a change.
-            None => false,
-            Some(_) if !self.running => running,
-            Some(last) => {
+            false
+        } else if !self.running {
+            running
+        } else {
+            self.means.front().is_some_and(|&before| {
                 running
                     && self.cfg.step > 0.0
-                    && (mean - last).abs() > self.cfg.step * last.abs().max(f64::EPSILON)
-            }
+                    && (mean - before).abs() > self.cfg.step * before.abs().max(f64::EPSILON)
+            })
         };
+        self.seen = true;
         self.running = running;
-        self.last_mean = Some(mean);
+        if changed || !running {
+            // What follows is compared with the new regime only.
+            self.means.clear();
+        }
+        if self.means.len() >= self.lag {
+            self.means.pop_front();
+        }
+        // Room was made above: `lag` ≤ MAX_LAG.
+        let _ = self.means.push_back(mean);
         if changed {
             self.quiet_until = t + self.cfg.settle_s;
         }
@@ -63,9 +90,10 @@ impl Gate {
 
     /// Continues the state of `old` (the same regime before a reload).
     pub(crate) fn continue_from(&mut self, old: &Gate) {
-        if old.cfg == self.cfg {
+        if old.cfg == self.cfg && old.lag == self.lag {
             self.running = old.running;
-            self.last_mean = old.last_mean;
+            self.seen = old.seen;
+            self.means = old.means.clone();
             self.quiet_until = old.quiet_until;
         }
     }
@@ -89,6 +117,7 @@ mod tests {
                 step: 0.2,
             },
             0,
+            1,
             0..3,
         )
     }
@@ -112,5 +141,31 @@ mod tests {
         assert!(!g.judging(7500.0) && g.judging(7800.0));
         assert!(!g.observe(7860.0, f64::NAN), "a NaN mean changes nothing");
         assert!(g.judging(7860.0));
+    }
+
+    #[test]
+    fn a_step_spread_over_a_sliding_window_is_seen_once_it_has_moved_the_mean() {
+        let cfg = RunningCfg {
+            window: 0,
+            above: 2.0,
+            settle_s: 600.0,
+            step: 0.1,
+        };
+        // A 5-minute window sliding by 1 minute: a step from 10 to 12 A moves each
+        // window's mean by 0.4 A (4 %), never 10 % from one window to the next.
+        let mut g = Gate::new(cfg, 0, 5, 0..1);
+        let means = [10.0, 10.0, 10.0, 10.4, 10.8, 11.2, 11.6, 12.0, 12.0, 12.0];
+        let changed: Vec<bool> = (0..means.len())
+            .map(|i| g.observe(60.0 * i as f64, means[i]))
+            .collect();
+        assert_eq!(changed.iter().filter(|&&c| c).count(), 1, "{changed:?}");
+        assert!(
+            changed[5],
+            "10.0 → 11.2 within a window length: {changed:?}"
+        );
+        // A slow swing of 3 % is no step.
+        let mut g = Gate::new(g.cfg.clone(), 0, 5, 0..1);
+        let swing = |i: u32| 10.0 + 0.3 * (f64::from(i) / 10.0).sin();
+        assert!((0..100).all(|i| !g.observe(60.0 * f64::from(i), swing(i))));
     }
 }

@@ -15,9 +15,12 @@
 use heapless::Deque;
 
 mod fit;
+mod residual;
 mod trend;
 
 pub use fit::{Curve, Fit, Quadratic, quadratic_fit, theil_sen};
+pub use residual::ResidualSpec;
+use residual::ResidualState;
 use trend::trend;
 
 /// How bad an alert is. Ordered: `Info < Warning < PreFault < Critical`.
@@ -195,6 +198,7 @@ pub enum DetectorSpec {
     FlatLine(FlatLineSpec),
     RateOfChange(RateOfChangeSpec),
     Cusum(CusumSpec),
+    Residual(ResidualSpec),
 }
 
 impl DetectorSpec {
@@ -206,7 +210,13 @@ impl DetectorSpec {
             DetectorSpec::FlatLine(_) => "flatline",
             DetectorSpec::RateOfChange(_) => "rate_of_change",
             DetectorSpec::Cusum(_) => "cusum",
+            DetectorSpec::Residual(_) => "residual",
         }
+    }
+
+    /// Whether [`Detector::evaluate_with`] needs a predictor's value.
+    pub fn needs_predictor(&self) -> bool {
+        matches!(self, DetectorSpec::Residual(_))
     }
 }
 
@@ -237,6 +247,7 @@ enum State {
         prev: Option<(f64, f64)>,
     },
     Cusum(CusumState),
+    Residual(ResidualState),
 }
 
 /// A running detector. Allocates only at construction.
@@ -267,6 +278,7 @@ impl Detector {
             DetectorSpec::FlatLine(_) => State::FlatLine { since: None },
             DetectorSpec::RateOfChange(_) => State::RateOfChange { prev: None },
             DetectorSpec::Cusum(_) => State::Cusum(CusumState::default()),
+            DetectorSpec::Residual(_) => State::Residual(ResidualState::default()),
         };
         Detector {
             spec,
@@ -301,11 +313,19 @@ impl Detector {
             State::FlatLine { since } => *since = None,
             State::RateOfChange { prev } => *prev = None,
             State::Cusum(c) => *c = CusumState::default(),
+            State::Residual(r) => r.relearn(self.level.is_some()),
         }
     }
 
     /// Feeds the feature value `x` of the window ending at `t` (monotonic seconds).
     pub fn evaluate(&mut self, t: f64, x: f64) -> Option<Evaluation> {
+        self.evaluate_with(t, x, f64::NAN)
+    }
+
+    /// [`Self::evaluate`] with the predictor's feature value `p` of the same window
+    /// (residual detectors; the others ignore it, and a residual detector yields
+    /// `None` without one).
+    pub fn evaluate_with(&mut self, t: f64, x: f64, p: f64) -> Option<Evaluation> {
         if !x.is_finite() {
             return None;
         }
@@ -362,6 +382,9 @@ impl Detector {
                 }
             }
             (DetectorSpec::Cusum(s), State::Cusum(st)) => st.evaluate(s, self.level, x),
+            (DetectorSpec::Residual(s), State::Residual(st)) => {
+                st.evaluate(s, self.level, t, x, p)?
+            }
             _ => unreachable!("detector state always matches its spec"),
         };
         self.level = eval.level;

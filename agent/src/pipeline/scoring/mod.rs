@@ -544,6 +544,7 @@ fn bind(
         feature_name,
         band_names: Vec::new(),
         model: Some(info.clone()),
+        predictor: None,
     };
     infos.push(entry(b.name.clone(), "model", info.meaning.to_string()));
     let health = Arc::from(format!("{}.health", b.name).as_str());
