@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use edge_driver_api::SignalRegistry;
-use edge_driver_api::config::{TableReader, closest};
+use edge_driver_api::config::{Span, TableReader, closest};
 use edge_models::Feature;
 use edge_models::detect::{
     CusumSpec, DetectorSpec, Direction, FlatLineSpec, RateOfChangeSpec, ResidualSpec, Severity,
@@ -114,20 +114,22 @@ pub(super) fn read_detector(
         }
     }
     let kind = read_kind(d);
-    let window = window_of(d, "signal", registry, windows);
+    let window = window_of(d, "signal", registry, windows).map(|(w, _)| w);
     let predictor = match kind {
-        Some(k) if k.name == "residual" => {
-            let p = window_of(d, "predictor", registry, windows);
-            if p.is_some() && p == window {
-                let span = d.span();
+        Some(k) if k.name == "residual" => match window_of(d, "predictor", registry, windows) {
+            Some((p, span)) if Some(p) == window => {
                 d.error(span, "predictor", "a signal cannot predict itself")
                     .hint("name another signal of this asset whose value explains this one, e.g. the motor current for a pressure")
                     .emit();
                 ok = false;
+                None
             }
-            ok &= p.is_some();
-            p
-        }
+            Some((p, _)) => Some(p),
+            None => {
+                ok = false;
+                None
+            }
+        },
         _ => None,
     };
     let always = d
@@ -177,13 +179,14 @@ pub(super) fn read_detector(
     })
 }
 
-/// `key` (required): a signal with a window in this asset; its window's index.
+/// `key` (required): a signal with a window in this asset; its window's index and
+/// where the key's value is.
 fn window_of(
     d: &mut TableReader<'_>,
     key: &'static str,
     registry: &SignalRegistry,
     windows: &[AssetWindow],
-) -> Option<usize> {
+) -> Option<(usize, Span)> {
     let sig = d.req_string(key)?;
     resolve_signal(d, key, &sig, registry)?;
     let idx = windows.iter().position(|w| w.signal == sig.value);
@@ -199,7 +202,7 @@ fn window_of(
         ))
         .emit();
     }
-    idx
+    idx.map(|i| (i, sig.span))
 }
 
 fn read_threshold(d: &mut TableReader<'_>) -> Option<DetectorSpec> {
