@@ -73,6 +73,7 @@ fn uplink_config(port: u16, window: u16, replay_rate: ReplayRate) -> UplinkConfi
         config_hash: "0".into(),
         status_interval: Duration::from_secs(600),
         tls: None,
+        sparkplug: None,
     }
 }
 

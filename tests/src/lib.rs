@@ -739,6 +739,7 @@ pub fn uplink_config(port: u16, client_id: &str) -> edge_agent::delivery::uplink
         config_hash: "0".into(),
         status_interval: Duration::from_secs(60),
         tls: None,
+        sparkplug: None,
     }
 }
 

@@ -207,6 +207,7 @@ fn status_messages_match_the_schema() {
         config_hash: "0123456789abcdef".into(),
         status_interval: Duration::from_secs(60),
         tls: None,
+        sparkplug: None,
     };
     for state in ["online", "offline"] {
         let doc: Value = serde_json::from_slice(&cfg.status_payload(state, None)).expect("json");

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge_driver_api::config::{NodeValue, TableReader};
+use edge_driver_api::config::{NodeValue, Spanned, TableReader};
 use edge_models::Severity;
 
 use crate::delivery::alarm::AlarmOutputCfg;
 use crate::delivery::journal::{FsyncPolicy, JournalConfig};
+use crate::delivery::sparkplug::SparkplugConfig;
 use crate::delivery::uplink::ReplayRate;
 
 /// Where and how alerts are stored before forwarding.
@@ -183,7 +184,52 @@ pub(super) fn uplink(root: &mut TableReader<'_>, has_journal: bool) -> Option<Up
             config_hash: String::new(),
             status_interval: status_interval.max(Duration::from_secs(1)),
             tls,
+            sparkplug: None,
         })
+    })
+}
+
+/// `[sparkplug]`: `group_id` (required), `edge_node_id` (default: the agent's id),
+/// `deadband` (0: every change), `scan` (`"1s"`). Needs `[uplink]`.
+pub(super) fn sparkplug(root: &mut TableReader<'_>, has_uplink: bool) -> Option<SparkplugConfig> {
+    let mut t = root.table("sparkplug")?;
+    let mut ok = true;
+    let mut id = |t: &mut TableReader<'_>, key: &'static str, v: Option<Spanned<String>>| {
+        let v = v?;
+        if crate::delivery::wire::sparkplug::valid_id(&v.value) {
+            return Some(v.value);
+        }
+        t.error(
+            v.span,
+            key,
+            format!("`{}` is not a valid Sparkplug id", v.value),
+        )
+        .expected("not empty, without `/`, `+` or `#` (ids are topic levels)")
+        .emit();
+        ok = false;
+        None
+    };
+    let group = t.req_string("group_id");
+    let group_id = id(&mut t, "group_id", group);
+    let node = t.string("edge_node_id");
+    let edge_node_id = id(&mut t, "edge_node_id", node).unwrap_or_default();
+    let deadband = t.f64_in("deadband", 0.0, f64::MAX).map_or(0.0, |v| v.value);
+    let scan = t
+        .duration("scan")
+        .map_or(Duration::from_secs(1), |v| v.value)
+        .max(Duration::from_millis(100));
+    if !has_uplink {
+        t.table_error("Sparkplug B travels over the uplink, but no [uplink] is configured")
+            .hint("add an [uplink] section with the broker's `host` (and a [journal])")
+            .emit();
+        ok = false;
+    }
+    let group_id = group_id?;
+    ok.then_some(SparkplugConfig {
+        group_id,
+        edge_node_id,
+        deadband,
+        scan,
     })
 }
 
@@ -294,6 +340,14 @@ pub(super) fn alarms(root: &mut TableReader<'_>) -> Vec<AlarmOutputCfg> {
         }
     }
     out
+}
+
+/// The Sparkplug node of agent `id`: its `edge_node_id` unless configured.
+pub(super) fn sparkplug_for_agent(mut s: SparkplugConfig, id: &str) -> SparkplugConfig {
+    if s.edge_node_id.is_empty() {
+        s.edge_node_id = id.to_string();
+    }
+    s
 }
 
 /// The uplink of agent `id`: its `agent_id`, and its `client_id` unless configured.

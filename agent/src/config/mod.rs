@@ -13,7 +13,7 @@
 //! | file | reads |
 //! |---|---|
 //! | `sections` | `[agent]`, `[log]`, `[ring]`, `[supervisor]`, `[alerts]`, `[metrics]`, `[telemetry]` |
-//! | `delivery` | `[journal]`, `[uplink]`, `[[alarms]]` |
+//! | `delivery` | `[journal]`, `[uplink]`, `[sparkplug]`, `[[alarms]]` |
 //! | `drivers` | `[[drivers]]`: the one table of driver kinds |
 //! | `assets` | `[[assets]]`: signals and windows, and each driver's link-health asset |
 //! | `detectors` | `[[assets.detectors]]`: the one table of detector kinds |
@@ -68,6 +68,8 @@ pub struct Config {
     pub alerts: AlertsSection,
     pub journal: Option<JournalSection>,
     pub uplink: Option<UplinkSection>,
+    /// The Sparkplug B edge node (off unless `[sparkplug]` is present).
+    pub sparkplug: Option<crate::delivery::sparkplug::SparkplugConfig>,
     pub telemetry: Option<crate::pipeline::TelemetryConfig>,
     /// The Prometheus endpoint (off unless `[metrics]` is present).
     pub metrics: Option<crate::ops::metrics::MetricsSection>,
@@ -178,6 +180,8 @@ fn read_root(file: &str, table: &Table, diags: &Diagnostics) -> Option<Config> {
     let telemetry = sections::telemetry(&mut root);
     let has_journal = journal.is_some() || root.has("journal");
     let uplink = delivery::uplink(&mut root, has_journal);
+    let has_uplink = uplink.is_some() || root.has("uplink");
+    let sparkplug = delivery::sparkplug(&mut root, has_uplink);
     let mut registry = SignalRegistry::new();
     let parsed = drivers::read(&mut root, &mut registry, diags);
     let mut loader = models::ModelLoader::read(&mut root, file);
@@ -197,6 +201,7 @@ fn read_root(file: &str, table: &Table, diags: &Diagnostics) -> Option<Config> {
     let drivers = drivers::instances(parsed, &registry, diags);
     let agent = agent?;
     let uplink = uplink.map(|u| delivery::for_agent(u, &agent.id));
+    let sparkplug = sparkplug.map(|s| delivery::sparkplug_for_agent(s, &agent.id));
     Some(Config {
         file: file.to_string(),
         agent,
@@ -206,6 +211,7 @@ fn read_root(file: &str, table: &Table, diags: &Diagnostics) -> Option<Config> {
         alerts,
         journal,
         uplink,
+        sparkplug,
         telemetry,
         metrics,
         ui,

@@ -212,7 +212,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
     let ui = ops::ui_parts(&config, recent.as_ref());
     let mut extra = std::mem::take(&mut opts.extra_sinks);
     extra.extend(recent.as_ref().map(|r| r.sink()));
-    let delivery = sinks::start(&config, &clock, extra)?;
+    let mut delivery = sinks::start(&config, &clock, extra)?;
     let labels = config.labels.as_ref().zip(recent.as_ref()).map(|(l, r)| {
         Arc::new(crate::delivery::labels::Labeller::new(
             config.agent.id.clone(),
@@ -272,6 +272,8 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         ui_url: Default::default(),
         labels,
     };
+    let tags_of = source.clone();
+    delivery.start_uplink(&config, Arc::new(move || tags_of.tags("").tags));
     let endpoints = ops::start(
         &config,
         &opts,

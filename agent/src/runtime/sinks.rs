@@ -14,6 +14,7 @@ use crate::delivery::journal::fs::StdFs;
 use crate::delivery::journal::sink::JournalSink;
 use crate::delivery::journal::{Journal, Lane};
 use crate::delivery::sink::{AlertSink, ConsoleSink, JsonlSink, SinkCounters, SinkMsg, run_sinks};
+use crate::delivery::sparkplug::{BdSeqFile, SparkplugLink, TagSource};
 use crate::delivery::uplink::{UplinkStats, run_uplink};
 
 /// The running delivery side.
@@ -30,6 +31,8 @@ pub(crate) struct Delivery {
     pub uplink: Option<JoinHandle<()>>,
     /// Stops the uplink (after the sinks finished, so the last alerts go out).
     pub uplink_stop: CancellationToken,
+    /// Wakes the uplink when the journal has new records.
+    journal_wake: Arc<Notify>,
 }
 
 /// Opens the journal, starts the sink thread and the uplink.
@@ -42,20 +45,6 @@ pub(crate) fn start(
     let journal = open_journal(config)?;
     let alarms = AlarmState::new(&config.alarms);
     let sinks = build_sinks(config, clock, &journal, &journal_wake, &alarms, extra)?;
-    // The uplink forwards from the journal; it outlives the pipeline at shutdown so
-    // that the last alerts still go out.
-    let uplink_stats = Arc::new(UplinkStats::default());
-    let uplink_stop = CancellationToken::new();
-    let uplink = match (&config.uplink, &journal) {
-        (Some(u), Some(j)) => Some(tokio::spawn(run_uplink(
-            u.clone(),
-            j.clone(),
-            journal_wake,
-            uplink_stop.clone(),
-            uplink_stats.clone(),
-        ))),
-        _ => None,
-    };
     let (alerts_tx, alerts_rx) = mpsc::channel(config.alerts.queue);
     let sink_counters = Arc::new(SinkCounters::default());
     let sinks_done = spawn_sink_thread(alerts_rx, sinks, sink_counters.clone())?;
@@ -65,10 +54,38 @@ pub(crate) fn start(
         sinks_done,
         journal,
         alarms,
-        uplink_stats,
-        uplink,
-        uplink_stop,
+        uplink_stats: Arc::new(UplinkStats::default()),
+        uplink: None,
+        uplink_stop: CancellationToken::new(),
+        journal_wake,
     })
+}
+
+impl Delivery {
+    /// Starts the uplink, once the tags it reports as a Sparkplug node (`tags`)
+    /// can be read. It forwards from the journal and outlives the pipeline at
+    /// shutdown, so that the last alerts still go out.
+    pub(crate) fn start_uplink(&mut self, config: &Config, tags: TagSource) {
+        let (Some(u), Some(j)) = (&config.uplink, &self.journal) else {
+            return;
+        };
+        let mut u = u.clone();
+        u.sparkplug = config.sparkplug.clone().map(|cfg| {
+            let dir = config.journal.as_ref().map(|j| j.store.dir.as_path());
+            Arc::new(SparkplugLink {
+                cfg,
+                tags,
+                bd_seq: std::sync::Mutex::new(BdSeqFile::open(dir)),
+            })
+        });
+        self.uplink = Some(tokio::spawn(run_uplink(
+            u,
+            j.clone(),
+            self.journal_wake.clone(),
+            self.uplink_stop.clone(),
+            self.uplink_stats.clone(),
+        )));
+    }
 }
 
 fn open_journal(config: &Config) -> anyhow::Result<Option<Arc<Mutex<Journal>>>> {

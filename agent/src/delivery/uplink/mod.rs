@@ -27,6 +27,11 @@
 //!   backlog, order is by sequence number.
 //! * **Status.** A retained `{prefix}/{agent}/status` topic: `online` (with version and
 //!   config hash) on every connect, `offline` as the last will and on a clean stop.
+//! * **Sparkplug B** (`[sparkplug]`, [`crate::delivery::sparkplug`]): the will is the
+//!   node's `NDEATH` instead (MQTT has one will per connection; the status topic then
+//!   says `offline` on a clean stop only); after CONNACK the node subscribes to its
+//!   commands and publishes its births, then `DDATA` every `scan`. Sparkplug messages
+//!   are QoS 0 (as the specification asks) and take no place in the window.
 //! * Credentials come from a file or an environment variable and are never logged.
 
 mod pace;
@@ -68,6 +73,8 @@ pub struct UplinkConfig {
     pub status_interval: Duration,
     /// TLS client configuration (CA roots, optional client certificate); plain TCP if `None`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Also a Sparkplug B edge node (`[sparkplug]`): its will is then `NDEATH`.
+    pub sparkplug: Option<Arc<crate::delivery::sparkplug::SparkplugLink>>,
 }
 
 pub use edge_driver_api::tls::build_tls;
@@ -91,6 +98,7 @@ impl std::fmt::Debug for UplinkConfig {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("tls", &self.tls.is_some())
+            .field("sparkplug", &self.sparkplug)
             .finish_non_exhaustive()
     }
 }
@@ -127,6 +135,9 @@ crate::counters! {
         acked: counter "uplink_acked_total",
         /// Publishes sent and not yet acknowledged.
         in_flight: gauge "uplink_in_flight",
+        sparkplug_published: counter "uplink_sparkplug_published_total",
+        sparkplug_rebirths: counter "uplink_sparkplug_rebirths_total",
+        sparkplug_commands_refused: counter "uplink_sparkplug_commands_refused_total",
         /// Journal records that could not be decoded (released so they do not block the lane).
         undeliverable: counter "uplink_undeliverable_records_total",
         /// Broker connection errors.

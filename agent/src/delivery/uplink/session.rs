@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::pace::Pacer;
 use super::{UplinkConfig, UplinkError, UplinkStats, lock};
 use crate::delivery::journal::{Journal, Lane, Record};
+use crate::delivery::sparkplug::{Command, EdgeNode, Outgoing as SpbMessage, now_ms};
 use crate::delivery::wire::Envelope;
 
 /// How a connection ended without an error.
@@ -41,6 +42,8 @@ pub(super) enum Desync {
 enum Target {
     Record(Lane, u64),
     Status,
+    /// A Sparkplug message (QoS 0: no PUBACK).
+    Sparkplug,
 }
 
 /// Per-connection replay cursors of one lane.
@@ -75,6 +78,8 @@ pub(super) struct Session<'a> {
     /// released, the retained status is refreshed at once (not at the next
     /// `status_interval`), so it does not report a backlog that is gone.
     draining: bool,
+    /// The Sparkplug edge node of this connection.
+    node: Option<EdgeNode>,
 }
 
 impl<'a> Session<'a> {
@@ -87,7 +92,11 @@ impl<'a> Session<'a> {
         stats: &'a UplinkStats,
     ) -> Result<Stop, UplinkError> {
         let window = usize::from(cfg.window.max(1));
-        let (client, mut eventloop) = AsyncClient::new(options(cfg), window * 2 + 8);
+        let node = cfg.sparkplug.as_ref().map(|l| l.node());
+        // Room for a window of publishes, the status, and a birth or scan burst.
+        let spb = node.as_ref().map_or(0, |n| 2 * (n.devices() + 1));
+        let (client, mut eventloop) =
+            AsyncClient::new(options(cfg, node.as_ref()), window * 2 + 8 + spb);
         // Connect (rumqttc connects on the first poll).
         let connack = tokio::select! {
             _ = cancel.cancelled() => return Ok(Stop::Cancelled),
@@ -120,13 +129,80 @@ impl<'a> Session<'a> {
             pacer: Pacer::new(cfg.replay_rate, cfg.window),
             stopping: false,
             draining: false,
+            node,
         };
         let backlog: u64 = s.cursors.iter().map(|c| c.live_start - c.backlog).sum();
         s.draining = backlog > 0;
         tracing::info!(host = %cfg.host, port = cfg.port, backlog, "uplink connected");
         s.publish_status("online")?;
+        s.birth()?;
         s.send_priority()?;
         s.forward(&mut eventloop, wake, cancel).await
+    }
+
+    /// Sparkplug: subscribes to the node's commands and publishes its births.
+    fn birth(&mut self) -> Result<(), UplinkError> {
+        let Some(link) = &self.cfg.sparkplug else {
+            return Ok(());
+        };
+        let tags = (link.tags)();
+        let Some(node) = self.node.as_mut() else {
+            return Ok(());
+        };
+        for t in node.command_topics() {
+            self.client.try_subscribe(t, QoS::AtLeastOnce)?;
+        }
+        let births = node.births(now_ms(), &tags);
+        tracing::info!(
+            bd_seq = node.bd_seq(),
+            messages = births.len(),
+            "Sparkplug births"
+        );
+        self.publish_sparkplug(births)
+    }
+
+    /// Sparkplug: the changes since the last scan.
+    fn scan(&mut self) -> Result<(), UplinkError> {
+        let (Some(link), Some(node)) = (&self.cfg.sparkplug, self.node.as_mut()) else {
+            return Ok(());
+        };
+        let msgs = node.changes(now_ms(), &(link.tags)());
+        self.publish_sparkplug(msgs)
+    }
+
+    fn publish_sparkplug(&mut self, msgs: Vec<SpbMessage>) -> Result<(), UplinkError> {
+        for (topic, payload) in msgs {
+            self.client
+                .try_publish(topic, QoS::AtMostOnce, false, payload)?;
+            self.queued.push_back(Target::Sparkplug);
+            self.stats
+                .sparkplug_published
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// A message on a subscribed topic: a Sparkplug command.
+    fn on_command(&mut self, topic: &str, payload: &[u8]) -> Result<(), UplinkError> {
+        let Some(cmd) = self.node.as_ref().and_then(|n| n.command(topic, payload)) else {
+            return Ok(());
+        };
+        match cmd {
+            Command::Rebirth => {
+                self.stats
+                    .sparkplug_rebirths
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!("Sparkplug rebirth requested");
+                self.birth()
+            }
+            Command::Refused(why) => {
+                self.stats
+                    .sparkplug_commands_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%topic, reason = %why, "Sparkplug command refused");
+                Ok(())
+            }
+        }
     }
 
     /// The connection's main loop.
@@ -138,6 +214,14 @@ impl<'a> Session<'a> {
     ) -> Result<Stop, UplinkError> {
         let every = self.cfg.status_interval;
         let mut status_tick = tokio::time::interval_at(Instant::now() + every, every);
+        let scan_every = self
+            .cfg
+            .sparkplug
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |l| l.cfg.scan);
+        let mut scan_tick = tokio::time::interval_at(Instant::now() + scan_every, scan_every);
+        scan_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let sparkplug = self.node.is_some();
         loop {
             let backlog_waiting = if self.stopping {
                 false
@@ -177,9 +261,15 @@ impl<'a> Session<'a> {
                     let _ = self.publish_status("online");
                 }
                 _ = tokio::time::sleep(refill_in), if paced && !stopping => {}
+                _ = scan_tick.tick(), if sparkplug && !stopping => self.scan()?,
                 _ = cancel.cancelled(), if !stopping => {
                     // Clean stop: say offline (retained), wait briefly for what is in flight.
                     self.stopping = true;
+                    // A clean DISCONNECT sends no will: the node's death goes first.
+                    if let Some(n) = &self.node {
+                        let death = n.death(now_ms());
+                        let _ = self.publish_sparkplug(vec![death]);
+                    }
                     let _ = self.publish_status("offline");
                 }
                 _ = tokio::time::sleep(Duration::from_secs(3)), if stopping => {
@@ -326,8 +416,11 @@ impl<'a> Session<'a> {
                 let Some(t) = self.queued.pop_front() else {
                     return Ok(Some(Desync::Unqueued(pkid)));
                 };
-                self.in_flight.insert(pkid, (t, Instant::now()));
+                if t != Target::Sparkplug {
+                    self.in_flight.insert(pkid, (t, Instant::now()));
+                }
             }
+            Event::Incoming(Packet::Publish(p)) => self.on_command(&p.topic, &p.payload)?,
             Event::Outgoing(Outgoing::AwaitAck(pkid)) => return Ok(Some(Desync::Collision(pkid))),
             Event::Incoming(Packet::PubAck(ack)) => match self.in_flight.remove(&ack.pkid) {
                 Some((Target::Record(lane, seq), sent)) => {
@@ -342,6 +435,7 @@ impl<'a> Session<'a> {
                 Some((Target::Status, _)) => {
                     self.outstanding = self.outstanding.saturating_sub(1);
                 }
+                Some((Target::Sparkplug, _)) => {}
                 None => tracing::debug!(pkid = ack.pkid, "PUBACK for an unknown packet id"),
             },
             _ => {}
@@ -350,19 +444,27 @@ impl<'a> Session<'a> {
     }
 }
 
-/// A fresh client's options: the last will says `offline`.
-fn options(cfg: &UplinkConfig) -> MqttOptions {
+/// A fresh client's options: the last will says `offline`, or is the Sparkplug
+/// node's `NDEATH` (QoS 1, not retained, this connection's `bdSeq`).
+fn options(cfg: &UplinkConfig, node: Option<&EdgeNode>) -> MqttOptions {
     let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
     opts.set_keep_alive(cfg.keep_alive);
     opts.set_clean_session(false);
     opts.set_inflight(cfg.window.saturating_mul(4).max(4));
     opts.set_max_packet_size(1 << 20, 1 << 20);
-    opts.set_last_will(LastWill::new(
-        cfg.topics().status(),
-        cfg.status_payload("offline", None),
-        QoS::AtLeastOnce,
-        true,
-    ));
+    let will = match node {
+        Some(n) => {
+            let (topic, payload) = n.death(now_ms());
+            LastWill::new(topic, payload, QoS::AtLeastOnce, false)
+        }
+        None => LastWill::new(
+            cfg.topics().status(),
+            cfg.status_payload("offline", None),
+            QoS::AtLeastOnce,
+            true,
+        ),
+    };
+    opts.set_last_will(will);
     if let Some(tls) = &cfg.tls {
         opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
             tls.clone(),

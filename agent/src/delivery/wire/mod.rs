@@ -7,10 +7,10 @@
 //! * [`json`]: the JSON documents (schemas in `agent/schema/`): alerts, events,
 //!   telemetry summaries and the status message.
 //!
-//! A second upstream format (Sparkplug B) is another module beside [`json`],
-//! chosen by the uplink per connection.
+//! * [`sparkplug`]: Sparkplug B topics and protobuf payloads (`[sparkplug]`).
 
 pub mod json;
+pub mod sparkplug;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,564 @@
+//! The Sparkplug B edge node (`[sparkplug]`): what the agent says about its
+//! devices to a Sparkplug host (Ignition, HiveMQ/EMQX Sparkplug hosts), without I/O.
+//!
+//! * **Devices are drivers.** A driver is a Sparkplug device (`DBIRTH` … `DDEATH`)
+//!   whose metrics are its signals; a driver's tags share its connection, so they
+//!   are born and die together. A device is alive while at least one of its tags
+//!   is good; when none is (the PLC is down), `DDEATH`; when one is good again, a
+//!   new `DBIRTH` with every metric.
+//! * **Session.** Per MQTT connection: the will is `NDEATH` with `bdSeq`; after
+//!   CONNACK, `NBIRTH` (`seq` 0, the same `bdSeq`, `Node Control/Rebirth`), then a
+//!   `DBIRTH` per live device; then `DDATA` with the metrics that changed by more
+//!   than the deadband since they were last sent (scanned every `scan`, not per
+//!   sample: the hot path pays nothing). `seq` counts every message but `NDEATH`,
+//!   0–255, wrapping. `bdSeq` is kept on disk ([`BdSeqFile`]) so that it grows
+//!   across restarts and kill -9 too.
+//! * **Commands.** `NCMD Node Control/Rebirth = true` births everything again.
+//!   Device writes (`DCMD`) are refused and counted until writes land.
+//! * Bad quality is a null value (`is_null`) with the property `Quality` = 0
+//!   (bad), good is 192, as OPC and Ignition read them.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::wire::sparkplug::{
+    BD_SEQ, DataType, MessageType, Metric, Payload, PropertySet, REBIRTH, Scalar, topic,
+};
+use crate::ingest::latest::{TagStatus, TagValue};
+
+/// `[sparkplug]` settings (validated).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SparkplugConfig {
+    pub group_id: String,
+    pub edge_node_id: String,
+    /// A numeric metric is sent again once it moved by more than this.
+    pub deadband: f64,
+    /// How often changed values are looked for.
+    pub scan: Duration,
+}
+
+/// A message to publish: topic and payload bytes.
+pub type Outgoing = (String, Vec<u8>);
+
+/// Every tag's latest value and quality, in registration order.
+pub type TagSource = Arc<dyn Fn() -> Vec<TagStatus> + Send + Sync>;
+
+/// What the uplink needs to be a Sparkplug edge node.
+pub struct SparkplugLink {
+    pub cfg: SparkplugConfig,
+    pub tags: TagSource,
+    pub bd_seq: Mutex<BdSeqFile>,
+}
+
+impl std::fmt::Debug for SparkplugLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SparkplugLink")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SparkplugLink {
+    /// A new connection's edge node: the next `bdSeq`, today's tags.
+    pub fn node(&self) -> EdgeNode {
+        let bd = self.bd_seq.lock().unwrap_or_else(|p| p.into_inner()).take_next();
+        EdgeNode::new(self.cfg.clone(), bd, &(self.tags)())
+    }
+}
+
+/// Milliseconds since the Unix epoch now (Sparkplug timestamps).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Quality property values (OPC DA codes, as Ignition reads them).
+const GOOD: i32 = 192;
+const BAD: i32 = 0;
+
+#[derive(Debug)]
+struct DeviceMetric {
+    name: String,
+    alias: u64,
+    datatype: DataType,
+    unit: Option<String>,
+    /// What was last sent (`None`: null).
+    sent: Option<Scalar>,
+}
+
+#[derive(Debug)]
+struct Device {
+    id: String,
+    alive: bool,
+    metrics: Vec<DeviceMetric>,
+}
+
+/// What a command from the host asks.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Rebirth,
+    /// Understood but not acted on, with why.
+    Refused(String),
+}
+
+/// One connection's edge node state.
+#[derive(Debug)]
+pub struct EdgeNode {
+    cfg: SparkplugConfig,
+    bd_seq: u64,
+    seq: u64,
+    devices: Vec<Device>,
+}
+
+fn scalar(v: &TagValue) -> Scalar {
+    match v {
+        TagValue::Integer(i) => Scalar::I64(*i),
+        TagValue::Number(x) => Scalar::F64(*x),
+        TagValue::Bool(b) => Scalar::Bool(*b),
+        TagValue::Text(s) => Scalar::Text(s.clone()),
+    }
+}
+
+/// The value a tag publishes: its value while good, else null.
+fn current(t: &TagStatus) -> Option<Scalar> {
+    t.value
+        .as_ref()
+        .filter(|_| t.quality == "good")
+        .map(scalar)
+        .filter(|s| !matches!(s, Scalar::F64(x) if !x.is_finite()))
+}
+
+impl EdgeNode {
+    /// `tags`: every tag, in registration order (their order gives the aliases).
+    pub fn new(cfg: SparkplugConfig, bd_seq: u64, tags: &[TagStatus]) -> EdgeNode {
+        let mut devices: Vec<Device> = Vec::new();
+        for (i, t) in tags.iter().enumerate() {
+            let metric = DeviceMetric {
+                name: t.name.clone(),
+                alias: i as u64 + 1,
+                datatype: t
+                    .value
+                    .as_ref()
+                    .map_or(DataType::Double, |v| scalar(v).datatype()),
+                unit: t.unit.clone(),
+                sent: None,
+            };
+            match devices.iter_mut().find(|d| d.id == t.driver) {
+                Some(d) => d.metrics.push(metric),
+                None => devices.push(Device {
+                    id: t.driver.clone(),
+                    alive: false,
+                    metrics: vec![metric],
+                }),
+            }
+        }
+        EdgeNode {
+            cfg,
+            bd_seq: bd_seq % 256,
+            seq: 0,
+            devices,
+        }
+    }
+
+    pub fn bd_seq(&self) -> u64 {
+        self.bd_seq
+    }
+
+    /// How many devices (drivers) the node has.
+    pub fn devices(&self) -> usize {
+        self.devices.len()
+    }
+
+    fn topic(&self, kind: MessageType, device: Option<&str>) -> String {
+        topic(&self.cfg.group_id, kind, &self.cfg.edge_node_id, device)
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let s = self.seq;
+        self.seq = (self.seq + 1) % 256;
+        s
+    }
+
+    fn bd_seq_metric(&self) -> Metric {
+        Metric::named(
+            BD_SEQ,
+            None,
+            DataType::Int64,
+            Some(&Scalar::I64(self.bd_seq as i64)),
+        )
+    }
+
+    /// The `NDEATH` registered as the connection's will.
+    pub fn death(&self, now_ms: u64) -> Outgoing {
+        let p = Payload {
+            timestamp: Some(now_ms),
+            metrics: vec![self.bd_seq_metric()],
+            seq: None,
+        };
+        (self.topic(MessageType::NDeath, None), p.to_bytes())
+    }
+
+    /// `NBIRTH` (`seq` 0) and a `DBIRTH` per live device, from `tags`.
+    pub fn births(&mut self, now_ms: u64, tags: &[TagStatus]) -> Vec<Outgoing> {
+        self.seq = 0;
+        let seq = self.next_seq();
+        let mut rebirth =
+            Metric::named(REBIRTH, None, DataType::Boolean, Some(&Scalar::Bool(false)));
+        rebirth.timestamp = Some(now_ms);
+        let nbirth = Payload {
+            timestamp: Some(now_ms),
+            metrics: vec![self.bd_seq_metric(), rebirth],
+            seq: Some(seq),
+        };
+        let mut out = vec![(self.topic(MessageType::NBirth, None), nbirth.to_bytes())];
+        for d in 0..self.devices.len() {
+            self.devices[d].alive = false;
+            if let Some(m) = self.device_birth(d, now_ms, tags) {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    /// A device's `DBIRTH` when any of its tags is good.
+    fn device_birth(&mut self, d: usize, now_ms: u64, tags: &[TagStatus]) -> Option<Outgoing> {
+        let values: Vec<Option<Scalar>> = self.devices[d]
+            .metrics
+            .iter()
+            .map(|m| tags.get(m.alias as usize - 1).and_then(current))
+            .collect();
+        if values.iter().all(Option::is_none) {
+            return None;
+        }
+        let seq = self.next_seq();
+        let dev = &mut self.devices[d];
+        dev.alive = true;
+        let metrics = dev
+            .metrics
+            .iter_mut()
+            .zip(values)
+            .map(|(m, v)| {
+                if let Some(v) = &v {
+                    m.datatype = v.datatype();
+                }
+                let mut metric = Metric::named(&m.name, Some(m.alias), m.datatype, v.as_ref());
+                metric.timestamp = Some(now_ms);
+                let mut props = PropertySet::default();
+                if let Some(u) = &m.unit {
+                    props.string("engUnit", u);
+                }
+                props.int("Quality", if v.is_some() { GOOD } else { BAD });
+                metric.properties = Some(props);
+                m.sent = v;
+                metric
+            })
+            .collect();
+        let p = Payload {
+            timestamp: Some(now_ms),
+            metrics,
+            seq: Some(seq),
+        };
+        let topic = topic(
+            &self.cfg.group_id,
+            MessageType::DBirth,
+            &self.cfg.edge_node_id,
+            Some(&self.devices[d].id),
+        );
+        Some((topic, p.to_bytes()))
+    }
+
+    /// What changed since the last call: `DDATA` per live device with the metrics
+    /// that moved beyond the deadband (or changed quality), `DDEATH` for a device
+    /// whose tags all went bad, `DBIRTH` for one that came back.
+    pub fn changes(&mut self, now_ms: u64, tags: &[TagStatus]) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        for d in 0..self.devices.len() {
+            let alive_now = self.devices[d]
+                .metrics
+                .iter()
+                .any(|m| tags.get(m.alias as usize - 1).and_then(current).is_some());
+            match (self.devices[d].alive, alive_now) {
+                (false, true) => out.extend(self.device_birth(d, now_ms, tags)),
+                (true, false) => out.push(self.device_death(d, now_ms)),
+                (true, true) => out.extend(self.device_data(d, now_ms, tags)),
+                (false, false) => {}
+            }
+        }
+        out
+    }
+
+    fn device_death(&mut self, d: usize, now_ms: u64) -> Outgoing {
+        let seq = self.next_seq();
+        self.devices[d].alive = false;
+        let p = Payload {
+            timestamp: Some(now_ms),
+            metrics: Vec::new(),
+            seq: Some(seq),
+        };
+        (
+            self.topic(MessageType::DDeath, Some(&self.devices[d].id)),
+            p.to_bytes(),
+        )
+    }
+
+    fn device_data(&mut self, d: usize, now_ms: u64, tags: &[TagStatus]) -> Option<Outgoing> {
+        let deadband = self.cfg.deadband;
+        let mut metrics = Vec::new();
+        for m in &mut self.devices[d].metrics {
+            let now = tags.get(m.alias as usize - 1).and_then(current);
+            let changed = match (&m.sent, &now) {
+                (Some(Scalar::F64(a)), Some(Scalar::F64(b))) => (a - b).abs() > deadband,
+                (Some(Scalar::I64(a)), Some(Scalar::I64(b))) => {
+                    a != b && (a - b).unsigned_abs() as f64 > deadband
+                }
+                (a, b) => a != b,
+            };
+            if !changed {
+                continue;
+            }
+            let mut metric = Metric::aliased(m.alias, now.as_ref());
+            metric.timestamp = Some(now_ms);
+            if now.is_none() || m.sent.is_none() {
+                let mut props = PropertySet::default();
+                props.int("Quality", if now.is_some() { GOOD } else { BAD });
+                metric.properties = Some(props);
+            }
+            m.sent = now;
+            metrics.push(metric);
+        }
+        if metrics.is_empty() {
+            return None;
+        }
+        let seq = self.next_seq();
+        let p = Payload {
+            timestamp: Some(now_ms),
+            metrics,
+            seq: Some(seq),
+        };
+        Some((
+            self.topic(MessageType::DData, Some(&self.devices[d].id)),
+            p.to_bytes(),
+        ))
+    }
+
+    /// The topics commands arrive on (subscribe to both).
+    pub fn command_topics(&self) -> [String; 2] {
+        [
+            self.topic(MessageType::NCmd, None),
+            format!("{}/+", self.topic(MessageType::DCmd, None)),
+        ]
+    }
+
+    /// Reads a command published on `topic`; `None` when it is not ours.
+    pub fn command(&self, topic_name: &str, payload: &[u8]) -> Option<Command> {
+        let ncmd = self.topic(MessageType::NCmd, None);
+        let dcmd = self.topic(MessageType::DCmd, None);
+        if topic_name == ncmd {
+            let Some(p) = Payload::decode_bytes(payload) else {
+                return Some(Command::Refused(
+                    "NCMD payload is not a Sparkplug payload".into(),
+                ));
+            };
+            let rebirth = p
+                .metrics
+                .iter()
+                .any(|m| m.name.as_deref() == Some(REBIRTH) && m.as_bool() == Some(true));
+            return Some(if rebirth {
+                Command::Rebirth
+            } else {
+                Command::Refused("NCMD without Node Control/Rebirth = true".into())
+            });
+        }
+        let device = topic_name.strip_prefix(&dcmd)?.strip_prefix('/')?;
+        Some(Command::Refused(format!(
+            "DCMD to {device}: writes to devices are not enabled on this agent"
+        )))
+    }
+}
+
+/// `bdSeq` kept on disk: each connection takes the next value (0–255, wrapping),
+/// written before it connects, so a restart or kill -9 never repeats the last.
+#[derive(Debug)]
+pub struct BdSeqFile {
+    path: Option<PathBuf>,
+    last: Option<u64>,
+}
+
+impl BdSeqFile {
+    /// `dir`: where the agent keeps its state (the journal's directory); `None`
+    /// keeps it in memory only (it then restarts at 0).
+    pub fn open(dir: Option<&Path>) -> BdSeqFile {
+        let path = dir.map(|d| d.join("sparkplug.bdseq"));
+        let last = path
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        BdSeqFile { path, last }
+    }
+
+    /// The next connection's `bdSeq`, persisted (a failed write is logged: the
+    /// value is still used).
+    pub fn take_next(&mut self) -> u64 {
+        let v = self.last.map_or(0, |l| (l + 1) % 256);
+        self.last = Some(v);
+        if let Some(p) = &self.path {
+            let tmp = p.with_extension("tmp");
+            let r = std::fs::write(&tmp, format!("{v}\n")).and_then(|()| std::fs::rename(&tmp, p));
+            if let Err(e) = r {
+                tracing::warn!(path = %p.display(), error = %e, "cannot keep the Sparkplug bdSeq");
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(name: &str, driver: &str, value: Option<TagValue>, quality: &str) -> TagStatus {
+        TagStatus {
+            name: name.into(),
+            value,
+            unit: Some("degC".into()),
+            quality: quality.into(),
+            reason: None,
+            age_s: None,
+            value_age_s: None,
+            driver: driver.into(),
+            address: None,
+            bad_samples: 0,
+        }
+    }
+
+    fn node(tags: &[TagStatus]) -> EdgeNode {
+        let cfg = SparkplugConfig {
+            group_id: "plant".into(),
+            edge_node_id: "gw1".into(),
+            deadband: 0.5,
+            scan: Duration::from_secs(1),
+        };
+        EdgeNode::new(cfg, 7, tags)
+    }
+
+    fn decode(m: &Outgoing) -> Payload {
+        Payload::decode_bytes(&m.1).expect("a Sparkplug payload")
+    }
+
+    #[test]
+    fn births_then_data_on_change_beyond_the_deadband_then_death_and_rebirth_of_a_device() {
+        let n = |x: f64| Some(TagValue::Number(x));
+        let mut tags = vec![
+            tag("a.t", "plc", n(20.0), "good"),
+            tag("a.u", "plc", Some(TagValue::Integer(-3)), "good"),
+            tag("b.t", "sensor", n(1.0), "bad"),
+        ];
+        let mut e = node(&tags);
+        let (_, will) = e.death(5);
+        assert_eq!(
+            Payload::decode_bytes(&will).expect("ndeath").metrics[0]
+                .name
+                .as_deref(),
+            Some("bdSeq")
+        );
+        let births = e.births(10, &tags);
+        assert_eq!(births.len(), 2, "NBIRTH and the live device only");
+        assert_eq!(births[0].0, "spBv1.0/plant/NBIRTH/gw1");
+        assert_eq!(births[1].0, "spBv1.0/plant/DBIRTH/gw1/plc");
+        let nb = decode(&births[0]);
+        assert_eq!(nb.seq, Some(0));
+        let names: Vec<_> = nb.metrics.iter().filter_map(|m| m.name.clone()).collect();
+        assert_eq!(names, ["bdSeq", REBIRTH]);
+        let db = decode(&births[1]);
+        assert_eq!((db.seq, db.metrics.len()), (Some(1), 2));
+        assert_eq!(db.metrics[1].datatype, Some(DataType::Int64 as u32));
+        // Below the deadband: nothing; beyond it: one DDATA with that metric.
+        tags[0].value = n(20.4);
+        assert!(e.changes(11, &tags).is_empty());
+        tags[0].value = n(21.0);
+        let data = e.changes(12, &tags);
+        assert_eq!(data.len(), 1);
+        let dd = decode(&data[0]);
+        assert_eq!(
+            (dd.seq, dd.metrics[0].alias, dd.metrics[0].name.clone()),
+            (Some(2), Some(1), None)
+        );
+        // The sensor comes up: DBIRTH; the PLC goes down: DDEATH.
+        tags[2].quality = "good".into();
+        tags[0].quality = "bad".into();
+        tags[1].quality = "stale".into();
+        let msgs = e.changes(13, &tags);
+        let topics: Vec<&str> = msgs.iter().map(|m| m.0.as_str()).collect();
+        assert_eq!(
+            topics,
+            [
+                "spBv1.0/plant/DDEATH/gw1/plc",
+                "spBv1.0/plant/DBIRTH/gw1/sensor"
+            ]
+        );
+        assert_eq!(decode(&msgs[1]).seq, Some(4));
+    }
+
+    #[test]
+    fn seq_wraps_after_255() {
+        let mut tags = vec![tag("a.t", "plc", Some(TagValue::Number(0.0)), "good")];
+        let mut e = node(&tags);
+        e.births(0, &tags);
+        let mut last = 0;
+        for i in 1..300 {
+            tags[0].value = Some(TagValue::Number(f64::from(i)));
+            let m = e.changes(i as u64, &tags);
+            last = decode(&m[0]).seq.expect("seq");
+            if i == 254 {
+                assert_eq!(last, 255);
+            }
+            if i == 255 {
+                assert_eq!(last, 0, "wraps");
+            }
+        }
+        assert_eq!(last, 300 % 256);
+    }
+
+    #[test]
+    fn rebirth_is_the_only_node_command_and_device_writes_are_refused() {
+        let e = node(&[]);
+        let cmd = Payload {
+            timestamp: Some(1),
+            metrics: vec![Metric::named(
+                REBIRTH,
+                None,
+                DataType::Boolean,
+                Some(&Scalar::Bool(true)),
+            )],
+            seq: None,
+        };
+        assert_eq!(
+            e.command("spBv1.0/plant/NCMD/gw1", &cmd.to_bytes()),
+            Some(Command::Rebirth)
+        );
+        assert!(matches!(
+            e.command("spBv1.0/plant/NCMD/gw1", b"\xff\xff"),
+            Some(Command::Refused(_))
+        ));
+        assert!(
+            matches!(e.command("spBv1.0/plant/DCMD/gw1/plc", &cmd.to_bytes()), Some(Command::Refused(r)) if r.contains("plc"))
+        );
+        assert_eq!(e.command("spBv1.0/plant/NCMD/other", &cmd.to_bytes()), None);
+    }
+
+    #[test]
+    fn bd_seq_grows_across_restarts_and_wraps() {
+        let dir = std::env::temp_dir().join(format!("bdseq-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let _ = std::fs::remove_file(dir.join("sparkplug.bdseq"));
+        assert_eq!(BdSeqFile::open(Some(&dir)).take_next(), 0);
+        let mut f = BdSeqFile::open(Some(&dir));
+        assert_eq!((f.take_next(), f.take_next()), (1, 2), "a restart continues");
+        std::fs::write(dir.join("sparkplug.bdseq"), "255\n").expect("write");
+        assert_eq!(BdSeqFile::open(Some(&dir)).take_next(), 0, "wraps");
+        assert_eq!(BdSeqFile::open(None).take_next(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

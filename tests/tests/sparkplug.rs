@@ -1,0 +1,240 @@
+//! The agent as a Sparkplug B edge node, against Mosquitto, with every message
+//! decoded by pysparkplug (an independent implementation, the host side) and the
+//! host's rebirth command encoded by it. Follows the edge-node assertions of the
+//! Eclipse Sparkplug TCK that apply so far: session establishment (NDEATH will with
+//! bdSeq, NBIRTH seq 0 with the same bdSeq and Node Control/Rebirth, a DBIRTH per
+//! device before its DDATA, aliases defined by the births), send data (seq + 1 per
+//! message), receive command (rebirth), termination (the will on kill -9, bdSeq + 1
+//! at the next session, NDEATH on a clean stop).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use edge_agent_tests::{Mosquitto, Subscriber, TempDir, peer_python, spawn_agent, wait_until};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use serde_json::Value;
+
+fn host_script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/sparkplug_host.py")
+}
+
+/// Every Sparkplug message received so far, decoded by pysparkplug, in order.
+fn decoded(sub: &Subscriber) -> Vec<Value> {
+    let lines: String = sub
+        .msgs
+        .lock()
+        .expect("test mutex")
+        .iter()
+        .filter(|(t, _, _)| t.starts_with("spBv1.0/"))
+        .map(|(t, p, _)| format!("{t} {}\n", STANDARD.encode(p)))
+        .collect();
+    let mut child = Command::new(peer_python())
+        .arg(host_script())
+        .arg("decode")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("pysparkplug host");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(lines.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("pysparkplug decodes");
+    assert!(out.status.success(), "pysparkplug failed to decode");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+fn of_type<'a>(msgs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    msgs.iter().filter(|m| m["type"] == kind).collect()
+}
+
+fn metric<'a>(m: &'a Value, name: &str) -> Option<&'a Value> {
+    m["metrics"].as_array()?.iter().find(|x| x["name"] == name)
+}
+
+fn bd_seq(m: &Value) -> i64 {
+    metric(m, "bdSeq")
+        .and_then(|x| x["value"].as_i64())
+        .unwrap_or_else(|| panic!("no bdSeq in {m}"))
+}
+
+fn config(dir: &TempDir, port: u16) -> std::path::PathBuf {
+    let src = format!(
+        r#"
+[agent]
+id = "spb-gw"
+[alerts]
+console = false
+[journal]
+dir = "{journal}"
+[uplink]
+host = "127.0.0.1"
+port = {port}
+reconnect_initial = "100ms"
+keep_alive = "5s"
+[sparkplug]
+group_id = "plant1"
+scan = "200ms"
+[[drivers]]
+name = "line"
+kind = "sim"
+tick = "100ms"
+[[drivers.machines]]
+name = "pump"
+vibration_rate_hz = 10.0
+"#,
+        journal = dir.path().join("journal").display(),
+    );
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, src).expect("config written");
+    path
+}
+
+async fn rebirth(port: u16) {
+    let out = Command::new(peer_python())
+        .arg(host_script())
+        .arg("rebirth")
+        .output()
+        .expect("pysparkplug encodes");
+    let payload = STANDARD
+        .decode(String::from_utf8_lossy(&out.stdout).trim())
+        .expect("base64");
+    let (client, mut ev) = AsyncClient::new(MqttOptions::new("spb-host", "127.0.0.1", port), 10);
+    client
+        .publish(
+            "spBv1.0/plant1/NCMD/spb-gw",
+            QoS::AtLeastOnce,
+            false,
+            payload,
+        )
+        .await
+        .expect("queued");
+    // Until the PUBACK.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = ev.poll().await {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("NCMD acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_node_session_births_sends_data_rebirths_and_dies_with_its_bd_seq() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "spb-sub", "spBv1.0/#").await;
+    let dir = TempDir::new("sparkplug");
+    let cfg = config(&dir, broker.port);
+    let log = dir.path().join("agent.log");
+    let mut agent = spawn_agent(&cfg, &log);
+
+    wait_until("NBIRTH, DBIRTH and two DDATA", 30, || {
+        sub.msgs
+            .lock()
+            .expect("test mutex")
+            .iter()
+            .filter(|(t, _, _)| t == "spBv1.0/plant1/DDATA/spb-gw/line")
+            .count()
+            >= 2
+    })
+    .await;
+    let msgs = decoded(&sub);
+    let nbirth = of_type(&msgs, "NBIRTH")[0];
+    assert_eq!(nbirth["topic"], "spBv1.0/plant1/NBIRTH/spb-gw");
+    assert_eq!(nbirth["seq"], 0, "{nbirth}");
+    let first_bd = bd_seq(nbirth);
+    let rebirth_metric = metric(nbirth, "Node Control/Rebirth").expect("rebirth metric");
+    assert_eq!(rebirth_metric["datatype"], "BOOLEAN");
+    let dbirth = of_type(&msgs, "DBIRTH")[0];
+    assert_eq!(
+        (dbirth["device"].as_str(), dbirth["seq"].as_i64()),
+        (Some("line"), Some(1))
+    );
+    let temp = metric(dbirth, "pump.temperature").expect("the device's metrics");
+    assert_eq!(temp["datatype"], "DOUBLE");
+    assert!(
+        temp["alias"].as_i64().is_some(),
+        "births define aliases: {temp}"
+    );
+    // DDATA: seq continues by one, metrics by alias resolve to the birth's names.
+    let data = of_type(&msgs, "DDATA");
+    assert_eq!(data[0]["seq"], 2, "{}", data[0]);
+    assert_eq!(data[1]["seq"], 3);
+    let named: Vec<&str> = data[0]["metrics"]
+        .as_array()
+        .expect("metrics")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert!(
+        !named.is_empty() && named.iter().all(|n| n.starts_with("pump.")),
+        "{named:?}"
+    );
+
+    // Receive command: a rebirth from the host.
+    let before = msgs.len();
+    rebirth(broker.port).await;
+    wait_until("a second NBIRTH", 10, || {
+        of_type(&decoded(&sub), "NBIRTH").len() >= 2
+    })
+    .await;
+    let msgs = decoded(&sub);
+    let again = of_type(&msgs[before..], "NBIRTH")[0];
+    assert_eq!(
+        (again["seq"].as_i64(), bd_seq(again)),
+        (Some(0), first_bd),
+        "same session, seq reset"
+    );
+
+    // Termination: kill -9 → the broker sends the will: NDEATH with this bdSeq.
+    agent.kill().expect("kill -9");
+    let _ = agent.wait();
+    wait_until("NDEATH from the will", 20, || {
+        !of_type(&decoded(&sub), "NDEATH").is_empty()
+    })
+    .await;
+    let msgs = decoded(&sub);
+    assert_eq!(
+        bd_seq(of_type(&msgs, "NDEATH")[0]),
+        first_bd,
+        "the will carries the session's bdSeq"
+    );
+
+    // The next session (after a kill -9) takes the next bdSeq.
+    let mut agent = spawn_agent(&cfg, &log);
+    wait_until("the next session's NBIRTH", 30, || {
+        of_type(&decoded(&sub), "NBIRTH").len() >= 3
+    })
+    .await;
+    let msgs = decoded(&sub);
+    let third = *of_type(&msgs, "NBIRTH").last().expect("NBIRTH");
+    assert_eq!(
+        bd_seq(third),
+        (first_bd + 1) % 256,
+        "bdSeq + 1 after a restart"
+    );
+
+    // A clean stop publishes NDEATH itself (a clean DISCONNECT sends no will).
+    let term = Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    let _ = agent.wait();
+    wait_until("NDEATH on a clean stop", 20, || {
+        of_type(&decoded(&sub), "NDEATH").len() >= 2
+    })
+    .await;
+    let msgs = decoded(&sub);
+    assert_eq!(bd_seq(of_type(&msgs, "NDEATH")[1]), bd_seq(third));
+}
