@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use edge_agent_tests::{Mosquitto, Subscriber, TempDir, peer_python, spawn_agent, wait_until};
+use edge_agent_tests::{
+    Mosquitto, PyModbus, Subscriber, TempDir, peer_python, spawn_agent, wait_until,
+};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::Value;
 
@@ -67,6 +69,10 @@ fn bd_seq(m: &Value) -> i64 {
 }
 
 fn config(dir: &TempDir, port: u16) -> std::path::PathBuf {
+    config_with(dir, port, "")
+}
+
+fn config_with(dir: &TempDir, port: u16, drivers: &str) -> std::path::PathBuf {
     let src = format!(
         r#"
 [agent]
@@ -90,7 +96,7 @@ tick = "100ms"
 [[drivers.machines]]
 name = "pump"
 vibration_rate_hz = 10.0
-"#,
+{drivers}"#,
         journal = dir.path().join("journal").display(),
     );
     let path = dir.path().join("agent.toml");
@@ -237,4 +243,95 @@ async fn an_edge_node_session_births_sends_data_rebirths_and_dies_with_its_bd_se
     .await;
     let msgs = decoded(&sub);
     assert_eq!(bd_seq(of_type(&msgs, "NDEATH")[1]), bd_seq(third));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_plc_is_a_ddeath_and_its_return_a_new_dbirth_while_the_node_lives_on() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "spb-sub2", "spBv1.0/#").await;
+    let mut peer = PyModbus::start(
+        &serde_json::json!({"unit": 1, "tags": [{"area": "holding", "address": 3, "type": "f32", "value": 21.5}]}),
+    );
+    let dir = TempDir::new("sparkplug-dead");
+    let modbus = format!(
+        r#"
+[[drivers]]
+name = "plc"
+kind = "modbus"
+host = "127.0.0.1"
+port = {}
+poll = "200ms"
+timeout = "300ms"
+[[drivers.tags]]
+name = "line1.temperature"
+area = "holding"
+address = 3
+type = "f32"
+unit = "degC"
+"#,
+        peer.port
+    );
+    let cfg = config_with(&dir, broker.port, &modbus);
+    let mut agent = spawn_agent(&cfg, &dir.path().join("agent.log"));
+    let on = |kind: &'static str, device: &'static str| {
+        move |m: &Vec<Value>| {
+            m.iter()
+                .filter(|x| x["type"] == kind && x["device"] == device)
+                .count()
+        }
+    };
+    wait_until("the PLC's DBIRTH", 30, || {
+        on("DBIRTH", "plc")(&decoded(&sub)) >= 1
+    })
+    .await;
+    let msgs = decoded(&sub);
+    let birth = msgs
+        .iter()
+        .find(|m| m["type"] == "DBIRTH" && m["device"] == "plc")
+        .expect("DBIRTH");
+    let t = metric(birth, "line1.temperature").expect("the PLC's tag");
+    assert_eq!(
+        (t["datatype"].as_str(), t["value"].as_f64()),
+        (Some("DOUBLE"), Some(21.5))
+    );
+
+    peer.stop();
+    wait_until("the PLC's DDEATH", 30, || {
+        on("DDEATH", "plc")(&decoded(&sub)) >= 1
+    })
+    .await;
+    let msgs = decoded(&sub);
+    assert!(
+        msgs.iter().all(|m| m["type"] != "NDEATH"),
+        "the node lives on while one device is down"
+    );
+    wait_until("the sim device's data after the PLC died", 10, || {
+        decoded(&sub)
+            .iter()
+            .skip_while(|m| m["type"] != "DDEATH")
+            .any(|m| m["type"] == "DDATA" && m["device"] == "line")
+    })
+    .await;
+
+    peer.spawn();
+    wait_until("the PLC's new DBIRTH", 30, || {
+        on("DBIRTH", "plc")(&decoded(&sub)) >= 2
+    })
+    .await;
+    // seq runs on across the node's messages: no gap, no repeat.
+    let seqs: Vec<i64> = decoded(&sub)
+        .iter()
+        .filter(|m| m["type"] != "NDEATH")
+        .filter_map(|m| m["seq"].as_i64())
+        .collect();
+    for w in seqs.windows(2) {
+        assert!(
+            w[1] == (w[0] + 1) % 256 || w[1] == 0,
+            "seq {} then {}",
+            w[0],
+            w[1]
+        );
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
 }

@@ -62,7 +62,11 @@ impl std::fmt::Debug for SparkplugLink {
 impl SparkplugLink {
     /// A new connection's edge node: the next `bdSeq`, today's tags.
     pub fn node(&self) -> EdgeNode {
-        let bd = self.bd_seq.lock().unwrap_or_else(|p| p.into_inner()).take_next();
+        let bd = self
+            .bd_seq
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_next();
         EdgeNode::new(self.cfg.clone(), bd, &(self.tags)())
     }
 }
@@ -555,7 +559,11 @@ mod tests {
         let _ = std::fs::remove_file(dir.join("sparkplug.bdseq"));
         assert_eq!(BdSeqFile::open(Some(&dir)).take_next(), 0);
         let mut f = BdSeqFile::open(Some(&dir));
-        assert_eq!((f.take_next(), f.take_next()), (1, 2), "a restart continues");
+        assert_eq!(
+            (f.take_next(), f.take_next()),
+            (1, 2),
+            "a restart continues"
+        );
         std::fs::write(dir.join("sparkplug.bdseq"), "255\n").expect("write");
         assert_eq!(BdSeqFile::open(Some(&dir)).take_next(), 0, "wraps");
         assert_eq!(BdSeqFile::open(None).take_next(), 0);
