@@ -5,8 +5,9 @@ host's commands.
   sparkplug_host.py decode        stdin: lines `TOPIC BASE64`; stdout: one JSON per line
   sparkplug_host.py rebirth       stdout: base64 of an NCMD with Node Control/Rebirth = true
 
-A DDATA is decoded with its device's last DBIRTH, so its aliases resolve to the
-names the birth gave them (a metric whose alias the birth did not define fails).
+A DDATA is decoded with its device's last DBIRTH and an NDATA with the last
+NBIRTH, so their aliases resolve to the names the birth gave them (a metric whose
+alias the birth did not define fails).
 """
 
 import base64
@@ -53,7 +54,7 @@ def decode(line, births):
         out["seq"] = p.seq
         return out
     cls = TYPES[kind]
-    birth = births.get(device) if kind == "DDATA" else None
+    birth = births.get(device) if kind in ("DDATA", "NDATA") else None
     p = cls.decode(raw, birth=birth)
     if kind in ("NBIRTH", "DBIRTH"):
         births[device] = p

@@ -96,6 +96,17 @@ tick = "100ms"
 [[drivers.machines]]
 name = "pump"
 vibration_rate_hz = 10.0
+[[assets]]
+name = "pump"
+[[assets.signals]]
+signal = "pump.temperature"
+window = {{ size = "1s", hop = "1s" }}
+[[assets.detectors]]
+name = "hot"
+kind = "threshold"
+signal = "pump.temperature"
+warning = 10.0
+min_duration = "2s"
 {drivers}"#,
         journal = dir.path().join("journal").display(),
     );
@@ -175,7 +186,8 @@ async fn an_edge_node_session_births_sends_data_rebirths_and_dies_with_its_bd_se
     // DDATA: seq continues by one, metrics by alias resolve to the birth's names.
     let data = of_type(&msgs, "DDATA");
     assert_eq!(data[0]["seq"], 2, "{}", data[0]);
-    assert_eq!(data[1]["seq"], 3);
+    let seqs: Vec<i64> = msgs.iter().filter_map(|m| m["seq"].as_i64()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     let named: Vec<&str> = data[0]["metrics"]
         .as_array()
         .expect("metrics")
@@ -186,6 +198,23 @@ async fn an_edge_node_session_births_sends_data_rebirths_and_dies_with_its_bd_se
         !named.is_empty() && named.iter().all(|n| n.starts_with("pump.")),
         "{named:?}"
     );
+
+    // Alerts are node metrics: named in NBIRTH, changed by NDATA (aliases resolved
+    // through the NBIRTH by pysparkplug).
+    assert!(
+        metric(nbirth, "Alerts/pump/hot/Active").is_some(),
+        "{nbirth}"
+    );
+    let raised = |msgs: &[Value]| {
+        msgs.iter()
+            .filter(|m| m["type"] == "NBIRTH" || m["type"] == "NDATA")
+            .any(|m| {
+                metric(m, "Alerts/pump/hot/Active").is_some_and(|a| a["value"] == true)
+                    && metric(m, "Alerts/pump/hot/Severity").is_none_or(|s| s["value"] == "warning")
+            })
+    };
+    wait_until("the alert as node metrics", 20, || raised(&decoded(&sub))).await;
+    let msgs = decoded(&sub);
 
     // Receive command: a rebirth from the host.
     let before = msgs.len();

@@ -13,6 +13,11 @@
 //!   sample: the hot path pays nothing). `seq` counts every message but `NDEATH`,
 //!   0–255, wrapping. `bdSeq` is kept on disk ([`BdSeqFile`]) so that it grows
 //!   across restarts and kill -9 too.
+//! * **Alerts are node metrics**: per (asset, detector) of the configuration,
+//!   `Alerts/{asset}/{detector}/` `Active`, `Severity`, `Score`, `ETA_s`, `Message`
+//!   and `Id`, in `NBIRTH` and in `NDATA` when they change (read from the active
+//!   alerts every `scan`). An alert of a detector the birth did not name (a system
+//!   alert) adds its metrics with a new `NBIRTH`.
 //! * **Commands.** `NCMD Node Control/Rebirth = true` births everything again.
 //!   Device writes (`DCMD`) are refused and counted until writes land.
 //! * Bad quality is a null value (`is_null`) with the property `Quality` = 0
@@ -25,6 +30,7 @@ use std::time::Duration;
 use super::wire::sparkplug::{
     BD_SEQ, DataType, MessageType, Metric, Payload, PropertySet, REBIRTH, Scalar, topic,
 };
+use crate::alert::Alert;
 use crate::ingest::latest::{TagStatus, TagValue};
 
 /// `[sparkplug]` settings (validated).
@@ -44,10 +50,16 @@ pub type Outgoing = (String, Vec<u8>);
 /// Every tag's latest value and quality, in registration order.
 pub type TagSource = Arc<dyn Fn() -> Vec<TagStatus> + Send + Sync>;
 
+/// The open alerts (most severe first).
+pub type AlertSource = Arc<dyn Fn() -> Vec<Alert> + Send + Sync>;
+
 /// What the uplink needs to be a Sparkplug edge node.
 pub struct SparkplugLink {
     pub cfg: SparkplugConfig,
     pub tags: TagSource,
+    pub alerts: AlertSource,
+    /// (asset, detector) of every detector and model binding of the configuration.
+    pub detectors: Vec<(String, String)>,
     pub bd_seq: Mutex<BdSeqFile>,
 }
 
@@ -67,7 +79,13 @@ impl SparkplugLink {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take_next();
-        EdgeNode::new(self.cfg.clone(), bd, &(self.tags)())
+        let mut n = EdgeNode::new(self.cfg.clone(), bd, &(self.tags)());
+        n.alerts = self
+            .detectors
+            .iter()
+            .map(|(a, d)| AlertSlot::new(a, d))
+            .collect();
+        n
     }
 }
 
@@ -99,6 +117,67 @@ struct Device {
     metrics: Vec<DeviceMetric>,
 }
 
+/// The metrics of one detector's alert state, after `Alerts/{asset}/{detector}/`.
+const ALERT_METRICS: [(&str, DataType); 6] = [
+    ("Active", DataType::Boolean),
+    ("Severity", DataType::String),
+    ("Score", DataType::Double),
+    ("ETA_s", DataType::Double),
+    ("Message", DataType::String),
+    ("Id", DataType::String),
+];
+/// Node metric aliases start here (device metrics are 1..=tags).
+const ALERT_ALIAS_BASE: u64 = 1 << 32;
+
+/// What a detector's alert metrics say.
+#[derive(Clone, Debug, PartialEq)]
+struct AlertView([Option<Scalar>; 6]);
+
+impl AlertView {
+    fn of(a: Option<&Alert>) -> AlertView {
+        let Some(a) = a else {
+            return AlertView([
+                Some(Scalar::Bool(false)),
+                Some(Scalar::Text(String::new())),
+                None,
+                None,
+                Some(Scalar::Text(String::new())),
+                Some(Scalar::Text(String::new())),
+            ]);
+        };
+        let finite = |x: f64| x.is_finite().then_some(Scalar::F64(x));
+        AlertView([
+            Some(Scalar::Bool(true)),
+            Some(Scalar::Text(a.severity.as_str().to_string())),
+            finite(a.score),
+            a.eta_s.and_then(finite),
+            Some(Scalar::Text(a.message.clone())),
+            Some(Scalar::Text(a.id.to_string())),
+        ])
+    }
+}
+
+#[derive(Debug)]
+struct AlertSlot {
+    asset: String,
+    detector: String,
+    sent: Option<AlertView>,
+}
+
+impl AlertSlot {
+    fn new(asset: &str, detector: &str) -> AlertSlot {
+        AlertSlot {
+            asset: asset.to_string(),
+            detector: detector.to_string(),
+            sent: None,
+        }
+    }
+
+    fn is(&self, a: &Alert) -> bool {
+        *a.asset == *self.asset && *a.detector == *self.detector
+    }
+}
+
 /// What a command from the host asks.
 #[derive(Debug, PartialEq)]
 pub enum Command {
@@ -114,6 +193,7 @@ pub struct EdgeNode {
     bd_seq: u64,
     seq: u64,
     devices: Vec<Device>,
+    alerts: Vec<AlertSlot>,
 }
 
 fn scalar(v: &TagValue) -> Scalar {
@@ -163,6 +243,7 @@ impl EdgeNode {
             bd_seq: bd_seq % 256,
             seq: 0,
             devices,
+            alerts: Vec::new(),
         }
     }
 
@@ -204,16 +285,28 @@ impl EdgeNode {
         (self.topic(MessageType::NDeath, None), p.to_bytes())
     }
 
-    /// `NBIRTH` (`seq` 0) and a `DBIRTH` per live device, from `tags`.
-    pub fn births(&mut self, now_ms: u64, tags: &[TagStatus]) -> Vec<Outgoing> {
+    /// `NBIRTH` (`seq` 0, with the alert metrics of `active`) and a `DBIRTH` per
+    /// live device, from `tags`.
+    pub fn births(&mut self, now_ms: u64, tags: &[TagStatus], active: &[Alert]) -> Vec<Outgoing> {
+        for a in active {
+            if !self.alerts.iter().any(|s| s.is(a)) {
+                self.alerts.push(AlertSlot::new(&a.asset, &a.detector));
+            }
+        }
         self.seq = 0;
         let seq = self.next_seq();
         let mut rebirth =
             Metric::named(REBIRTH, None, DataType::Boolean, Some(&Scalar::Bool(false)));
         rebirth.timestamp = Some(now_ms);
+        let mut metrics = vec![self.bd_seq_metric(), rebirth];
+        for i in 0..self.alerts.len() {
+            let view = AlertView::of(active.iter().find(|a| self.alerts[i].is(a)));
+            metrics.extend(self.alert_metrics(i, &view, None, now_ms));
+            self.alerts[i].sent = Some(view);
+        }
         let nbirth = Payload {
             timestamp: Some(now_ms),
-            metrics: vec![self.bd_seq_metric(), rebirth],
+            metrics,
             seq: Some(seq),
         };
         let mut out = vec![(self.topic(MessageType::NBirth, None), nbirth.to_bytes())];
@@ -347,6 +440,64 @@ impl EdgeNode {
         ))
     }
 
+    /// The alert metrics of slot `i` showing `view`: all of them with names (a
+    /// birth, `before` = `None`), or those that differ from `before` by alias.
+    fn alert_metrics(
+        &self,
+        i: usize,
+        view: &AlertView,
+        before: Option<&AlertView>,
+        now_ms: u64,
+    ) -> Vec<Metric> {
+        let slot = &self.alerts[i];
+        let mut out = Vec::new();
+        for (k, (leaf, t)) in ALERT_METRICS.iter().enumerate() {
+            let alias = ALERT_ALIAS_BASE + (i * ALERT_METRICS.len() + k) as u64;
+            let v = view.0[k].as_ref();
+            let mut m = match before {
+                None => Metric::named(
+                    &format!("Alerts/{}/{}/{leaf}", slot.asset, slot.detector),
+                    Some(alias),
+                    *t,
+                    v,
+                ),
+                Some(b) if b.0[k] != view.0[k] => Metric::aliased(alias, v),
+                Some(_) => continue,
+            };
+            m.timestamp = Some(now_ms);
+            out.push(m);
+        }
+        out
+    }
+
+    /// `NDATA` with the alert metrics that changed given the open alerts `active`;
+    /// `None` when an alert names a detector the birth did not (a new `NBIRTH`
+    /// must name it first).
+    pub fn alert_changes(&mut self, now_ms: u64, active: &[Alert]) -> Option<Vec<Outgoing>> {
+        if active.iter().any(|a| !self.alerts.iter().any(|s| s.is(a))) {
+            return None;
+        }
+        let mut metrics = Vec::new();
+        for i in 0..self.alerts.len() {
+            let view = AlertView::of(active.iter().find(|a| self.alerts[i].is(a)));
+            if self.alerts[i].sent.as_ref() == Some(&view) {
+                continue;
+            }
+            metrics.extend(self.alert_metrics(i, &view, self.alerts[i].sent.as_ref(), now_ms));
+            self.alerts[i].sent = Some(view);
+        }
+        if metrics.is_empty() {
+            return Some(Vec::new());
+        }
+        let seq = self.next_seq();
+        let p = Payload {
+            timestamp: Some(now_ms),
+            metrics,
+            seq: Some(seq),
+        };
+        Some(vec![(self.topic(MessageType::NData, None), p.to_bytes())])
+    }
+
     /// The topics commands arrive on (subscribe to both).
     pub fn command_topics(&self) -> [String; 2] {
         [
@@ -467,7 +618,7 @@ mod tests {
                 .as_deref(),
             Some("bdSeq")
         );
-        let births = e.births(10, &tags);
+        let births = e.births(10, &tags, &[]);
         assert_eq!(births.len(), 2, "NBIRTH and the live device only");
         assert_eq!(births[0].0, "spBv1.0/plant/NBIRTH/gw1");
         assert_eq!(births[1].0, "spBv1.0/plant/DBIRTH/gw1/plc");
@@ -509,7 +660,7 @@ mod tests {
     fn seq_wraps_after_255() {
         let mut tags = vec![tag("a.t", "plc", Some(TagValue::Number(0.0)), "good")];
         let mut e = node(&tags);
-        e.births(0, &tags);
+        e.births(0, &tags, &[]);
         let mut last = 0;
         for i in 1..300 {
             tags[0].value = Some(TagValue::Number(f64::from(i)));
@@ -550,6 +701,65 @@ mod tests {
             matches!(e.command("spBv1.0/plant/DCMD/gw1/plc", &cmd.to_bytes()), Some(Command::Refused(r)) if r.contains("plc"))
         );
         assert_eq!(e.command("spBv1.0/plant/NCMD/other", &cmd.to_bytes()), None);
+    }
+
+    #[test]
+    fn alerts_are_node_metrics_in_the_birth_and_in_ndata_when_they_change() {
+        use crate::alert::{AlertId, AlertState, system_alert};
+        use edge_models::Severity;
+        let mut e = node(&[]);
+        e.alerts = vec![AlertSlot::new("pump", "hot")];
+        let birth = decode(&e.births(1, &[], &[])[0]);
+        let names: Vec<_> = birth
+            .metrics
+            .iter()
+            .filter_map(|m| m.name.clone())
+            .collect();
+        assert!(
+            names.contains(&"Alerts/pump/hot/Active".to_string()),
+            "{names:?}"
+        );
+        assert_eq!(names.len(), 2 + 6);
+        assert_eq!(e.alert_changes(2, &[]), Some(Vec::new()), "nothing changed");
+        let mut hot = system_alert(
+            &Arc::from("gw"),
+            AlertId(7),
+            AlertId(7),
+            "hot",
+            Severity::Warning,
+            AlertState::Raised,
+            "too hot".into(),
+            edge_driver_api::Timestamp::default(),
+        );
+        hot.asset = Arc::from("pump");
+        let msgs = e
+            .alert_changes(3, std::slice::from_ref(&hot))
+            .expect("known detector");
+        assert_eq!(msgs[0].0, "spBv1.0/plant/NDATA/gw1");
+        let nd = decode(&msgs[0]);
+        assert_eq!(nd.seq, Some(1));
+        let active = nd
+            .metrics
+            .iter()
+            .find(|m| m.alias == Some(ALERT_ALIAS_BASE))
+            .expect("Active");
+        assert_eq!(active.as_bool(), Some(true));
+        // A system alert of a detector the birth did not name asks for a rebirth,
+        // whose NBIRTH names it.
+        let mut disk = hot.clone();
+        disk.asset = Arc::from("gw");
+        disk.detector = Arc::from("disk");
+        assert_eq!(e.alert_changes(4, &[hot.clone(), disk.clone()]), None);
+        let birth = decode(&e.births(5, &[], &[hot, disk])[0]);
+        let names: Vec<_> = birth
+            .metrics
+            .iter()
+            .filter_map(|m| m.name.clone())
+            .collect();
+        assert!(
+            names.contains(&"Alerts/gw/disk/Severity".to_string()),
+            "{names:?}"
+        );
     }
 
     #[test]

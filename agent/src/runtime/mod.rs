@@ -273,7 +273,12 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         labels,
     };
     let tags_of = source.clone();
-    delivery.start_uplink(&config, Arc::new(move || tags_of.tags("").tags));
+    let alerts_of = recent.clone();
+    delivery.start_uplink(
+        &config,
+        Arc::new(move || tags_of.tags("").tags),
+        Arc::new(move || alerts_of.as_ref().map(|r| r.active()).unwrap_or_default()),
+    );
     let endpoints = ops::start(
         &config,
         &opts,

@@ -47,10 +47,11 @@ pub(crate) fn ui_parts(config: &Config, recent: Option<&Arc<RecentAlerts>>) -> O
     })
 }
 
-/// The alerts remembered for the UI and for labelling (`None` without either):
-/// the last 100, or `[labels] remember` when more.
+/// The alerts remembered for the UI, for labelling and for the Sparkplug alert
+/// metrics (`None` without any): the last 100, or `[labels] remember` when more.
 pub(crate) fn recent_alerts(config: &Config) -> Option<Arc<RecentAlerts>> {
-    let ui = config.ui.as_ref().map(|_| crate::delivery::recent::RECENT);
+    let ui = (config.ui.is_some() || config.sparkplug.is_some())
+        .then_some(crate::delivery::recent::RECENT);
     let labels = config.labels.as_ref().map(|l| l.remember);
     let n = ui.into_iter().chain(labels).max()?;
     Some(Arc::new(RecentAlerts::with_capacity(n)))

@@ -14,7 +14,7 @@ use crate::delivery::journal::fs::StdFs;
 use crate::delivery::journal::sink::JournalSink;
 use crate::delivery::journal::{Journal, Lane};
 use crate::delivery::sink::{AlertSink, ConsoleSink, JsonlSink, SinkCounters, SinkMsg, run_sinks};
-use crate::delivery::sparkplug::{BdSeqFile, SparkplugLink, TagSource};
+use crate::delivery::sparkplug::{AlertSource, BdSeqFile, SparkplugLink, TagSource};
 use crate::delivery::uplink::{UplinkStats, run_uplink};
 
 /// The running delivery side.
@@ -65,16 +65,27 @@ impl Delivery {
     /// Starts the uplink, once the tags it reports as a Sparkplug node (`tags`)
     /// can be read. It forwards from the journal and outlives the pipeline at
     /// shutdown, so that the last alerts still go out.
-    pub(crate) fn start_uplink(&mut self, config: &Config, tags: TagSource) {
+    pub(crate) fn start_uplink(&mut self, config: &Config, tags: TagSource, alerts: AlertSource) {
         let (Some(u), Some(j)) = (&config.uplink, &self.journal) else {
             return;
         };
         let mut u = u.clone();
         u.sparkplug = config.sparkplug.clone().map(|cfg| {
             let dir = config.journal.as_ref().map(|j| j.store.dir.as_path());
+            let detectors = config
+                .assets
+                .iter()
+                .flat_map(|a| {
+                    let names = a.detectors.iter().map(|d| d.name.to_string());
+                    let models = a.models.iter().map(|b| b.name.to_string());
+                    names.chain(models).map(|d| (a.name.to_string(), d))
+                })
+                .collect();
             Arc::new(SparkplugLink {
                 cfg,
                 tags,
+                alerts,
+                detectors,
                 bd_seq: std::sync::Mutex::new(BdSeqFile::open(dir)),
             })
         });

@@ -146,13 +146,14 @@ impl<'a> Session<'a> {
             return Ok(());
         };
         let tags = (link.tags)();
+        let active = (link.alerts)();
         let Some(node) = self.node.as_mut() else {
             return Ok(());
         };
         for t in node.command_topics() {
             self.client.try_subscribe(t, QoS::AtLeastOnce)?;
         }
-        let births = node.births(now_ms(), &tags);
+        let births = node.births(now_ms(), &tags, &active);
         tracing::info!(
             bd_seq = node.bd_seq(),
             messages = births.len(),
@@ -166,7 +167,16 @@ impl<'a> Session<'a> {
         let (Some(link), Some(node)) = (&self.cfg.sparkplug, self.node.as_mut()) else {
             return Ok(());
         };
-        let msgs = node.changes(now_ms(), &(link.tags)());
+        let now = now_ms();
+        let mut msgs = node.changes(now, &(link.tags)());
+        match node.alert_changes(now, &(link.alerts)()) {
+            Some(alerts) => msgs.extend(alerts),
+            // An alert of a detector the birth did not name: born again with it.
+            None => {
+                self.publish_sparkplug(msgs)?;
+                return self.birth();
+            }
+        }
         self.publish_sparkplug(msgs)
     }
 
