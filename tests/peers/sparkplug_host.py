@@ -4,6 +4,7 @@ host's commands.
 
   sparkplug_host.py decode        stdin: lines `TOPIC BASE64`; stdout: one JSON per line
   sparkplug_host.py rebirth       stdout: base64 of an NCMD with Node Control/Rebirth = true
+  sparkplug_host.py state on|off  stdout: base64 of a primary host STATE payload
 
 A DDATA is decoded with its device's last DBIRTH and an NDATA with the last
 NBIRTH, so their aliases resolve to the names the birth gave them (a metric whose
@@ -78,6 +79,10 @@ def main():
             ),
         )
         print(base64.b64encode(cmd.encode(include_dtypes=True)).decode())
+        return
+    if sys.argv[1] == "state":
+        state = spb.State(timestamp=spb.get_current_timestamp(), online=sys.argv[2] == "on")
+        print(base64.b64encode(state.encode()).decode())
         return
     births = {}
     for line in sys.stdin:

@@ -115,26 +115,30 @@ min_duration = "2s"
     path
 }
 
-async fn rebirth(port: u16) {
+/// What pysparkplug encodes for `args`.
+fn host_says(args: &[&str]) -> Vec<u8> {
     let out = Command::new(peer_python())
         .arg(host_script())
-        .arg("rebirth")
+        .args(args)
         .output()
         .expect("pysparkplug encodes");
-    let payload = STANDARD
+    STANDARD
         .decode(String::from_utf8_lossy(&out.stdout).trim())
-        .expect("base64");
+        .expect("base64")
+}
+
+async fn rebirth(port: u16) {
+    let cmd = host_says(&["rebirth"]);
+    publish(port, "spBv1.0/plant1/NCMD/spb-gw", cmd, false).await;
+}
+
+/// Publishes as the host (QoS 1), until the PUBACK.
+async fn publish(port: u16, topic: &str, payload: Vec<u8>, retain: bool) {
     let (client, mut ev) = AsyncClient::new(MqttOptions::new("spb-host", "127.0.0.1", port), 10);
     client
-        .publish(
-            "spBv1.0/plant1/NCMD/spb-gw",
-            QoS::AtLeastOnce,
-            false,
-            payload,
-        )
+        .publish(topic, QoS::AtLeastOnce, retain, payload)
         .await
         .expect("queued");
-    // Until the PUBACK.
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = ev.poll().await {
@@ -143,7 +147,7 @@ async fn rebirth(port: u16) {
         }
     })
     .await
-    .expect("NCMD acknowledged");
+    .expect("acknowledged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,6 +365,56 @@ unit = "degC"
             w[1]
         );
     }
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn births_wait_for_the_primary_host_and_its_going_offline_ends_the_session() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "spb-sub3", "spBv1.0/plant1/#").await;
+    let dir = TempDir::new("sparkplug-host");
+    let cfg = config(&dir, broker.port);
+    let src = std::fs::read_to_string(&cfg).expect("config");
+    let src = src.replace(
+        "scan = \"200ms\"",
+        "scan = \"200ms\"\nprimary_host = \"scada1\"",
+    );
+    std::fs::write(&cfg, src).expect("config");
+    let mut agent = spawn_agent(&cfg, &dir.path().join("agent.log"));
+    // Connected (the journal's status topic is not under spBv1.0), but silent.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        decoded(&sub).is_empty(),
+        "no birth before the host is online"
+    );
+
+    let state = "spBv1.0/STATE/scada1";
+    publish(broker.port, state, host_says(&["state", "on"]), true).await;
+    wait_until("NBIRTH once the host is online", 10, || {
+        !of_type(&decoded(&sub), "NBIRTH").is_empty()
+    })
+    .await;
+    let first = bd_seq(of_type(&decoded(&sub), "NBIRTH")[0]);
+
+    publish(broker.port, state, host_says(&["state", "off"]), true).await;
+    wait_until("NDEATH when the host goes offline", 10, || {
+        !of_type(&decoded(&sub), "NDEATH").is_empty()
+    })
+    .await;
+    assert_eq!(bd_seq(of_type(&decoded(&sub), "NDEATH")[0]), first);
+    // Reconnected, waiting again: no new birth while the host is offline.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(of_type(&decoded(&sub), "NBIRTH").len(), 1);
+
+    publish(broker.port, state, host_says(&["state", "on"]), true).await;
+    wait_until("a new session's NBIRTH", 10, || {
+        of_type(&decoded(&sub), "NBIRTH").len() >= 2
+    })
+    .await;
+    let msgs = decoded(&sub);
+    let again = *of_type(&msgs, "NBIRTH").last().expect("NBIRTH");
+    assert_eq!(bd_seq(again), (first + 1) % 256, "a new session");
     let _ = agent.kill();
     let _ = agent.wait();
 }

@@ -190,7 +190,8 @@ pub(super) fn uplink(root: &mut TableReader<'_>, has_journal: bool) -> Option<Up
 }
 
 /// `[sparkplug]`: `group_id` (required), `edge_node_id` (default: the agent's id),
-/// `deadband` (0: every change), `scan` (`"1s"`). Needs `[uplink]`.
+/// `deadband` (0: every change), `scan` (`"1s"`), `primary_host` (none). Needs
+/// `[uplink]`.
 pub(super) fn sparkplug(root: &mut TableReader<'_>, has_uplink: bool) -> Option<SparkplugConfig> {
     let mut t = root.table("sparkplug")?;
     let mut ok = true;
@@ -213,6 +214,8 @@ pub(super) fn sparkplug(root: &mut TableReader<'_>, has_uplink: bool) -> Option<
     let group_id = id(&mut t, "group_id", group);
     let node = t.string("edge_node_id");
     let edge_node_id = id(&mut t, "edge_node_id", node).unwrap_or_default();
+    let host = t.string("primary_host");
+    let primary_host = id(&mut t, "primary_host", host);
     let deadband = t.f64_in("deadband", 0.0, f64::MAX).map_or(0.0, |v| v.value);
     let scan = t
         .duration("scan")
@@ -230,6 +233,7 @@ pub(super) fn sparkplug(root: &mut TableReader<'_>, has_uplink: bool) -> Option<
         edge_node_id,
         deadband,
         scan,
+        primary_host,
     })
 }
 

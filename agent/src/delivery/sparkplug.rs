@@ -18,6 +18,10 @@
 //!   and `Id`, in `NBIRTH` and in `NDATA` when they change (read from the active
 //!   alerts every `scan`). An alert of a detector the birth did not name (a system
 //!   alert) adds its metrics with a new `NBIRTH`.
+//! * **Primary host** (`primary_host`): the node subscribes to
+//!   `spBv1.0/STATE/{host}` and births (and sends data) only once the host says
+//!   `{"online": true}`; when it says offline, the node publishes `NDEATH` and
+//!   reconnects, to wait for it again. A `STATE` older than the last one is ignored.
 //! * **Commands.** `NCMD Node Control/Rebirth = true` births everything again.
 //!   Device writes (`DCMD`) are refused and counted until writes land.
 //! * Bad quality is a null value (`is_null`) with the property `Quality` = 0
@@ -42,6 +46,9 @@ pub struct SparkplugConfig {
     pub deadband: f64,
     /// How often changed values are looked for.
     pub scan: Duration,
+    /// The primary host application: births wait for its `STATE` online, and its
+    /// `STATE` offline ends the session.
+    pub primary_host: Option<String>,
 }
 
 /// A message to publish: topic and payload bytes.
@@ -194,6 +201,8 @@ pub struct EdgeNode {
     seq: u64,
     devices: Vec<Device>,
     alerts: Vec<AlertSlot>,
+    /// The timestamp of the primary host's last `STATE`.
+    host_ts: u64,
 }
 
 fn scalar(v: &TagValue) -> Scalar {
@@ -244,7 +253,33 @@ impl EdgeNode {
             seq: 0,
             devices,
             alerts: Vec::new(),
+            host_ts: 0,
         }
+    }
+
+    /// The primary host's `STATE` topic, when births wait for it.
+    pub fn state_topic(&self) -> Option<String> {
+        let h = self.cfg.primary_host.as_ref()?;
+        Some(format!("{}/STATE/{h}", super::wire::sparkplug::NAMESPACE))
+    }
+
+    /// Whether the primary host is online, when `payload` on `topic` is its
+    /// `STATE` (`{"online": bool, "timestamp": ms}`) and not older than the last.
+    pub fn host_state(&mut self, topic: &str, payload: &[u8]) -> Option<bool> {
+        if self.state_topic().as_deref() != Some(topic) {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        let online = v.get("online")?.as_bool()?;
+        let ts = v
+            .get("timestamp")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        if ts < self.host_ts {
+            return None;
+        }
+        self.host_ts = ts;
+        Some(online)
     }
 
     pub fn bd_seq(&self) -> u64 {
@@ -594,6 +629,7 @@ mod tests {
             edge_node_id: "gw1".into(),
             deadband: 0.5,
             scan: Duration::from_secs(1),
+            primary_host: Some("scada".into()),
         };
         EdgeNode::new(cfg, 7, tags)
     }
@@ -759,6 +795,34 @@ mod tests {
         assert!(
             names.contains(&"Alerts/gw/disk/Severity".to_string()),
             "{names:?}"
+        );
+    }
+
+    #[test]
+    fn the_primary_host_state_is_read_in_order_and_others_are_ignored() {
+        let mut e = node(&[]);
+        let t = "spBv1.0/STATE/scada";
+        assert_eq!(e.state_topic().as_deref(), Some(t));
+        assert_eq!(
+            e.host_state(t, br#"{"online": true, "timestamp": 10}"#),
+            Some(true)
+        );
+        assert_eq!(
+            e.host_state(t, br#"{"online": false, "timestamp": 5}"#),
+            None,
+            "older"
+        );
+        assert_eq!(
+            e.host_state(t, br#"{"online": false, "timestamp": 11}"#),
+            Some(false)
+        );
+        assert_eq!(e.host_state(t, b"not json"), None);
+        assert_eq!(
+            e.host_state(
+                "spBv1.0/STATE/other",
+                br#"{"online": true, "timestamp": 99}"#
+            ),
+            None
         );
     }
 

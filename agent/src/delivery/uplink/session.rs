@@ -36,6 +36,8 @@ pub(super) enum Desync {
     Unqueued(u16),
     #[error("packet id collision on {0}")]
     Collision(u16),
+    #[error("the Sparkplug primary host went offline")]
+    PrimaryHostOffline,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +82,10 @@ pub(super) struct Session<'a> {
     draining: bool,
     /// The Sparkplug edge node of this connection.
     node: Option<EdgeNode>,
+    /// Sparkplug births went out (with a primary host: once it is online).
+    born: bool,
+    /// What the primary host's last `STATE` said.
+    host_online: Option<bool>,
 }
 
 impl<'a> Session<'a> {
@@ -130,29 +136,44 @@ impl<'a> Session<'a> {
             stopping: false,
             draining: false,
             node,
+            born: false,
+            host_online: None,
         };
         let backlog: u64 = s.cursors.iter().map(|c| c.live_start - c.backlog).sum();
         s.draining = backlog > 0;
         tracing::info!(host = %cfg.host, port = cfg.port, backlog, "uplink connected");
         s.publish_status("online")?;
+        s.subscribe_sparkplug()?;
         s.birth()?;
         s.send_priority()?;
         s.forward(&mut eventloop, wake, cancel).await
     }
 
-    /// Sparkplug: subscribes to the node's commands and publishes its births.
+    /// Sparkplug: subscribes to the node's commands and its primary host's state.
+    fn subscribe_sparkplug(&mut self) -> Result<(), UplinkError> {
+        let Some(node) = &self.node else {
+            return Ok(());
+        };
+        for t in node.command_topics().into_iter().chain(node.state_topic()) {
+            self.client.try_subscribe(t, QoS::AtLeastOnce)?;
+        }
+        Ok(())
+    }
+
+    /// Sparkplug: publishes the births, unless a primary host is not online yet.
     fn birth(&mut self) -> Result<(), UplinkError> {
         let Some(link) = &self.cfg.sparkplug else {
             return Ok(());
         };
-        let tags = (link.tags)();
-        let active = (link.alerts)();
         let Some(node) = self.node.as_mut() else {
             return Ok(());
         };
-        for t in node.command_topics() {
-            self.client.try_subscribe(t, QoS::AtLeastOnce)?;
+        if node.state_topic().is_some() && !self.born && self.host_online != Some(true) {
+            tracing::info!("Sparkplug births wait for the primary host's STATE online");
+            return Ok(());
         }
+        let (tags, active) = ((link.tags)(), (link.alerts)());
+        self.born = true;
         let births = node.births(now_ms(), &tags, &active);
         tracing::info!(
             bd_seq = node.bd_seq(),
@@ -167,6 +188,9 @@ impl<'a> Session<'a> {
         let (Some(link), Some(node)) = (&self.cfg.sparkplug, self.node.as_mut()) else {
             return Ok(());
         };
+        if !self.born {
+            return Ok(());
+        }
         let now = now_ms();
         let mut msgs = node.changes(now, &(link.tags)());
         match node.alert_changes(now, &(link.alerts)()) {
@@ -192,7 +216,40 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// A message on a subscribed topic: a Sparkplug command.
+    /// A message on a subscribed topic: the primary host's state or a command.
+    fn on_message(&mut self, topic: &str, payload: &[u8]) -> Result<Option<Desync>, UplinkError> {
+        match self
+            .node
+            .as_mut()
+            .and_then(|n| n.host_state(topic, payload))
+        {
+            Some(true) => {
+                self.host_online = Some(true);
+                if !self.born {
+                    tracing::info!("Sparkplug primary host online");
+                    self.birth()?;
+                }
+                return Ok(None);
+            }
+            Some(false) => {
+                self.host_online = Some(false);
+                if self.born {
+                    // End the session: the host will see it die and be born again.
+                    if let Some(n) = &self.node {
+                        let death = n.death(now_ms());
+                        self.publish_sparkplug(vec![death])?;
+                    }
+                    return Ok(Some(Desync::PrimaryHostOffline));
+                }
+                return Ok(None);
+            }
+            None => {}
+        }
+        self.on_command(topic, payload)?;
+        Ok(None)
+    }
+
+    /// A Sparkplug command.
     fn on_command(&mut self, topic: &str, payload: &[u8]) -> Result<(), UplinkError> {
         let Some(cmd) = self.node.as_ref().and_then(|n| n.command(topic, payload)) else {
             return Ok(());
@@ -430,7 +487,11 @@ impl<'a> Session<'a> {
                     self.in_flight.insert(pkid, (t, Instant::now()));
                 }
             }
-            Event::Incoming(Packet::Publish(p)) => self.on_command(&p.topic, &p.payload)?,
+            Event::Incoming(Packet::Publish(p)) => {
+                if let Some(stop) = self.on_message(&p.topic, &p.payload)? {
+                    return Ok(Some(stop));
+                }
+            }
             Event::Outgoing(Outgoing::AwaitAck(pkid)) => return Ok(Some(Desync::Collision(pkid))),
             Event::Incoming(Packet::PubAck(ack)) => match self.in_flight.remove(&ack.pkid) {
                 Some((Target::Record(lane, seq), sent)) => {
