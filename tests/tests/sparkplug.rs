@@ -418,3 +418,90 @@ async fn births_wait_for_the_primary_host_and_its_going_offline_ends_the_session
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_seen_during_a_broker_outage_follow_the_new_births_as_historical_data() {
+    // The test's subscriber keeps its session and gets the QoS 0 messages sent
+    // while it reconnects too.
+    let mut broker =
+        Mosquitto::configure(edge_agent_tests::free_port(), "queue_qos0_messages true\n");
+    broker.spawn();
+    let sub = Subscriber::start(broker.port, "spb-sub4", "spBv1.0/#").await;
+    let dir = TempDir::new("sparkplug-outage");
+    let cfg = config(&dir, broker.port);
+    let src = std::fs::read_to_string(&cfg).expect("config");
+    let src = src.replace(
+        "reconnect_initial = \"100ms\"",
+        "reconnect_initial = \"100ms\"\nreconnect_max = \"300ms\"",
+    );
+    std::fs::write(&cfg, src).expect("config");
+    let mut agent = spawn_agent(&cfg, &dir.path().join("agent.log"));
+    wait_until("live DDATA", 30, || {
+        !of_type(&decoded(&sub), "DDATA").is_empty()
+    })
+    .await;
+
+    let ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64
+    };
+    let down = ms();
+    broker.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let up = ms();
+    broker.spawn();
+    wait_until("historical DDATA after the new births", 30, || {
+        decoded(&sub).iter().any(|m| {
+            m["type"] == "DDATA"
+                && m["metrics"]
+                    .as_array()
+                    .is_some_and(|ms| ms.iter().any(|x| x["is_historical"] == true))
+        })
+    })
+    .await;
+    let msgs = decoded(&sub);
+    let second_birth = msgs
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m["type"] == "NBIRTH")
+        .nth(1)
+        .map(|(i, _)| i)
+        .expect("a second NBIRTH");
+    let historical: Vec<&Value> = msgs
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m["type"] == "DDATA")
+        .flat_map(|(i, m)| {
+            m["metrics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |x| (i, x))
+        })
+        .filter(|(_, x)| x["is_historical"] == true)
+        .map(|(i, x)| {
+            assert!(i > second_birth, "historical data follows the births");
+            x
+        })
+        .collect();
+    assert!(
+        historical.len() >= 5,
+        "{} historical values",
+        historical.len()
+    );
+    for x in &historical {
+        let t = x["timestamp"].as_i64().expect("a time");
+        assert!(
+            t >= down - 1000 && t <= up + 1000,
+            "{t} outside the outage {down}..{up}"
+        );
+        assert!(
+            x["name"].as_str().is_some_and(|n| n.starts_with("pump.")),
+            "{x}"
+        );
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

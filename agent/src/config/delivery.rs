@@ -190,8 +190,8 @@ pub(super) fn uplink(root: &mut TableReader<'_>, has_journal: bool) -> Option<Up
 }
 
 /// `[sparkplug]`: `group_id` (required), `edge_node_id` (default: the agent's id),
-/// `deadband` (0: every change), `scan` (`"1s"`), `primary_host` (none). Needs
-/// `[uplink]`.
+/// `deadband` (0: every change), `scan` (`"1s"`), `primary_host` (none),
+/// `history` (10,000 changes kept while disconnected). Needs `[uplink]`.
 pub(super) fn sparkplug(root: &mut TableReader<'_>, has_uplink: bool) -> Option<SparkplugConfig> {
     let mut t = root.table("sparkplug")?;
     let mut ok = true;
@@ -217,6 +217,9 @@ pub(super) fn sparkplug(root: &mut TableReader<'_>, has_uplink: bool) -> Option<
     let host = t.string("primary_host");
     let primary_host = id(&mut t, "primary_host", host);
     let deadband = t.f64_in("deadband", 0.0, f64::MAX).map_or(0.0, |v| v.value);
+    let history = t
+        .int_in("history", 0, 10_000_000)
+        .map_or(10_000, |v| v.value as usize);
     let scan = t
         .duration("scan")
         .map_or(Duration::from_secs(1), |v| v.value)
@@ -234,6 +237,7 @@ pub(super) fn sparkplug(root: &mut TableReader<'_>, has_uplink: bool) -> Option<
         deadband,
         scan,
         primary_host,
+        history,
     })
 }
 

@@ -49,6 +49,9 @@ pub struct SparkplugConfig {
     /// The primary host application: births wait for its `STATE` online, and its
     /// `STATE` offline ends the session.
     pub primary_host: Option<String>,
+    /// Value changes kept while disconnected, replayed as historical data after
+    /// the next births (0: none).
+    pub history: usize,
 }
 
 /// A message to publish: topic and payload bytes.
@@ -68,6 +71,18 @@ pub struct SparkplugLink {
     /// (asset, detector) of every detector and model binding of the configuration.
     pub detectors: Vec<(String, String)>,
     pub bd_seq: Mutex<BdSeqFile>,
+    /// What changed while disconnected.
+    pub outage: Mutex<Outage>,
+}
+
+/// Value changes recorded while the node is disconnected: (ms, tag index, value).
+#[derive(Debug, Default)]
+pub struct Outage {
+    /// Per tag, the value last recorded (empty: the outage's first scan sets it).
+    last: Vec<Option<Scalar>>,
+    changes: std::collections::VecDeque<(u64, usize, Option<Scalar>)>,
+    /// Changes dropped because `history` was full (the oldest go first).
+    pub dropped: u64,
 }
 
 impl std::fmt::Debug for SparkplugLink {
@@ -79,6 +94,38 @@ impl std::fmt::Debug for SparkplugLink {
 }
 
 impl SparkplugLink {
+    /// Records what changed since the last call while disconnected (the first call
+    /// of an outage takes the values as they are).
+    pub fn record(&self, now_ms: u64) {
+        if self.cfg.history == 0 {
+            return;
+        }
+        let values: Vec<Option<Scalar>> = (self.tags)().iter().map(current).collect();
+        let mut o = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        if o.last.len() != values.len() {
+            o.last = values;
+            return;
+        }
+        for (i, v) in values.into_iter().enumerate() {
+            if !moved(&o.last[i], &v, self.cfg.deadband) {
+                continue;
+            }
+            if o.changes.len() >= self.cfg.history {
+                o.changes.pop_front();
+                o.dropped += 1;
+            }
+            o.changes.push_back((now_ms, i, v.clone()));
+            o.last[i] = v;
+        }
+    }
+
+    /// The changes recorded during the outage that ends now.
+    pub fn take_outage(&self) -> Vec<(u64, usize, Option<Scalar>)> {
+        let mut o = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        o.last.clear();
+        o.changes.drain(..).collect()
+    }
+
     /// A new connection's edge node: the next `bdSeq`, today's tags.
     pub fn node(&self) -> EdgeNode {
         let bd = self
@@ -211,6 +258,18 @@ fn scalar(v: &TagValue) -> Scalar {
         TagValue::Number(x) => Scalar::F64(*x),
         TagValue::Bool(b) => Scalar::Bool(*b),
         TagValue::Text(s) => Scalar::Text(s.clone()),
+    }
+}
+
+/// Whether `now` differs from `before` by more than `deadband` (numbers), or at
+/// all (flags, texts, null).
+fn moved(before: &Option<Scalar>, now: &Option<Scalar>, deadband: f64) -> bool {
+    match (before, now) {
+        (Some(Scalar::F64(a)), Some(Scalar::F64(b))) => (a - b).abs() > deadband,
+        (Some(Scalar::I64(a)), Some(Scalar::I64(b))) => {
+            a != b && (a - b).unsigned_abs() as f64 > deadband
+        }
+        (a, b) => a != b,
     }
 }
 
@@ -440,14 +499,7 @@ impl EdgeNode {
         let mut metrics = Vec::new();
         for m in &mut self.devices[d].metrics {
             let now = tags.get(m.alias as usize - 1).and_then(current);
-            let changed = match (&m.sent, &now) {
-                (Some(Scalar::F64(a)), Some(Scalar::F64(b))) => (a - b).abs() > deadband,
-                (Some(Scalar::I64(a)), Some(Scalar::I64(b))) => {
-                    a != b && (a - b).unsigned_abs() as f64 > deadband
-                }
-                (a, b) => a != b,
-            };
-            if !changed {
+            if !moved(&m.sent, &now, deadband) {
                 continue;
             }
             let mut metric = Metric::aliased(m.alias, now.as_ref());
@@ -473,6 +525,39 @@ impl EdgeNode {
             self.topic(MessageType::DData, Some(&self.devices[d].id)),
             p.to_bytes(),
         ))
+    }
+
+    /// `DDATA` replaying `changes` (from [`SparkplugLink::take_outage`]) as
+    /// historical metrics with the times they were seen, per device, in order.
+    pub fn historical(&mut self, changes: &[(u64, usize, Option<Scalar>)]) -> Vec<Outgoing> {
+        const PER_MESSAGE: usize = 500;
+        let mut out = Vec::new();
+        for d in 0..self.devices.len() {
+            let aliases: Vec<u64> = self.devices[d].metrics.iter().map(|m| m.alias).collect();
+            let mine: Vec<Metric> = changes
+                .iter()
+                .filter(|(_, i, _)| aliases.contains(&(*i as u64 + 1)))
+                .map(|(t, i, v)| {
+                    let mut m = Metric::aliased(*i as u64 + 1, v.as_ref());
+                    m.timestamp = Some(*t);
+                    m.is_historical = Some(true);
+                    m
+                })
+                .collect();
+            for chunk in mine.chunks(PER_MESSAGE) {
+                let seq = self.next_seq();
+                let p = Payload {
+                    timestamp: chunk.last().and_then(|m| m.timestamp),
+                    metrics: chunk.to_vec(),
+                    seq: Some(seq),
+                };
+                out.push((
+                    self.topic(MessageType::DData, Some(&self.devices[d].id)),
+                    p.to_bytes(),
+                ));
+            }
+        }
+        out
     }
 
     /// The alert metrics of slot `i` showing `view`: all of them with names (a
@@ -630,6 +715,7 @@ mod tests {
             deadband: 0.5,
             scan: Duration::from_secs(1),
             primary_host: Some("scada".into()),
+            history: 100,
         };
         EdgeNode::new(cfg, 7, tags)
     }
@@ -824,6 +910,58 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn changes_during_an_outage_are_replayed_as_historical_data_with_their_times() {
+        let tags = Arc::new(Mutex::new(vec![
+            tag("a.t", "plc", Some(TagValue::Number(1.0)), "good"),
+            tag("b.t", "sensor", Some(TagValue::Number(5.0)), "good"),
+        ]));
+        let source = tags.clone();
+        let mut cfg = node(&[]).cfg;
+        cfg.history = 2;
+        let link = SparkplugLink {
+            cfg,
+            tags: Arc::new(move || source.lock().expect("tags").clone()),
+            alerts: Arc::new(Vec::new),
+            detectors: Vec::new(),
+            bd_seq: Mutex::new(BdSeqFile::open(None)),
+            outage: Mutex::new(Outage::default()),
+        };
+        link.record(100); // the outage's baseline
+        let set =
+            |i: usize, x: f64| tags.lock().expect("tags")[i].value = Some(TagValue::Number(x));
+        set(0, 1.2); // within the 0.5 deadband
+        link.record(200);
+        set(0, 3.0);
+        link.record(300);
+        set(1, 9.0);
+        link.record(400);
+        set(1, 10.0);
+        link.record(500); // history 2: the oldest change goes
+        assert_eq!(link.outage.lock().expect("outage").dropped, 1);
+        let changes = link.take_outage();
+        assert_eq!(
+            changes.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>(),
+            [(400, 1), (500, 1)]
+        );
+        let current = tags.lock().expect("tags").clone();
+        let mut e = link.node();
+        e.births(600, &current, &[]);
+        let msgs = e.historical(&changes);
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].0, "spBv1.0/plant/DDATA/gw1/sensor");
+        let p = decode(&msgs[0]);
+        assert_eq!(p.seq, Some(3), "after NBIRTH and two DBIRTHs");
+        assert!(
+            p.metrics
+                .iter()
+                .all(|m| m.is_historical == Some(true) && m.alias == Some(2))
+        );
+        let times: Vec<_> = p.metrics.iter().map(|m| m.timestamp).collect();
+        assert_eq!(times, [Some(400), Some(500)]);
+        assert!(link.take_outage().is_empty(), "taken once");
     }
 
     #[test]

@@ -87,6 +87,7 @@ impl Delivery {
                 alerts,
                 detectors,
                 bd_seq: std::sync::Mutex::new(BdSeqFile::open(dir)),
+                outage: Default::default(),
             })
         });
         self.uplink = Some(tokio::spawn(run_uplink(

@@ -304,9 +304,29 @@ pub async fn run_uplink(
         } else {
             backoff.jittered(failures - 1, &mut jitter)
         };
+        if !wait_recording(&cfg, delay, &cancel).await {
+            break;
+        }
+    }
+}
+
+/// Waits `delay` before the next attempt (`false` when cancelled); a Sparkplug
+/// node records what changes meanwhile, to replay it after the next births.
+async fn wait_recording(cfg: &UplinkConfig, delay: Duration, cancel: &CancellationToken) -> bool {
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    let link = cfg.sparkplug.as_ref();
+    let every = link.map_or(Duration::from_secs(3600), |l| l.cfg.scan);
+    let mut tick = tokio::time::interval(every);
+    loop {
         tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(delay) => {}
+            _ = cancel.cancelled() => return false,
+            _ = &mut sleep => return true,
+            _ = tick.tick(), if link.is_some() => {
+                if let Some(l) = link {
+                    l.record(crate::delivery::sparkplug::now_ms());
+                }
+            }
         }
     }
 }

@@ -99,8 +99,12 @@ impl<'a> Session<'a> {
     ) -> Result<Stop, UplinkError> {
         let window = usize::from(cfg.window.max(1));
         let node = cfg.sparkplug.as_ref().map(|l| l.node());
-        // Room for a window of publishes, the status, and a birth or scan burst.
-        let spb = node.as_ref().map_or(0, |n| 2 * (n.devices() + 1));
+        // Room for a window of publishes, the status, and a birth or scan burst
+        // with the outage's history (500 changes per message).
+        let spb = node.as_ref().map_or(0, |n| {
+            let history = cfg.sparkplug.as_ref().map_or(0, |l| l.cfg.history);
+            2 * (n.devices() + 1) + history / 500 + n.devices() + 1
+        });
         let (client, mut eventloop) =
             AsyncClient::new(options(cfg, node.as_ref()), window * 2 + 8 + spb);
         // Connect (rumqttc connects on the first poll).
@@ -174,7 +178,10 @@ impl<'a> Session<'a> {
         }
         let (tags, active) = ((link.tags)(), (link.alerts)());
         self.born = true;
-        let births = node.births(now_ms(), &tags, &active);
+        let mut births = node.births(now_ms(), &tags, &active);
+        // What changed while disconnected, after the births, flagged historical.
+        let outage = link.take_outage();
+        births.extend(node.historical(&outage));
         tracing::info!(
             bd_seq = node.bd_seq(),
             messages = births.len(),
