@@ -420,7 +420,8 @@ async fn births_wait_for_the_primary_host_and_its_going_offline_ends_the_session
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn values_seen_during_a_broker_outage_follow_the_new_births_as_historical_data() {
+async fn after_a_broker_restart_the_next_bd_seq_births_and_the_values_seen_meanwhile_follow_as_history()
+ {
     // The test's subscriber keeps its session and gets the QoS 0 messages sent
     // while it reconnects too.
     let mut broker =
