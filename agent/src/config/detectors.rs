@@ -1,6 +1,6 @@
 //! `[[assets.detectors]]`: the one table of detector kinds and their readers.
 //!
-//! A detector kind is its detector in `models/src/detect.rs`, one row and reader
+//! A detector kind is its detector in `models/src/detect/`, one row and reader
 //! here, and its message in `agent/src/alert/message.rs`.
 
 use std::collections::HashSet;
