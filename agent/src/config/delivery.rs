@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge_driver_api::config::{NodeValue, Spanned, TableReader};
+use edge_driver_api::config::{NodeValue, Span, Spanned, TableReader};
 use edge_models::Severity;
 
 use crate::delivery::alarm::AlarmOutputCfg;
@@ -192,7 +192,14 @@ pub(super) fn uplink(root: &mut TableReader<'_>, has_journal: bool) -> Option<Up
 /// `[sparkplug]`: `group_id` (required), `edge_node_id` (default: the agent's id),
 /// `deadband` (0: every change), `scan` (`"1s"`), `primary_host` (none),
 /// `history` (10,000 changes kept while disconnected). Needs `[uplink]`.
-pub(super) fn sparkplug(root: &mut TableReader<'_>, has_uplink: bool) -> Option<SparkplugConfig> {
+/// Each `deadbands` key (a signal name) with where it is, to check once the
+/// signals are known.
+pub(super) type SignalKeys = Vec<(String, Span)>;
+
+pub(super) fn sparkplug(
+    root: &mut TableReader<'_>,
+    has_uplink: bool,
+) -> Option<(SparkplugConfig, SignalKeys)> {
     let mut t = root.table("sparkplug")?;
     let mut ok = true;
     let mut id = |t: &mut TableReader<'_>, key: &'static str, v: Option<Spanned<String>>| {
@@ -220,6 +227,8 @@ pub(super) fn sparkplug(root: &mut TableReader<'_>, has_uplink: bool) -> Option<
     let history = t
         .int_in("history", 0, 10_000_000)
         .map_or(10_000, |v| v.value as usize);
+    let (deadbands, keys) = deadbands(&mut t);
+    ok &= deadbands.is_some();
     let scan = t
         .duration("scan")
         .map_or(Duration::from_secs(1), |v| v.value)
@@ -231,14 +240,60 @@ pub(super) fn sparkplug(root: &mut TableReader<'_>, has_uplink: bool) -> Option<
         ok = false;
     }
     let group_id = group_id?;
-    ok.then_some(SparkplugConfig {
-        group_id,
-        edge_node_id,
-        deadband,
-        scan,
-        primary_host,
-        history,
-    })
+    ok.then_some((
+        SparkplugConfig {
+            group_id,
+            edge_node_id,
+            deadband,
+            deadbands: deadbands.unwrap_or_default(),
+            scan,
+            primary_host,
+            history,
+        },
+        keys,
+    ))
+}
+
+/// `deadbands = { "signal" = 0.5, ... }`: per signal, ≥ 0.
+fn deadbands(
+    t: &mut TableReader<'_>,
+) -> (Option<std::collections::HashMap<String, f64>>, SignalKeys) {
+    let mut out = std::collections::HashMap::new();
+    let mut keys = Vec::new();
+    let Some(node) = t.node("deadbands") else {
+        return (Some(out), keys);
+    };
+    let NodeValue::Table(table) = &node.value else {
+        t.error(
+            node.span,
+            "deadbands",
+            "`deadbands` is a table of signal = deadband",
+        )
+        .hint("e.g. deadbands = { \"pump1.temperature\" = 0.5 }")
+        .emit();
+        return (None, keys);
+    };
+    let mut ok = true;
+    for e in &table.entries {
+        let v = match e.node.value {
+            NodeValue::Float(x) if x >= 0.0 && x.is_finite() => x,
+            NodeValue::Int(i) if i >= 0 => i as f64,
+            _ => {
+                t.error(
+                    e.node.span,
+                    "deadbands",
+                    format!("the deadband of `{}` must be a number ≥ 0", e.key),
+                )
+                .hint("a deadband is in the signal's own units, e.g. 0.5; 0 sends every change")
+                .emit();
+                ok = false;
+                continue;
+            }
+        };
+        out.insert(e.key.clone(), v);
+        keys.push((e.key.clone(), e.key_span));
+    }
+    (ok.then_some(out), keys)
 }
 
 /// Reads every `[[alarms]]` entry; problems are reported as config diagnostics (a

@@ -184,6 +184,19 @@ fn read_root(file: &str, table: &Table, diags: &Diagnostics) -> Option<Config> {
     let sparkplug = delivery::sparkplug(&mut root, has_uplink);
     let mut registry = SignalRegistry::new();
     let parsed = drivers::read(&mut root, &mut registry, diags);
+    if let Some((_, keys)) = &sparkplug {
+        for (name, span) in keys {
+            if registry.get(name).is_none() {
+                root.error(
+                    *span,
+                    "sparkplug.deadbands",
+                    format!("unknown signal `{name}`"),
+                )
+                .hint("run `edge-agent check-config --list-signals FILE` to see every signal name")
+                .emit();
+            }
+        }
+    }
     let mut loader = models::ModelLoader::read(&mut root, file);
     let mut names: HashSet<String> = HashSet::new();
     let mut assets = assets::read(
@@ -201,7 +214,7 @@ fn read_root(file: &str, table: &Table, diags: &Diagnostics) -> Option<Config> {
     let drivers = drivers::instances(parsed, &registry, diags);
     let agent = agent?;
     let uplink = uplink.map(|u| delivery::for_agent(u, &agent.id));
-    let sparkplug = sparkplug.map(|s| delivery::sparkplug_for_agent(s, &agent.id));
+    let sparkplug = sparkplug.map(|(s, _)| delivery::sparkplug_for_agent(s, &agent.id));
     Some(Config {
         file: file.to_string(),
         agent,
@@ -229,6 +242,43 @@ fn read_root(file: &str, table: &Table, diags: &Diagnostics) -> Option<Config> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sparkplug_node_reads_its_keys_and_its_deadbands_name_real_signals() {
+        let section = |deadbands: &str| {
+            format!(
+                "{DEFAULT_CONFIG}\n[journal]\ndir = \"/tmp/j\"\n[uplink]\nhost = \"127.0.0.1\"\n[sparkplug]\ngroup_id = \"plant1\"\ndeadband = 0.2\nprimary_host = \"scada\"\n{deadbands}"
+            )
+        };
+        let cfg = parse(
+            "t.toml",
+            &section("deadbands = { \"pump1.temperature\" = 0.5 }\n"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let s = cfg.sparkplug.expect("[sparkplug]");
+        assert_eq!(
+            (s.edge_node_id.as_str(), s.primary_host.as_deref()),
+            (cfg.agent.id.as_ref(), Some("scada"))
+        );
+        assert_eq!(
+            (
+                s.deadband_of("pump1.temperature"),
+                s.deadband_of("pump1.current")
+            ),
+            (0.5, 0.2)
+        );
+        assert_eq!(
+            (s.history, s.scan),
+            (10_000, std::time::Duration::from_secs(1))
+        );
+        let e = parse("t.toml", &section("deadbands = { \"pump1.nope\" = 1 }\n"))
+            .expect_err("an unknown signal")
+            .to_string();
+        assert!(
+            e.contains("unknown signal `pump1.nope`") && e.contains("sparkplug.deadbands"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn default_config_parses_and_shows_the_common_detector_kinds() {

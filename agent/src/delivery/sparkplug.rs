@@ -44,6 +44,8 @@ pub struct SparkplugConfig {
     pub edge_node_id: String,
     /// A numeric metric is sent again once it moved by more than this.
     pub deadband: f64,
+    /// Per signal, instead of `deadband`.
+    pub deadbands: std::collections::HashMap<String, f64>,
     /// How often changed values are looked for.
     pub scan: Duration,
     /// The primary host application: births wait for its `STATE` online, and its
@@ -52,6 +54,13 @@ pub struct SparkplugConfig {
     /// Value changes kept while disconnected, replayed as historical data after
     /// the next births (0: none).
     pub history: usize,
+}
+
+impl SparkplugConfig {
+    /// The deadband of `signal`.
+    pub fn deadband_of(&self, signal: &str) -> f64 {
+        self.deadbands.get(signal).copied().unwrap_or(self.deadband)
+    }
 }
 
 /// A message to publish: topic and payload bytes.
@@ -100,14 +109,15 @@ impl SparkplugLink {
         if self.cfg.history == 0 {
             return;
         }
-        let values: Vec<Option<Scalar>> = (self.tags)().iter().map(current).collect();
+        let tags = (self.tags)();
+        let values: Vec<Option<Scalar>> = tags.iter().map(current).collect();
         let mut o = self.outage.lock().unwrap_or_else(|p| p.into_inner());
         if o.last.len() != values.len() {
             o.last = values;
             return;
         }
         for (i, v) in values.into_iter().enumerate() {
-            if !moved(&o.last[i], &v, self.cfg.deadband) {
+            if !moved(&o.last[i], &v, self.cfg.deadband_of(&tags[i].name)) {
                 continue;
             }
             if o.changes.len() >= self.cfg.history {
@@ -158,6 +168,7 @@ const BAD: i32 = 0;
 struct DeviceMetric {
     name: String,
     alias: u64,
+    deadband: f64,
     datatype: DataType,
     unit: Option<String>,
     /// What was last sent (`None`: null).
@@ -290,6 +301,7 @@ impl EdgeNode {
             let metric = DeviceMetric {
                 name: t.name.clone(),
                 alias: i as u64 + 1,
+                deadband: cfg.deadband_of(&t.name),
                 datatype: t
                     .value
                     .as_ref()
@@ -495,11 +507,10 @@ impl EdgeNode {
     }
 
     fn device_data(&mut self, d: usize, now_ms: u64, tags: &[TagStatus]) -> Option<Outgoing> {
-        let deadband = self.cfg.deadband;
         let mut metrics = Vec::new();
         for m in &mut self.devices[d].metrics {
             let now = tags.get(m.alias as usize - 1).and_then(current);
-            if !moved(&m.sent, &now, deadband) {
+            if !moved(&m.sent, &now, m.deadband) {
                 continue;
             }
             let mut metric = Metric::aliased(m.alias, now.as_ref());
@@ -713,6 +724,7 @@ mod tests {
             group_id: "plant".into(),
             edge_node_id: "gw1".into(),
             deadband: 0.5,
+            deadbands: [("b.t".to_string(), 0.0)].into(),
             scan: Duration::from_secs(1),
             primary_host: Some("scada".into()),
             history: 100,
@@ -754,6 +766,7 @@ mod tests {
         // Below the deadband: nothing; beyond it: one DDATA with that metric.
         tags[0].value = n(20.4);
         assert!(e.changes(11, &tags).is_empty());
+        assert_eq!(e.cfg.deadband_of("b.t"), 0.0, "a signal's own deadband");
         tags[0].value = n(21.0);
         let data = e.changes(12, &tags);
         assert_eq!(data.len(), 1);
