@@ -179,6 +179,13 @@ impl<'a> Session<'a> {
         let (tags, active) = ((link.tags)(), (link.alerts)());
         self.born = true;
         let mut births = node.births(now_ms(), &tags, &active);
+        for (topic, payload) in births.iter().filter(|(_, p)| p.len() > 1 << 20) {
+            tracing::warn!(
+                %topic,
+                bytes = payload.len(),
+                "Sparkplug birth larger than 1 MiB: many brokers refuse such packets by default (EMQX: 1 MB); raise the broker's maximum packet size, or split the driver's tags over several drivers"
+            );
+        }
         // What changed while disconnected, after the births, flagged historical.
         let outage = link.take_outage();
         births.extend(node.historical(&outage));
@@ -529,7 +536,10 @@ fn options(cfg: &UplinkConfig, node: Option<&EdgeNode>) -> MqttOptions {
     opts.set_keep_alive(cfg.keep_alive);
     opts.set_clean_session(false);
     opts.set_inflight(cfg.window.saturating_mul(4).max(4));
-    opts.set_max_packet_size(1 << 20, 1 << 20);
+    // A Sparkplug DBIRTH holds every metric of a driver (~70 bytes each): room for
+    // large drivers; the JSON records are small.
+    let outgoing = if node.is_some() { 64 << 20 } else { 1 << 20 };
+    opts.set_max_packet_size(1 << 20, outgoing);
     let will = match node {
         Some(n) => {
             let (topic, payload) = n.death(now_ms());
