@@ -34,6 +34,16 @@ impl WindowSpec {
             WindowSpec::Time { max_samples, .. } => max_samples,
         }
     }
+
+    /// How many hops one window spans (a change shows fully after that many).
+    pub fn hops_per_window(&self) -> usize {
+        match *self {
+            WindowSpec::Count { size, hop } => size.div_ceil(hop.max(1)),
+            WindowSpec::Time {
+                size_ns, hop_ns, ..
+            } => size_ns.div_ceil(hop_ns.max(1)) as usize,
+        }
+    }
 }
 
 /// A completed window, contiguous, ready for feature extraction.

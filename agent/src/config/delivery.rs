@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use edge_driver_api::SignalRegistry;
 use edge_driver_api::config::{NodeValue, Span, Spanned, TableReader};
 use edge_models::Severity;
 
@@ -252,6 +253,21 @@ pub(super) fn sparkplug(
         },
         keys,
     ))
+}
+
+/// Each of `keys` names a signal of `registry` (once the drivers are read).
+pub(super) fn check_signals(root: &TableReader<'_>, keys: &SignalKeys, registry: &SignalRegistry) {
+    for (name, span) in keys {
+        if registry.get(name).is_none() {
+            root.error(
+                *span,
+                "sparkplug.deadbands",
+                format!("unknown signal `{name}`"),
+            )
+            .hint("run `edge-agent check-config --list-signals FILE` to see every signal name")
+            .emit();
+        }
+    }
 }
 
 /// `deadbands = { "signal" = 0.5, ... }`: per signal, ≥ 0.

@@ -185,17 +185,7 @@ fn read_root(file: &str, table: &Table, diags: &Diagnostics) -> Option<Config> {
     let mut registry = SignalRegistry::new();
     let parsed = drivers::read(&mut root, &mut registry, diags);
     if let Some((_, keys)) = &sparkplug {
-        for (name, span) in keys {
-            if registry.get(name).is_none() {
-                root.error(
-                    *span,
-                    "sparkplug.deadbands",
-                    format!("unknown signal `{name}`"),
-                )
-                .hint("run `edge-agent check-config --list-signals FILE` to see every signal name")
-                .emit();
-            }
-        }
+        delivery::check_signals(&root, keys, &registry);
     }
     let mut loader = models::ModelLoader::read(&mut root, file);
     let mut names: HashSet<String> = HashSet::new();

@@ -272,6 +272,11 @@ fn scalar(v: &TagValue) -> Scalar {
     }
 }
 
+/// The value of the tag with `alias` (its index + 1) in `values`.
+fn value_of(values: &[Option<Scalar>], alias: u64) -> Option<Scalar> {
+    values.get(alias as usize - 1).cloned().flatten()
+}
+
 /// Whether `now` differs from `before` by more than `deadband` (numbers), or at
 /// all (flags, texts, null).
 fn moved(before: &Option<Scalar>, now: &Option<Scalar>, deadband: f64) -> bool {
@@ -416,9 +421,10 @@ impl EdgeNode {
             seq: Some(seq),
         };
         let mut out = vec![(self.topic(MessageType::NBirth, None), nbirth.to_bytes())];
+        let values: Vec<Option<Scalar>> = tags.iter().map(current).collect();
         for d in 0..self.devices.len() {
             self.devices[d].alive = false;
-            if let Some(m) = self.device_birth(d, now_ms, tags) {
+            if let Some(m) = self.device_birth(d, now_ms, &values) {
                 out.push(m);
             }
         }
@@ -426,11 +432,17 @@ impl EdgeNode {
     }
 
     /// A device's `DBIRTH` when any of its tags is good.
-    fn device_birth(&mut self, d: usize, now_ms: u64, tags: &[TagStatus]) -> Option<Outgoing> {
+    /// `values`: every tag's [`current`] value, by tag index (alias − 1).
+    fn device_birth(
+        &mut self,
+        d: usize,
+        now_ms: u64,
+        values: &[Option<Scalar>],
+    ) -> Option<Outgoing> {
         let values: Vec<Option<Scalar>> = self.devices[d]
             .metrics
             .iter()
-            .map(|m| tags.get(m.alias as usize - 1).and_then(current))
+            .map(|m| value_of(values, m.alias))
             .collect();
         if values.iter().all(Option::is_none) {
             return None;
@@ -476,16 +488,17 @@ impl EdgeNode {
     /// that moved beyond the deadband (or changed quality), `DDEATH` for a device
     /// whose tags all went bad, `DBIRTH` for one that came back.
     pub fn changes(&mut self, now_ms: u64, tags: &[TagStatus]) -> Vec<Outgoing> {
+        let values: Vec<Option<Scalar>> = tags.iter().map(current).collect();
         let mut out = Vec::new();
         for d in 0..self.devices.len() {
             let alive_now = self.devices[d]
                 .metrics
                 .iter()
-                .any(|m| tags.get(m.alias as usize - 1).and_then(current).is_some());
+                .any(|m| value_of(&values, m.alias).is_some());
             match (self.devices[d].alive, alive_now) {
-                (false, true) => out.extend(self.device_birth(d, now_ms, tags)),
+                (false, true) => out.extend(self.device_birth(d, now_ms, &values)),
                 (true, false) => out.push(self.device_death(d, now_ms)),
-                (true, true) => out.extend(self.device_data(d, now_ms, tags)),
+                (true, true) => out.extend(self.device_data(d, now_ms, &values)),
                 (false, false) => {}
             }
         }
@@ -506,10 +519,15 @@ impl EdgeNode {
         )
     }
 
-    fn device_data(&mut self, d: usize, now_ms: u64, tags: &[TagStatus]) -> Option<Outgoing> {
+    fn device_data(
+        &mut self,
+        d: usize,
+        now_ms: u64,
+        values: &[Option<Scalar>],
+    ) -> Option<Outgoing> {
         let mut metrics = Vec::new();
         for m in &mut self.devices[d].metrics {
-            let now = tags.get(m.alias as usize - 1).and_then(current);
+            let now = value_of(values, m.alias);
             if !moved(&m.sent, &now, m.deadband) {
                 continue;
             }

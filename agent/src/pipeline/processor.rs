@@ -147,12 +147,7 @@ impl WindowPlan {
             if let Some(r) = &asset.running {
                 let g = plan.gates.len();
                 let dets = det_base..plan.detectors.len();
-                let lag = match asset.windows[r.window].spec {
-                    edge_models::WindowSpec::Time {
-                        size_ns, hop_ns, ..
-                    } => size_ns.div_ceil(hop_ns.max(1)) as usize,
-                    edge_models::WindowSpec::Count { size, hop } => size.div_ceil(hop.max(1)),
-                };
+                let lag = asset.windows[r.window].spec.hops_per_window();
                 plan.gates
                     .push(Gate::new(r.clone(), base + r.window, lag, dets));
                 for w in &mut plan.windows[base..] {

@@ -315,18 +315,18 @@ pub async fn run_uplink(
 async fn wait_recording(cfg: &UplinkConfig, delay: Duration, cancel: &CancellationToken) -> bool {
     let sleep = tokio::time::sleep(delay);
     tokio::pin!(sleep);
-    let link = cfg.sparkplug.as_ref();
-    let every = link.map_or(Duration::from_secs(3600), |l| l.cfg.scan);
-    let mut tick = tokio::time::interval(every);
+    let Some(link) = cfg.sparkplug.as_ref() else {
+        return tokio::select! {
+            _ = cancel.cancelled() => false,
+            _ = &mut sleep => true,
+        };
+    };
+    let mut tick = tokio::time::interval(link.cfg.scan);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return false,
             _ = &mut sleep => return true,
-            _ = tick.tick(), if link.is_some() => {
-                if let Some(l) = link {
-                    l.record(crate::delivery::sparkplug::now_ms());
-                }
-            }
+            _ = tick.tick() => link.record(crate::delivery::sparkplug::now_ms()),
         }
     }
 }

@@ -174,11 +174,6 @@ impl PropertySet {
         );
     }
 
-    /// Adds a double property.
-    pub fn double(&mut self, key: &str, v: f64) {
-        self.push(key, DataType::Double, PropertyValueKind::Double(v));
-    }
-
     /// Adds an Int32 property.
     pub fn int(&mut self, key: &str, v: i32) {
         self.push(key, DataType::Int32, PropertyValueKind::Int(v as u32));
