@@ -45,6 +45,10 @@ pub fn control_request(bytes: &[u8]) {
             assert!(!id.is_empty() && id.len() + verdict.len() + note.len() <= 256);
             let _ = crate::delivery::labels::Verdict::parse(&verdict);
         }
+        Request::Write { signal, value } => {
+            assert!(!signal.is_empty() && !value.is_empty() && signal.len() + value.len() <= 256);
+            let _ = crate::inbound::write::parse_value(&value);
+        }
         Request::Status | Request::Ack => {}
     }
 }

@@ -24,6 +24,7 @@ pub mod counters;
 pub mod delivery;
 pub mod eval;
 pub mod fuzzing;
+pub mod inbound;
 pub mod ingest;
 pub mod ops;
 pub mod pipeline;

@@ -118,6 +118,24 @@ enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
+    /// Write VALUE to the writable tag SIGNAL of a running agent (its tag says
+    /// `writable = true` with `min`/`max` or `allowed`). The value goes to the
+    /// device through the driver that reads it, between two polls; the answer says
+    /// the old value, the result (successful, refused with why, failed with why),
+    /// the value read back (`verify = true`) and the latency. Every write is
+    /// audited on the events lane (`events/audit`) with your uid.
+    /// Exit code 0 when it was written, 1 when refused or failed.
+    Write {
+        signal: String,
+        /// A number, or true/false (on/off) for a switch.
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print the raw JSON write report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a web UI users-file line for NAME (`[ui] users_file`): the password
     /// is read from standard input (one line), salted and hashed (PBKDF2-SHA256),
     /// never stored or shown. Append it: `edge-agent ui-password ops >> ui-users`.
@@ -213,6 +231,12 @@ fn main() -> ExitCode {
                     json,
                 },
         } => alerts_label(socket.as_deref(), &id, &verdict, note.as_deref(), json),
+        Command::Write {
+            signal,
+            value,
+            socket,
+            json,
+        } => write_tag(socket.as_deref(), &signal, &value, json),
         Command::PrintDefaultConfig => {
             print!("{}", config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
@@ -375,6 +399,55 @@ fn models_list(socket: Option<&Path>, json: bool) -> ExitCode {
 
 /// `edge-agent alarms ack`.
 /// `edge-agent alerts label ID VERDICT [--note TEXT]`.
+/// `edge-agent write SIGNAL VALUE`.
+fn write_tag(socket: Option<&Path>, signal: &str, value: &str, json: bool) -> ExitCode {
+    if signal.is_empty()
+        || signal.contains(char::is_whitespace)
+        || value.contains(char::is_whitespace)
+    {
+        eprintln!("error: a signal name and a value have no spaces");
+        return ExitCode::from(2);
+    }
+    let command = format!("write {signal} {value}");
+    if command.len() > 255 {
+        eprintln!("error: the signal name is too long");
+        return ExitCode::from(2);
+    }
+    let report = match query::<serde_json::Value>(socket, &command) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let ok = report["result"] == "successful";
+    if json {
+        println!("{report}");
+    } else {
+        let num = |k: &str| {
+            report[k]
+                .as_f64()
+                .map_or("?".to_string(), |v| v.to_string())
+        };
+        let mut line = format!(
+            "{} {signal} = {} (was {}) in {:.1} ms",
+            report["result"].as_str().unwrap_or("?"),
+            num("value"),
+            num("old"),
+            report["latency_ms"].as_f64().unwrap_or(f64::NAN),
+        );
+        if report["read_back"].is_number() {
+            line.push_str(&format!(", read back {}", num("read_back")));
+        }
+        if let Some(why) = report["reason"].as_str() {
+            line.push_str(&format!(": {why}"));
+        }
+        println!("{line}");
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn alerts_label(
     socket: Option<&Path>,
     id: &str,

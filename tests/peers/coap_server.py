@@ -9,7 +9,8 @@ Resources: /temp (text "21.5"), /json ({"t": 19.25, "h": 41}), /cbor ({"t": 18.5
 /senml (SenML JSON), /senml-cbor (SenML CBOR), /big (a 3 kB JSON: Block2),
 /counter (observable text counter, +1 every 200 ms; GET also works), /multi (19.5
 as JSON, CBOR or text by the Accept option; 4.06 for any other), and nothing else
-(4.04). Prints READY when listening.
+(4.04); /setpoint, a writable number (GET; PUT/POST text, 2.04). /temp and the others
+refuse writes (4.05). Prints READY when listening.
 """
 import asyncio
 import json
@@ -59,6 +60,28 @@ class Counter(resource.ObservableResource):
         return aiocoap.Message(payload=str(self.n).encode(), content_format=0)
 
 
+class Setpoint(resource.Resource):
+    """A writable number: GET answers it as text, PUT and POST set it from a
+    text/plain number (2.04 Changed), anything else is 4.00 Bad Request."""
+
+    def __init__(self):
+        super().__init__()
+        self.value = b"0"
+
+    async def render_get(self, request):
+        return aiocoap.Message(payload=self.value, content_format=0)
+
+    async def render_put(self, request):
+        try:
+            float(request.payload.decode())
+        except ValueError:
+            return aiocoap.Message(code=aiocoap.BAD_REQUEST)
+        self.value = request.payload
+        return aiocoap.Message(code=aiocoap.CHANGED)
+
+    render_post = render_put
+
+
 async def main():
     port = int(sys.argv[1])
     root = resource.Site()
@@ -73,6 +96,7 @@ async def main():
     root.add_resource(["big"], Static(json.dumps(big).encode(), 50))
     root.add_resource(["counter"], Counter())
     root.add_resource(["multi"], Negotiated())
+    root.add_resource(["setpoint"], Setpoint())
     await aiocoap.Context.create_server_context(
         root, bind=("127.0.0.1", port), transports=["simplesocketserver"])
     print("READY", flush=True)

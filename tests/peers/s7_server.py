@@ -14,7 +14,8 @@ encoded here with Python's struct module (big-endian, as S7 stores them); STRING
 
 Binds 127.0.0.1 only (start_to, never start). Prints READY when listening, then serves
 until killed. Reading lines from stdin: `set AREA INDEX OFFSET HEX` overwrites bytes
-(under the area lock), and the reply is `OK`.
+(under the area lock), and the reply is `OK`; `get AREA INDEX OFFSET N` answers the N
+bytes there as hex (what a client's write left in the PLC's memory).
 """
 import ctypes
 import datetime
@@ -86,6 +87,13 @@ def main():
             buf[off:off + len(raw)] = raw
             server.unlock_area(area, int(parts[2]))
             print("OK", flush=True)
+        elif len(parts) == 5 and parts[0] == "get":
+            area, buf, _ = keep[(parts[1], int(parts[2]))]
+            off, n = int(parts[3]), int(parts[4])
+            server.lock_area(area, int(parts[2]))
+            raw = bytes(buf[off:off + n])
+            server.unlock_area(area, int(parts[2]))
+            print(raw.hex(), flush=True)
     # stdin closed: the test is gone; keep serving until killed.
     import time
     while True:

@@ -5,6 +5,8 @@ host's commands.
   sparkplug_host.py decode        stdin: lines `TOPIC BASE64`; stdout: one JSON per line
   sparkplug_host.py rebirth       stdout: base64 of an NCMD with Node Control/Rebirth = true
   sparkplug_host.py state on|off  stdout: base64 of a primary host STATE payload
+  sparkplug_host.py dcmd NAME=VALUE:TYPE...  stdout: base64 of a DCMD writing those
+                                  metrics by name (TYPE: DOUBLE, INT16, BOOLEAN)
 
 A DDATA is decoded with its device's last DBIRTH and an NDATA with the last
 NBIRTH, so their aliases resolve to the names the birth gave them (a metric whose
@@ -83,6 +85,19 @@ def main():
     if sys.argv[1] == "state":
         state = spb.State(timestamp=spb.get_current_timestamp(), online=sys.argv[2] == "on")
         print(base64.b64encode(state.encode()).decode())
+        return
+    if sys.argv[1] == "dcmd":
+        metrics = []
+        for arg in sys.argv[2:]:
+            name, rest = arg.split("=", 1)
+            value, ty = rest.rsplit(":", 1)
+            dtype = spb.DataType[ty]
+            v = value == "true" if ty == "BOOLEAN" else (float(value) if ty == "DOUBLE" else int(value))
+            metrics.append(
+                spb.Metric(timestamp=spb.get_current_timestamp(), name=name, datatype=dtype, value=v)
+            )
+        cmd = spb.DCmd(timestamp=spb.get_current_timestamp(), metrics=tuple(metrics))
+        print(base64.b64encode(cmd.encode(include_dtypes=True)).decode())
         return
     births = {}
     for line in sys.stdin:

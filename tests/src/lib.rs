@@ -498,6 +498,24 @@ impl PyModbus {
     }
 }
 
+/// What a Modbus server holds, read with pymodbus's own client
+/// (tests/peers/modbus_peek.py): `area` is `coil` or `holding`.
+pub fn modbus_peek(port: u16, unit: u8, area: &str, address: u16, count: u16) -> Vec<u64> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/modbus_peek.py");
+    let out = std::process::Command::new(peer_python())
+        .arg(script)
+        .args([port.to_string(), unit.to_string(), area.to_string()])
+        .args([address.to_string(), count.to_string()])
+        .output()
+        .expect("run modbus_peek.py");
+    assert!(
+        out.status.success(),
+        "modbus_peek failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("a JSON list of values")
+}
+
 impl Drop for PyModbus {
     fn drop(&mut self) {
         self.stop();
@@ -582,6 +600,24 @@ impl PySnap7 {
             .read_line(&mut line)
             .expect("read reply");
         assert_eq!(line.trim(), "OK");
+    }
+
+    /// The `n` bytes at `offset` of a served area: what the PLC holds.
+    pub fn get(&mut self, area: &str, index: u16, offset: usize, n: usize) -> Vec<u8> {
+        use std::io::{BufRead, Write};
+        let stdin = self.stdin.as_mut().expect("server running");
+        writeln!(stdin, "get {area} {index} {offset} {n}").expect("write to snap7 server");
+        stdin.flush().expect("flush");
+        let mut line = String::new();
+        self.stdout
+            .as_mut()
+            .expect("server running")
+            .read_line(&mut line)
+            .expect("read reply");
+        let hex = line.trim();
+        (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex from the server"))
+            .collect()
     }
 
     pub fn stop(&mut self) {

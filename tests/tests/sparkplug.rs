@@ -506,3 +506,88 @@ async fn after_a_broker_restart_the_next_bd_seq_births_and_the_values_seen_meanw
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dcmd_from_the_host_writes_the_plc_and_the_value_comes_back_in_ddata() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "spb-sub-dcmd", "spBv1.0/#").await;
+    let audit = Subscriber::start(broker.port, "audit-sub", "edge/spb-gw/events/audit").await;
+    let peer = PyModbus::start(&serde_json::json!({"unit": 1, "tags": [
+        {"area": "holding", "address": 3, "type": "f32", "value": 21.5},
+        {"area": "holding", "address": 10, "type": "i16", "value": 0}
+    ]}));
+    let dir = TempDir::new("sparkplug-dcmd");
+    let modbus = format!(
+        r#"
+[[drivers]]
+name = "plc"
+kind = "modbus"
+host = "127.0.0.1"
+port = {}
+poll = "200ms"
+timeout = "300ms"
+[[drivers.tags]]
+name = "line1.temperature"
+area = "holding"
+address = 3
+type = "f32"
+[[drivers.tags]]
+name = "line1.setpoint"
+area = "holding"
+address = 10
+type = "i16"
+writable = true
+min = -100
+max = 100
+"#,
+        peer.port
+    );
+    let cfg = config_with(&dir, broker.port, &modbus);
+    let mut agent = spawn_agent(&cfg, &dir.path().join("agent.log"));
+    wait_until("the PLC's DBIRTH", 30, || {
+        decoded(&sub)
+            .iter()
+            .any(|m| m["type"] == "DBIRTH" && m["device"] == "plc")
+    })
+    .await;
+    let cmd = host_says(&[
+        "dcmd",
+        "line1.setpoint=-42:INT16",
+        "line1.temperature=1.0:DOUBLE",
+    ]);
+    publish(broker.port, "spBv1.0/plant1/DCMD/spb-gw/plc", cmd, false).await;
+    wait_until("the written setpoint in DDATA", 20, || {
+        decoded(&sub).iter().any(|m| {
+            m["type"] == "DDATA"
+                && metric(m, "line1.setpoint").is_some_and(|x| x["value"].as_f64() == Some(-42.0))
+        })
+    })
+    .await;
+    assert_eq!(
+        edge_agent_tests::modbus_peek(peer.port, 1, "holding", 10, 1),
+        vec![u64::from((-42i16) as u16)],
+        "the PLC holds the value the host wrote"
+    );
+    assert_eq!(
+        edge_agent_tests::modbus_peek(peer.port, 1, "holding", 3, 2),
+        vec![0x41AC, 0x0000],
+        "a read-only tag is not written"
+    );
+    wait_until("both writes audited", 10, || {
+        audit.json_on("edge/spb-gw/events/audit").len() >= 2
+    })
+    .await;
+    let audited = audit.json_on("edge/spb-gw/events/audit");
+    let by_signal = |s: &str| {
+        audited
+            .iter()
+            .find(|a| a["signal"] == s)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(by_signal("line1.setpoint")["result"], "successful");
+    assert_eq!(by_signal("line1.setpoint")["source"], "sparkplug");
+    assert_eq!(by_signal("line1.temperature")["result"], "refused");
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

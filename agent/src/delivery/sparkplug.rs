@@ -23,7 +23,9 @@
 //!   `{"online": true}`; when it says offline, the node publishes `NDEATH` and
 //!   reconnects, to wait for it again. A `STATE` older than the last one is ignored.
 //! * **Commands.** `NCMD Node Control/Rebirth = true` births everything again.
-//!   Device writes (`DCMD`) are refused and counted until writes land.
+//!   `DCMD` metrics (by name or alias) become tag writes through the agent's
+//!   write path (`inbound/write.rs`: writable tags only, limits, rate, audit);
+//!   the written value then comes back in `DDATA` like any change.
 //! * Bad quality is a null value (`is_null`) with the property `Quality` = 0
 //!   (bad), good is 192, as OPC and Ignition read them.
 
@@ -82,6 +84,8 @@ pub struct SparkplugLink {
     pub bd_seq: Mutex<BdSeqFile>,
     /// What changed while disconnected.
     pub outage: Mutex<Outage>,
+    /// Where DCMD writes go.
+    pub writes: Arc<crate::inbound::Writes>,
 }
 
 /// Value changes recorded while the node is disconnected: (ms, tag index, value).
@@ -247,6 +251,13 @@ impl AlertSlot {
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Rebirth,
+    /// DCMD: values for a device's tags (signal, value), and why the metrics
+    /// that cannot be written were left out.
+    Write {
+        device: String,
+        values: Vec<(String, f64)>,
+        refused: Vec<String>,
+    },
     /// Understood but not acted on, with why.
     Refused(String),
 }
@@ -676,9 +687,45 @@ impl EdgeNode {
             });
         }
         let device = topic_name.strip_prefix(&dcmd)?.strip_prefix('/')?;
-        Some(Command::Refused(format!(
-            "DCMD to {device}: writes to devices are not enabled on this agent"
-        )))
+        Some(self.device_command(device, payload))
+    }
+
+    /// A DCMD's metrics as tag writes: each named by its name or by the alias its
+    /// DBIRTH gave it. Whether the tag may be written, and the value, is for the
+    /// write path to check.
+    fn device_command(&self, device: &str, payload: &[u8]) -> Command {
+        let Some(d) = self.devices.iter().find(|d| d.id == device) else {
+            return Command::Refused(format!("DCMD to {device}: no such device on this node"));
+        };
+        let Some(p) = Payload::decode_bytes(payload) else {
+            return Command::Refused(format!("DCMD to {device}: not a Sparkplug payload"));
+        };
+        let mut values = Vec::new();
+        let mut refused = Vec::new();
+        for m in &p.metrics {
+            let metric = match (&m.name, m.alias) {
+                (Some(n), _) => d.metrics.iter().find(|x| &x.name == n),
+                (None, Some(a)) => d.metrics.iter().find(|x| x.alias == a),
+                (None, None) => None,
+            };
+            let label = m
+                .name
+                .clone()
+                .or(m.alias.map(|a| format!("alias {a}")))
+                .unwrap_or_else(|| "a metric without name or alias".into());
+            match (metric, m.as_number()) {
+                (None, _) => refused.push(format!("{label}: not a metric of {device}")),
+                (Some(_), None) => {
+                    refused.push(format!("{label}: the value is not a number or boolean"))
+                }
+                (Some(x), Some(v)) => values.push((x.name.clone(), v)),
+            }
+        }
+        Command::Write {
+            device: device.to_string(),
+            values,
+            refused,
+        }
     }
 }
 
@@ -830,7 +877,7 @@ mod tests {
     }
 
     #[test]
-    fn rebirth_is_the_only_node_command_and_device_writes_are_refused() {
+    fn rebirth_is_the_only_node_command() {
         let e = node(&[]);
         let cmd = Payload {
             timestamp: Some(1),
@@ -851,9 +898,67 @@ mod tests {
             Some(Command::Refused(_))
         ));
         assert!(
-            matches!(e.command("spBv1.0/plant/DCMD/gw1/plc", &cmd.to_bytes()), Some(Command::Refused(r)) if r.contains("plc"))
+            matches!(e.command("spBv1.0/plant/DCMD/gw1/plc", &cmd.to_bytes()), Some(Command::Refused(r)) if r.contains("no such device"))
         );
         assert_eq!(e.command("spBv1.0/plant/NCMD/other", &cmd.to_bytes()), None);
+    }
+
+    #[test]
+    fn dcmd_metrics_by_name_or_alias_become_tag_writes() {
+        let tags = [
+            tag("plc.sp", "plc", Some(TagValue::Number(1.0)), "good"),
+            tag("plc.run", "plc", Some(TagValue::Bool(false)), "good"),
+        ];
+        let e = node(&tags);
+        let mut by_alias = Metric::aliased(2, Some(&Scalar::Bool(true)));
+        by_alias.datatype = Some(DataType::Boolean as u32);
+        let mut negative = Metric::named("plc.sp", None, DataType::Int32, None);
+        negative.datatype = Some(2); // Int16
+        negative.is_null = None;
+        negative.value = Some(crate::delivery::wire::sparkplug::MetricValue::Int(
+            0xFFFF_FFF6,
+        ));
+        let cmd = Payload {
+            timestamp: Some(1),
+            metrics: vec![
+                Metric::named("plc.sp", None, DataType::Double, Some(&Scalar::F64(42.5))),
+                by_alias,
+                negative,
+                Metric::named("plc.nope", None, DataType::Double, Some(&Scalar::F64(1.0))),
+                Metric::named(
+                    "plc.sp",
+                    None,
+                    DataType::String,
+                    Some(&Scalar::Text("x".into())),
+                ),
+            ],
+            seq: None,
+        };
+        let Some(Command::Write {
+            device,
+            values,
+            refused,
+        }) = e.command("spBv1.0/plant/DCMD/gw1/plc", &cmd.to_bytes())
+        else {
+            panic!("a write");
+        };
+        assert_eq!(device, "plc");
+        assert_eq!(
+            values,
+            vec![
+                ("plc.sp".into(), 42.5),
+                ("plc.run".into(), 1.0),
+                ("plc.sp".into(), -10.0)
+            ]
+        );
+        assert!(
+            refused[0].contains("plc.nope: not a metric of plc"),
+            "{refused:?}"
+        );
+        assert!(
+            refused[1].contains("not a number or boolean"),
+            "{refused:?}"
+        );
     }
 
     #[test]
@@ -959,6 +1064,7 @@ mod tests {
             detectors: Vec::new(),
             bd_seq: Mutex::new(BdSeqFile::open(None)),
             outage: Mutex::new(Outage::default()),
+            writes: Arc::new(crate::inbound::Writes::none()),
         };
         link.record(100); // the outage's baseline
         let set =

@@ -210,6 +210,14 @@ impl LatestValues {
         self.meta.get(i).and_then(|m| m.unit.clone())
     }
 
+    /// The last good value of signal `i` (the old value a write replaces).
+    pub fn last_good(&self, i: usize) -> Option<f64> {
+        lock(&self.slots)
+            .get(i)
+            .and_then(|s| s.good)
+            .map(|(v, _)| v.as_f64())
+    }
+
     /// Records a batch of samples (the pipeline task, once per batch).
     pub fn record(&self, batch: &[Sample]) {
         let mut slots = lock(&self.slots);

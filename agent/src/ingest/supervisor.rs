@@ -27,7 +27,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use edge_driver_api::{Clock, DriverContext, DriverError, DriverFactory, SampleSink};
+use edge_driver_api::{
+    Clock, DriverContext, DriverError, DriverFactory, SampleSink, WriteError, WriteFailure,
+    WriteInbox,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Restart policy.
@@ -153,6 +156,8 @@ pub struct Supervised {
     pub status: Arc<DriverStatus>,
     /// Where the driver's events go.
     pub events: Option<Arc<dyn edge_driver_api::EventSink>>,
+    /// The driver's writes (a driver with writable tags).
+    pub writes: Option<Arc<WriteInbox>>,
 }
 
 impl std::fmt::Debug for Supervised {
@@ -172,9 +177,29 @@ impl Supervised {
             cancel.clone(),
             self.clock.clone(),
         );
-        match &self.events {
+        let ctx = match &self.events {
             Some(e) => ctx.with_events(e.clone()),
             None => ctx,
+        };
+        match &self.writes {
+            Some(w) => ctx.with_writes(w.clone()),
+            None => ctx,
+        }
+    }
+
+    /// Answers every write that arrives with why the driver cannot take it,
+    /// for as long as it is awaited (while the driver is down).
+    async fn refuse_writes(&self) {
+        let Some(inbox) = &self.writes else {
+            return std::future::pending().await;
+        };
+        loop {
+            let r = inbox.next().await;
+            let why = match self.status.last_error() {
+                Some(e) => format!("driver {} is not connected: {e}", self.name),
+                None => format!("driver {} is not connected", self.name),
+            };
+            r.answer(Err(WriteError::new(WriteFailure::Communication, why)));
         }
     }
 }
@@ -235,6 +260,13 @@ pub async fn supervise(sv: Supervised, cancel: CancellationToken) {
                 tracing::error!(driver = %name, kind = e.kind.as_str(), error = %e,
                     "driver stopped permanently; the other drivers keep running");
                 sv.status.set(DriverState::Failed, Some(e.to_string()));
+                // Writes keep getting an answer (why) until the agent stops.
+                if sv.writes.is_some() {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = sv.refuse_writes() => {}
+                    }
+                }
                 return;
             }
             Outcome::Failed(e) => {
@@ -259,7 +291,11 @@ pub async fn supervise(sv: Supervised, cancel: CancellationToken) {
         failures = failures.saturating_add(1);
         sv.status.restarts.fetch_add(1, Ordering::Relaxed);
         tracing::info!(driver = %name, delay_ms = delay.as_millis() as u64, attempt = failures, "restarting driver after backoff");
-        match wait_or_probe(&sv, delay, &cancel, &mut seen_down).await {
+        let waited = tokio::select! {
+            w = wait_or_probe(&sv, delay, &cancel, &mut seen_down) => w,
+            _ = sv.refuse_writes() => Wait::Cancelled,
+        };
+        match waited {
             Wait::Cancelled => break,
             Wait::Elapsed => {}
             Wait::Reachable(after) => {
@@ -402,6 +438,7 @@ mod tests {
             grace: Duration::from_secs(1),
             status: Arc::new(DriverStatus::new("failing".into(), "failing")),
             events: None,
+            writes: None,
         };
         (sv, attempts)
     }

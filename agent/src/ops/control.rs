@@ -5,8 +5,11 @@
 //! always can). Protocol: the client sends one command line, the agent answers with
 //! one JSON document and closes. Commands: `status` (an [`crate::ops::status::AgentStatus`]), `tags
 //! [FILTER]` (every tag's latest value and quality, a
-//! [`crate::ops::status::TagsReport`]) and `ack` (acknowledge latched alarm
-//! outputs, then the status). Nothing else can be changed through it.
+//! [`crate::ops::status::TagsReport`]), `ack` (acknowledge latched alarm
+//! outputs, then the status), `label ID VERDICT [NOTE]` and `write SIGNAL VALUE`
+//! (a writable tag, through [`crate::inbound::write`]: checked, audited with the
+//! caller's uid; the answer is the write report). Nothing else can be changed
+//! through it.
 //!
 //! Where it lives ([`ControlSocket::Default`]): `$RUNTIME_DIRECTORY/control.sock`
 //! under systemd (`RuntimeDirectory=edge-agent`, i.e. `/run/edge-agent`), otherwise
@@ -124,6 +127,10 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let work = async {
+                let by = match stream.peer_cred() {
+                    Ok(c) => format!("uid {}", c.uid()),
+                    Err(_) => "control socket".to_string(),
+                };
                 let mut reader = BufReader::new(stream);
                 let mut bytes = Vec::with_capacity(64);
                 // One short line; a client that sends more is cut off. Bytes that
@@ -144,8 +151,9 @@ pub async fn serve(
                             .unwrap_or_else(|e| error_json(&e.to_string()))
                     }
                     Request::Label { id, verdict, note } => label(&source, &id, &verdict, &note),
+                    Request::Write { signal, value } => write(&source, signal, &value, by).await,
                     Request::Unknown(line) => error_json(&format!(
-                        "unknown command `{line}`; the commands are `status`, `tags [FILTER]`, `ack` and `label ID true|false|unsure [NOTE]`"
+                        "unknown command `{line}`; the commands are `status`, `tags [FILTER]`, `ack`, `label ID true|false|unsure [NOTE]` and `write SIGNAL VALUE`"
                     )),
                 };
                 let mut stream = reader.into_inner();
@@ -153,7 +161,7 @@ pub async fn serve(
                 stream.write_all(b"\n").await?;
                 stream.shutdown().await
             };
-            match tokio::time::timeout(Duration::from_secs(5), work).await {
+            match tokio::time::timeout(ANSWER_WITHIN, work).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::debug!(error = %e, "control socket: client failed"),
                 Err(_) => tracing::debug!("control socket: slow client dropped"),
@@ -161,6 +169,29 @@ pub async fn serve(
         });
     }
     let _ = std::fs::remove_file(&path);
+}
+
+/// The longest the socket works on one command (a write may wait for its
+/// device up to [`crate::inbound::write::WRITE_DEADLINE`]).
+const ANSWER_WITHIN: Duration = Duration::from_secs(15);
+
+/// Writes a tag; the write report, or why the value is not one.
+async fn write(source: &StatusSource, signal: String, value: &str, by: String) -> String {
+    use crate::inbound::write::{WriteOrder, WriteSource, parse_value};
+    let Some(value) = parse_value(value) else {
+        return error_json(&format!(
+            "`{}` is not a value: write a number (42, -1.5) or true/false",
+            value.escape_debug()
+        ));
+    };
+    let order = WriteOrder {
+        signal,
+        value,
+        source: WriteSource::Cli,
+        by,
+    };
+    let report = source.writes.write(order).await;
+    serde_json::to_string(&report).unwrap_or_else(|e| error_json(&e.to_string()))
 }
 
 /// A command line of the control socket.
@@ -175,6 +206,11 @@ pub enum Request {
         id: String,
         verdict: String,
         note: String,
+    },
+    /// `write SIGNAL VALUE`: a value for a writable tag.
+    Write {
+        signal: String,
+        value: String,
     },
     /// Anything else: its first 64 characters, for the error message.
     Unknown(String),
@@ -219,6 +255,13 @@ pub fn parse_request(bytes: &[u8]) -> Request {
                 _ => Request::Unknown(line.chars().take(64).collect()),
             }
         }
+        ("write", rest) => match rest.split_once(' ') {
+            Some((signal, value)) if !value.trim().is_empty() => Request::Write {
+                signal: signal.to_string(),
+                value: value.trim().to_string(),
+            },
+            _ => Request::Unknown(line.chars().take(64).collect()),
+        },
         _ => Request::Unknown(line.chars().take(64).collect()),
     }
 }
@@ -273,7 +316,7 @@ pub fn query<T: serde::de::DeserializeOwned>(
         source,
     };
     let mut s = std::os::unix::net::UnixStream::connect(&path).map_err(io)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
+    s.set_read_timeout(Some(ANSWER_WITHIN + Duration::from_secs(1)))
         .map_err(io)?;
     s.write_all(format!("{command}\n").as_bytes()).map_err(io)?;
     let mut reply = String::new();
@@ -293,6 +336,22 @@ pub fn query<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_command_carries_the_signal_and_the_value() {
+        assert_eq!(
+            parse_request(b"write plc.setpoint -42.5\n"),
+            Request::Write {
+                signal: "plc.setpoint".into(),
+                value: "-42.5".into()
+            }
+        );
+        assert!(matches!(
+            parse_request(b"write plc.setpoint"),
+            Request::Unknown(_)
+        ));
+        assert!(matches!(parse_request(b"write"), Request::Unknown(_)));
+    }
 
     #[test]
     fn a_label_command_carries_the_id_the_verdict_and_the_note() {

@@ -121,7 +121,31 @@ pub fn render(s: &AgentStatus, model_latency: &HistogramSnapshot) -> String {
     alarms(&mut o, s);
     journal(&mut o, s);
     uplink(&mut o, s);
+    writes(&mut o, s);
     o.0
+}
+
+/// Writable tags and writes by result.
+fn writes(o: &mut Out, s: &AgentStatus) {
+    o.one(
+        "writable_tags",
+        "gauge",
+        "Tags that may be written (`writable = true`).",
+        s.writes.writable as f64,
+    );
+    o.head(
+        "writes_total",
+        "counter",
+        "Writes to device tags by result (refused: nothing reached the device).",
+    );
+    let w = &s.writes;
+    for (result, n) in [
+        ("successful", w.successful),
+        ("refused", w.refused),
+        ("failed", w.failed),
+    ] {
+        o.line("writes_total", &format!("result=\"{result}\""), n as f64);
+    }
 }
 
 /// Driver state, samples, errors, link health and poll latency.

@@ -45,6 +45,18 @@ pub struct AgentStatus {
     /// Where the web UI answers (`[ui]`), e.g. `http://127.0.0.1:9480/`.
     #[serde(default)]
     pub ui: Option<String>,
+    /// Writes to device tags since start.
+    #[serde(default)]
+    pub writes: WriteInfo,
+}
+
+/// Writable tags and writes by result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteInfo {
+    pub writable: usize,
+    pub successful: u64,
+    pub refused: u64,
+    pub failed: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -168,6 +180,8 @@ pub struct StatusSource {
     pub ui_url: Arc<std::sync::OnceLock<String>>,
     /// Labels alerts (`[labels]`).
     pub labels: Option<Arc<crate::delivery::labels::Labeller>>,
+    /// Writes to device tags (`edge-agent write`).
+    pub writes: Arc<crate::inbound::Writes>,
 }
 
 fn state_name(s: DriverState) -> &'static str {
@@ -326,6 +340,12 @@ impl StatusSource {
                 })
                 .collect(),
             tags: self.tag_counts(),
+            writes: WriteInfo {
+                writable: self.writes.routes.len(),
+                successful: load(&self.writes.counters.successful),
+                refused: load(&self.writes.counters.refused),
+                failed: load(&self.writes.counters.failed),
+            },
             ui: self.ui_url.get().cloned(),
         }
     }

@@ -3,11 +3,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use edge_driver_api::{Clock, SignalRegistry};
+use edge_driver_api::{Clock, SignalRegistry, WriteInbox};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Fingerprints;
+use crate::inbound::WriteRoutes;
 use crate::ingest::meter::{DriverMeter, MeteredSink};
 use crate::ingest::ring::SampleRing;
 use crate::ingest::supervisor::{BackoffConfig, DriverStatus, Supervised, supervise};
@@ -21,6 +22,8 @@ pub(crate) struct Spawner {
     pub events: Arc<dyn edge_driver_api::EventSink>,
     /// Parent of every driver's token (cancelled at shutdown).
     pub parent: CancellationToken,
+    /// Where writes find the driver that owns a writable tag.
+    pub writes: Arc<WriteRoutes>,
 }
 
 pub(crate) struct RunningDriver {
@@ -40,6 +43,15 @@ impl Spawner {
         meter: Arc<DriverMeter>,
     ) -> RunningDriver {
         let token = self.parent.child_token();
+        let writable = factory.writable();
+        let writes = if writable.is_empty() {
+            self.writes.remove_driver(&name);
+            None
+        } else {
+            let (inbox, tx) = WriteInbox::new();
+            self.writes.set_driver(&name, tx, writable);
+            Some(inbox)
+        };
         let sv = Supervised {
             name: name.clone(),
             factory,
@@ -53,6 +65,7 @@ impl Spawner {
             grace: self.grace,
             status: status.clone(),
             events: Some(self.events.clone()),
+            writes,
         };
         let task = tokio::spawn(supervise(sv, token.clone()));
         RunningDriver {

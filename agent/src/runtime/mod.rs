@@ -47,6 +47,7 @@ use crate::delivery::events::AgentEvents;
 use crate::delivery::journal::Journal;
 use crate::delivery::sink::AlertSink;
 use crate::delivery::uplink::UplinkStats;
+use crate::inbound::{WriteRoutes, Writes};
 use crate::ingest::latest::{DescribeFn, LatestValues, TextTap};
 use crate::ingest::meter::DriverMeter;
 use crate::ingest::ring::{RingStats, SampleRing};
@@ -185,6 +186,12 @@ impl AgentHandle {
         self.source.tags(filter)
     }
 
+    /// Writes a tag, as `edge-agent write` does (checked, routed to its driver,
+    /// audited).
+    pub async fn write(&self, order: crate::inbound::WriteOrder) -> crate::inbound::WriteReport {
+        self.source.writes.write(order).await
+    }
+
     /// Reloads every model now (what SIGHUP does): changed versions are validated
     /// and swapped in, bad ones rejected.
     pub fn reload_models(&self) {
@@ -242,7 +249,23 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         latest: latest.clone(),
         inner: events.clone(),
     });
-    let (drivers, statuses) = start_drivers(&config, &mut opts, &ring, &clock, tap, &drivers_token);
+    let routes = Arc::new(WriteRoutes::default());
+    let (drivers, statuses) = start_drivers(
+        &config,
+        &mut opts,
+        &ring,
+        &clock,
+        tap,
+        &drivers_token,
+        &routes,
+    );
+    let writes = Arc::new(Writes::new(
+        config.agent.id.clone(),
+        routes,
+        latest.clone(),
+        clock.clone(),
+        sinks::audit_trail(&delivery),
+    ));
     tracing::info!(
         agent = %config.agent.id,
         drivers = statuses.len(),
@@ -271,6 +294,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         latest,
         ui_url: Default::default(),
         labels,
+        writes: writes.clone(),
     };
     let tags_of = source.clone();
     let alerts_of = recent.clone();
@@ -278,6 +302,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         &config,
         Arc::new(move || tags_of.tags("").tags),
         Arc::new(move || alerts_of.as_ref().map(|r| r.active()).unwrap_or_default()),
+        writes,
     );
     let endpoints = ops::start(
         &config,
@@ -427,6 +452,7 @@ fn start_drivers(
     clock: &Clock,
     events: Arc<dyn edge_driver_api::EventSink>,
     token: &CancellationToken,
+    writes: &Arc<WriteRoutes>,
 ) -> (Arc<DriverSet>, Vec<Arc<DriverStatus>>) {
     let set = Arc::new(DriverSet::new(
         Spawner {
@@ -436,6 +462,7 @@ fn start_drivers(
             grace: config.agent.shutdown_timeout.mul_f64(0.4),
             events,
             parent: token.clone(),
+            writes: writes.clone(),
         },
         config.fingerprints.clone(),
         &config.registry,

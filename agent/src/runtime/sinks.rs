@@ -16,6 +16,7 @@ use crate::delivery::journal::{Journal, Lane};
 use crate::delivery::sink::{AlertSink, ConsoleSink, JsonlSink, SinkCounters, SinkMsg, run_sinks};
 use crate::delivery::sparkplug::{AlertSource, BdSeqFile, SparkplugLink, TagSource};
 use crate::delivery::uplink::{UplinkStats, run_uplink};
+use crate::inbound::{Audit, WriteReport, Writes};
 
 /// The running delivery side.
 #[derive(Debug)]
@@ -65,7 +66,13 @@ impl Delivery {
     /// Starts the uplink, once the tags it reports as a Sparkplug node (`tags`)
     /// can be read. It forwards from the journal and outlives the pipeline at
     /// shutdown, so that the last alerts still go out.
-    pub(crate) fn start_uplink(&mut self, config: &Config, tags: TagSource, alerts: AlertSource) {
+    pub(crate) fn start_uplink(
+        &mut self,
+        config: &Config,
+        tags: TagSource,
+        alerts: AlertSource,
+        writes: Arc<Writes>,
+    ) {
         let (Some(u), Some(j)) = (&config.uplink, &self.journal) else {
             return;
         };
@@ -88,6 +95,7 @@ impl Delivery {
                 detectors,
                 bd_seq: std::sync::Mutex::new(BdSeqFile::open(dir)),
                 outage: Default::default(),
+                writes,
             })
         });
         self.uplink = Some(tokio::spawn(run_uplink(
@@ -98,6 +106,37 @@ impl Delivery {
             self.uplink_stats.clone(),
         )));
     }
+}
+
+/// Where write reports go: the events lane (`events/audit`), like every event.
+/// A full sink queue makes the report wait in a task of its own rather than be
+/// dropped: an audit trail with gaps is no audit trail.
+pub(crate) fn audit_trail(delivery: &Delivery) -> Audit {
+    // Weak: the sink thread ends when the pipeline drops the last strong sender.
+    let tx = delivery.alerts_tx.downgrade();
+    Box::new(move |report: &WriteReport| {
+        let body = match serde_json::to_vec(report) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a write report");
+                return;
+            }
+        };
+        let msg = SinkMsg::Event {
+            source: Arc::from("audit"),
+            wall_ns: report.time.wall_ns,
+            body,
+        };
+        let Some(tx) = tx.upgrade() else {
+            tracing::warn!("write report not audited: the agent is stopping");
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(msg) {
+            tokio::spawn(async move {
+                let _ = tx.send(msg).await;
+            });
+        }
+    })
 }
 
 fn open_journal(config: &Config) -> anyhow::Result<Option<Arc<Mutex<Journal>>>> {

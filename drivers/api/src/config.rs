@@ -669,6 +669,39 @@ impl<'a> TableReader<'a> {
         }
     }
 
+    /// An optional array of numbers (integers are accepted as floats).
+    pub fn f64s(&mut self, key: &'static str) -> Option<Vec<Spanned<f64>>> {
+        let path = self.key_path(key);
+        let e = self.entry(key)?;
+        match &e.node.value {
+            NodeValue::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    match &item.value {
+                        NodeValue::Float(f) => out.push(Spanned::new(*f, item.span)),
+                        NodeValue::Int(n) => out.push(Spanned::new(*n as f64, item.span)),
+                        NodeValue::Bool(b) => {
+                            out.push(Spanned::new(f64::from(u8::from(*b)), item.span))
+                        }
+                        other => self.diags.push(
+                            Diagnostic::new(
+                                item.span,
+                                format!("{path}[{i}]"),
+                                format!("found {}", other.type_name()),
+                            )
+                            .expected("a number"),
+                        ),
+                    }
+                }
+                Some(out)
+            }
+            _ => {
+                self.wrong_type(key, &e.node, "an array of numbers");
+                None
+            }
+        }
+    }
+
     /// The raw node of a key (for values with several accepted shapes).
     pub fn node(&mut self, key: &'static str) -> Option<&'a Node> {
         self.entry(key).map(|e| &e.node)

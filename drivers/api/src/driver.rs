@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::event::{DriverEvent, EventKind, EventSink};
 use crate::sample::{Sample, SignalId};
 use crate::time::{Clock, Timestamp};
+use crate::write::{WritableTag, WriteInbox, WriteRequest};
 
 /// A boxed, sendable future (what trait objects return).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -129,6 +130,7 @@ pub struct DriverContext {
     cancel: CancellationToken,
     clock: Clock,
     events: Option<Arc<dyn EventSink>>,
+    writes: Option<Arc<WriteInbox>>,
 }
 
 impl std::fmt::Debug for DriverContext {
@@ -154,6 +156,23 @@ impl DriverContext {
             cancel,
             clock,
             events: None,
+            writes: None,
+        }
+    }
+
+    /// Where this driver's writes come from (without one, none ever come).
+    pub fn with_writes(mut self, writes: Arc<WriteInbox>) -> Self {
+        self.writes = Some(writes);
+        self
+    }
+
+    /// The next write for this driver; pending while there is none. A driver
+    /// that supports writes selects on this between its polls and answers each
+    /// request it takes.
+    pub async fn next_write(&self) -> WriteRequest {
+        match &self.writes {
+            Some(w) => w.next().await,
+            None => std::future::pending().await,
         }
     }
 
@@ -248,6 +267,12 @@ pub trait DriverFactory: Send + Sync + 'static {
     fn probe(&self, ctx: &DriverContext) -> Option<BoxFuture<'static, bool>> {
         let _ = ctx;
         None
+    }
+
+    /// The tags the agent may write through this driver (`writable = true`). A
+    /// driver that lists any takes them from [`DriverContext::next_write`].
+    fn writable(&self) -> Vec<WritableTag> {
+        Vec::new()
     }
 }
 

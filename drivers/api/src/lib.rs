@@ -20,6 +20,7 @@ pub mod testing;
 pub mod time;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod write;
 
 pub use driver::{
     BoxFuture, Cancelled, Driver, DriverContext, DriverError, DriverFactory, ErrorKind, PushResult,
@@ -32,3 +33,6 @@ pub use signal::{
     template_placeholders,
 };
 pub use time::{Clock, ClockAnchor, Timestamp};
+pub use write::{
+    WritableTag, WriteDone, WriteError, WriteFailure, WriteInbox, WriteLimits, WriteRequest,
+};

@@ -8,7 +8,8 @@ use edge_driver_api::config::{Span, TableReader};
 use edge_driver_api::health::{CommStats, HealthConfig, comm_signal_decls};
 use edge_driver_api::payload::{Format, Pointer, TimeUnit};
 use edge_driver_api::{
-    DriverError, SignalDecl, SignalId, SignalPattern, SignalRegistry, template_placeholders,
+    DriverError, SignalDecl, SignalId, SignalPattern, SignalRegistry, WriteLimits,
+    template_placeholders,
 };
 
 use crate::driver::{CoapFactory, Shared};
@@ -33,6 +34,10 @@ pub struct Resource {
     pub templates: Vec<String>,
     pub unit: Option<String>,
     pub span: Span,
+    /// `writable = true` and its limits (a `number` resource only).
+    pub write: Option<WriteLimits>,
+    /// How a write is sent: PUT (`write_method = "put"`, the default) or POST.
+    pub write_post: bool,
 }
 
 /// Validated `coap` configuration.
@@ -312,6 +317,17 @@ fn parse_resource(t: &mut TableReader<'_>) -> Option<Resource> {
         }
     };
     let accept = parse_accept(t, kind);
+    let write = WriteLimits::parse(t);
+    let write_post = t
+        .choice("write_method", &[("put", false), ("post", true)])
+        .map(|v| v.value)
+        .unwrap_or(false);
+    if write.is_some() && kind != 0 {
+        t.table_error("only a `number` resource can be written")
+            .hint("remove `writable`, or write through a resource with format = \"number\"")
+            .emit();
+        return None;
+    }
     let path = path?;
     if !path.value.starts_with('/') {
         t.error(path.span, "path", "a resource path starts with `/`")
@@ -328,6 +344,8 @@ fn parse_resource(t: &mut TableReader<'_>) -> Option<Resource> {
         templates,
         unit,
         span: t.span(),
+        write,
+        write_post,
     })
 }
 

@@ -10,7 +10,7 @@ use edge_driver_api::health::CommStats;
 use edge_driver_api::payload::{self, Format};
 use edge_driver_api::{
     BadReason, BoxFuture, Driver, DriverContext, DriverError, DriverFactory, Sample, SignalId,
-    Timestamp, render_template,
+    Timestamp, WritableTag, render_template,
 };
 use tokio::net::UdpSocket;
 
@@ -42,6 +42,19 @@ impl DriverFactory for CoapFactory {
         Ok(Box::new(CoapDriver {
             shared: self.shared.clone(),
         }))
+    }
+
+    fn writable(&self) -> Vec<WritableTag> {
+        let sh = &self.shared;
+        sh.cfg
+            .resources
+            .iter()
+            .filter_map(|r| {
+                let limits = r.write.clone()?;
+                let (signal, _) = *sh.known.get(r.templates.first()?)?;
+                Some(WritableTag { signal, limits })
+            })
+            .collect()
     }
 }
 
@@ -173,6 +186,12 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
                 s.conn.ack(&p).await;
                 handle_notification(&sh, &ctx, &mut s.states, &p, &mut s.name, &mut s.batch);
                 if !s.batch.is_empty() && ctx.send(&s.batch).await.is_err() { return Ok(()); }
+                continue;
+            }
+            req = ctx.next_write() => {
+                let mut pending = Vec::new();
+                crate::write::perform(&sh, &mut s.conn, req, &mut pending).await;
+                s.handle_notifications(&pending);
                 continue;
             }
             _ = tokio::time::sleep_until(wake) => {}

@@ -1,7 +1,7 @@
 //! One confirmable exchange with the server: message ids and tokens, RFC 7252
 //! retransmission, acknowledging confirmable notifications, Block2 options.
 
-use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use tokio::net::UdpSocket;
 
 use crate::config::Resource;
@@ -93,6 +93,45 @@ impl Conn {
             let first = bytes.iter().position(|&b| b != 0).unwrap_or(3);
             req.add_option(CoapOption::Block2, bytes[first..].to_vec());
         }
+        self.confirm(sh, &req, token, other).await
+    }
+
+    /// One confirmable PUT or POST of `payload` (`text/plain`, Content-Format 0)
+    /// to the resource's path: a write. Answered 2.01/2.04, or an error code.
+    pub(crate) async fn send_value(
+        &mut self,
+        sh: &Shared,
+        res: &Resource,
+        method: RequestType,
+        payload: &[u8],
+        other: &mut Vec<Packet>,
+    ) -> Result<Packet, Failure> {
+        let token = self.next_token();
+        let mut req = Packet::new();
+        req.header.set_type(MessageType::Confirmable);
+        req.header.code = MessageClass::Request(method);
+        req.header.message_id = self.next_mid();
+        req.set_token(token.clone());
+        for seg in res.path.split('/').filter(|s| !s.is_empty()) {
+            req.add_option(CoapOption::UriPath, seg.as_bytes().to_vec());
+        }
+        // Content-Format 0 (text/plain): an empty uint option.
+        req.add_option(CoapOption::ContentFormat, Vec::new());
+        req.payload = payload.to_vec();
+        self.confirm(sh, &req, &token, other).await
+    }
+
+    /// Sends a confirmable request and waits for its answer, retransmitted per
+    /// RFC 7252 §4.2 (piggybacked or separate). Packets that are not the answer
+    /// go to `other`.
+    async fn confirm(
+        &mut self,
+        sh: &Shared,
+        req: &Packet,
+        token: &[u8],
+        other: &mut Vec<Packet>,
+    ) -> Result<Packet, Failure> {
+        let mid = req.header.message_id;
         let bytes = req.to_bytes().map_err(|_| Failure::TooLarge)?;
         let mut timeout = sh.cfg.ack_timeout.mul_f64(1.0 + 0.5 * jitter(mid));
         let mut acked = false;
@@ -198,10 +237,11 @@ impl Conn {
     }
 }
 
+/// A success (2.xx: 2.05 Content and 2.03 Valid for a GET, 2.04 Changed and
+/// 2.01 Created for a write), or the error code.
 fn finish(p: Packet) -> Result<Packet, Failure> {
     match p.header.code {
-        MessageClass::Response(ResponseType::Content)
-        | MessageClass::Response(ResponseType::Valid) => Ok(p),
+        MessageClass::Response(_) if code_byte(p.header.code) >> 5 == 2 => Ok(p),
         MessageClass::Response(_) => Err(Failure::Code(code_byte(p.header.code))),
         _ => Err(Failure::Code(0)),
     }

@@ -30,6 +30,15 @@
 //! path = "/pack"
 //! format = "senml"
 //! signal = "field.{name}"  # {name}: the SenML record's resolved name
+//!
+//! [[drivers.resources]]
+//! path = "/actuators/valve"
+//! format = "number"
+//! signal = "field.valve"
+//! writable = true          # PUT the value as text/plain (write_method = "post" for POST)
+//! min = 0
+//! max = 100
+//! verify = true            # GET it back after the write
 //! ```
 //!
 //! A request that gets no answer after the retransmissions makes its signals
@@ -42,6 +51,7 @@ mod config;
 mod driver;
 mod exchange;
 pub mod fuzzing;
+mod write;
 
 pub use config::{CoapConfig, Mode, Resource};
 pub use driver::CoapFactory;

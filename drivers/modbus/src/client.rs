@@ -65,6 +65,38 @@ pub(crate) async fn read(
     Ok(res.map_err(u8::from))
 }
 
+/// What one write puts on the wire: a coil, or registers already in the tag's
+/// word order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Payload {
+    Coil(bool),
+    Registers(Vec<u16>),
+}
+
+/// One write: FC5 (a coil) or FC6 (a register), or FC15/FC16 when `multiple`
+/// (or when the value spans several registers). `Err(code)`: the device's
+/// exception.
+pub(crate) async fn write(
+    client: &mut tokio_modbus::client::Context,
+    unit: u8,
+    address: u16,
+    payload: &Payload,
+    multiple: bool,
+) -> Result<Result<(), u8>, tokio_modbus::Error> {
+    use std::borrow::Cow;
+    use tokio_modbus::Request as Ask;
+    client.set_slave(tokio_modbus::Slave(unit));
+    let ask = match payload {
+        Payload::Coil(b) if multiple => Ask::WriteMultipleCoils(address, Cow::Owned(vec![*b])),
+        Payload::Coil(b) => Ask::WriteSingleCoil(address, *b),
+        Payload::Registers(w) if w.len() == 1 && !multiple => {
+            Ask::WriteSingleRegister(address, w[0])
+        }
+        Payload::Registers(w) => Ask::WriteMultipleRegisters(address, Cow::Borrowed(w)),
+    };
+    Ok(client.call(ask).await?.map(|_| ()).map_err(u8::from))
+}
+
 /// Opens the link and wraps it in tokio-modbus framing.
 pub(crate) async fn open(sh: &Shared) -> std::io::Result<tokio_modbus::client::Context> {
     use tokio_modbus::client::{rtu, tcp};

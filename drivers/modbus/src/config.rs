@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use edge_driver_api::config::{Span, TableReader};
 use edge_driver_api::health::{CommStats, HealthConfig, comm_signal_decls};
-use edge_driver_api::{DriverError, SignalDecl, SignalRegistry};
+use edge_driver_api::{DriverError, SignalDecl, SignalRegistry, WriteLimits};
 
 use crate::client::Connector;
 use crate::driver::{ModbusFactory, Shared};
@@ -26,6 +26,8 @@ pub struct Tag {
     pub eng_unit: Option<String>,
     pub poll: Duration,
     pub span: Span,
+    /// `writable = true` and its limits.
+    pub write: Option<WriteLimits>,
 }
 
 impl Tag {
@@ -101,6 +103,8 @@ pub struct ModbusConfig {
     pub poll: Duration,
     pub health: HealthConfig,
     pub span: Span,
+    /// Write with FC15/FC16 even one coil or register (devices without FC5/FC6).
+    pub write_multiple: bool,
 }
 
 impl ModbusConfig {
@@ -148,6 +152,7 @@ impl ModbusConfig {
             ok = false;
         }
         let health = HealthConfig::parse(r, poll, timeout);
+        let write_multiple = r.bool("write_multiple").map(|v| v.value).unwrap_or(false);
         let mut tags = Vec::new();
         let readers = r.tables("tags");
         if readers.is_empty() {
@@ -178,6 +183,7 @@ impl ModbusConfig {
             poll,
             health,
             span: r.span(),
+            write_multiple,
         })
     }
 
@@ -258,6 +264,7 @@ impl ModbusConfig {
                 tag_ids,
                 requests,
                 stats,
+                write_multiple: self.write_multiple,
             }),
         })
     }
@@ -429,6 +436,7 @@ fn parse_tag(t: &mut TableReader<'_>, unit: u8, poll: Duration, order: WordOrder
         .map(|v| v.value as u8)
         .unwrap_or(unit);
     let poll = t.duration("poll").map(|v| v.value).unwrap_or(poll);
+    let write = WriteLimits::parse(t);
     let (name, area, address) = (name?, area?.value, address?);
     let ty = match (area.is_bit(), ty) {
         (true, None | Some(DataType::Bool)) => DataType::Bool,
@@ -471,6 +479,15 @@ fn parse_tag(t: &mut TableReader<'_>, unit: u8, poll: Duration, order: WordOrder
         .emit();
         return None;
     }
+    if write.is_some()
+        && (matches!(area, Area::DiscreteInput | Area::InputRegister)
+            || matches!(ty, DataType::String(_)))
+    {
+        t.table_error("only coils and holding registers with a number type can be written")
+            .hint("remove `writable`, or point the tag at a coil or holding register")
+            .emit();
+        return None;
+    }
     Some(Tag {
         name: name.value,
         unit_id,
@@ -483,5 +500,6 @@ fn parse_tag(t: &mut TableReader<'_>, unit: u8, poll: Duration, order: WordOrder
         eng_unit,
         poll,
         span: name.span,
+        write,
     })
 }

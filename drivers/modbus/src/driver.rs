@@ -9,12 +9,13 @@ use std::time::Duration;
 use edge_driver_api::health::CommStats;
 use edge_driver_api::{
     BadReason, BoxFuture, Driver, DriverContext, DriverError, DriverFactory, Sample, SignalId,
-    TextChanges,
+    TextChanges, WritableTag,
 };
 
 use crate::client::{Connector, Outcome, open, read};
 use crate::config::{Tag, Transport};
 use crate::plan::{self, Request};
+use crate::write::LinkAfter;
 
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -31,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) tag_ids: Vec<SignalId>,
     pub(crate) requests: Vec<Request>,
     pub(crate) stats: CommStats,
+    /// FC15/FC16 for every write.
+    pub(crate) write_multiple: bool,
 }
 
 /// Creates Modbus TCP drivers (one connection each).
@@ -54,6 +57,20 @@ impl DriverFactory for ModbusFactory {
         Ok(Box::new(ModbusDriver {
             shared: self.shared.clone(),
         }))
+    }
+
+    fn writable(&self) -> Vec<WritableTag> {
+        let sh = &self.shared;
+        sh.tags
+            .iter()
+            .zip(&sh.tag_ids)
+            .filter_map(|(t, id)| {
+                t.write.clone().map(|limits| WritableTag {
+                    signal: *id,
+                    limits,
+                })
+            })
+            .collect()
     }
 
     /// A TCP connect to the device (Modbus TCP, RTU over TCP); a failure counts
@@ -224,6 +241,19 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
         tokio::select! {
             _ = ctx.cancelled() => return Ok(()),
             _ = tokio::time::sleep_until(wake) => {}
+            req = ctx.next_write() => {
+                let Some(link) = client.as_mut() else {
+                    continue;
+                };
+                match crate::write::perform(&sh, link, req).await {
+                    LinkAfter::Fine => {}
+                    LinkAfter::Reopen => client = None,
+                    LinkAfter::Broken(e) => {
+                        sh.stats.error();
+                        return Err(DriverError::transient(format!("modbus write on {}: {e}", sh.link)));
+                    }
+                }
+            }
         }
     }
 }

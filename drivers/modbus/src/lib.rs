@@ -31,7 +31,25 @@
 //! unit = "bar"                        # engineering unit
 //! # unit_id = 2                       # another slave on the same link
 //! # length = 10                       # string: registers (2 characters each)
+//!
+//! [[drivers.tags]]
+//! name = "skid1.setpoint"
+//! area = "holding"
+//! address = 200
+//! type = "u16"
+//! scale = 0.1
+//! writable = true                     # `edge-agent write`, Sparkplug DCMD, commands
+//! min = 0.0                           # engineering units; or allowed = [0, 1]
+//! max = 120.0
+//! verify = true                       # read back after writing
+//! min_interval = "1s"                 # refuse a second write sooner
 //! ```
+//!
+//! Writes go to coils (FC5) and holding registers (FC6, FC16 for values wider
+//! than a register); `write_multiple = true` on the driver uses FC15/FC16 for
+//! every write, for devices that implement only those. A write waits for the gap
+//! after the current poll cycle, runs under `timeout`, and is answered with the
+//! device's exception when it refuses.
 //!
 //! Tags are coalesced into the fewest reads (same unit, area and poll period; gaps up
 //! to `max_gap`; at most 125 registers / 2000 bits). Every request runs under
@@ -60,6 +78,7 @@ mod driver;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod plan;
+mod write;
 
 pub use client::{Connector, Stream};
 pub use config::{ModbusConfig, Parity, SerialSettings, Tag, Transport};

@@ -50,6 +50,7 @@ pub mod client;
 pub mod codec;
 pub mod plan;
 pub mod poll;
+mod write;
 
 /// Entry points for the fuzz targets in `fuzz/` (also run on the seed corpus and on
 /// random bytes by the unit tests).
@@ -98,7 +99,7 @@ use edge_driver_api::config::{Span, TableReader};
 use edge_driver_api::health::{CommStats, HealthConfig, comm_signal_decls};
 use edge_driver_api::{
     BadReason, BoxFuture, Driver, DriverContext, DriverError, DriverFactory, Sample, SignalDecl,
-    SignalId, SignalRegistry,
+    SignalId, SignalRegistry, WritableTag, WriteLimits,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -121,6 +122,8 @@ pub struct Tag {
     pub offset: f64,
     pub eng_unit: Option<String>,
     pub span: Span,
+    /// `writable = true` and its limits.
+    pub write: Option<WriteLimits>,
 }
 
 /// Validated `s7` configuration.
@@ -337,6 +340,7 @@ fn parse_tag(t: &mut TableReader<'_>) -> Option<Tag> {
     let scale = t.f64("scale").map(|v| v.value).unwrap_or(1.0);
     let offset = t.f64("offset").map(|v| v.value).unwrap_or(0.0);
     let eng_unit = t.string("unit").map(|v| v.value);
+    let write = WriteLimits::parse(t);
     let (name, address) = (name?, address?);
     let addr = match Address::parse(&address.value) {
         Ok(a) => a,
@@ -379,6 +383,25 @@ fn parse_tag(t: &mut TableReader<'_>) -> Option<Tag> {
         .emit();
         return None;
     }
+    if write.is_some() && matches!(ty, DataType::String(_) | DataType::DateAndTime) {
+        t.table_error(format!(
+            "a {} tag cannot be written: writes take numbers and booleans",
+            ty.name()
+        ))
+        .hint("remove `writable`")
+        .emit();
+        return None;
+    }
+    if write.is_some() && addr.area == Area::Inputs {
+        t.error(
+            address.span,
+            "address",
+            "inputs (I/E) are overwritten by the PLC's I/O scan; they cannot be written",
+        )
+        .hint("write a marker (M), an output (Q) or a data block (DB) instead")
+        .emit();
+        return None;
+    }
     Some(Tag {
         name: name.value,
         address: addr,
@@ -387,6 +410,7 @@ fn parse_tag(t: &mut TableReader<'_>) -> Option<Tag> {
         offset,
         eng_unit,
         span: name.span,
+        write,
     })
 }
 
@@ -429,6 +453,21 @@ impl DriverFactory for S7Factory {
         Ok(Box::new(S7Driver {
             shared: self.shared.clone(),
         }))
+    }
+
+    fn writable(&self) -> Vec<WritableTag> {
+        let sh = &self.shared;
+        sh.cfg
+            .tags
+            .iter()
+            .zip(&sh.tag_ids)
+            .filter_map(|(t, id)| {
+                t.write.clone().map(|limits| WritableTag {
+                    signal: *id,
+                    limits,
+                })
+            })
+            .collect()
     }
 
     /// A TCP connect to the PLC's ISO-on-TCP port; a failure counts as a failed
@@ -578,9 +617,17 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
             // Overran (slow PLC or a longer period): restart the grid from now.
             next = now + period;
         }
-        tokio::select! {
-            _ = ctx.cancelled() => { client.close().await; return Ok(()); }
-            _ = tokio::time::sleep_until(next) => {}
+        loop {
+            tokio::select! {
+                _ = ctx.cancelled() => { client.close().await; return Ok(()); }
+                _ = tokio::time::sleep_until(next) => break,
+                req = ctx.next_write() => {
+                    if let Err(e) = write::perform(&sh, &mut client, req).await {
+                        if e.is_timeout() { sh.stats.timeout() } else { sh.stats.error() }
+                        return Err(client_error(&sh, e));
+                    }
+                }
+            }
         }
     }
 }

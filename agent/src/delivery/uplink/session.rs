@@ -21,6 +21,7 @@ use super::{UplinkConfig, UplinkError, UplinkStats, lock};
 use crate::delivery::journal::{Journal, Lane, Record};
 use crate::delivery::sparkplug::{Command, EdgeNode, Outgoing as SpbMessage, now_ms};
 use crate::delivery::wire::Envelope;
+use crate::inbound::{WriteOrder, WriteSource};
 
 /// How a connection ended without an error.
 pub(super) enum Stop {
@@ -276,6 +277,20 @@ impl<'a> Session<'a> {
                 tracing::info!("Sparkplug rebirth requested");
                 self.birth()
             }
+            Command::Write {
+                device,
+                values,
+                refused,
+            } => {
+                for why in &refused {
+                    self.stats
+                        .sparkplug_commands_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%topic, reason = %why, "Sparkplug DCMD metric refused");
+                }
+                self.spawn_writes(topic, device, values);
+                Ok(())
+            }
             Command::Refused(why) => {
                 self.stats
                     .sparkplug_commands_refused
@@ -284,6 +299,34 @@ impl<'a> Session<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// A DCMD's writes, in order, off the connection's loop (a write may wait
+    /// for its device for seconds). Each is audited by the write path; the new
+    /// values reach the host in DDATA.
+    fn spawn_writes(&self, topic: &str, device: String, values: Vec<(String, f64)>) {
+        let Some(link) = &self.cfg.sparkplug else {
+            return;
+        };
+        let writes = link.writes.clone();
+        let by = match &link.cfg.primary_host {
+            Some(h) => format!("sparkplug host {h} ({topic})"),
+            None => format!("sparkplug ({topic})"),
+        };
+        tokio::spawn(async move {
+            for (signal, value) in values {
+                let order = WriteOrder {
+                    signal,
+                    value,
+                    source: WriteSource::Sparkplug,
+                    by: by.clone(),
+                };
+                let r = writes.write(order).await;
+                if !r.is_successful() {
+                    tracing::warn!(%device, signal = %r.signal, reason = r.reason.as_deref().unwrap_or(""), "Sparkplug DCMD write not done");
+                }
+            }
+        });
     }
 
     /// The connection's main loop.

@@ -251,6 +251,27 @@ impl Metric {
         }
     }
 
+    /// The value as a number (a command's value for a tag): integers by their
+    /// declared datatype (Int8–Int64 signed, two's complement as the spec
+    /// stores them), booleans as 0/1; `None` for text and null.
+    pub fn as_number(&self) -> Option<f64> {
+        let dt = self.datatype.unwrap_or(0);
+        match self.value.as_ref()? {
+            MetricValue::Int(v) => Some(match dt {
+                1 => f64::from(*v as u8 as i8),
+                2 => f64::from(*v as u16 as i16),
+                3 => f64::from(*v as i32),
+                _ => f64::from(*v),
+            }),
+            MetricValue::Long(v) if dt == 8 => Some(*v as f64),
+            MetricValue::Long(v) => Some(*v as i64 as f64),
+            MetricValue::Float(v) => Some(f64::from(*v)),
+            MetricValue::Double(v) => Some(*v),
+            MetricValue::Boolean(b) => Some(f64::from(u8::from(*b))),
+            MetricValue::String(_) => None,
+        }
+    }
+
     /// The value as a boolean (`Node Control/Rebirth` and other commands).
     pub fn as_bool(&self) -> Option<bool> {
         match self.value {
