@@ -136,6 +136,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make an Ed25519 key pair for signing remote commands: the private key
+    /// (PKCS#8, base64) goes to FILE (mode 0600, for the central system that
+    /// signs), the public key is printed as the `[commands] public_keys` line
+    /// every gateway needs.
+    Keygen {
+        file: PathBuf,
+        /// The key's name in `public_keys`.
+        #[arg(long, default_value = "central")]
+        name: String,
+    },
+    /// Print a signed remote-command request for TOPIC
+    /// (`{prefix}/{agent}/cmd/{op}/{id}`) with ARGS (JSON, `{}` by default),
+    /// timestamped now: publish it as is, e.g. `mosquitto_pub -t TOPIC -m "$(...)"`.
+    #[command(name = "sign-command")]
+    Sign {
+        topic: String,
+        #[arg(default_value = "{}")]
+        args: String,
+        /// The private key file from `edge-agent keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The key's name in the gateways' `public_keys`.
+        #[arg(long, default_value = "central")]
+        name: String,
+    },
     /// Print a web UI users-file line for NAME (`[ui] users_file`): the password
     /// is read from standard input (one line), salted and hashed (PBKDF2-SHA256),
     /// never stored or shown. Append it: `edge-agent ui-password ops >> ui-users`.
@@ -237,6 +262,13 @@ fn main() -> ExitCode {
             socket,
             json,
         } => write_tag(socket.as_deref(), &signal, &value, json),
+        Command::Keygen { file, name } => keygen(&file, &name),
+        Command::Sign {
+            topic,
+            args,
+            key,
+            name,
+        } => sign_command(&topic, &args, &key, &name),
         Command::PrintDefaultConfig => {
             print!("{}", config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
@@ -399,6 +431,41 @@ fn models_list(socket: Option<&Path>, json: bool) -> ExitCode {
 
 /// `edge-agent alarms ack`.
 /// `edge-agent alerts label ID VERDICT [--note TEXT]`.
+/// `edge-agent keygen FILE`.
+fn keygen(file: &Path, name: &str) -> ExitCode {
+    match edge_agent::inbound::commands::keygen(file) {
+        Ok(public) => {
+            println!(
+                "private key written to {} (keep it on the signing system only)",
+                file.display()
+            );
+            println!("[commands]\npublic_keys = {{ {name} = \"{public}\" }}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `edge-agent sign-command TOPIC ARGS --key FILE`.
+fn sign_command(topic: &str, args: &str, key: &Path, name: &str) -> ExitCode {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    match edge_agent::inbound::commands::sign_file(key, name, topic, args, now_ms) {
+        Ok(payload) => {
+            println!("{payload}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// `edge-agent write SIGNAL VALUE`.
 fn write_tag(socket: Option<&Path>, signal: &str, value: &str, json: bool) -> ExitCode {
     if signal.is_empty()
@@ -579,6 +646,9 @@ fn run(
         Ok(c) => c,
         Err(e) => {
             eprint!("{}", e.rendered);
+            if recovered(path.as_deref(), "the configuration is invalid") {
+                return run_again();
+            }
             return ExitCode::from(2);
         }
     };
@@ -609,12 +679,44 @@ fn run(
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(edge_agent::runtime::service::serve(cfg, path)) {
+    let served = runtime.block_on(edge_agent::runtime::service::serve(cfg, path.clone()));
+    drop(runtime);
+    match served {
+        Ok(report) if report.restart_requested => run_again(),
         Ok(report) if report.shutdown_timed_out => ExitCode::FAILURE,
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "edge-agent failed");
+            let e = format!("{e:#}");
+            tracing::error!(error = %e, "edge-agent failed");
+            if recovered(path.as_deref(), &e) {
+                return run_again();
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether a remote `config_update` caused the failure to start and the
+/// previous configuration is back (see `runtime::remote::recover_start`).
+fn recovered(path: Option<&Path>, error: &str) -> bool {
+    path.is_some_and(|p| edge_agent::runtime::remote::recover_start(p, error))
+}
+
+/// Executes this binary again with the same arguments (a remote restart or a
+/// rollback): same PID, so systemd keeps following the service.
+fn run_again() -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: cannot find the agent's executable to run it again: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(exe = %exe.display(), "running the agent again");
+    let err = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    eprintln!("error: cannot run {} again: {err}", exe.display());
+    ExitCode::FAILURE
 }

@@ -74,6 +74,7 @@ fn uplink_config(port: u16, window: u16, replay_rate: ReplayRate) -> UplinkConfi
         status_interval: Duration::from_secs(600),
         tls: None,
         sparkplug: None,
+        commands: None,
     }
 }
 

@@ -776,6 +776,7 @@ pub fn uplink_config(port: u16, client_id: &str) -> edge_agent::delivery::uplink
         status_interval: Duration::from_secs(60),
         tls: None,
         sparkplug: None,
+        commands: None,
     }
 }
 

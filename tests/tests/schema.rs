@@ -208,6 +208,7 @@ fn status_messages_match_the_schema() {
         status_interval: Duration::from_secs(60),
         tls: None,
         sparkplug: None,
+        commands: None,
     };
     for state in ["online", "offline"] {
         let doc: Value = serde_json::from_slice(&cfg.status_payload(state, None)).expect("json");

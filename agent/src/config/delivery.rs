@@ -186,6 +186,7 @@ pub(super) fn uplink(root: &mut TableReader<'_>, has_journal: bool) -> Option<Up
             status_interval: status_interval.max(Duration::from_secs(1)),
             tls,
             sparkplug: None,
+            commands: None,
         })
     })
 }

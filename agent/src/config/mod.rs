@@ -14,6 +14,7 @@
 //! |---|---|
 //! | `sections` | `[agent]`, `[log]`, `[ring]`, `[supervisor]`, `[alerts]`, `[metrics]`, `[telemetry]` |
 //! | `delivery` | `[journal]`, `[uplink]`, `[sparkplug]`, `[[alarms]]` |
+//! | `commands` | `[commands]` (remote operations) |
 //! | `drivers` | `[[drivers]]`: the one table of driver kinds |
 //! | `assets` | `[[assets]]`: signals and windows, and each driver's link-health asset |
 //! | `detectors` | `[[assets.detectors]]`: the one table of detector kinds |
@@ -26,6 +27,7 @@
 //! config depends on them, never the other way round.
 
 mod assets;
+mod commands;
 mod delivery;
 mod detectors;
 mod drivers;
@@ -70,6 +72,8 @@ pub struct Config {
     pub uplink: Option<UplinkSection>,
     /// The Sparkplug B edge node (off unless `[sparkplug]` is present).
     pub sparkplug: Option<crate::delivery::sparkplug::SparkplugConfig>,
+    /// Remote operations (off unless `[commands] enabled = true`).
+    pub commands: Option<crate::inbound::commands::CommandsConfig>,
     pub telemetry: Option<crate::pipeline::TelemetryConfig>,
     /// The Prometheus endpoint (off unless `[metrics]` is present).
     pub metrics: Option<crate::ops::metrics::MetricsSection>,
@@ -182,6 +186,7 @@ fn read_root(file: &str, table: &Table, diags: &Diagnostics) -> Option<Config> {
     let uplink = delivery::uplink(&mut root, has_journal);
     let has_uplink = uplink.is_some() || root.has("uplink");
     let sparkplug = delivery::sparkplug(&mut root, has_uplink);
+    let commands_cfg = commands::read(&mut root, has_uplink);
     let mut registry = SignalRegistry::new();
     let parsed = drivers::read(&mut root, &mut registry, diags);
     if let Some((_, keys)) = &sparkplug {
@@ -215,6 +220,7 @@ fn read_root(file: &str, table: &Table, diags: &Diagnostics) -> Option<Config> {
         journal,
         uplink,
         sparkplug,
+        commands: commands_cfg,
         telemetry,
         metrics,
         ui,

@@ -30,6 +30,7 @@ mod drivers;
 mod ops;
 pub use ops::Endpoints;
 pub mod reload;
+pub mod remote;
 pub mod service;
 mod shutdown;
 mod sinks;
@@ -113,6 +114,8 @@ pub struct RunReport {
     pub sink_failures: u64,
     /// Shutdown took longer than `agent.shutdown_timeout` and was cut short.
     pub shutdown_timed_out: bool,
+    /// A remote `restart` or `config_update` asked to run the agent again.
+    pub restart_requested: bool,
 }
 
 /// A started agent.
@@ -130,6 +133,7 @@ pub struct AgentHandle {
     endpoints: Endpoints,
     reloader: ConfigReloader,
     lifecycle: JoinHandle<RunReport>,
+    restart: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AgentHandle {
@@ -200,7 +204,9 @@ impl AgentHandle {
 
     /// Waits until the agent stops (after its shutdown token is cancelled).
     pub async fn wait(self) -> anyhow::Result<RunReport> {
-        Ok(self.lifecycle.await?)
+        let mut report = self.lifecycle.await?;
+        report.restart_requested = self.restart.load(std::sync::atomic::Ordering::SeqCst);
+        Ok(report)
     }
 
     /// Stops the agent and waits for its report.
@@ -296,6 +302,14 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         labels,
         writes: writes.clone(),
     };
+    let reloader = ConfigReloader {
+        set: drivers.clone(),
+        pipeline: pipeline.link,
+    };
+    let restart = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let commands = remote_commands(
+        &config, &clock, &delivery, &source, &reloader, &restart, &shutdown,
+    );
     let tags_of = source.clone();
     let alerts_of = recent.clone();
     delivery.start_uplink(
@@ -303,6 +317,7 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         Arc::new(move || tags_of.tags("").tags),
         Arc::new(move || alerts_of.as_ref().map(|r| r.active()).unwrap_or_default()),
         writes,
+        commands,
     );
     let endpoints = ops::start(
         &config,
@@ -329,10 +344,8 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         reload_models,
         source,
         endpoints,
-        reloader: ConfigReloader {
-            set: drivers.clone(),
-            pipeline: pipeline.link,
-        },
+        reloader,
+        restart,
         lifecycle: shutdown::spawn(shutdown::Stoppable {
             shutdown,
             drivers_token,
@@ -350,6 +363,62 @@ pub fn start(config: Config, mut opts: RunOptions) -> anyhow::Result<AgentHandle
         }),
     };
     Ok(handle)
+}
+
+/// Remote operations (`[commands]`): the executor, fed by the uplink, and the
+/// end of a command a restart interrupted.
+fn remote_commands(
+    config: &Config,
+    clock: &Clock,
+    delivery: &Delivery,
+    source: &StatusSource,
+    reloader: &ConfigReloader,
+    restart: &Arc<std::sync::atomic::AtomicBool>,
+    shutdown: &CancellationToken,
+) -> Option<crate::delivery::uplink::CommandLink> {
+    use crate::inbound::commands::{Executor, Gate, ReplayGuard, Reporter, capabilities};
+    let (cfg, uplink) = (config.commands.clone()?, config.uplink.as_ref()?);
+    let file = std::path::Path::new(&config.file);
+    let parts = remote::Parts {
+        file: file.is_file().then(|| file.to_path_buf()),
+        reloader: reloader.clone(),
+        source: source.clone(),
+        writes: source.writes.clone(),
+        health_window: cfg.health_window,
+        restart: restart.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let seen = config
+        .journal
+        .as_ref()
+        .map(|j| j.store.dir.join("commands.seen"));
+    let prefix = &uplink.topic_prefix;
+    let caps = capabilities(&config.agent.id, prefix, &cfg);
+    let reporter = Reporter {
+        agent_id: config.agent.id.clone(),
+        emit: sinks::command_emit(delivery),
+        clock: clock.clone(),
+        counters: Default::default(),
+    };
+    let replay = ReplayGuard::open(seen, cfg.replay_window);
+    let gate = Gate::new(cfg, prefix, &config.agent.id, replay);
+    let filter = gate.filter();
+    let labels = source.labels.clone().map(remote::label_handler);
+    let executor = Executor {
+        gate,
+        ops: remote::operations(parts.clone(), labels),
+        reporter: reporter.clone(),
+    };
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(executor.run(rx, shutdown.clone()));
+    tokio::spawn(remote::resume(parts, move |op, id, outcome| {
+        reporter.report(op, id, outcome)
+    }));
+    Some(crate::delivery::uplink::CommandLink {
+        filter,
+        capabilities: serde_json::to_vec(&caps).unwrap_or_default(),
+        tx,
+    })
 }
 
 /// One latest-value slot per signal, with its driver kind's names for exception

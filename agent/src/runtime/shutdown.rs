@@ -76,6 +76,7 @@ pub(crate) fn spawn(s: Stoppable) -> JoinHandle<RunReport> {
             alerts_delivered: s.delivery.sink_counters.delivered.load(Ordering::Relaxed),
             sink_failures: s.delivery.sink_counters.failures.load(Ordering::Relaxed),
             shutdown_timed_out: timed_out,
+            restart_requested: false,
         };
         tracing::info!(
             samples = report.pipeline.samples,

@@ -72,11 +72,13 @@ impl Delivery {
         tags: TagSource,
         alerts: AlertSource,
         writes: Arc<Writes>,
+        commands: Option<crate::delivery::uplink::CommandLink>,
     ) {
         let (Some(u), Some(j)) = (&config.uplink, &self.journal) else {
             return;
         };
         let mut u = u.clone();
+        u.commands = commands;
         u.sparkplug = config.sparkplug.clone().map(|cfg| {
             let dir = config.journal.as_ref().map(|j| j.store.dir.as_path());
             let detectors = config
@@ -131,6 +133,29 @@ pub(crate) fn audit_trail(delivery: &Delivery) -> Audit {
             tracing::warn!("write report not audited: the agent is stopping");
             return;
         };
+        if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(msg) {
+            tokio::spawn(async move {
+                let _ = tx.send(msg).await;
+            });
+        }
+    })
+}
+
+/// Where command statuses and audit events go: the events lane, under the
+/// source the executor names (`#cmd/{op}/{id}/status`, `audit`). Weak, like the
+/// audit trail.
+pub(crate) fn command_emit(delivery: &Delivery) -> crate::inbound::commands::Emit {
+    let tx = delivery.alerts_tx.downgrade();
+    Arc::new(move |source: String, body: Vec<u8>| {
+        let wall_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        let msg = SinkMsg::Event {
+            source: Arc::from(source),
+            wall_ns,
+            body,
+        };
+        let Some(tx) = tx.upgrade() else { return };
         if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(msg) {
             tokio::spawn(async move {
                 let _ = tx.send(msg).await;

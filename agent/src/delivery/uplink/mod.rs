@@ -75,6 +75,19 @@ pub struct UplinkConfig {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Also a Sparkplug B edge node (`[sparkplug]`): its will is then `NDEATH`.
     pub sparkplug: Option<Arc<crate::delivery::sparkplug::SparkplugLink>>,
+    /// Remote operations (`[commands]`): requests go to their executor.
+    pub commands: Option<CommandLink>,
+}
+
+/// Where remote-operation requests go, and what the agent announces.
+#[derive(Clone, Debug)]
+pub struct CommandLink {
+    /// The subscription for requests (`{prefix}/{agent}/cmd/+/+`).
+    pub filter: String,
+    /// The retained capabilities document (`{prefix}/{agent}/capabilities`).
+    pub capabilities: Vec<u8>,
+    /// Requests (topic, payload) to the executor; full: dropped and counted.
+    pub tx: tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
 }
 
 pub use edge_driver_api::tls::build_tls;
@@ -138,6 +151,8 @@ crate::counters! {
         sparkplug_published: counter "uplink_sparkplug_published_total",
         sparkplug_rebirths: counter "uplink_sparkplug_rebirths_total",
         sparkplug_commands_refused: counter "uplink_sparkplug_commands_refused_total",
+        /// Remote-operation requests dropped because the executor's queue was full.
+        commands_dropped: counter "uplink_commands_dropped_total",
         /// Journal records that could not be decoded (released so they do not block the lane).
         undeliverable: counter "uplink_undeliverable_records_total",
         /// Broker connection errors.

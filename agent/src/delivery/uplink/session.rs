@@ -148,10 +148,50 @@ impl<'a> Session<'a> {
         s.draining = backlog > 0;
         tracing::info!(host = %cfg.host, port = cfg.port, backlog, "uplink connected");
         s.publish_status("online")?;
+        s.subscribe_commands()?;
         s.subscribe_sparkplug()?;
         s.birth()?;
         s.send_priority()?;
         s.forward(&mut eventloop, wake, cancel).await
+    }
+
+    /// Remote operations: subscribes to the requests and announces, retained,
+    /// what this agent accepts.
+    fn subscribe_commands(&mut self) -> Result<(), UplinkError> {
+        let Some(link) = &self.cfg.commands else {
+            return Ok(());
+        };
+        self.client
+            .try_subscribe(link.filter.clone(), QoS::AtLeastOnce)?;
+        let topic = format!(
+            "{}/{}/capabilities",
+            self.cfg.topic_prefix, self.cfg.agent_id
+        );
+        self.client
+            .try_publish(topic, QoS::AtLeastOnce, true, link.capabilities.clone())?;
+        self.queued.push_back(Target::Status);
+        self.outstanding += 1;
+        Ok(())
+    }
+
+    /// A remote-operation request: to the executor, which checks and runs it.
+    fn on_request(&self, topic: &str, payload: &[u8]) -> bool {
+        let Some(link) = &self.cfg.commands else {
+            return false;
+        };
+        let base = &link.filter[..link.filter.len() - 3];
+        if !topic.starts_with(base) {
+            return false;
+        }
+        if link
+            .tx
+            .try_send((topic.to_string(), payload.to_vec()))
+            .is_err()
+        {
+            self.stats.commands_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%topic, "remote command dropped: the executor's queue is full");
+        }
+        true
     }
 
     /// Sparkplug: subscribes to the node's commands and its primary host's state.
@@ -545,6 +585,9 @@ impl<'a> Session<'a> {
                 }
             }
             Event::Incoming(Packet::Publish(p)) => {
+                if self.on_request(&p.topic, &p.payload) {
+                    return Ok(None);
+                }
                 if let Some(stop) = self.on_message(&p.topic, &p.payload)? {
                     return Ok(Some(stop));
                 }

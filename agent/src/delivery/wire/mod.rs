@@ -68,11 +68,15 @@ impl Topics<'_> {
         format!("{}/{}/status", self.prefix, self.agent_id)
     }
 
-    /// Where a record of `lane` about `asset` (or an event's driver) goes; labels
-    /// (key [`crate::delivery::labels::LABELS_KEY`]) go to `{prefix}/{agent_id}/labels`.
+    /// Where a record of `lane` about `asset` (or an event's driver) goes. A key
+    /// starting with `#` names its topic under the agent's own: labels
+    /// ([`crate::delivery::labels::LABELS_KEY`], `#labels`) go to
+    /// `{prefix}/{agent_id}/labels`, a command's status (`#cmd/{op}/{id}/status`)
+    /// to `{prefix}/{agent_id}/cmd/{op}/{id}/status`. (Asset and driver names
+    /// cannot start with `#`.)
     pub fn record(&self, lane: Lane, asset: &str) -> String {
-        if asset == crate::delivery::labels::LABELS_KEY {
-            return format!("{}/{}/labels", self.prefix, self.agent_id);
+        if let Some(rest) = asset.strip_prefix('#') {
+            return format!("{}/{}/{rest}", self.prefix, self.agent_id);
         }
         let kind = match lane {
             Lane::Alert => "alerts",
