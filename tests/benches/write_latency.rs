@@ -87,7 +87,7 @@ async fn main() {
 
     // Baseline: a bare FC6 on its own connection.
     let addr = format!("127.0.0.1:{}", peer.port).parse().expect("addr");
-    let mut bare = tokio_modbus::client::tcp::connect(addr)
+    let mut bare = tokio_modbus::client::tcp::connect_slave(addr, tokio_modbus::Slave(1))
         .await
         .expect("connect");
     let (mut ms, mut rounds) = (Vec::new(), Vec::new());

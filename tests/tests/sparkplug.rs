@@ -591,3 +591,63 @@ max = 100
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_seen_during_an_outage_survive_a_kill_of_the_agent() {
+    let mut broker =
+        Mosquitto::configure(edge_agent_tests::free_port(), "queue_qos0_messages true\n");
+    broker.spawn();
+    let sub = Subscriber::start(broker.port, "spb-sub6", "spBv1.0/#").await;
+    let dir = TempDir::new("sparkplug-outage-kill");
+    let cfg = config(&dir, broker.port);
+    let src = std::fs::read_to_string(&cfg).expect("config").replace(
+        "reconnect_initial = \"100ms\"",
+        "reconnect_initial = \"100ms\"\nreconnect_max = \"300ms\"",
+    );
+    std::fs::write(&cfg, src).expect("config");
+    let log = dir.path().join("agent.log");
+    let mut agent = spawn_agent(&cfg, &log);
+    wait_until("live DDATA", 30, || {
+        !of_type(&decoded(&sub), "DDATA").is_empty()
+    })
+    .await;
+    let ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64
+    };
+    broker.stop();
+    let down = ms();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The agent dies during the outage and a new one starts, still without a broker.
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let killed = ms();
+    let mut agent = spawn_agent(&cfg, &log);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.spawn();
+    wait_until("historical DDATA after the new births", 30, || {
+        decoded(&sub).iter().any(|m| {
+            m["type"] == "DDATA"
+                && m["metrics"]
+                    .as_array()
+                    .is_some_and(|ms| ms.iter().any(|x| x["is_historical"] == true))
+        })
+    })
+    .await;
+    let before_kill: Vec<i64> = decoded(&sub)
+        .iter()
+        .filter(|m| m["type"] == "DDATA")
+        .flat_map(|m| m["metrics"].as_array().cloned().unwrap_or_default())
+        .filter(|x| x["is_historical"] == true)
+        .filter_map(|x| x["timestamp"].as_i64())
+        .filter(|t| *t >= down - 1000 && *t <= killed)
+        .collect();
+    assert!(
+        before_kill.len() >= 5,
+        "values seen before the kill are replayed: {before_kill:?}"
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

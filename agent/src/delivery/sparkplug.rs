@@ -89,6 +89,12 @@ pub struct SparkplugLink {
 }
 
 /// Value changes recorded while the node is disconnected: (ms, tag index, value).
+///
+/// Also appended to `sparkplug.outage` in the journal's directory (one JSON line
+/// per change, by signal name), so an agent restarted during an outage still
+/// replays what it saw before; the file goes when the outage's changes have
+/// been taken for replay. Lines are not synced: a crash of the process keeps
+/// them, a power cut may lose the last seconds.
 #[derive(Debug, Default)]
 pub struct Outage {
     /// Per tag, the value last recorded (empty: the outage's first scan sets it).
@@ -96,6 +102,105 @@ pub struct Outage {
     changes: std::collections::VecDeque<(u64, usize, Option<Scalar>)>,
     /// Changes dropped because `history` was full (the oldest go first).
     pub dropped: u64,
+    file: Option<PathBuf>,
+    /// Lines in the file (it is rewritten when it holds twice `history`).
+    lines: usize,
+}
+
+/// One line of `sparkplug.outage`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OutageLine {
+    t: u64,
+    s: String,
+    v: Option<Scalar>,
+}
+
+impl Outage {
+    /// The outage kept in `dir` by an earlier run, for today's `names` (changes
+    /// of signals that no longer exist are dropped), at most `history`.
+    pub fn open(dir: Option<&Path>, names: &[String], history: usize) -> Outage {
+        let file = dir.map(|d| d.join("sparkplug.outage"));
+        let mut o = Outage {
+            file,
+            ..Outage::default()
+        };
+        let Some(text) = o
+            .file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+        else {
+            return o;
+        };
+        for l in text.lines() {
+            let Ok(line) = serde_json::from_str::<OutageLine>(l) else {
+                continue;
+            };
+            if let Some(i) = names.iter().position(|n| *n == line.s) {
+                o.changes.push_back((line.t, i, line.v));
+            }
+        }
+        while o.changes.len() > history {
+            o.changes.pop_front();
+            o.dropped += 1;
+        }
+        o.lines = text.lines().count();
+        if !o.changes.is_empty() {
+            tracing::info!(
+                changes = o.changes.len(),
+                "Sparkplug: values seen during an outage before the restart will be replayed"
+            );
+        }
+        o
+    }
+
+    /// Appends `new` changes to the file; rewrites it when it grew past twice
+    /// what is kept.
+    fn persist(&mut self, new: usize, names: &[String], history: usize) {
+        use std::io::Write;
+        let Some(path) = self.file.clone() else {
+            return;
+        };
+        let line = |(t, i, v): &(u64, usize, Option<Scalar>)| {
+            let l = OutageLine {
+                t: *t,
+                s: names.get(*i).cloned().unwrap_or_default(),
+                v: v.clone(),
+            };
+            serde_json::to_string(&l).unwrap_or_default()
+        };
+        let rewrite = self.lines + new > 2 * history.max(1);
+        let (skip, append) = if rewrite {
+            (0, false)
+        } else {
+            (self.changes.len() - new, true)
+        };
+        let mut out = String::new();
+        for c in self.changes.iter().skip(skip) {
+            out.push_str(&line(c));
+            out.push('\n');
+        }
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(&path)
+            .and_then(|mut f| f.write_all(out.as_bytes()));
+        match written {
+            Ok(()) if rewrite => self.lines = self.changes.len(),
+            Ok(()) => self.lines += new,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "Sparkplug: cannot keep outage values on disk; a restart would lose them")
+            }
+        }
+    }
+
+    fn clear_file(&mut self) {
+        if let Some(p) = &self.file {
+            let _ = std::fs::remove_file(p);
+        }
+        self.lines = 0;
+    }
 }
 
 impl std::fmt::Debug for SparkplugLink {
@@ -120,6 +225,7 @@ impl SparkplugLink {
             o.last = values;
             return;
         }
+        let mut new = 0;
         for (i, v) in values.into_iter().enumerate() {
             if !moved(&o.last[i], &v, self.cfg.deadband_of(&tags[i].name)) {
                 continue;
@@ -130,6 +236,12 @@ impl SparkplugLink {
             }
             o.changes.push_back((now_ms, i, v.clone()));
             o.last[i] = v;
+            new += 1;
+        }
+        if new > 0 {
+            let names: Vec<String> = tags.iter().map(|t| t.name.clone()).collect();
+            let new = new.min(o.changes.len());
+            o.persist(new, &names, self.cfg.history);
         }
     }
 
@@ -137,6 +249,7 @@ impl SparkplugLink {
     pub fn take_outage(&self) -> Vec<(u64, usize, Option<Scalar>)> {
         let mut o = self.outage.lock().unwrap_or_else(|p| p.into_inner());
         o.last.clear();
+        o.clear_file();
         o.changes.drain(..).collect()
     }
 
@@ -1046,6 +1159,49 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn an_outage_survives_a_restart_of_the_agent() {
+        let dir = std::env::temp_dir().join(format!("edge-spb-outage-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let tags = Arc::new(Mutex::new(vec![tag(
+            "a.t",
+            "plc",
+            Some(TagValue::Number(1.0)),
+            "good",
+        )]));
+        let names = vec!["a.t".to_string()];
+        let link = |outage: Outage| {
+            let source = tags.clone();
+            SparkplugLink {
+                cfg: node(&[]).cfg,
+                tags: Arc::new(move || source.lock().expect("tags").clone()),
+                alerts: Arc::new(Vec::new),
+                detectors: Vec::new(),
+                bd_seq: Mutex::new(BdSeqFile::open(None)),
+                outage: Mutex::new(outage),
+                writes: Arc::new(crate::inbound::Writes::none()),
+            }
+        };
+        let first = link(Outage::open(Some(&dir), &names, 100));
+        first.record(100);
+        tags.lock().expect("tags")[0].value = Some(TagValue::Number(5.0));
+        first.record(200);
+        drop(first); // the agent stops (or is killed) during the outage
+        let renamed = vec!["x.y".to_string(), "a.t".to_string()];
+        let second = link(Outage::open(Some(&dir), &renamed, 100));
+        let changes = second.take_outage();
+        assert_eq!(
+            changes,
+            vec![(200, 1, Some(Scalar::F64(5.0)))],
+            "by name, at today's index"
+        );
+        assert!(
+            Outage::open(Some(&dir), &names, 100).changes.is_empty(),
+            "taken: the file is gone"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

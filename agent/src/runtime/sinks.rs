@@ -14,7 +14,7 @@ use crate::delivery::journal::fs::StdFs;
 use crate::delivery::journal::sink::JournalSink;
 use crate::delivery::journal::{Journal, Lane};
 use crate::delivery::sink::{AlertSink, ConsoleSink, JsonlSink, SinkCounters, SinkMsg, run_sinks};
-use crate::delivery::sparkplug::{AlertSource, BdSeqFile, SparkplugLink, TagSource};
+use crate::delivery::sparkplug::{AlertSource, BdSeqFile, Outage, SparkplugLink, TagSource};
 use crate::delivery::uplink::{UplinkStats, run_uplink};
 use crate::inbound::{Audit, WriteReport, Writes};
 
@@ -90,13 +90,15 @@ impl Delivery {
                     names.chain(models).map(|d| (a.name.to_string(), d))
                 })
                 .collect();
+            let names: Vec<String> = tags().into_iter().map(|t| t.name).collect();
+            let outage = Outage::open(dir, &names, cfg.history);
             Arc::new(SparkplugLink {
                 cfg,
                 tags,
                 alerts,
                 detectors,
                 bd_seq: std::sync::Mutex::new(BdSeqFile::open(dir)),
-                outage: Default::default(),
+                outage: std::sync::Mutex::new(outage),
                 writes,
             })
         });

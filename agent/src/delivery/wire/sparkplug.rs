@@ -190,7 +190,7 @@ impl PropertySet {
 }
 
 /// A value as Sparkplug carries it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Scalar {
     I64(i64),
     F64(f64),
