@@ -658,7 +658,16 @@ fn run(
         None => cfg.log.format,
     };
     let level = log_level.unwrap_or_else(|| cfg.log.level.clone());
-    if let Err(e) = logging::init(&level, format) {
+    // The last lines in memory for the `log_upload` remote operation.
+    let ring_lines = cfg
+        .commands
+        .as_ref()
+        .filter(|c| {
+            c.operations
+                .contains(&edge_agent::inbound::commands::Operation::LogUpload)
+        })
+        .map_or(0, |c| c.log_lines);
+    if let Err(e) = logging::init(&level, format, ring_lines) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }

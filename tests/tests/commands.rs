@@ -105,7 +105,7 @@ port = {port}
 reconnect_initial = "100ms"
 [commands]
 enabled = true
-operations = ["config_snapshot", "config_update", "restart"]
+operations = ["config_snapshot", "config_update", "restart", "log_upload"]
 public_keys = {{ central = "{public}" }}
 health_window = "4s"
 [[drivers]]
@@ -185,7 +185,7 @@ async fn signed_commands_run_and_unsigned_forged_replayed_or_not_allowed_ones_ar
         .expect("capabilities");
     assert_eq!(
         caps["operations"],
-        serde_json::json!(["config_snapshot", "config_update", "restart"])
+        serde_json::json!(["config_snapshot", "config_update", "restart", "log_upload"])
     );
     assert_eq!(caps["require_signature"], true);
 
@@ -215,6 +215,18 @@ async fn signed_commands_run_and_unsigned_forged_replayed_or_not_allowed_ones_ar
         .filter_map(|s| s["status"].as_str().map(str::to_string))
         .collect();
     assert_eq!(seq, ["accepted", "executing", "successful"]);
+
+    let topic_log = "edge/gw/cmd/log_upload/l1";
+    let ask = signed(&key, "central", topic_log, &serde_json::json!({"lines": 50}));
+    publish(broker.port, topic_log, ask).await;
+    let logs = finished(&sub, "l1", 20).await;
+    assert_eq!(logs["status"], "successful", "{logs}");
+    let lines = logs["result"]["lines"].as_array().cloned().unwrap_or_default();
+    assert!(
+        lines.iter().any(|l| l.as_str().unwrap_or("").contains("command accepted")),
+        "the agent's own recent log: {lines:?}"
+    );
+    assert!(lines.len() <= 50);
 
     publish(broker.port, topic, good).await;
     // The replay gets no status of its own (same id): its audit event says why.
@@ -255,7 +267,7 @@ async fn signed_commands_run_and_unsigned_forged_replayed_or_not_allowed_ones_ar
             .iter()
             .filter(|a| a["type"] == "command")
             .count()
-            >= 6
+            >= 8
     })
     .await;
     let audit = sub.json_on("edge/gw/events/audit");

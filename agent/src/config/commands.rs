@@ -20,6 +20,9 @@ pub(super) fn read(root: &mut TableReader<'_>, has_uplink: bool) -> Option<Comma
     let health_window = t
         .duration("health_window")
         .map_or(Duration::from_secs(60), |v| v.value);
+    let log_lines = t
+        .int_in("log_lines", 1, 100_000)
+        .map_or(2000, |v| v.value as usize);
     let mut ok = operations.is_some() && keys.is_some();
     let keys = keys.unwrap_or_default();
     if enabled && require_signature && keys.is_empty() && ok {
@@ -47,6 +50,7 @@ pub(super) fn read(root: &mut TableReader<'_>, has_uplink: bool) -> Option<Comma
         keys,
         replay_window,
         health_window,
+        log_lines,
     })
 }
 

@@ -45,15 +45,17 @@ pub enum Operation {
     Restart,
     Write,
     AlertLabel,
+    LogUpload,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 5] = [
+    pub const ALL: [Operation; 6] = [
         Operation::ConfigSnapshot,
         Operation::ConfigUpdate,
         Operation::Restart,
         Operation::Write,
         Operation::AlertLabel,
+        Operation::LogUpload,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +65,7 @@ impl Operation {
             Operation::Restart => "restart",
             Operation::Write => "write",
             Operation::AlertLabel => "alert_label",
+            Operation::LogUpload => "log_upload",
         }
     }
 
@@ -82,6 +85,8 @@ pub struct CommandsConfig {
     pub replay_window: Duration,
     /// How long `config_update` and `restart` give the agent to come back healthy.
     pub health_window: Duration,
+    /// Log lines kept in memory for `log_upload`.
+    pub log_lines: usize,
 }
 
 /// A request as it arrived: its topic and payload.
@@ -627,6 +632,7 @@ mod tests {
             keys: vec![("central".into(), public)],
             replay_window: Duration::from_secs(300),
             health_window: Duration::from_secs(60),
+            log_lines: 100,
         };
         Gate::new(
             cfg,

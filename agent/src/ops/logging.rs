@@ -22,8 +22,121 @@ pub fn parse_filter(text: &str) -> Result<Targets, String> {
         .map_err(|e| format!("`{text}` is not a log level or filter: {e}"))
 }
 
+/// The agent's own recent log lines, in memory, for the `log_upload` remote
+/// operation: at most `capacity` lines (each cut at [`MAX_LINE`] bytes), the
+/// oldest dropped first. Lines are plain text (no colours), with their wall time.
+#[derive(Debug)]
+pub struct LogRing {
+    lines: std::sync::Mutex<std::collections::VecDeque<(i64, String)>>,
+    capacity: usize,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+/// Longest line kept.
+pub const MAX_LINE: usize = 1024;
+
+static RING: std::sync::OnceLock<std::sync::Arc<LogRing>> = std::sync::OnceLock::new();
+
+/// The ring `init` installed, if any.
+pub fn log_ring() -> Option<std::sync::Arc<LogRing>> {
+    RING.get().cloned()
+}
+
+impl LogRing {
+    pub fn new(capacity: usize) -> LogRing {
+        LogRing {
+            lines: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(
+                capacity.min(4096),
+            )),
+            capacity: capacity.max(1),
+            dropped: Default::default(),
+        }
+    }
+
+    fn push(&self, wall_ms: i64, mut line: String) {
+        if line.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push('…');
+        }
+        let mut l = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        if l.len() >= self.capacity {
+            l.pop_front();
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        l.push_back((wall_ms, line));
+    }
+
+    /// The last `n` lines written at or after `since_ms` (oldest first).
+    pub fn tail(&self, n: usize, since_ms: i64) -> Vec<String> {
+        let l = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<String> = l
+            .iter()
+            .rev()
+            .filter(|(t, _)| *t >= since_ms)
+            .take(n)
+            .map(|(_, s)| s.clone())
+            .collect();
+        out.reverse();
+        out
+    }
+
+    /// Lines dropped to make room since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// One formatted event on its way into the ring.
+#[derive(Debug)]
+pub struct RingLine {
+    ring: std::sync::Arc<LogRing>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for RingLine {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RingLine {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.buf);
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            self.ring.push(wall_ms, line.to_string());
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RingWriter {
+    type Writer = RingLine;
+    fn make_writer(&'a self) -> RingLine {
+        RingLine {
+            ring: self.0.clone(),
+            buf: Vec::with_capacity(160),
+        }
+    }
+}
+
+/// Writes formatted events into a [`LogRing`].
+#[derive(Clone, Debug)]
+pub struct RingWriter(pub std::sync::Arc<LogRing>);
+
 /// Installs the global subscriber. `RUST_LOG` overrides `level` when set.
-pub fn init(level: &str, format: LogFormat) -> anyhow::Result<()> {
+/// `ring_lines` > 0 also keeps the last lines in memory ([`log_ring`]).
+pub fn init(level: &str, format: LogFormat, ring_lines: usize) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => parse_filter(&v),
         _ => parse_filter(level),
@@ -32,7 +145,15 @@ pub fn init(level: &str, format: LogFormat) -> anyhow::Result<()> {
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    let registry = tracing_subscriber::registry().with(filter);
+    let ring = (ring_lines > 0).then(|| {
+        let r = std::sync::Arc::new(LogRing::new(ring_lines));
+        let _ = RING.set(r.clone());
+        tracing_subscriber::fmt::layer()
+            .with_writer(RingWriter(r))
+            .with_target(false)
+            .with_ansi(false)
+    });
+    let registry = tracing_subscriber::registry().with(filter).with(ring);
     let result = match format {
         LogFormat::Json => registry
             .with(layer.json().flatten_event(true).with_current_span(false))
@@ -66,6 +187,26 @@ pub fn log_panics() {
 mod tests {
     use super::*;
     use tracing::Level;
+
+    #[test]
+    fn the_log_ring_keeps_the_last_lines_and_cuts_long_ones() {
+        use std::io::Write as _;
+        use tracing_subscriber::fmt::MakeWriter as _;
+        let ring = std::sync::Arc::new(LogRing::new(3));
+        let w = RingWriter(ring.clone());
+        for i in 0..5 {
+            let mut line = w.make_writer();
+            writeln!(line, "line {i}").expect("write");
+        }
+        assert_eq!(ring.tail(10, 0), ["line 2", "line 3", "line 4"]);
+        assert_eq!(ring.tail(1, 0), ["line 4"]);
+        assert_eq!(ring.dropped(), 2);
+        assert!(ring.tail(10, i64::MAX).is_empty());
+        let mut long = w.make_writer();
+        write!(long, "{}", "é".repeat(MAX_LINE)).expect("write");
+        drop(long);
+        assert!(ring.tail(1, 0)[0].len() <= MAX_LINE + '…'.len_utf8());
+    }
 
     #[test]
     fn filters_are_a_level_or_target_directives() {

@@ -204,6 +204,10 @@ pub fn operations(parts: Parts, labels: Option<Handler>) -> Operations {
         Operation::Write,
         handler(&parts, |p, c| async move { write(&p, c).await }),
     );
+    t.0.insert(
+        Operation::LogUpload,
+        handler(&parts, |_, c| async move { log_upload(&c) }),
+    );
     if let Some(l) = labels {
         t.0.insert(Operation::AlertLabel, l);
     }
@@ -229,6 +233,36 @@ pub fn label_handler(labeller: Arc<crate::delivery::labels::Labeller>) -> Handle
             ))
         })
     })
+}
+
+/// The most a `log_upload` result holds (it travels as one MQTT message).
+const LOG_UPLOAD_MAX: usize = 512 * 1024;
+
+/// `log_upload`: `{"lines": N, "since_s": S}` (both optional: the last 200 lines;
+/// `since_s`: only lines of the last S seconds).
+fn log_upload(c: &Command) -> OpResult {
+    let ring = crate::ops::logging::log_ring()
+        .ok_or("no log lines are kept: this agent was not started by `edge-agent run` with log_upload allowed")?;
+    let n = c.args["lines"].as_u64().unwrap_or(200) as usize;
+    let since_ms = match c.args["since_s"].as_f64() {
+        Some(s) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            now - (s * 1e3) as i64
+        }
+        None => i64::MIN,
+    };
+    let mut lines = ring.tail(n, since_ms);
+    let mut size: usize = lines.iter().map(|l| l.len() + 4).sum();
+    let mut cut = 0;
+    while size > LOG_UPLOAD_MAX && !lines.is_empty() {
+        size -= lines.remove(0).len() + 4;
+        cut += 1;
+    }
+    Ok(Some(
+        json!({"lines": lines, "cut_to_fit": cut, "dropped_since_start": ring.dropped()}),
+    ))
 }
 
 fn file_of(p: &Parts) -> Result<&Path, String> {
