@@ -217,13 +217,23 @@ async fn signed_commands_run_and_unsigned_forged_replayed_or_not_allowed_ones_ar
     assert_eq!(seq, ["accepted", "executing", "successful"]);
 
     let topic_log = "edge/gw/cmd/log_upload/l1";
-    let ask = signed(&key, "central", topic_log, &serde_json::json!({"lines": 50}));
+    let ask = signed(
+        &key,
+        "central",
+        topic_log,
+        &serde_json::json!({"lines": 50}),
+    );
     publish(broker.port, topic_log, ask).await;
     let logs = finished(&sub, "l1", 20).await;
     assert_eq!(logs["status"], "successful", "{logs}");
-    let lines = logs["result"]["lines"].as_array().cloned().unwrap_or_default();
+    let lines = logs["result"]["lines"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(
-        lines.iter().any(|l| l.as_str().unwrap_or("").contains("command accepted")),
+        lines
+            .iter()
+            .any(|l| l.as_str().unwrap_or("").contains("command accepted")),
         "the agent's own recent log: {lines:?}"
     );
     assert!(lines.len() <= 50);
@@ -376,4 +386,204 @@ async fn config_updates_apply_live_or_by_restart_and_a_bad_one_rolls_back() {
     assert_eq!(r["status"], "successful", "{r}");
     assert_eq!(agent.0.id(), pid);
     let _ = &mut agent;
+}
+
+const ROLES: &str = r#"roles = { vibration = "pump.vibration", temperature = "pump.temperature", current = "pump.current", pressure = "pump.pressure" }"#;
+
+fn model_plant(dir: &Path, port: u16, public: &str) -> String {
+    format!(
+        r#"[agent]
+id = "gw"
+control_socket = ""
+[alerts]
+console = false
+[journal]
+dir = "{journal}"
+[uplink]
+host = "127.0.0.1"
+port = {port}
+reconnect_initial = "100ms"
+[commands]
+enabled = true
+operations = ["model_deploy", "model_rollback"]
+public_keys = {{ central = "{public}" }}
+[models]
+dir = "{models}"
+[[drivers]]
+name = "plant"
+kind = "sim"
+tick = "1s"
+[[drivers.machines]]
+name = "pump"
+[[assets]]
+name = "pump"
+[[assets.signals]]
+signal = "pump.temperature"
+window = {{ size = "60s", hop = "10s" }}
+[[assets.signals]]
+signal = "pump.vibration"
+window = {{ size = 512, hop = 512 }}
+bands = [{{ name = "shaft", lo_hz = 0.0, hi_hz = 60.0 }}, {{ name = "bearing", lo_hz = 60.0, hi_hz = 128.0 }}]
+[[assets.signals]]
+signal = "pump.current"
+window = {{ size = "60s", hop = "10s" }}
+[[assets.signals]]
+signal = "pump.pressure"
+window = {{ size = "60s", hop = "10s" }}
+[[assets.models]]
+name = "bearing"
+manifest = "bearing_mlp/manifest.toml"
+{ROLES}
+"#,
+        journal = dir.join("journal").display(),
+        models = dir.join("models").display(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_is_deployed_in_parts_dry_run_checked_and_rolled_back_remotely() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "central-sub3", "edge/gw/#").await;
+    let dir = TempDir::new("commands-models");
+    let (key, public) = keygen(dir.path(), "central");
+    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/zoo/bearing_mlp");
+    let models = dir.path().join("models/bearing_mlp");
+    std::fs::create_dir_all(&models).expect("models dir");
+    for f in [
+        "manifest.toml",
+        "bearing_mlp.onnx",
+        "reference.json",
+        "quality.json",
+    ] {
+        std::fs::copy(zoo.join(f), models.join(f)).expect("copy the zoo model");
+    }
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(&cfg, model_plant(dir.path(), broker.port, &public)).expect("config");
+    let _agent = Agent(spawn_agent(&cfg, &dir.path().join("agent.log")));
+    wait_until("connected", 30, || {
+        !sub.json_on("edge/gw/capabilities").is_empty()
+    })
+    .await;
+    let manifest = std::fs::read_to_string(zoo.join("manifest.toml")).expect("manifest");
+    let onnx = std::fs::read(zoo.join("bearing_mlp.onnx")).expect("onnx");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sha = |b: &[u8]| -> String {
+        sha2::Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
+    };
+    let send = |id: &str, op: &str, args: Value| {
+        let topic = format!("edge/gw/cmd/{op}/{id}");
+        let p = signed(&key, "central", &topic, &args);
+        (topic, p)
+    };
+
+    let v11 = manifest.replace("version = \"1.0.0\"", "version = \"1.1.0\"");
+    let (t, p) = send(
+        "d1",
+        "model_deploy",
+        serde_json::json!({
+            "model": "bearing_mlp", "manifest": v11, "onnx": b64.encode(&onnx), "sha256": sha(&onnx)
+        }),
+    );
+    publish(broker.port, &t, p).await;
+    let r = finished(&sub, "d1", 30).await;
+    assert_eq!(r["status"], "successful", "{r}");
+    assert_eq!(
+        (r["result"]["from"].as_str(), r["result"]["to"].as_str()),
+        (Some("1.0.0"), Some("1.1.0")),
+        "{r}"
+    );
+    let in_service = std::fs::read_to_string(models.join("manifest.toml")).expect("manifest");
+    let versioned = format!("bearing_mlp.{}.onnx", &sha(&onnx)[..12]);
+    assert!(in_service.contains(&versioned), "{in_service}");
+    assert!(models.join("manifest.toml.previous").exists());
+
+    // Corrupted in transit: refused before anything is written.
+    let (t, p) = send(
+        "d2",
+        "model_deploy",
+        serde_json::json!({
+            "model": "bearing_mlp", "manifest": v11, "onnx": b64.encode(&onnx[..100]), "sha256": sha(&onnx)
+        }),
+    );
+    publish(broker.port, &t, p).await;
+    let r = finished(&sub, "d2", 30).await;
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("corrupted or incomplete"),
+        "{r}"
+    );
+
+    // Not a model at all: the dry run refuses it; 1.1.0 keeps running.
+    let junk = b"this is not an ONNX model".to_vec();
+    let bad = manifest
+        .replace(&sha(&onnx), &sha(&junk))
+        .replace("version = \"1.0.0\"", "version = \"6.6.6\"");
+    let (t, p) = send(
+        "d3",
+        "model_deploy",
+        serde_json::json!({
+            "model": "bearing_mlp", "manifest": bad, "onnx": b64.encode(&junk), "sha256": sha(&junk)
+        }),
+    );
+    publish(broker.port, &t, p).await;
+    let r = finished(&sub, "d3", 30).await;
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("dry run; nothing changed"),
+        "{r}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(models.join("manifest.toml")).expect("manifest"),
+        in_service
+    );
+
+    // 1.2.0 in three parts.
+    let v12 = manifest.replace("version = \"1.0.0\"", "version = \"1.2.0\"");
+    let text = b64.encode(&onnx);
+    let cut = text.len() / 3;
+    let pieces = [&text[..cut], &text[cut..2 * cut], &text[2 * cut..]];
+    for (i, piece) in pieces.iter().enumerate() {
+        let id = format!("p{}", i + 1);
+        let (t, p) = send(
+            &id,
+            "model_deploy",
+            serde_json::json!({
+                "model": "bearing_mlp", "manifest": v12, "onnx": piece, "sha256": sha(&onnx),
+                "upload": "v12", "part": i + 1, "parts": 3
+            }),
+        );
+        publish(broker.port, &t, p).await;
+        let r = finished(&sub, &id, 30).await;
+        assert_eq!(r["status"], "successful", "{r}");
+    }
+    let r = statuses(&sub, "p3").last().cloned().unwrap_or_default();
+    assert_eq!(r["result"]["to"], "1.2.0", "{r}");
+    assert_eq!(
+        statuses(&sub, "p1").last().cloned().unwrap_or_default()["result"]["received_part"],
+        1
+    );
+
+    let (t, p) = send(
+        "rb",
+        "model_rollback",
+        serde_json::json!({"model": "bearing_mlp"}),
+    );
+    publish(broker.port, &t, p).await;
+    let r = finished(&sub, "rb", 30).await;
+    assert_eq!(r["status"], "successful", "{r}");
+    assert_eq!(
+        (r["result"]["from"].as_str(), r["result"]["to"].as_str()),
+        (Some("1.2.0"), Some("1.1.0")),
+        "{r}"
+    );
 }

@@ -46,16 +46,20 @@ pub enum Operation {
     Write,
     AlertLabel,
     LogUpload,
+    ModelDeploy,
+    ModelRollback,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 6] = [
+    pub const ALL: [Operation; 8] = [
         Operation::ConfigSnapshot,
         Operation::ConfigUpdate,
         Operation::Restart,
         Operation::Write,
         Operation::AlertLabel,
         Operation::LogUpload,
+        Operation::ModelDeploy,
+        Operation::ModelRollback,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +70,8 @@ impl Operation {
             Operation::Write => "write",
             Operation::AlertLabel => "alert_label",
             Operation::LogUpload => "log_upload",
+            Operation::ModelDeploy => "model_deploy",
+            Operation::ModelRollback => "model_rollback",
         }
     }
 
@@ -155,8 +161,9 @@ pub struct CommandCounters {
     pub failed: AtomicU64,
 }
 
-/// The largest request taken (a config file fits many times over).
-pub const MAX_REQUEST: usize = 1 << 20;
+/// The largest request taken: a config file fits many times over; a model file
+/// larger than ~3 MB goes in parts (`model_deploy`).
+pub const MAX_REQUEST: usize = 4 << 20;
 
 /// Ids seen within the replay window, kept on disk across restarts.
 #[derive(Debug)]

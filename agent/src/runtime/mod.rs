@@ -29,6 +29,7 @@
 mod drivers;
 mod ops;
 pub use ops::Endpoints;
+mod deploy;
 pub mod reload;
 pub mod remote;
 pub mod service;

@@ -204,6 +204,15 @@ pub fn operations(parts: Parts, labels: Option<Handler>) -> Operations {
         Operation::Write,
         handler(&parts, |p, c| async move { write(&p, c).await }),
     );
+    let models = parts.source.models.clone();
+    t.0.insert(Operation::ModelDeploy, {
+        let m = models.clone();
+        Arc::new(move |c| Box::pin(super::deploy::deploy(m.clone(), c)))
+    });
+    t.0.insert(
+        Operation::ModelRollback,
+        Arc::new(move |c| Box::pin(super::deploy::rollback(models.clone(), c))),
+    );
     t.0.insert(
         Operation::LogUpload,
         handler(&parts, |_, c| async move { log_upload(&c) }),

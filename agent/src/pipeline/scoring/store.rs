@@ -185,6 +185,28 @@ impl ModelHandle {
         lock(&self.last_rejection).clone()
     }
 
+    /// Loads the version at `manifest` (not in service) and checks it completely,
+    /// against this model's bindings too: what `reload` would do before a swap.
+    /// Blocking. Every problem found, if any.
+    pub fn dry_run(&self, manifest: &std::path::Path) -> Result<ValidatedModel, Vec<String>> {
+        let loaded = std::panic::catch_unwind(|| ValidatedModel::load(manifest));
+        let new = match loaded {
+            Ok(Ok(m)) => m,
+            Ok(Err(errs)) => return Err(errs.into_iter().map(|e| e.message).collect()),
+            Err(p) => {
+                let what = edge_driver_api::panic_message(&*p);
+                return Err(vec![format!("validating it panicked: {what}")]);
+            }
+        };
+        let errs: Vec<String> = self
+            .bindings
+            .iter()
+            .filter_map(|roles| resolve_inputs(&new.manifest.input, roles).err())
+            .flatten()
+            .collect();
+        if errs.is_empty() { Ok(new) } else { Err(errs) }
+    }
+
     /// Loads the manifest and model again when their files changed (or always with
     /// `force`), validates the new version completely and swaps it in. Blocking: it
     /// reads files and optimizes the model.
