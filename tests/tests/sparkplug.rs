@@ -651,3 +651,42 @@ async fn values_seen_during_an_outage_survive_a_kill_of_the_agent() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seq_wraps_from_255_to_0_without_a_gap() {
+    let broker = Mosquitto::start();
+    let sub = Subscriber::start(broker.port, "spb-sub7", "spBv1.0/#").await;
+    let dir = TempDir::new("sparkplug-seq");
+    // Four devices changing every 100 ms, scanned every 100 ms: ~40 messages/s.
+    let devices: String = (1..=3)
+        .map(|i| {
+            format!(
+                "[[drivers]]\nname = \"line{i}\"\nkind = \"sim\"\ntick = \"100ms\"\n[[drivers.machines]]\nname = \"m{i}\"\nvibration_rate_hz = 10.0\n"
+            )
+        })
+        .collect();
+    let cfg = config_with(&dir, broker.port, &devices);
+    let src = std::fs::read_to_string(&cfg)
+        .expect("config")
+        .replace("scan = \"200ms\"", "scan = \"100ms\"");
+    std::fs::write(&cfg, src).expect("config");
+    let mut agent = spawn_agent(&cfg, &dir.path().join("agent.log"));
+    let seqs = || -> Vec<i64> {
+        decoded(&sub)
+            .iter()
+            .filter(|m| m["type"] != "NDEATH")
+            .filter_map(|m| m["seq"].as_i64())
+            .collect()
+    };
+    wait_until("seq to wrap past 255", 60, || {
+        seqs().windows(2).any(|w| w == [255, 0])
+    })
+    .await;
+    let s = seqs();
+    assert_eq!(s[0], 0, "NBIRTH starts at 0");
+    for w in s.windows(2) {
+        assert_eq!(w[1], (w[0] + 1) % 256, "seq {} then {}", w[0], w[1]);
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

@@ -217,9 +217,17 @@ pub fn operations(parts: Parts, labels: Option<Handler>) -> Operations {
         Operation::LogUpload,
         handler(&parts, |_, c| async move { log_upload(&c) }),
     );
-    if let Some(l) = labels {
-        t.0.insert(Operation::AlertLabel, l);
-    }
+    let labels = labels.unwrap_or_else(|| {
+        Arc::new(|_| {
+            Box::pin(async {
+                Err(
+                    "labels are off on this agent: add a [labels] section to its configuration"
+                        .into(),
+                )
+            })
+        })
+    });
+    t.0.insert(Operation::AlertLabel, labels);
     t
 }
 
