@@ -82,29 +82,49 @@ port = {port}
 reconnect_initial = "200ms"
 [commands]
 enabled = true
-operations = ["config_update"]
+operations = ["config_update", "model_deploy"]
 public_keys = {{ central = "{public}" }}
 health_window = "3s"
+[models]
+dir = "{models}"
 [[drivers]]
 name = "line"
 kind = "sim"
 tick = "500ms"
 [[drivers.machines]]
 name = "pump"
-vibration_rate_hz = 4.0
 [[assets]]
 name = "pump"
 [[assets.signals]]
 signal = "pump.temperature"
 window = {{ size = "2s", hop = "2s" }}
+[[assets.signals]]
+signal = "pump.vibration"
+window = {{ size = 512, hop = 512 }}
+bands = [{{ name = "shaft", lo_hz = 0.0, hi_hz = 60.0 }}, {{ name = "bearing", lo_hz = 60.0, hi_hz = 128.0 }}]
+[[assets.signals]]
+signal = "pump.current"
+window = {{ size = "2s", hop = "2s" }}
+[[assets.signals]]
+signal = "pump.pressure"
+window = {{ size = "2s", hop = "2s" }}
+[[assets.models]]
+name = "bearing"
+manifest = "bearing_mlp/manifest.toml"
+roles = {{ vibration = "pump.vibration", temperature = "pump.temperature", current = "pump.current", pressure = "pump.pressure" }}
 [[assets.detectors]]
 name = "hot"
 kind = "threshold"
 signal = "pump.temperature"
 warning = 90.0
 {extra}"#,
-        journal = dir.join("journal").display()
+        journal = dir.join("journal").display(),
+        models = dir.join("models").display(),
     )
+}
+
+fn zoo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/zoo/bearing_mlp")
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -138,8 +158,8 @@ fn sign(key: &Path, topic: &str, args: &Value) -> Vec<u8> {
 }
 
 /// Per agent, the final status of command `id` and when it arrived.
-fn finals(seen: &Seen, id: &str) -> HashMap<String, (Value, Instant)> {
-    let suffix = format!("/cmd/config_update/{id}/status");
+fn finals(seen: &Seen, op: &str, id: &str) -> HashMap<String, (Value, Instant)> {
+    let suffix = format!("/cmd/{op}/{id}/status");
     let mut out = HashMap::new();
     for (t, p, at) in seen.lock().expect("seen").iter() {
         if !t.ends_with(&suffix) {
@@ -165,6 +185,79 @@ fn quantiles(mut xs: Vec<f64>) -> (f64, f64, f64) {
     (q(0.5), q(0.95), q(1.0))
 }
 
+/// Deploys bearing_mlp 1.1.0 (the zoo's model, a new version number) to every agent.
+async fn deploy_model(
+    client: &AsyncClient,
+    seen: &Seen,
+    key: &Path,
+    ids: &[String],
+) -> (HashMap<String, (Value, Instant)>, Vec<f64>, f64) {
+    use base64::Engine as _;
+    let manifest = std::fs::read_to_string(zoo().join("manifest.toml"))
+        .expect("manifest")
+        .replace("version = \"1.0.0\"", "version = \"1.1.0\"");
+    let onnx = std::fs::read(zoo().join("bearing_mlp.onnx")).expect("onnx");
+    let sha = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256 = \""))
+        .map(|r| r.trim_end_matches('"').to_string())
+        .expect("the manifest's sha256");
+    let args = serde_json::json!({
+        "model": "bearing_mlp",
+        "manifest": manifest,
+        "onnx": base64::engine::general_purpose::STANDARD.encode(onnx),
+        "sha256": sha,
+    });
+    let payloads: Vec<(String, Vec<u8>)> = ids
+        .iter()
+        .map(|a| {
+            let topic = format!("edge/{a}/cmd/model_deploy/m1");
+            (topic.clone(), sign(key, &topic, &args))
+        })
+        .collect();
+    send_and_wait(client, seen, ids, "model_deploy", "m1", payloads, 120).await
+}
+
+/// Publishes `payloads` and waits for every agent's final status of `id`.
+async fn send_and_wait(
+    client: &AsyncClient,
+    seen: &Seen,
+    ids: &[String],
+    op: &str,
+    id: &str,
+    payloads: Vec<(String, Vec<u8>)>,
+    secs: u64,
+) -> (HashMap<String, (Value, Instant)>, Vec<f64>, f64) {
+    let before = seen.lock().expect("seen").len();
+    let start = Instant::now();
+    for (topic, p) in payloads {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, p)
+            .await
+            .expect("queued");
+    }
+    let deadline = start + Duration::from_secs(secs);
+    loop {
+        let f = finals(seen, op, id);
+        if f.len() == ids.len() {
+            let took: Vec<f64> = f
+                .values()
+                .map(|(_, at)| (*at - start).as_secs_f64())
+                .collect();
+            let msgs = seen.lock().expect("seen").len() - before;
+            let rate = msgs as f64 / start.elapsed().as_secs_f64();
+            return (f, took, rate);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{op} {id}: {} of {} agents finished",
+            f.len(),
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Pushes `toml_of(agent)` to every agent as command `id`; waits for every
 /// final status; the statuses and the seconds each took.
 async fn rollout(
@@ -184,34 +277,7 @@ async fn rollout(
             (topic, p)
         })
         .collect();
-    let before = seen.lock().expect("seen").len();
-    let start = Instant::now();
-    for (topic, p) in payloads {
-        client
-            .publish(topic, QoS::AtLeastOnce, false, p)
-            .await
-            .expect("queued");
-    }
-    let deadline = start + Duration::from_secs(secs);
-    loop {
-        let f = finals(seen, id);
-        if f.len() == ids.len() {
-            let took: Vec<f64> = f
-                .values()
-                .map(|(_, at)| (*at - start).as_secs_f64())
-                .collect();
-            let msgs = seen.lock().expect("seen").len() - before;
-            let rate = msgs as f64 / start.elapsed().as_secs_f64();
-            return (f, took, rate);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rollout {id}: {} of {} agents finished",
-            f.len(),
-            ids.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    send_and_wait(client, seen, ids, "config_update", id, payloads, secs).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +305,16 @@ async fn a_fleet_takes_a_config_update_and_rolls_a_bad_one_back_everywhere() {
     let mut fleet = Fleet(Vec::new());
     let started = Instant::now();
     for (a, d) in ids.iter().zip(&dirs) {
-        std::fs::create_dir_all(d).expect("agent dir");
+        let models = d.join("models/bearing_mlp");
+        std::fs::create_dir_all(&models).expect("agent dir");
+        for f in [
+            "manifest.toml",
+            "bearing_mlp.onnx",
+            "reference.json",
+            "quality.json",
+        ] {
+            std::fs::copy(zoo().join(f), models.join(f)).expect("copy the zoo model");
+        }
         let cfg = d.join("agent.toml");
         std::fs::write(&cfg, config(d, a, broker.port, &public, "")).expect("config");
         fleet.0.push(spawn_agent(&cfg, &d.join("agent.log")));
@@ -282,6 +357,13 @@ async fn a_fleet_takes_a_config_update_and_rolls_a_bad_one_back_everywhere() {
         assert!(text.contains("warning = 92.5"));
     }
 
+    // A new model version, to every agent.
+    let (f, took_model, rate_model) = deploy_model(&client, &seen, &key, &ids).await;
+    for (a, (v, _)) in &f {
+        assert_eq!(v["status"], "successful", "{a}: {v}");
+        assert_eq!(v["result"]["to"], "1.1.0", "{a}: {v}");
+    }
+
     // A bad update: a PLC nobody can reach; each agent restarts, stays unhealthy,
     // rolls back and restarts again.
     let dead = free_port();
@@ -311,11 +393,15 @@ async fn a_fleet_takes_a_config_update_and_rolls_a_bad_one_back_everywhere() {
 
     let (g50, g95, gmax) = quantiles(took_good);
     let (b50, b95, bmax) = quantiles(took_bad);
+    let (m50, m95, mmax) = quantiles(took_model);
     let (r50, _, rmax) = quantiles(rss.clone());
     let rmean = rss.iter().sum::<f64>() / rss.len() as f64;
     println!("fleet of {n} agents on one Mosquitto: all connected after {connected:.1} s");
     println!(
         "good config_update (live):     p50 {g50:.2} s  p95 {g95:.2} s  all {gmax:.2} s  centre received {rate_good:.0} msg/s"
+    );
+    println!(
+        "model_deploy (bearing_mlp 1.1.0): p50 {m50:.2} s  p95 {m95:.2} s  all {mmax:.2} s  centre received {rate_model:.0} msg/s"
     );
     println!(
         "bad config_update (rollback):  p50 {b50:.2} s  p95 {b95:.2} s  all {bmax:.2} s  centre received {rate_bad:.0} msg/s"
