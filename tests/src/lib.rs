@@ -951,3 +951,114 @@ impl Drop for PyCoap {
         self.stop();
     }
 }
+
+/// Publishes as `client_id` with QoS 1 and waits for the broker's PUBACK.
+pub async fn publish_acked(
+    port: u16,
+    client_id: &str,
+    topic: &str,
+    payload: Vec<u8>,
+    retain: bool,
+) {
+    let (client, mut ev) = AsyncClient::new(MqttOptions::new(client_id, "127.0.0.1", port), 10);
+    client
+        .publish(topic, QoS::AtLeastOnce, retain, payload)
+        .await
+        .expect("queued");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(Event::Incoming(Packet::PubAck(_))) = ev.poll().await {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("acknowledged");
+}
+
+/// A signing key pair from `edge-agent keygen` in `dir`: the private key file
+/// and the public key (base64) for `[commands] public_keys`.
+pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let file = dir.join(format!("{name}.key"));
+    let out = std::process::Command::new(agent_bin())
+        .args(["keygen", "--name", name])
+        .arg(&file)
+        .output()
+        .expect("run keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let public = text.split('"').nth(1).expect("the public key in quotes");
+    (file, public.to_string())
+}
+
+/// A remote command request for `topic`, signed by `edge-agent sign-command`.
+pub fn sign_command(key: &Path, name: &str, topic: &str, args: &serde_json::Value) -> Vec<u8> {
+    let out = std::process::Command::new(agent_bin())
+        .args(["sign-command", "--name", name, "--key"])
+        .arg(key)
+        .arg(topic)
+        .arg(args.to_string())
+        .output()
+        .expect("run sign-command");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .as_bytes()
+        .to_vec()
+}
+
+/// The zoo's bearing model (`models/zoo/bearing_mlp`): where it is, and a copy
+/// into `models_dir/bearing_mlp` (remote deploys write beside it).
+pub fn zoo_bearing_mlp() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/zoo/bearing_mlp")
+}
+
+pub fn copy_bearing_mlp(models_dir: &Path) -> PathBuf {
+    let to = models_dir.join("bearing_mlp");
+    std::fs::create_dir_all(&to).expect("models dir");
+    for f in [
+        "manifest.toml",
+        "bearing_mlp.onnx",
+        "reference.json",
+        "quality.json",
+    ] {
+        std::fs::copy(zoo_bearing_mlp().join(f), to.join(f)).expect("copy the zoo model");
+    }
+    to
+}
+
+/// The sim pump as an asset with the windows the zoo's bearing model reads and
+/// that model bound (`[models] dir` must hold it): `[[assets]]` TOML, the
+/// non-vibration windows `window` long.
+pub fn pump_asset_with_model(window: &str) -> String {
+    format!(
+        r#"[[assets]]
+name = "pump"
+[[assets.signals]]
+signal = "pump.temperature"
+window = {{ size = "{window}", hop = "{window}" }}
+[[assets.signals]]
+signal = "pump.vibration"
+window = {{ size = 512, hop = 512 }}
+bands = [{{ name = "shaft", lo_hz = 0.0, hi_hz = 60.0 }}, {{ name = "bearing", lo_hz = 60.0, hi_hz = 128.0 }}]
+[[assets.signals]]
+signal = "pump.current"
+window = {{ size = "{window}", hop = "{window}" }}
+[[assets.signals]]
+signal = "pump.pressure"
+window = {{ size = "{window}", hop = "{window}" }}
+[[assets.models]]
+name = "bearing"
+manifest = "bearing_mlp/manifest.toml"
+roles = {{ vibration = "pump.vibration", temperature = "pump.temperature", current = "pump.current", pressure = "pump.pressure" }}
+"#
+    )
+}

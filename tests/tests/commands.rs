@@ -6,11 +6,8 @@
 //! again and reports once healthy), and a bad one that rolls back by itself.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
-use edge_agent_tests::{Mosquitto, Subscriber, TempDir, agent_bin, spawn_agent, wait_until};
-use rumqttc::{AsyncClient, MqttOptions, QoS};
+use edge_agent_tests::{Mosquitto, Subscriber, TempDir, spawn_agent, wait_until};
 use serde_json::Value;
 
 struct Agent(std::process::Child);
@@ -32,62 +29,16 @@ fn schema(name: &str) -> jsonschema::Validator {
     jsonschema::validator_for(&doc).expect("schema compiles")
 }
 
-/// A key pair from `edge-agent keygen`: the key file and the public key.
 fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
-    let file = dir.join(format!("{name}.key"));
-    let out = Command::new(agent_bin())
-        .args(["keygen", "--name", name])
-        .arg(&file)
-        .output()
-        .expect("run keygen");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let public = text
-        .split('"')
-        .nth(1)
-        .expect("the public key in quotes")
-        .to_string();
-    (file, public)
+    edge_agent_tests::keygen(dir, name)
 }
 
 fn signed(key: &Path, name: &str, topic: &str, args: &Value) -> Vec<u8> {
-    let out = Command::new(agent_bin())
-        .args(["sign-command", "--name", name, "--key"])
-        .arg(key)
-        .arg(topic)
-        .arg(args.to_string())
-        .output()
-        .expect("run sign-command");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .as_bytes()
-        .to_vec()
+    edge_agent_tests::sign_command(key, name, topic, args)
 }
 
 async fn publish(port: u16, topic: &str, payload: Vec<u8>) {
-    let (client, mut ev) = AsyncClient::new(MqttOptions::new("central", "127.0.0.1", port), 10);
-    client
-        .publish(topic, QoS::AtLeastOnce, false, payload)
-        .await
-        .expect("queued");
-    tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = ev.poll().await {
-                break;
-            }
-        }
-    })
-    .await
-    .expect("acknowledged");
+    edge_agent_tests::publish_acked(port, "central", topic, payload, false).await;
 }
 
 fn config(dir: &Path, port: u16, public: &str, extra: &str) -> String {
@@ -388,8 +339,6 @@ async fn config_updates_apply_live_or_by_restart_and_a_bad_one_rolls_back() {
     let _ = &mut agent;
 }
 
-const ROLES: &str = r#"roles = { vibration = "pump.vibration", temperature = "pump.temperature", current = "pump.current", pressure = "pump.pressure" }"#;
-
 fn model_plant(dir: &Path, port: u16, public: &str) -> String {
     format!(
         r#"[agent]
@@ -415,26 +364,8 @@ kind = "sim"
 tick = "1s"
 [[drivers.machines]]
 name = "pump"
-[[assets]]
-name = "pump"
-[[assets.signals]]
-signal = "pump.temperature"
-window = {{ size = "60s", hop = "10s" }}
-[[assets.signals]]
-signal = "pump.vibration"
-window = {{ size = 512, hop = 512 }}
-bands = [{{ name = "shaft", lo_hz = 0.0, hi_hz = 60.0 }}, {{ name = "bearing", lo_hz = 60.0, hi_hz = 128.0 }}]
-[[assets.signals]]
-signal = "pump.current"
-window = {{ size = "60s", hop = "10s" }}
-[[assets.signals]]
-signal = "pump.pressure"
-window = {{ size = "60s", hop = "10s" }}
-[[assets.models]]
-name = "bearing"
-manifest = "bearing_mlp/manifest.toml"
-{ROLES}
-"#,
+{assets}"#,
+        assets = edge_agent_tests::pump_asset_with_model("60s"),
         journal = dir.join("journal").display(),
         models = dir.join("models").display(),
     )

@@ -11,11 +11,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use edge_agent_tests::{Mosquitto, TempDir, agent_bin, free_port, spawn_agent};
+use edge_agent_tests::{Mosquitto, TempDir, free_port, spawn_agent};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
@@ -93,26 +92,7 @@ kind = "sim"
 tick = "500ms"
 [[drivers.machines]]
 name = "pump"
-[[assets]]
-name = "pump"
-[[assets.signals]]
-signal = "pump.temperature"
-window = {{ size = "2s", hop = "2s" }}
-[[assets.signals]]
-signal = "pump.vibration"
-window = {{ size = 512, hop = 512 }}
-bands = [{{ name = "shaft", lo_hz = 0.0, hi_hz = 60.0 }}, {{ name = "bearing", lo_hz = 60.0, hi_hz = 128.0 }}]
-[[assets.signals]]
-signal = "pump.current"
-window = {{ size = "2s", hop = "2s" }}
-[[assets.signals]]
-signal = "pump.pressure"
-window = {{ size = "2s", hop = "2s" }}
-[[assets.models]]
-name = "bearing"
-manifest = "bearing_mlp/manifest.toml"
-roles = {{ vibration = "pump.vibration", temperature = "pump.temperature", current = "pump.current", pressure = "pump.pressure" }}
-[[assets.detectors]]
+{assets}[[assets.detectors]]
 name = "hot"
 kind = "threshold"
 signal = "pump.temperature"
@@ -120,11 +100,12 @@ warning = 90.0
 {extra}"#,
         journal = dir.join("journal").display(),
         models = dir.join("models").display(),
+        assets = edge_agent_tests::pump_asset_with_model("2s"),
     )
 }
 
 fn zoo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/zoo/bearing_mlp")
+    edge_agent_tests::zoo_bearing_mlp()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -139,22 +120,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn sign(key: &Path, topic: &str, args: &Value) -> Vec<u8> {
-    let out = Command::new(agent_bin())
-        .args(["sign-command", "--key"])
-        .arg(key)
-        .arg(topic)
-        .arg(args.to_string())
-        .output()
-        .expect("sign-command");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .as_bytes()
-        .to_vec()
+    edge_agent_tests::sign_command(key, "central", topic, args)
 }
 
 /// Per agent, the final status of command `id` and when it arrived.
@@ -289,17 +255,7 @@ async fn a_fleet_takes_a_config_update_and_rolls_a_bad_one_back_everywhere() {
     let broker = Mosquitto::start();
     let (seen, client) = centre(broker.port).await;
     let root = TempDir::new("fleet");
-    let key = root.path().join("central.key");
-    let out = Command::new(agent_bin())
-        .arg("keygen")
-        .arg(&key)
-        .output()
-        .expect("keygen");
-    let public = String::from_utf8_lossy(&out.stdout)
-        .split('"')
-        .nth(1)
-        .expect("public key")
-        .to_string();
+    let (key, public) = edge_agent_tests::keygen(root.path(), "central");
     let ids: Vec<String> = (0..n).map(|i| format!("gw{i:03}")).collect();
     let dirs: Vec<PathBuf> = ids.iter().map(|a| root.path().join(a)).collect();
     let mut fleet = Fleet(Vec::new());

@@ -16,7 +16,6 @@ use base64::engine::general_purpose::STANDARD;
 use edge_agent_tests::{
     Mosquitto, PyModbus, Subscriber, TempDir, peer_python, spawn_agent, wait_until,
 };
-use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::Value;
 
 fn host_script() -> std::path::PathBuf {
@@ -134,20 +133,7 @@ async fn rebirth(port: u16) {
 
 /// Publishes as the host (QoS 1), until the PUBACK.
 async fn publish(port: u16, topic: &str, payload: Vec<u8>, retain: bool) {
-    let (client, mut ev) = AsyncClient::new(MqttOptions::new("spb-host", "127.0.0.1", port), 10);
-    client
-        .publish(topic, QoS::AtLeastOnce, retain, payload)
-        .await
-        .expect("queued");
-    tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = ev.poll().await {
-                break;
-            }
-        }
-    })
-    .await
-    .expect("acknowledged");
+    edge_agent_tests::publish_acked(port, "spb-host", topic, payload, retain).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,12 +57,17 @@ async fn write(sock: &Path, signal: &str, value: &str) -> Value {
         .expect("a write report")
 }
 
-fn start(name: &str, toml: &str, audit: &Audit) -> edge_agent::AgentHandle {
+/// An agent with `drivers`, its control socket at `sock`, audit events to `audit`.
+fn start(name: &str, sock: &Path, drivers: &str, audit: &Audit) -> edge_agent::AgentHandle {
+    let toml = format!(
+        "[agent]\nid = \"gw\"\ncontrol_socket = \"{}\"\n[alerts]\nconsole = false\n{drivers}",
+        sock.display()
+    );
     let opts = RunOptions {
         extra_sinks: vec![Box::new(audit.clone())],
         ..RunOptions::default()
     };
-    edge_agent::start(config(name, toml), opts).expect("agent starts")
+    edge_agent::start(config(name, &toml), opts).expect("agent starts")
 }
 
 async fn wait_good(handle: &edge_agent::AgentHandle, names: &[&str]) {
@@ -120,12 +125,6 @@ async fn modbus_writes_reach_pymodbus_and_refusals_say_why() {
     let sock = socket(&dir);
     let toml = format!(
         r#"
-[agent]
-id = "gw"
-control_socket = "{sock}"
-[alerts]
-console = false
-
 [[drivers]]
 name = "plc"
 kind = "modbus"
@@ -176,11 +175,10 @@ writable = true
 min = 0
 max = 10
 "#,
-        sock = sock.display(),
         port = peer.port
     );
     let audit = Audit::default();
-    let handle = start("writes-modbus.toml", &toml, &audit);
+    let handle = start("writes-modbus.toml", &sock, &toml, &audit);
     wait_good(&handle, &["plc.setpoint", "plc.speed", "plc.run"]).await;
 
     let r = write(&sock, "plc.setpoint", "42.3").await;
@@ -309,12 +307,6 @@ async fn s7_writes_reach_the_snap7_plcs_memory() {
     let sock = socket(&dir);
     let toml = format!(
         r#"
-[agent]
-id = "gw"
-control_socket = "{sock}"
-[alerts]
-console = false
-
 [[drivers]]
 name = "press"
 kind = "s7"
@@ -355,11 +347,10 @@ writable = true
 min = 0
 max = 10
 "#,
-        sock = sock.display(),
         port = plc.port
     );
     let audit = Audit::default();
-    let handle = start("writes-s7.toml", &toml, &audit);
+    let handle = start("writes-s7.toml", &sock, &toml, &audit);
     wait_good(&handle, &["press.level", "press.temp_sp", "press.pump"]).await;
 
     let r = write(&sock, "press.level", "-12.3").await;
@@ -406,12 +397,6 @@ async fn coap_puts_reach_aiocoap_and_a_read_only_resource_refuses() {
     let sock = socket(&dir);
     let toml = format!(
         r#"
-[agent]
-id = "gw"
-control_socket = "{sock}"
-[alerts]
-console = false
-
 [[drivers]]
 name = "field"
 kind = "coap"
@@ -438,11 +423,10 @@ write_method = "post"
 min = 0
 max = 100
 "#,
-        sock = sock.display(),
         port = coap.port
     );
     let audit = Audit::default();
-    let handle = start("writes-coap.toml", &toml, &audit);
+    let handle = start("writes-coap.toml", &sock, &toml, &audit);
     wait_good(&handle, &["field.setpoint", "field.temp"]).await;
 
     let r = write(&sock, "field.setpoint", "55.5").await;
@@ -480,11 +464,6 @@ async fn the_write_command_prints_the_result_and_fails_on_refusal() {
     let sock = socket(&dir);
     let toml = format!(
         r#"
-[agent]
-id = "gw"
-control_socket = "{sock}"
-[alerts]
-console = false
 [[drivers]]
 name = "plc"
 kind = "modbus"
@@ -499,10 +478,9 @@ writable = true
 min = 0
 max = 100
 "#,
-        sock = sock.display(),
         port = peer.port
     );
-    let handle = start("writes-cli.toml", &toml, &Audit::default());
+    let handle = start("writes-cli.toml", &sock, &toml, &Audit::default());
     wait_good(&handle, &["plc.setpoint"]).await;
     let run = |value: &'static str| {
         let sock = sock.clone();
