@@ -45,6 +45,7 @@ fn config() -> SparkplugConfig {
         scan: Duration::from_secs(1),
         primary_host: None,
         history: 10_000,
+        dcmd_writes: false,
     }
 }
 

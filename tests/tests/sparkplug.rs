@@ -529,6 +529,10 @@ max = 100
         peer.port
     );
     let cfg = config_with(&dir, broker.port, &modbus);
+    let src = std::fs::read_to_string(&cfg)
+        .expect("config")
+        .replace("scan = \"200ms\"", "scan = \"200ms\"\ndcmd_writes = true");
+    std::fs::write(&cfg, src).expect("config");
     let mut agent = spawn_agent(&cfg, &dir.path().join("agent.log"));
     wait_until("the PLC's DBIRTH", 30, || {
         decoded(&sub)

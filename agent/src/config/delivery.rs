@@ -229,6 +229,7 @@ pub(super) fn sparkplug(
     let history = t
         .int_in("history", 0, 10_000_000)
         .map_or(10_000, |v| v.value as usize);
+    let dcmd_writes = t.bool("dcmd_writes").is_some_and(|v| v.value);
     let (deadbands, keys) = deadbands(&mut t);
     ok &= deadbands.is_some();
     let scan = t
@@ -251,6 +252,7 @@ pub(super) fn sparkplug(
             scan,
             primary_host,
             history,
+            dcmd_writes,
         },
         keys,
     ))

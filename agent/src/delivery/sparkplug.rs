@@ -56,6 +56,9 @@ pub struct SparkplugConfig {
     /// Value changes kept while disconnected, replayed as historical data after
     /// the next births (0: none).
     pub history: usize,
+    /// Whether DCMD may write tags (off unless enabled: a DCMD carries no
+    /// signature, so enabling it trusts the broker's access control).
+    pub dcmd_writes: bool,
 }
 
 impl SparkplugConfig {
@@ -807,6 +810,11 @@ impl EdgeNode {
     /// DBIRTH gave it. Whether the tag may be written, and the value, is for the
     /// write path to check.
     fn device_command(&self, device: &str, payload: &[u8]) -> Command {
+        if !self.cfg.dcmd_writes {
+            return Command::Refused(format!(
+                "DCMD to {device}: writes from Sparkplug are off; set [sparkplug] dcmd_writes = true to allow them"
+            ));
+        }
         let Some(d) = self.devices.iter().find(|d| d.id == device) else {
             return Command::Refused(format!("DCMD to {device}: no such device on this node"));
         };
@@ -905,6 +913,7 @@ mod tests {
             deadbands: [("b.t".to_string(), 0.0)].into(),
             scan: Duration::from_secs(1),
             primary_host: Some("scada".into()),
+            dcmd_writes: true,
             history: 100,
         };
         EdgeNode::new(cfg, 7, tags)
@@ -1047,11 +1056,12 @@ mod tests {
             ],
             seq: None,
         };
+        let bytes = cmd.to_bytes();
         let Some(Command::Write {
             device,
             values,
             refused,
-        }) = e.command("spBv1.0/plant/DCMD/gw1/plc", &cmd.to_bytes())
+        }) = e.command("spBv1.0/plant/DCMD/gw1/plc", &bytes)
         else {
             panic!("a write");
         };
@@ -1071,6 +1081,11 @@ mod tests {
         assert!(
             refused[1].contains("not a number or boolean"),
             "{refused:?}"
+        );
+        let mut off = node(&tags);
+        off.cfg.dcmd_writes = false;
+        assert!(
+            matches!(off.command("spBv1.0/plant/DCMD/gw1/plc", &bytes), Some(Command::Refused(r)) if r.contains("dcmd_writes = true"))
         );
     }
 
