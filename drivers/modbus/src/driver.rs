@@ -243,6 +243,8 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
             _ = tokio::time::sleep_until(wake) => {}
             req = ctx.next_write() => {
                 let Some(link) = client.as_mut() else {
+                    let why = format!("the link to {} is being re-opened; try again", sh.link);
+                    req.answer(Err(edge_driver_api::WriteError::new(edge_driver_api::WriteFailure::Communication, why)));
                     continue;
                 };
                 match crate::write::perform(&sh, link, req).await {
