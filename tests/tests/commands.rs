@@ -56,7 +56,7 @@ port = {port}
 reconnect_initial = "100ms"
 [commands]
 enabled = true
-operations = ["config_snapshot", "config_update", "restart", "log_upload"]
+operations = ["config_snapshot", "config_update", "restart", "log_upload", "write"]
 public_keys = {{ central = "{public}" }}
 health_window = "4s"
 [[drivers]]
@@ -136,7 +136,13 @@ async fn signed_commands_run_and_unsigned_forged_replayed_or_not_allowed_ones_ar
         .expect("capabilities");
     assert_eq!(
         caps["operations"],
-        serde_json::json!(["config_snapshot", "config_update", "restart", "log_upload"])
+        serde_json::json!([
+            "config_snapshot",
+            "config_update",
+            "restart",
+            "log_upload",
+            "write"
+        ])
     );
     assert_eq!(caps["require_signature"], true);
 
@@ -204,13 +210,13 @@ async fn signed_commands_run_and_unsigned_forged_replayed_or_not_allowed_ones_ar
         &serde_json::json!({}),
     );
     publish(broker.port, "edge/gw/cmd/config_snapshot/s3", forged).await;
-    let write = signed(
+    let rollback = signed(
         &key,
         "central",
-        "edge/gw/cmd/write/s4",
-        &serde_json::json!({"signal": "pump.temperature", "value": 1}),
+        "edge/gw/cmd/model_rollback/s4",
+        &serde_json::json!({"model": "bearing_mlp"}),
     );
-    publish(broker.port, "edge/gw/cmd/write/s4", write).await;
+    publish(broker.port, "edge/gw/cmd/model_rollback/s4", rollback).await;
     for (id, why) in [
         ("s2", "unsigned"),
         ("s3", "does not verify"),
@@ -223,12 +229,30 @@ async fn signed_commands_run_and_unsigned_forged_replayed_or_not_allowed_ones_ar
     for s in ["s2", "s3", "s4"].iter().flat_map(|id| statuses(&sub, id)) {
         assert!(status_schema.is_valid(&s), "{s}");
     }
+    // An allowed write to a tag that is not writable: runs, and fails with the
+    // write path's reason (the write report is audited too).
+    let write = signed(
+        &key,
+        "central",
+        "edge/gw/cmd/write/s5",
+        &serde_json::json!({"signal": "pump.temperature", "value": 1}),
+    );
+    publish(broker.port, "edge/gw/cmd/write/s5", write).await;
+    let r = finished(&sub, "s5", 10).await;
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refused: `pump.temperature` is not writable"),
+        "{r}"
+    );
     wait_until("every request audited", 10, || {
         sub.json_on("edge/gw/events/audit")
             .iter()
             .filter(|a| a["type"] == "command")
             .count()
-            >= 8
+            >= 10
     })
     .await;
     let audit = sub.json_on("edge/gw/events/audit");

@@ -174,12 +174,47 @@ address = 2000
 writable = true
 min = 0
 max = 10
+
+# The same device for FC15/FC16 only (devices without FC5/FC6).
+[[drivers]]
+name = "plc2"
+kind = "modbus"
+host = "127.0.0.1"
+port = {port}
+poll = "200ms"
+timeout = "500ms"
+write_multiple = true
+
+[[drivers.tags]]
+name = "plc2.valve"
+area = "coil"
+address = 7
+writable = true
+allowed = [0, 1]
+
+[[drivers.tags]]
+name = "plc2.limit"
+area = "holding"
+address = 130
+writable = true
+min = 0
+max = 1000
 "#,
         port = peer.port
     );
     let audit = Audit::default();
     let handle = start("writes-modbus.toml", &sock, &toml, &audit);
-    wait_good(&handle, &["plc.setpoint", "plc.speed", "plc.run"]).await;
+    wait_good(
+        &handle,
+        &[
+            "plc.setpoint",
+            "plc.speed",
+            "plc.run",
+            "plc2.valve",
+            "plc2.limit",
+        ],
+    )
+    .await;
 
     let r = write(&sock, "plc.setpoint", "42.3").await;
     assert_eq!(r["result"], "successful", "{r}");
@@ -199,6 +234,14 @@ max = 10
     let r = write(&sock, "plc.run", "true").await;
     assert_eq!(r["result"], "successful", "{r}");
     assert_eq!(modbus_peek(peer.port, 1, "coil", 5, 1), vec![1]);
+
+    // FC15 and FC16 for one coil and one register.
+    let r = write(&sock, "plc2.valve", "1").await;
+    assert_eq!(r["result"], "successful", "{r}");
+    assert_eq!(modbus_peek(peer.port, 1, "coil", 7, 1), vec![1]);
+    let r = write(&sock, "plc2.limit", "777").await;
+    assert_eq!(r["result"], "successful", "{r}");
+    assert_eq!(modbus_peek(peer.port, 1, "holding", 130, 1), vec![777]);
 
     // Refused before the wire: the peer keeps its values.
     let r = write(&sock, "plc.setpoint", "130").await;
@@ -247,6 +290,8 @@ max = 10
     assert_eq!(
         results,
         [
+            "successful",
+            "successful",
             "successful",
             "successful",
             "successful",
