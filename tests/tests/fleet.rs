@@ -83,7 +83,7 @@ reconnect_initial = "200ms"
 enabled = true
 operations = ["config_update", "model_deploy"]
 public_keys = {{ central = "{public}" }}
-health_window = "3s"
+health_window = "5s"
 [models]
 dir = "{models}"
 [[drivers]]

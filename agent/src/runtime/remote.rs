@@ -127,17 +127,30 @@ pub struct Parts {
 }
 
 /// Why the agent is not healthy now (`pipeline_before`: the samples the pipeline
-/// had processed when the check started).
-fn unhealthy(source: &StatusSource, pipeline_before: u64) -> Option<String> {
+/// had processed when the check started; `restarts_before`: each driver's
+/// restarts at the previous look, which a driver that failed since has moved).
+/// Also each driver's restarts now.
+fn unhealthy(
+    source: &StatusSource,
+    pipeline_before: u64,
+    restarts_before: &[(String, u64)],
+) -> (Option<String>, Vec<(String, u64)>) {
     let s = source.snapshot();
     let mut why = Vec::new();
-    for d in s.drivers.iter().filter(|d| d.state != "running") {
+    for d in &s.drivers {
         let err = d.last_error.as_deref().unwrap_or("");
-        why.push(
-            format!("driver {} is {} {err}", d.name, d.state)
-                .trim_end()
-                .to_string(),
-        );
+        let restarted = restarts_before
+            .iter()
+            .any(|(n, r)| *n == d.name && *r != d.restarts);
+        if d.state != "running" {
+            why.push(
+                format!("driver {} is {} {err}", d.name, d.state)
+                    .trim_end()
+                    .to_string(),
+            );
+        } else if restarted {
+            why.push(format!("driver {} failed and restarted", d.name));
+        }
     }
     if s.pipeline.counts.samples <= pipeline_before {
         why.push("the pipeline processed no samples".into());
@@ -145,20 +158,45 @@ fn unhealthy(source: &StatusSource, pipeline_before: u64) -> Option<String> {
     if s.uplink.as_ref().is_some_and(|u| !u.connected) {
         why.push("the uplink is not connected".into());
     }
-    (!why.is_empty()).then(|| why.join("; "))
+    let restarts = s
+        .drivers
+        .iter()
+        .map(|d| (d.name.clone(), d.restarts))
+        .collect();
+    ((!why.is_empty()).then(|| why.join("; ")), restarts)
 }
 
-/// Waits up to `window` for the agent to be healthy; why not, if it never was.
+/// Waits up to `window` for the agent to be healthy — every driver running
+/// without a failure, the pipeline moving and the uplink connected, at every
+/// look (4 a second) for a stable stretch (a third of the window, at most 2 s):
+/// a driver that keeps failing is `running` for a moment at each attempt, and
+/// one look must not take that for health. Why not, if it never was.
 async fn health_gate(source: &StatusSource, window: Duration) -> Result<Duration, String> {
+    let stable = (window / 3).min(Duration::from_secs(2));
     let before = source.snapshot().pipeline.counts.samples;
     let start = tokio::time::Instant::now();
     let mut last = String::new();
+    let mut since: Option<tokio::time::Instant> = None;
+    let mut restarts = Vec::new();
     while start.elapsed() < window {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        match unhealthy(source, before) {
-            None => return Ok(start.elapsed()),
-            Some(w) => last = w,
+        let (why, now) = unhealthy(source, before, &restarts);
+        restarts = now;
+        match why {
+            Some(w) => {
+                last = w;
+                since = None;
+            }
+            None => {
+                let from = *since.get_or_insert_with(tokio::time::Instant::now);
+                if from.elapsed() >= stable {
+                    return Ok(start.elapsed());
+                }
+            }
         }
+    }
+    if last.is_empty() {
+        last = format!("it was never healthy for {stable:?} in a row");
     }
     Err(format!("not healthy within {window:?}: {last}"))
 }
