@@ -264,6 +264,7 @@ impl SparkplugLink {
             .unwrap_or_else(|p| p.into_inner())
             .take_next();
         let mut n = EdgeNode::new(self.cfg.clone(), bd, &(self.tags)());
+        n.set_ranges(&self.writes.ranges());
         n.alerts = self
             .detectors
             .iter()
@@ -291,6 +292,8 @@ struct DeviceMetric {
     deadband: f64,
     datatype: DataType,
     unit: Option<String>,
+    /// A writable tag's `min`/`max` (`engLow`/`engHigh` in its birth).
+    range: Option<(f64, f64)>,
     /// What was last sent (`None`: null).
     sent: Option<Scalar>,
 }
@@ -439,6 +442,7 @@ impl EdgeNode {
                     .as_ref()
                     .map_or(DataType::Double, |v| scalar(v).datatype()),
                 unit: t.unit.clone(),
+                range: None,
                 sent: None,
             };
             match devices.iter_mut().find(|d| d.id == t.driver) {
@@ -590,6 +594,10 @@ impl EdgeNode {
                 let mut props = PropertySet::default();
                 if let Some(u) = &m.unit {
                     props.string("engUnit", u);
+                }
+                if let Some((lo, hi)) = m.range {
+                    props.double("engLow", lo);
+                    props.double("engHigh", hi);
                 }
                 props.int("Quality", if v.is_some() { GOOD } else { BAD });
                 metric.properties = Some(props);
@@ -774,6 +782,16 @@ impl EdgeNode {
         Some(vec![(self.topic(MessageType::NData, None), p.to_bytes())])
     }
 
+    /// The engineering ranges of writable tags, by signal name.
+    pub fn set_ranges(&mut self, ranges: &[(Arc<str>, f64, f64)]) {
+        for m in self.devices.iter_mut().flat_map(|d| d.metrics.iter_mut()) {
+            m.range = ranges
+                .iter()
+                .find(|(n, _, _)| **n == *m.name)
+                .map(|(_, lo, hi)| (*lo, *hi));
+        }
+    }
+
     /// The topics commands arrive on (subscribe to both).
     pub fn command_topics(&self) -> [String; 2] {
         [
@@ -932,6 +950,7 @@ mod tests {
             tag("b.t", "sensor", n(1.0), "bad"),
         ];
         let mut e = node(&tags);
+        e.set_ranges(&[(Arc::from("a.t"), 0.0, 120.0)]);
         let (_, will) = e.death(5);
         assert_eq!(
             Payload::decode_bytes(&will).expect("ndeath").metrics[0]
@@ -950,6 +969,13 @@ mod tests {
         let db = decode(&births[1]);
         assert_eq!((db.seq, db.metrics.len()), (Some(1), 2));
         assert_eq!(db.metrics[1].datatype, Some(DataType::Int64 as u32));
+        let keys = |i: usize| db.metrics[i].properties.clone().unwrap_or_default().keys;
+        assert_eq!(
+            keys(0),
+            ["engUnit", "engLow", "engHigh", "Quality"],
+            "a writable tag's range"
+        );
+        assert_eq!(keys(1), ["engUnit", "Quality"]);
         // Below the deadband: nothing; beyond it: one DDATA with that metric.
         tags[0].value = n(20.4);
         assert!(e.changes(11, &tags).is_empty());

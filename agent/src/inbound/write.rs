@@ -196,6 +196,19 @@ impl Writes {
         }
     }
 
+    /// Every writable tag with both `min` and `max`: (signal name, min, max), the
+    /// engineering range a Sparkplug host shows.
+    pub fn ranges(&self) -> Vec<(Arc<str>, f64, f64)> {
+        let routes = self.routes.routes.read().unwrap_or_else(|p| p.into_inner());
+        routes
+            .iter()
+            .filter_map(|(id, r)| {
+                let name = self.latest.name(id.index())?;
+                Some((name, r.limits.min?, r.limits.max?))
+            })
+            .collect()
+    }
+
     /// Writes nothing: every signal is unknown (for tests of other parts).
     #[cfg(test)]
     pub fn none() -> Writes {

@@ -205,6 +205,11 @@ impl LatestValues {
         self.meta.iter().position(|m| &*m.name == name)
     }
 
+    /// The name of signal `i`.
+    pub fn name(&self, i: usize) -> Option<Arc<str>> {
+        self.meta.get(i).map(|m| m.name.clone())
+    }
+
     /// The unit of signal `i`.
     pub fn unit(&self, i: usize) -> Option<Arc<str>> {
         self.meta.get(i).and_then(|m| m.unit.clone())

@@ -73,11 +73,16 @@ impl LogRing {
 
     /// The last `n` lines written at or after `since_ms` (oldest first).
     pub fn tail(&self, n: usize, since_ms: i64) -> Vec<String> {
+        self.range(n, since_ms, i64::MAX)
+    }
+
+    /// The last `n` lines written from `from_ms` to `to_ms` (oldest first).
+    pub fn range(&self, n: usize, from_ms: i64, to_ms: i64) -> Vec<String> {
         let l = self.lines.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<String> = l
             .iter()
             .rev()
-            .filter(|(t, _)| *t >= since_ms)
+            .filter(|(t, _)| *t >= from_ms && *t <= to_ms)
             .take(n)
             .map(|(_, s)| s.clone())
             .collect();
@@ -202,6 +207,11 @@ mod tests {
         assert_eq!(ring.tail(1, 0), ["line 4"]);
         assert_eq!(ring.dropped(), 2);
         assert!(ring.tail(10, i64::MAX).is_empty());
+        assert_eq!(
+            ring.range(10, i64::MIN, 0),
+            Vec::<String>::new(),
+            "a time range before every line"
+        );
         let mut long = w.make_writer();
         write!(long, "{}", "é".repeat(MAX_LINE)).expect("write");
         drop(long);

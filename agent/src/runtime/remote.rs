@@ -293,22 +293,23 @@ pub fn label_handler(labeller: Arc<crate::delivery::labels::Labeller>) -> Handle
 /// The most a `log_upload` result holds (it travels as one MQTT message).
 const LOG_UPLOAD_MAX: usize = 512 * 1024;
 
-/// `log_upload`: `{"lines": N, "since_s": S}` (both optional: the last 200 lines;
-/// `since_s`: only lines of the last S seconds).
+/// `log_upload`: `{"lines": N, "since_s": S}` or `{"from_ms", "to_ms"}` (Unix
+/// milliseconds), all optional: the last 200 lines by default.
 fn log_upload(c: &Command) -> OpResult {
-    let ring = crate::ops::logging::log_ring()
-        .ok_or("no log lines are kept: this agent was not started by `edge-agent run` with log_upload allowed")?;
+    let ring = crate::ops::logging::log_ring().ok_or(
+        "no log lines are kept: this agent was not started by `edge-agent run` with log_upload allowed",
+    )?;
     let n = c.args["lines"].as_u64().unwrap_or(200) as usize;
-    let since_ms = match c.args["since_s"].as_f64() {
-        Some(s) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            now - (s * 1e3) as i64
-        }
-        None => i64::MIN,
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let from = match (c.args["since_s"].as_f64(), c.args["from_ms"].as_i64()) {
+        (Some(s), _) => now - (s * 1e3) as i64,
+        (None, Some(f)) => f,
+        (None, None) => i64::MIN,
     };
-    let mut lines = ring.tail(n, since_ms);
+    let to = c.args["to_ms"].as_i64().unwrap_or(i64::MAX);
+    let mut lines = ring.range(n, from, to);
     let mut size: usize = lines.iter().map(|l| l.len() + 4).sum();
     let mut cut = 0;
     while size > LOG_UPLOAD_MAX && !lines.is_empty() {

@@ -179,6 +179,11 @@ impl PropertySet {
         self.push(key, DataType::Int32, PropertyValueKind::Int(v as u32));
     }
 
+    /// Adds a Double property.
+    pub fn double(&mut self, key: &str, v: f64) {
+        self.push(key, DataType::Double, PropertyValueKind::Double(v));
+    }
+
     fn push(&mut self, key: &str, t: DataType, v: PropertyValueKind) {
         self.keys.push(key.to_string());
         self.values.push(PropertyValue {
