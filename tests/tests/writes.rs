@@ -41,6 +41,22 @@ impl Audit {
     fn all(&self) -> Vec<Value> {
         self.0.lock().expect("audit lock").clone()
     }
+
+    /// The audit events once there are `n` (they reach the sinks a moment after
+    /// the write's answer).
+    async fn at_least(&self, n: usize) -> Vec<Value> {
+        let start = Instant::now();
+        while self.all().len() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{} of {n} audited: {:?}",
+                self.all().len(),
+                self.all()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.all()
+    }
 }
 
 /// `write SIGNAL VALUE` on the control socket: the write report.
@@ -282,7 +298,7 @@ max = 1000
         "answered within the write deadline"
     );
 
-    let audited = audit.all();
+    let audited = audit.at_least(10).await;
     let results: Vec<&str> = audited
         .iter()
         .filter_map(|a| a["result"].as_str())
@@ -431,7 +447,7 @@ max = 10
         (Some("failed"), Some("communication")),
         "{r}"
     );
-    assert_eq!(audit.all().len(), 6, "every write is audited");
+    assert_eq!(audit.at_least(6).await.len(), 6, "every write is audited");
     stop(handle).await;
 }
 
@@ -494,7 +510,7 @@ max = 100
         (Some("failed"), Some("communication")),
         "{r}"
     );
-    assert_eq!(audit.all().len(), 3);
+    assert_eq!(audit.at_least(3).await.len(), 3);
     stop(handle).await;
 }
 

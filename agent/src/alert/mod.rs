@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use edge_driver_api::Timestamp;
 use edge_models::{Curve, Feature, FeatureValues, Fit, Severity};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Version of the alert JSON schema (`schema/alert.v1.json` once published upstream).
 pub const ALERT_SCHEMA_VERSION: u32 = 1;
@@ -160,7 +160,7 @@ pub(crate) fn ser_fit<S: serde::Serializer>(f: &Option<Fit>, ser: S) -> Result<S
 }
 
 /// When an alert happened.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AlertTime {
     /// RFC 3339 UTC wall time.
     pub wall: String,

@@ -119,7 +119,7 @@ pub struct Rejected {
 }
 
 /// A status of one command.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Status {
     pub v: u32,
     pub agent_id: String,

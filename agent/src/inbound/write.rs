@@ -17,7 +17,7 @@ use std::time::Duration;
 use edge_driver_api::{
     Clock, SignalId, WritableTag, WriteFailure, WriteLimits, WriteRequest, write::WRITE_QUEUE,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::alert::AlertTime;
@@ -27,7 +27,7 @@ use crate::ingest::latest::LatestValues;
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Where a write came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WriteSource {
     /// `edge-agent write` on the control socket.
@@ -49,7 +49,7 @@ pub struct WriteOrder {
 }
 
 /// How a write went: the audit record, the CLI's answer and a command's status.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WriteReport {
     pub v: u32,
     #[serde(rename = "type")]

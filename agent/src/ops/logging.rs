@@ -96,14 +96,15 @@ impl LogRing {
     }
 }
 
-/// One formatted event on its way into the ring.
+/// One formatted event: to stderr, and into the ring when there is one (one
+/// writer for both, so the subscriber has one formatting layer).
 #[derive(Debug)]
-pub struct RingLine {
-    ring: std::sync::Arc<LogRing>,
+pub struct TeeLine {
+    ring: Option<std::sync::Arc<LogRing>>,
     buf: Vec<u8>,
 }
 
-impl std::io::Write for RingLine {
+impl std::io::Write for TeeLine {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(b);
         Ok(b.len())
@@ -113,31 +114,51 @@ impl std::io::Write for RingLine {
     }
 }
 
-impl Drop for RingLine {
+impl Drop for TeeLine {
     fn drop(&mut self) {
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), &self.buf);
+        let Some(ring) = &self.ring else { return };
         let text = String::from_utf8_lossy(&self.buf);
         let wall_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         for line in text.lines().filter(|l| !l.is_empty()) {
-            self.ring.push(wall_ms, line.to_string());
+            ring.push(wall_ms, strip_ansi(line));
         }
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RingWriter {
-    type Writer = RingLine;
-    fn make_writer(&'a self) -> RingLine {
-        RingLine {
+/// `line` without terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Tee {
+    type Writer = TeeLine;
+    fn make_writer(&'a self) -> TeeLine {
+        TeeLine {
             ring: self.0.clone(),
             buf: Vec::with_capacity(160),
         }
     }
 }
 
-/// Writes formatted events into a [`LogRing`].
+/// Writes formatted events to stderr and, with a ring, into it.
 #[derive(Clone, Debug)]
-pub struct RingWriter(pub std::sync::Arc<LogRing>);
+pub struct Tee(pub Option<std::sync::Arc<LogRing>>);
 
 /// Installs the global subscriber. `RUST_LOG` overrides `level` when set.
 /// `ring_lines` > 0 also keeps the last lines in memory ([`log_ring`]).
@@ -147,18 +168,15 @@ pub fn init(level: &str, format: LogFormat, ring_lines: usize) -> anyhow::Result
         _ => parse_filter(level),
     }
     .map_err(anyhow::Error::msg)?;
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_target(false);
     let ring = (ring_lines > 0).then(|| {
         let r = std::sync::Arc::new(LogRing::new(ring_lines));
         let _ = RING.set(r.clone());
-        tracing_subscriber::fmt::layer()
-            .with_writer(RingWriter(r))
-            .with_target(false)
-            .with_ansi(false)
+        r
     });
-    let registry = tracing_subscriber::registry().with(filter).with(ring);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(Tee(ring))
+        .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Json => registry
             .with(layer.json().flatten_event(true).with_current_span(false))
@@ -198,7 +216,7 @@ mod tests {
         use std::io::Write as _;
         use tracing_subscriber::fmt::MakeWriter as _;
         let ring = std::sync::Arc::new(LogRing::new(3));
-        let w = RingWriter(ring.clone());
+        let w = Tee(Some(ring.clone()));
         for i in 0..5 {
             let mut line = w.make_writer();
             writeln!(line, "line {i}").expect("write");
@@ -216,6 +234,10 @@ mod tests {
         write!(long, "{}", "é".repeat(MAX_LINE)).expect("write");
         drop(long);
         assert!(ring.tail(1, 0)[0].len() <= MAX_LINE + '…'.len_utf8());
+        assert_eq!(
+            strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m up"),
+            "2026  INFO up"
+        );
     }
 
     #[test]
