@@ -136,6 +136,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    #[cfg(feature = "signer")]
     /// Make an Ed25519 key pair for signing remote commands: the private key
     /// (PKCS#8, base64) goes to FILE (mode 0600, for the central system that
     /// signs), the public key is printed as the `[commands] public_keys` line
@@ -149,6 +150,7 @@ enum Command {
     /// Print a signed remote-command request for TOPIC
     /// (`{prefix}/{agent}/cmd/{op}/{id}`) with ARGS (JSON, `{}` by default),
     /// timestamped now: publish it as is, e.g. `mosquitto_pub -t TOPIC -m "$(...)"`.
+    #[cfg(feature = "signer")]
     #[command(name = "sign-command")]
     Sign {
         topic: String,
@@ -262,7 +264,9 @@ fn main() -> ExitCode {
             socket,
             json,
         } => write_tag(socket.as_deref(), &signal, &value, json),
+        #[cfg(feature = "signer")]
         Command::Keygen { file, name } => keygen(&file, &name),
+        #[cfg(feature = "signer")]
         Command::Sign {
             topic,
             args,
@@ -432,6 +436,7 @@ fn models_list(socket: Option<&Path>, json: bool) -> ExitCode {
 /// `edge-agent alarms ack`.
 /// `edge-agent alerts label ID VERDICT [--note TEXT]`.
 /// `edge-agent keygen FILE`.
+#[cfg(feature = "signer")]
 fn keygen(file: &Path, name: &str) -> ExitCode {
     match edge_agent::inbound::commands::keygen(file) {
         Ok(public) => {
@@ -450,6 +455,7 @@ fn keygen(file: &Path, name: &str) -> ExitCode {
 }
 
 /// `edge-agent sign-command TOPIC ARGS --key FILE`.
+#[cfg(feature = "signer")]
 fn sign_command(topic: &str, args: &str, key: &Path, name: &str) -> ExitCode {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -112,7 +112,7 @@ fn keys(t: &mut TableReader<'_>) -> Option<Vec<(String, [u8; 32])>> {
                     format!("the key `{}` is not a base64 Ed25519 public key", e.key),
                 )
                 .expected("base64 of the raw 32-byte public key (44 characters)")
-                .hint("`edge-agent keygen` prints a key pair in this form")
+                .hint("`edge-agent keygen` (a build with the `signer` feature, on the signing side) prints a key pair in this form")
                 .emit();
                 ok = false;
             }

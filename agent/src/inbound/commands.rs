@@ -557,6 +557,7 @@ pub fn capabilities(agent_id: &str, prefix: &str, cfg: &CommandsConfig) -> Value
     })
 }
 
+#[cfg(any(test, feature = "signer"))]
 /// A signed request: `{"key", "sig", "request"}` with `request` =
 /// `{"ts": now_ms, "args": ARGS}` (what central systems send; also
 /// `edge-agent sign-command`).
@@ -573,6 +574,7 @@ pub fn sign(
     serde_json::json!({"key": name, "sig": sig, "request": request}).to_string()
 }
 
+#[cfg(any(test, feature = "signer"))]
 /// Signs with the private key in `file` (from [`keygen`]); `args` is JSON text.
 pub fn sign_file(
     file: &std::path::Path,
@@ -592,6 +594,7 @@ pub fn sign_file(
     Ok(sign(&key, name, topic, &args, now_ms))
 }
 
+#[cfg(any(test, feature = "signer"))]
 /// Makes a key pair: the private key (PKCS#8, base64) into `file` (mode 0600,
 /// not overwritten), the public key (base64 of its 32 bytes) returned.
 pub fn keygen(file: &std::path::Path) -> Result<String, String> {

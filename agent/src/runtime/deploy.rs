@@ -184,9 +184,10 @@ pub async fn deploy(models: Arc<LiveModels>, c: Command) -> OpResult {
             "the model file arrived with SHA-256 {sha}, not {expect}: corrupted or incomplete"
         ));
     }
-    tokio::task::spawn_blocking(move || install(&handle, &manifest_path, &manifest, &bytes, &sha))
-        .await
-        .map_err(|e| format!("the deploy failed unexpectedly: {e}"))?
+    blocking(Box::new(move || {
+        install(&handle, &manifest_path, &manifest, &bytes, &sha)
+    }))
+    .await
 }
 
 /// Writes, dry-runs and swaps in a new version (blocking).
@@ -276,7 +277,7 @@ pub async fn rollback(models: Arc<LiveModels>, c: Command) -> OpResult {
         .ok_or("`args.model` (the model's name) is missing")?
         .to_string();
     let handle = handle_of(&models, &name)?;
-    tokio::task::spawn_blocking(move || {
+    blocking(Box::new(move || {
         let path = handle.manifest_path.clone();
         let previous = sidecar(&path, ".previous");
         if !previous.exists() {
@@ -293,9 +294,16 @@ pub async fn rollback(models: Arc<LiveModels>, c: Command) -> OpResult {
         std::fs::rename(&previous, &path)
             .map_err(|e| format!("cannot put the previous manifest back: {e}"))?;
         swap(&handle).map(Some)
-    })
+    }))
     .await
-    .map_err(|e| format!("the rollback failed unexpectedly: {e}"))?
+}
+
+/// Runs file work and validation off the async threads (one instantiation for
+/// both operations).
+async fn blocking(f: Box<dyn FnOnce() -> OpResult + Send>) -> OpResult {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("the operation failed unexpectedly: {e}"))?
 }
 
 #[cfg(test)]

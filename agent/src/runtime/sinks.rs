@@ -118,29 +118,31 @@ impl Delivery {
 pub(crate) fn audit_trail(delivery: &Delivery) -> Audit {
     // Weak: the sink thread ends when the pipeline drops the last strong sender.
     let tx = delivery.alerts_tx.downgrade();
-    Box::new(move |report: &WriteReport| {
-        let body = match serde_json::to_vec(report) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode a write report");
-                return;
-            }
-        };
-        let msg = SinkMsg::Event {
-            source: Arc::from("audit"),
-            wall_ns: report.time.wall_ns,
-            body,
-        };
-        let Some(tx) = tx.upgrade() else {
-            tracing::warn!("write report not audited: the agent is stopping");
-            return;
-        };
-        if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(msg) {
-            tokio::spawn(async move {
-                let _ = tx.send(msg).await;
-            });
-        }
-    })
+    Box::new(
+        move |report: &WriteReport| match serde_json::to_vec(report) {
+            Ok(body) => send_event(&tx, "audit", report.time.wall_ns, body),
+            Err(e) => tracing::error!(error = %e, "cannot encode a write report"),
+        },
+    )
+}
+
+/// An event onto the events lane through a weak sender; when the sink queue is
+/// full the event waits in a task of its own rather than be dropped.
+fn send_event(tx: &mpsc::WeakSender<SinkMsg>, source: &str, wall_ns: i64, body: Vec<u8>) {
+    let msg = SinkMsg::Event {
+        source: Arc::from(source),
+        wall_ns,
+        body,
+    };
+    let Some(tx) = tx.upgrade() else {
+        tracing::warn!(source, "event not sent: the agent is stopping");
+        return;
+    };
+    if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(msg) {
+        tokio::spawn(async move {
+            let _ = tx.send(msg).await;
+        });
+    }
 }
 
 /// Where command statuses and audit events go: the events lane, under the
@@ -152,17 +154,7 @@ pub(crate) fn command_emit(delivery: &Delivery) -> crate::inbound::commands::Emi
         let wall_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
-        let msg = SinkMsg::Event {
-            source: Arc::from(source),
-            wall_ns,
-            body,
-        };
-        let Some(tx) = tx.upgrade() else { return };
-        if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(msg) {
-            tokio::spawn(async move {
-                let _ = tx.send(msg).await;
-            });
-        }
+        send_event(&tx, &source, wall_ns, body);
     })
 }
 
