@@ -423,6 +423,14 @@ impl AgentStatus {
             "TAGS      {} good, {} bad, {} stale, {} without data (edge-agent tags)",
             t.good, t.bad, t.stale, t.no_data
         );
+        let w = &self.writes;
+        if w.writable > 0 {
+            let _ = writeln!(
+                o,
+                "WRITES    {} writable tags; {} written, {} refused, {} failed (audited on events/audit)",
+                w.writable, w.successful, w.refused, w.failed
+            );
+        }
         let a = &self.alerts;
         let _ = writeln!(
             o,
@@ -570,6 +578,12 @@ mod tests {
             }),
             uplink: Some(UplinkInfo::default()),
             ui: Some("https://10.0.0.5:9480/".into()),
+            writes: WriteInfo {
+                writable: 2,
+                successful: 5,
+                refused: 1,
+                failed: 0,
+            },
             models: vec![ModelInfo {
                 name: "bearing_rf".into(),
                 version: "1.0.0".into(),
@@ -596,6 +610,7 @@ mod tests {
             "bearing_rf 1.0.0  sha256 0123456789ab",
             "pump1/wear: QUARANTINED",
             "UI        https://10.0.0.5:9480/",
+            "WRITES    2 writable tags; 5 written, 1 refused, 0 failed",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
