@@ -29,6 +29,7 @@ pub mod ingest;
 pub mod ops;
 pub mod pipeline;
 pub mod runtime;
+pub mod state_file;
 
 pub use config::{Config, ConfigError};
 pub use runtime::{AgentHandle, RunOptions, RunReport, run, start};

@@ -158,7 +158,7 @@ impl Outage {
 
     /// Appends `new` changes to the file; rewrites it when it grew past twice
     /// what is kept.
-    fn persist(&mut self, new: usize, names: &[String], history: usize) {
+    fn persist(&mut self, new: usize, tags: &[TagStatus], history: usize) {
         use std::io::Write;
         let Some(path) = self.file.clone() else {
             return;
@@ -166,7 +166,7 @@ impl Outage {
         let line = |(t, i, v): &(u64, usize, Option<Scalar>)| {
             let l = OutageLine {
                 t: *t,
-                s: names.get(*i).cloned().unwrap_or_default(),
+                s: tags.get(*i).map(|t| t.name.clone()).unwrap_or_default(),
                 v: v.clone(),
             };
             serde_json::to_string(&l).unwrap_or_default()
@@ -242,9 +242,8 @@ impl SparkplugLink {
             new += 1;
         }
         if new > 0 {
-            let names: Vec<String> = tags.iter().map(|t| t.name.clone()).collect();
             let new = new.min(o.changes.len());
-            o.persist(new, &names, self.cfg.history);
+            o.persist(new, &tags, self.cfg.history);
         }
     }
 
@@ -894,9 +893,7 @@ impl BdSeqFile {
         let v = self.last.map_or(0, |l| (l + 1) % 256);
         self.last = Some(v);
         if let Some(p) = &self.path {
-            let tmp = p.with_extension("tmp");
-            let r = std::fs::write(&tmp, format!("{v}\n")).and_then(|()| std::fs::rename(&tmp, p));
-            if let Err(e) = r {
+            if let Err(e) = crate::state_file::write_atomic(p, format!("{v}\n").as_bytes()) {
                 tracing::warn!(path = %p.display(), error = %e, "cannot keep the Sparkplug bdSeq");
             }
         }

@@ -217,10 +217,9 @@ impl ReplayGuard {
 
     fn save(&self) {
         let Some(p) = &self.path else { return };
-        let tmp = p.with_extension("tmp");
         let ok = serde_json::to_vec(&self.seen)
             .ok()
-            .is_some_and(|b| std::fs::write(&tmp, b).is_ok() && std::fs::rename(&tmp, p).is_ok());
+            .is_some_and(|b| crate::state_file::write_atomic(p, &b).is_ok());
         if !ok {
             tracing::warn!(path = %p.display(), "cannot keep the seen command ids on disk; a restart forgets them");
         }
@@ -269,9 +268,9 @@ impl Gate {
         }
     }
 
-    /// The subscription filter for requests.
-    pub fn filter(&self) -> String {
-        format!("{}+/+", self.base)
+    /// Where requests arrive: `{prefix}/{agent}/cmd/`, then `{op}/{id}`.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// Checks one request (`now_ms`: the agent's wall clock).

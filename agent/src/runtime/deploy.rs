@@ -20,7 +20,7 @@
 //! `model_rollback` (`model`): the `.previous` manifest goes back in service the
 //! same way (one level).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -28,6 +28,8 @@ use serde_json::{Value, json};
 
 use crate::inbound::commands::{Command, OpResult};
 use crate::pipeline::scoring::{LiveModels, ModelHandle, Reload};
+use crate::state_file::sidecar;
+use edge_models::onnx::manifest::sha256_hex;
 
 fn handle_of(models: &LiveModels, name: &str) -> Result<Arc<ModelHandle>, String> {
     let store = models.get();
@@ -47,20 +49,6 @@ fn handle_of(models: &LiveModels, name: &str) -> Result<Arc<ModelHandle>, String
                 if names.is_empty() { "none".into() } else { names.join(", ") }
             )
         })
-}
-
-fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(suffix);
-    PathBuf::from(p)
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
 }
 
 /// The whole base64 text of the model file, once every part arrived.
@@ -220,7 +208,7 @@ fn install(
         )));
     }
     let previous = sidecar(manifest_path, ".previous");
-    let stale = previous_file(&previous);
+    let stale = model_file_of(&previous);
     std::fs::copy(manifest_path, &previous)
         .map_err(|e| cleanup(format!("cannot keep the previous manifest: {e}")))?;
     std::fs::rename(&staged, manifest_path)
@@ -229,7 +217,7 @@ fn install(
     // The version before the previous one is no longer needed.
     if let Some(old) = stale
         && old != file
-        && old != handle_file_of(&previous).unwrap_or_default()
+        && old != model_file_of(&previous).unwrap_or_default()
     {
         let _ = std::fs::remove_file(dir.join(old));
     }
@@ -237,14 +225,10 @@ fn install(
 }
 
 /// The model file a manifest names.
-fn handle_file_of(manifest: &Path) -> Option<String> {
+fn model_file_of(manifest: &Path) -> Option<String> {
     let text = std::fs::read_to_string(manifest).ok()?;
     let doc: toml::Table = text.parse().ok()?;
     Some(doc.get("model")?.get("file")?.as_str()?.to_string())
-}
-
-fn previous_file(previous: &Path) -> Option<String> {
-    handle_file_of(previous)
 }
 
 /// Swaps the version on disk in (the hot swap validates it once more).

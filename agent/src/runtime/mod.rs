@@ -403,7 +403,7 @@ fn remote_commands(
     };
     let replay = ReplayGuard::open(seen, cfg.replay_window);
     let gate = Gate::new(cfg, prefix, &config.agent.id, replay);
-    let filter = gate.filter();
+    let base = gate.base().to_string();
     let labels = source.labels.clone().map(remote::label_handler);
     let executor = Executor {
         gate,
@@ -416,7 +416,7 @@ fn remote_commands(
         reporter.report(op, id, outcome)
     }));
     Some(crate::delivery::uplink::CommandLink {
-        filter,
+        base,
         capabilities: serde_json::to_vec(&caps).unwrap_or_default(),
         tx,
     })

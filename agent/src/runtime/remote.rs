@@ -31,6 +31,8 @@ use crate::config;
 use crate::inbound::commands::{Command, Handler, OpResult, Operation, Operations};
 use crate::inbound::{WriteOrder, WriteSource, Writes};
 use crate::ops::status::StatusSource;
+use crate::state_file::{sidecar, write_atomic};
+use edge_models::onnx::manifest::sha256_hex;
 
 /// A command that a restart interrupts, finished by the next process.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,31 +49,11 @@ pub struct Pending {
 
 /// Where a command waits across a restart: beside the configuration file.
 pub fn pending_path(config_file: &Path) -> PathBuf {
-    let mut p = config_file.as_os_str().to_owned();
-    p.push(".command.json");
-    PathBuf::from(p)
+    sidecar(config_file, ".command.json")
 }
 
 fn previous_path(config_file: &Path) -> PathBuf {
-    let mut p = config_file.as_os_str().to_owned();
-    p.push(".previous");
-    PathBuf::from(p)
-}
-
-/// Writes `bytes` to `path` atomically (tmp file, fsync, rename, fsync the directory).
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
+    sidecar(config_file, ".previous")
 }
 
 pub fn read_pending(config_file: &Path) -> Option<Pending> {
@@ -199,14 +181,6 @@ async fn health_gate(source: &StatusSource, window: Duration) -> Result<Duration
         last = format!("it was never healthy for {stable:?} in a row");
     }
     Err(format!("not healthy within {window:?}: {last}"))
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
 }
 
 fn handler<F, Fut>(parts: &Arc<Parts>, f: F) -> Handler

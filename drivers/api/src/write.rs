@@ -141,6 +141,21 @@ pub struct WritableTag {
     pub limits: WriteLimits,
 }
 
+/// The writable ones among a driver's tags, given as (their limits when
+/// writable, their signal): what [`crate::DriverFactory::writable`] returns.
+pub fn writable_tags<'a>(
+    tags: impl IntoIterator<Item = (Option<&'a WriteLimits>, SignalId)>,
+) -> Vec<WritableTag> {
+    tags.into_iter()
+        .filter_map(|(limits, signal)| {
+            limits.map(|l| WritableTag {
+                signal,
+                limits: l.clone(),
+            })
+        })
+        .collect()
+}
+
 /// Why a write did not happen (or did not take).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

@@ -61,16 +61,8 @@ impl DriverFactory for ModbusFactory {
 
     fn writable(&self) -> Vec<WritableTag> {
         let sh = &self.shared;
-        sh.tags
-            .iter()
-            .zip(&sh.tag_ids)
-            .filter_map(|(t, id)| {
-                t.write.clone().map(|limits| WritableTag {
-                    signal: *id,
-                    limits,
-                })
-            })
-            .collect()
+        let tags = sh.tags.iter().map(|t| t.write.as_ref());
+        edge_driver_api::write::writable_tags(tags.zip(sh.tag_ids.iter().copied()))
     }
 
     /// A TCP connect to the device (Modbus TCP, RTU over TCP); a failure counts

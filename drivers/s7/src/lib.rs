@@ -457,17 +457,8 @@ impl DriverFactory for S7Factory {
 
     fn writable(&self) -> Vec<WritableTag> {
         let sh = &self.shared;
-        sh.cfg
-            .tags
-            .iter()
-            .zip(&sh.tag_ids)
-            .filter_map(|(t, id)| {
-                t.write.clone().map(|limits| WritableTag {
-                    signal: *id,
-                    limits,
-                })
-            })
-            .collect()
+        let tags = sh.cfg.tags.iter().map(|t| t.write.as_ref());
+        edge_driver_api::write::writable_tags(tags.zip(sh.tag_ids.iter().copied()))
     }
 
     /// A TCP connect to the PLC's ISO-on-TCP port; a failure counts as a failed

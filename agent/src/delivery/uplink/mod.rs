@@ -82,8 +82,8 @@ pub struct UplinkConfig {
 /// Where remote-operation requests go, and what the agent announces.
 #[derive(Clone, Debug)]
 pub struct CommandLink {
-    /// The subscription for requests (`{prefix}/{agent}/cmd/+/+`).
-    pub filter: String,
+    /// Where requests arrive (`{prefix}/{agent}/cmd/`, then `{op}/{id}`).
+    pub base: String,
     /// The retained capabilities document (`{prefix}/{agent}/capabilities`).
     pub capabilities: Vec<u8>,
     /// Requests (topic, payload) to the executor; full: dropped and counted.

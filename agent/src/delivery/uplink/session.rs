@@ -162,7 +162,7 @@ impl<'a> Session<'a> {
             return Ok(());
         };
         self.client
-            .try_subscribe(link.filter.clone(), QoS::AtLeastOnce)?;
+            .try_subscribe(format!("{}+/+", link.base), QoS::AtLeastOnce)?;
         let topic = format!(
             "{}/{}/capabilities",
             self.cfg.topic_prefix, self.cfg.agent_id
@@ -179,8 +179,7 @@ impl<'a> Session<'a> {
         let Some(link) = &self.cfg.commands else {
             return false;
         };
-        let base = &link.filter[..link.filter.len() - 3];
-        if !topic.starts_with(base) {
+        if !topic.starts_with(&link.base) {
             return false;
         }
         if link
