@@ -588,25 +588,26 @@ impl PySnap7 {
 
     /// Overwrites bytes of a served area (`area` is DB, MK, PE or PA).
     pub fn set(&mut self, area: &str, index: u16, offset: usize, bytes: &[u8]) {
-        use std::io::{BufRead, Write};
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let stdin = self.stdin.as_mut().expect("server running");
-        writeln!(stdin, "set {area} {index} {offset} {hex}").expect("write to snap7 server");
-        stdin.flush().expect("flush");
-        let mut line = String::new();
-        self.stdout
-            .as_mut()
-            .expect("server running")
-            .read_line(&mut line)
-            .expect("read reply");
-        assert_eq!(line.trim(), "OK");
+        assert_eq!(
+            self.ask(&format!("set {area} {index} {offset} {hex}")),
+            "OK"
+        );
     }
 
     /// The `n` bytes at `offset` of a served area: what the PLC holds.
     pub fn get(&mut self, area: &str, index: u16, offset: usize, n: usize) -> Vec<u8> {
+        let hex = self.ask(&format!("get {area} {index} {offset} {n}"));
+        (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex from the server"))
+            .collect()
+    }
+
+    /// One command line to the server on its stdin, its one-line answer.
+    fn ask(&mut self, command: &str) -> String {
         use std::io::{BufRead, Write};
         let stdin = self.stdin.as_mut().expect("server running");
-        writeln!(stdin, "get {area} {index} {offset} {n}").expect("write to snap7 server");
+        writeln!(stdin, "{command}").expect("write to snap7 server");
         stdin.flush().expect("flush");
         let mut line = String::new();
         self.stdout
@@ -614,10 +615,7 @@ impl PySnap7 {
             .expect("server running")
             .read_line(&mut line)
             .expect("read reply");
-        let hex = line.trim();
-        (0..hex.len() / 2)
-            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex from the server"))
-            .collect()
+        line.trim().to_string()
     }
 
     pub fn stop(&mut self) {
@@ -987,7 +985,8 @@ pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
         .expect("run keygen");
     assert!(
         out.status.success(),
-        "{}",
+        "{} (the binary needs the `signer` feature: `cargo test --workspace` builds it so, \
+         `cargo build -p edge-agent --features signer` does too)",
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);

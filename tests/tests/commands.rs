@@ -41,7 +41,9 @@ async fn publish(port: u16, topic: &str, payload: Vec<u8>) {
     edge_agent_tests::publish_acked(port, "central", topic, payload, false).await;
 }
 
-fn config(dir: &Path, port: u16, public: &str, extra: &str) -> String {
+/// An agent `gw` with a journal, the uplink to `port` and `[commands]` allowing
+/// `operations` signed by `public`, then `rest`.
+fn with_commands(dir: &Path, port: u16, public: &str, operations: &str, rest: &str) -> String {
     format!(
         r#"[agent]
 id = "gw"
@@ -56,9 +58,17 @@ port = {port}
 reconnect_initial = "100ms"
 [commands]
 enabled = true
-operations = ["config_snapshot", "config_update", "restart", "log_upload", "write"]
+operations = {operations}
 public_keys = {{ central = "{public}" }}
-health_window = "4s"
+{rest}"#,
+        journal = dir.join("journal").display()
+    )
+}
+
+fn config(dir: &Path, port: u16, public: &str, extra: &str) -> String {
+    let ops = r#"["config_snapshot", "config_update", "restart", "log_upload", "write"]"#;
+    let rest = format!(
+        r#"health_window = "4s"
 [[drivers]]
 name = "line"
 kind = "sim"
@@ -76,9 +86,9 @@ name = "hot"
 kind = "threshold"
 signal = "pump.temperature"
 warning = 90.0
-{extra}"#,
-        journal = dir.join("journal").display()
-    )
+{extra}"#
+    );
+    with_commands(dir, port, public, ops, &rest)
 }
 
 /// The statuses of command `id` so far (on `.../cmd/{op}/{id}/status`).
@@ -364,23 +374,8 @@ async fn config_updates_apply_live_or_by_restart_and_a_bad_one_rolls_back() {
 }
 
 fn model_plant(dir: &Path, port: u16, public: &str) -> String {
-    format!(
-        r#"[agent]
-id = "gw"
-control_socket = ""
-[alerts]
-console = false
-[journal]
-dir = "{journal}"
-[uplink]
-host = "127.0.0.1"
-port = {port}
-reconnect_initial = "100ms"
-[commands]
-enabled = true
-operations = ["model_deploy", "model_rollback"]
-public_keys = {{ central = "{public}" }}
-[models]
+    let rest = format!(
+        r#"[models]
 dir = "{models}"
 [[drivers]]
 name = "plant"
@@ -390,8 +385,14 @@ tick = "1s"
 name = "pump"
 {assets}"#,
         assets = edge_agent_tests::pump_asset_with_model("60s"),
-        journal = dir.join("journal").display(),
         models = dir.join("models").display(),
+    );
+    with_commands(
+        dir,
+        port,
+        public,
+        r#"["model_deploy", "model_rollback"]"#,
+        &rest,
     )
 }
 

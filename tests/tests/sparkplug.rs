@@ -114,6 +114,46 @@ min_duration = "2s"
     path
 }
 
+/// Replaces `from` by `to` in the configuration file `cfg`.
+fn edit_config(cfg: &std::path::Path, from: &str, to: &str) {
+    let src = std::fs::read_to_string(cfg).expect("config");
+    assert!(src.contains(from), "{from} not in the config");
+    std::fs::write(cfg, src.replace(from, to)).expect("config");
+}
+
+/// The default config, reconnecting every 300 ms at most (outage tests).
+fn outage_config(dir: &TempDir, port: u16) -> std::path::PathBuf {
+    let cfg = config(dir, port);
+    edit_config(
+        &cfg,
+        "reconnect_initial = \"100ms\"",
+        "reconnect_initial = \"100ms\"\nreconnect_max = \"300ms\"",
+    );
+    cfg
+}
+
+/// A Modbus driver `plc` on the pymodbus peer at `port` with `line1.temperature`
+/// (an f32 at holding 3) and `extra` tags.
+fn plc(port: u16, extra: &str) -> String {
+    format!(
+        r#"
+[[drivers]]
+name = "plc"
+kind = "modbus"
+host = "127.0.0.1"
+port = {port}
+poll = "200ms"
+timeout = "300ms"
+[[drivers.tags]]
+name = "line1.temperature"
+area = "holding"
+address = 3
+type = "f32"
+unit = "degC"
+{extra}"#
+    )
+}
+
 /// What pysparkplug encodes for `args`.
 fn host_says(args: &[&str]) -> Vec<u8> {
     let out = Command::new(peer_python())
@@ -272,24 +312,7 @@ async fn a_dead_plc_is_a_ddeath_and_its_return_a_new_dbirth_while_the_node_lives
         &serde_json::json!({"unit": 1, "tags": [{"area": "holding", "address": 3, "type": "f32", "value": 21.5}]}),
     );
     let dir = TempDir::new("sparkplug-dead");
-    let modbus = format!(
-        r#"
-[[drivers]]
-name = "plc"
-kind = "modbus"
-host = "127.0.0.1"
-port = {}
-poll = "200ms"
-timeout = "300ms"
-[[drivers.tags]]
-name = "line1.temperature"
-area = "holding"
-address = 3
-type = "f32"
-unit = "degC"
-"#,
-        peer.port
-    );
+    let modbus = plc(peer.port, "");
     let cfg = config_with(&dir, broker.port, &modbus);
     let mut agent = spawn_agent(&cfg, &dir.path().join("agent.log"));
     let on = |kind: &'static str, device: &'static str| {
@@ -415,13 +438,7 @@ async fn after_a_broker_restart_the_next_bd_seq_births_and_the_values_seen_meanw
     broker.spawn();
     let sub = Subscriber::start(broker.port, "spb-sub4", "spBv1.0/#").await;
     let dir = TempDir::new("sparkplug-outage");
-    let cfg = config(&dir, broker.port);
-    let src = std::fs::read_to_string(&cfg).expect("config");
-    let src = src.replace(
-        "reconnect_initial = \"100ms\"",
-        "reconnect_initial = \"100ms\"\nreconnect_max = \"300ms\"",
-    );
-    std::fs::write(&cfg, src).expect("config");
+    let cfg = outage_config(&dir, broker.port);
     let mut agent = spawn_agent(&cfg, &dir.path().join("agent.log"));
     wait_until("live DDATA", 30, || {
         !of_type(&decoded(&sub), "DDATA").is_empty()
@@ -503,21 +520,9 @@ async fn a_dcmd_from_the_host_writes_the_plc_and_the_value_comes_back_in_ddata()
         {"area": "holding", "address": 10, "type": "i16", "value": 0}
     ]}));
     let dir = TempDir::new("sparkplug-dcmd");
-    let modbus = format!(
-        r#"
-[[drivers]]
-name = "plc"
-kind = "modbus"
-host = "127.0.0.1"
-port = {}
-poll = "200ms"
-timeout = "300ms"
-[[drivers.tags]]
-name = "line1.temperature"
-area = "holding"
-address = 3
-type = "f32"
-[[drivers.tags]]
+    let modbus = plc(
+        peer.port,
+        r#"[[drivers.tags]]
 name = "line1.setpoint"
 area = "holding"
 address = 10
@@ -526,13 +531,13 @@ writable = true
 min = -100
 max = 100
 "#,
-        peer.port
     );
     let cfg = config_with(&dir, broker.port, &modbus);
-    let src = std::fs::read_to_string(&cfg)
-        .expect("config")
-        .replace("scan = \"200ms\"", "scan = \"200ms\"\ndcmd_writes = true");
-    std::fs::write(&cfg, src).expect("config");
+    edit_config(
+        &cfg,
+        "scan = \"200ms\"",
+        "scan = \"200ms\"\ndcmd_writes = true",
+    );
     let mut agent = spawn_agent(&cfg, &dir.path().join("agent.log"));
     wait_until("the PLC's DBIRTH", 30, || {
         decoded(&sub)
@@ -589,12 +594,7 @@ async fn values_seen_during_an_outage_survive_a_kill_of_the_agent() {
     broker.spawn();
     let sub = Subscriber::start(broker.port, "spb-sub6", "spBv1.0/#").await;
     let dir = TempDir::new("sparkplug-outage-kill");
-    let cfg = config(&dir, broker.port);
-    let src = std::fs::read_to_string(&cfg).expect("config").replace(
-        "reconnect_initial = \"100ms\"",
-        "reconnect_initial = \"100ms\"\nreconnect_max = \"300ms\"",
-    );
-    std::fs::write(&cfg, src).expect("config");
+    let cfg = outage_config(&dir, broker.port);
     let log = dir.path().join("agent.log");
     let mut agent = spawn_agent(&cfg, &log);
     wait_until("live DDATA", 30, || {
@@ -656,10 +656,7 @@ async fn seq_wraps_from_255_to_0_without_a_gap() {
         })
         .collect();
     let cfg = config_with(&dir, broker.port, &devices);
-    let src = std::fs::read_to_string(&cfg)
-        .expect("config")
-        .replace("scan = \"200ms\"", "scan = \"100ms\"");
-    std::fs::write(&cfg, src).expect("config");
+    edit_config(&cfg, "scan = \"200ms\"", "scan = \"100ms\"");
     let mut agent = spawn_agent(&cfg, &dir.path().join("agent.log"));
     let seqs = || -> Vec<i64> {
         decoded(&sub)
