@@ -168,6 +168,41 @@ enum Command {
     /// never stored or shown. Append it: `edge-agent ui-password ops >> ui-users`.
     #[cfg(feature = "ui")]
     UiPassword { name: String },
+    /// OPC UA servers.
+    #[cfg(feature = "opcua")]
+    Opcua {
+        #[command(subcommand)]
+        command: OpcuaCommand,
+    },
+}
+
+#[cfg(feature = "opcua")]
+#[derive(Subcommand, Debug)]
+enum OpcuaCommand {
+    /// Print a server's variables as `[[drivers.tags]]` entries, ready to paste
+    /// into the driver's section: every variable under NODE (the Objects folder
+    /// by default), DEPTH levels down, with its NodeId, its type and a signal
+    /// name from its browse path. Connects like the driver DRIVER of CONFIG
+    /// (security, user, certificates), or to ENDPOINT without security.
+    Browse {
+        /// `opc.tcp://host:port/path` (no security, anonymous).
+        #[arg(long, required_unless_present = "config")]
+        endpoint: Option<String>,
+        /// A config file whose `opcua` driver section says how to connect.
+        #[arg(long, requires = "driver", conflicts_with = "endpoint")]
+        config: Option<PathBuf>,
+        /// The driver's name in CONFIG.
+        #[arg(long)]
+        driver: Option<String>,
+        /// Where to start: a NodeId (`ns=2;s=Line1`).
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long, default_value_t = 3)]
+        depth: u32,
+        /// Prefix of the signal names (`plc` gives `plc.line1.temp`).
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -291,6 +326,47 @@ fn main() -> ExitCode {
         } => run(config, log_format, log_level),
         #[cfg(feature = "ui")]
         Command::UiPassword { name } => ui_password(&name),
+        #[cfg(feature = "opcua")]
+        Command::Opcua {
+            command:
+                OpcuaCommand::Browse {
+                    endpoint,
+                    config,
+                    driver,
+                    node,
+                    depth,
+                    prefix,
+                },
+        } => opcua_browse(endpoint, config, driver, node, depth, &prefix),
+    }
+}
+
+/// `edge-agent opcua browse`: tag entries on stdout, a summary on stderr.
+#[cfg(feature = "opcua")]
+fn opcua_browse(
+    endpoint: Option<String>,
+    config: Option<PathBuf>,
+    driver: Option<String>,
+    node: Option<String>,
+    depth: u32,
+    prefix: &str,
+) -> ExitCode {
+    use edge_agent::ops::opcua;
+    let cfg = match (endpoint, config, driver) {
+        (Some(e), _, _) => edge_driver_opcua::anonymous(&e),
+        (None, Some(c), Some(d)) => opcua::driver_config(&c, &d),
+        _ => Err("give --endpoint, or --config and --driver".to_string()),
+    };
+    match cfg.and_then(|c| opcua::browse(&c, node.as_deref(), depth, prefix)) {
+        Ok((tags, n)) => {
+            print!("{tags}");
+            eprintln!("{n} variables");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1061,3 +1061,113 @@ roles = {{ vibration = "pump.vibration", temperature = "pump.temperature", curre
 "#
     )
 }
+
+/// FreeOpcUa's asyncua server (`peers/opcua_server.py`): the OPC UA driver's peer.
+#[derive(Debug)]
+pub struct PyOpcua {
+    pub port: u16,
+    args: Vec<String>,
+    child: Option<std::process::Child>,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: Option<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl PyOpcua {
+    /// No security, anonymous.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With the script's extra arguments (`--secure DIR`, `--items N`, ...).
+    pub fn start_with(args: &[&str]) -> Self {
+        let mut s = PyOpcua {
+            port: free_port(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            child: None,
+            stdin: None,
+            stdout: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// The endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("opc.tcp://127.0.0.1:{}/edge-test", self.port)
+    }
+
+    /// Starts the server (again, on the same port) and waits until it listens.
+    pub fn spawn(&mut self) {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/opcua_server.py");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let mut child = std::process::Command::new(peer_python())
+                .arg(&script)
+                .arg(self.port.to_string())
+                .args(&self.args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start the asyncua server");
+            let mut out = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+            let mut line = String::new();
+            let _ = out.read_line(&mut line);
+            if line.trim() == "READY" {
+                self.stdin = child.stdin.take();
+                self.stdout = Some(out);
+                self.child = Some(child);
+                return;
+            }
+            // The port may still be held by a just-killed server: retry.
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the asyncua server did not start on {}: {line}",
+                self.port
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// Writes a value (JSON) to variable `name` of Line1, keeping its type.
+    pub fn set(&mut self, name: &str, json: &str) {
+        assert_eq!(self.ask(&format!("set {name} {json}")), "OK");
+    }
+
+    /// Gives variable `name` of Line1 a status code (`BadSensorFailure`, `Good`).
+    pub fn status(&mut self, name: &str, code: &str) {
+        assert_eq!(self.ask(&format!("status {name} {code}")), "OK");
+    }
+
+    fn ask(&mut self, command: &str) -> String {
+        use std::io::{BufRead, Write};
+        let stdin = self.stdin.as_mut().expect("server running");
+        writeln!(stdin, "{command}").expect("write to the asyncua server");
+        stdin.flush().expect("flush");
+        let mut line = String::new();
+        self.stdout
+            .as_mut()
+            .expect("server running")
+            .read_line(&mut line)
+            .expect("read reply");
+        line.trim().to_string()
+    }
+
+    pub fn stop(&mut self) {
+        self.stdin = None;
+        self.stdout = None;
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PyOpcua {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

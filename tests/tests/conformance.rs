@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use edge_agent_tests::{Mosquitto, PyCoap, PyModbus, PySnap7, free_port};
+use edge_agent_tests::{Mosquitto, PyCoap, PyModbus, PyOpcua, PySnap7, free_port};
 use edge_driver_api::testing::CollectSink;
 use edge_driver_api::{
     Clock, DriverContext, DriverError, DriverFactory, ErrorKind, SignalDecl, SignalPattern,
@@ -43,6 +43,14 @@ impl Peer for PyModbus {
 impl Peer for PySnap7 {
     fn stop(&mut self) {
         PySnap7::stop(self)
+    }
+    fn start(&mut self) {
+        self.spawn()
+    }
+}
+impl Peer for PyOpcua {
+    fn stop(&mut self) {
+        PyOpcua::stop(self)
     }
     fn start(&mut self) {
         self.spawn()
@@ -207,6 +215,20 @@ fn mqtt(port: u16) -> (Arc<dyn DriverFactory>, SignalRegistry) {
     )
 }
 
+fn opcua(port: u16) -> (Arc<dyn DriverFactory>, SignalRegistry) {
+    let toml = format!(
+        "endpoint = \"opc.tcp://127.0.0.1:{port}/edge-test\"\npublishing_interval = \"100ms\"\ntimeout = \"1s\"\n[[tags]]\nname = \"dut.f\"\nnode = \"ns=2;s=Line1.Double\"\n"
+    );
+    build(
+        &toml,
+        |r| edge_driver_opcua::OpcuaConfig::parse(r, "dut"),
+        |c| c.signals(),
+        |_| Vec::new(),
+        &[],
+        |c, reg| Ok(Arc::new(c.into_factory(reg)?)),
+    )
+}
+
 async fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     // Modbus TCP: 21.5 as f32 at holding 3.
@@ -256,6 +278,17 @@ async fn cases() -> Vec<Case> {
         peer: Box::new(pq),
         expect: vec![("l1.f", Value::F64(21.5))],
         nothing_there: mqtt(free_port()).0,
+    });
+    // OPC UA: Line1.Double of the asyncua server is 21.25.
+    let po = PyOpcua::start();
+    let (factory, registry) = opcua(po.port);
+    out.push(Case {
+        name: "opcua",
+        factory,
+        registry,
+        peer: Box::new(po),
+        expect: vec![("dut.f", Value::F64(21.25))],
+        nothing_there: opcua(free_port()).0,
     });
     out
 }

@@ -121,6 +121,7 @@ driver_kinds! {
     "log", "log", edge_driver_log::LogConfig, edge_driver_log::LogConfig::parse;
     "coap", "coap", edge_driver_coap::CoapConfig, edge_driver_coap::CoapConfig::parse, health = health, patterns = patterns, exception = edge_driver_coap::describe_exception;
     "replay", "replay", edge_driver_replay::ReplayConfig, |r, _| edge_driver_replay::ReplayConfig::parse(r);
+    "opcua", "opcua", edge_driver_opcua::OpcuaConfig, edge_driver_opcua::OpcuaConfig::parse, health = health, exception = edge_driver_opcua::describe_status;
 }
 
 /// How a driver kind names its devices' exception codes (`None`: a plain number).
@@ -314,7 +315,7 @@ mod tests {
 
     #[test]
     fn each_protocol_names_its_exception_codes() {
-        let name = |kind: &str, code: u8| exception_names(kind).map(|f| f(code));
+        let name = |kind: &str, code: u16| exception_names(kind).map(|f| f(code));
         assert_eq!(
             name("modbus", 2).as_deref(),
             Some("exception 2 (illegal data address)")

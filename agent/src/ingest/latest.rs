@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 /// Names a device's exception code for people (`exception 2 (illegal data
 /// address)`, `4.04 Not Found`); each driver kind brings its own.
-pub type DescribeFn = fn(u8) -> String;
+pub type DescribeFn = fn(u16) -> String;
 
 /// The reasons a sample is not good, as counted and as `/metrics` labels them.
 pub const REASONS: [&str; 9] = [

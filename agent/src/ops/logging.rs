@@ -17,9 +17,19 @@ pub enum LogFormat {
 /// A log filter: a level (`info`), or comma-separated `target=level` directives
 /// with an optional default level (`warn,edge_agent::delivery=debug`).
 pub fn parse_filter(text: &str) -> Result<Targets, String> {
-    text.trim()
+    let mut t = text
+        .trim()
         .parse::<Targets>()
-        .map_err(|e| format!("`{text}` is not a log level or filter: {e}"))
+        .map_err(|e| format!("`{text}` is not a log level or filter: {e}"))?;
+    // The OPC UA stack logs each reconnect attempt, and at `error` a missing
+    // client certificate even for sessions without security; the driver reports
+    // what matters itself. A filter naming them (`opcua_client=debug`) shows them.
+    if !text.contains("opcua") {
+        for target in ["opcua_client", "opcua_core", "opcua_crypto", "opcua_types"] {
+            t = t.with_target(target, tracing_subscriber::filter::LevelFilter::OFF);
+        }
+    }
+    Ok(t)
 }
 
 /// The agent's own recent log lines, in memory, for the `log_upload` remote

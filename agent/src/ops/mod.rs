@@ -7,6 +7,8 @@ pub mod http;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
+#[cfg(feature = "opcua")]
+pub mod opcua;
 pub mod sdnotify;
 pub mod status;
 pub mod tags;

@@ -52,7 +52,7 @@ pub enum BadReason {
     /// The device did not answer in time.
     Timeout,
     /// The device answered with a protocol exception / return code (the code is kept).
-    DeviceException(u8),
+    DeviceException(u16),
     /// The device reported a value outside the sensor's range.
     OutOfRange,
     /// The value was NaN or infinite.

@@ -429,7 +429,7 @@ fn failure_reason(
         Failure::Code(c) => {
             sh.stats.success(t0.elapsed());
             sh.stats.exception();
-            BadReason::DeviceException(c)
+            BadReason::DeviceException(c.into())
         }
         Failure::TooLarge => {
             sh.stats.exception();
@@ -486,7 +486,7 @@ fn handle_notification(
             mark_bad(
                 sh,
                 res,
-                BadReason::DeviceException(code_byte(p.header.code)),
+                BadReason::DeviceException(code_byte(p.header.code).into()),
                 ctx.clock().now(),
                 out,
             );

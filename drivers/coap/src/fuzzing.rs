@@ -29,7 +29,7 @@ pub fn datagrams(bytes: &[u8]) {
             }
         }
         if let MessageClass::Response(_) = p.header.code {
-            let _ = crate::describe_exception(code_byte(p.header.code));
+            let _ = crate::describe_exception(code_byte(p.header.code).into());
             match append_block(&mut body, &p) {
                 Ok(Some(_)) => {}
                 Ok(None) => {

@@ -58,7 +58,7 @@ pub use driver::CoapFactory;
 
 /// A response code byte (class·32 + detail) as RFC 7252 writes it, with its
 /// name: `4.04 Not Found`.
-pub fn describe_exception(code: u8) -> String {
+pub fn describe_exception(code: u16) -> String {
     let name = match code {
         0x80 => "Bad Request",
         0x81 => "Unauthorized",

@@ -34,7 +34,10 @@ fn failed(f: Failure, what: &str) -> WriteError {
     match f {
         Failure::Code(c) => WriteError::new(
             WriteFailure::Device,
-            format!("the server answered {what} with {}", describe_exception(c)),
+            format!(
+                "the server answered {what} with {}",
+                describe_exception(c.into())
+            ),
         ),
         Failure::Timeout => {
             WriteError::new(WriteFailure::Communication, format!("no answer to {what}"))

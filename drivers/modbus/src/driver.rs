@@ -482,7 +482,11 @@ fn decode(
         }
         let raw = match outcome {
             Outcome::Exception(code) => {
-                out.push(Sample::bad(ts, id, BadReason::DeviceException(*code)));
+                out.push(Sample::bad(
+                    ts,
+                    id,
+                    BadReason::DeviceException((*code).into()),
+                ));
                 continue;
             }
             Outcome::Bits(bits) => bits.get(off).map(|b| f64::from(u8::from(*b))),

@@ -86,7 +86,7 @@ pub use driver::ModbusFactory;
 pub use plan::{Area, DataType, Limits, Request, TagSpan, WordOrder, coalesce};
 
 /// A Modbus exception code as the spec names it, for bad-quality reasons.
-pub fn describe_exception(code: u8) -> String {
+pub fn describe_exception(code: u16) -> String {
     let name = match code {
         0x01 => "illegal function",
         0x02 => "illegal data address",

@@ -100,7 +100,7 @@ pub(crate) async fn perform(
             let why = format!(
                 "{} refused the write: {}",
                 tag.describe(),
-                describe_exception(code)
+                describe_exception(code.into())
             );
             (
                 Err(WriteError::new(WriteFailure::Device, why)),
@@ -153,7 +153,7 @@ async fn verify(
         Ok(Ok(Err(code))) => {
             let why = format!(
                 "written, but reading back failed: {}",
-                describe_exception(code)
+                describe_exception(code.into())
             );
             return (
                 Err(WriteError::new(WriteFailure::Verify, why)),

@@ -108,8 +108,11 @@ pub use client::{ClientError, ConnectParams, ConnectionType, S7Client, rack_slot
 
 /// An item return code as the S7 protocol names it (`object does not exist
 /// (return code 0x0a)` for a missing DB), for bad-quality reasons.
-pub fn describe_exception(code: u8) -> String {
-    codec::ItemError(code).to_string()
+pub fn describe_exception(code: u16) -> String {
+    match u8::try_from(code) {
+        Ok(c) => codec::ItemError(c).to_string(),
+        Err(_) => format!("return code {code:#x}"),
+    }
 }
 
 /// One configured tag.

@@ -206,7 +206,7 @@ impl Poller {
                         continue;
                     }
                     Some(code) => {
-                        out.push(Sample::bad(ts, id, BadReason::DeviceException(code)));
+                        out.push(Sample::bad(ts, id, BadReason::DeviceException(code.into())));
                         continue;
                     }
                     None => {}

@@ -1,0 +1,547 @@
+#![allow(clippy::print_stdout)] // reports the measured recovery time
+//! The OPC UA driver against FreeOpcUa's asyncua server: every scalar type by
+//! subscription and by polling Read, source timestamps, Bad and Uncertain status
+//! codes, a NodeId that does not exist, a browse path, an array slice; security
+//! Basic256Sha256 with user and password (an untrusted server refused with how
+//! to trust it, a wrong password refused); a server restart (values back, no
+//! duplicates, the time reported); garbage and a close in the handshake;
+//! `edge-agent opcua browse` output that `check-config` accepts.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edge_agent_tests::{PyOpcua, TempDir, agent_bin, free_port};
+use edge_driver_api::testing::{CollectSink, samples_of};
+use edge_driver_api::{
+    BadReason, Clock, DriverContext, DriverError, DriverEvent, DriverFactory, EventKind, EventSink,
+    Quality, SignalRegistry, Value,
+};
+use edge_driver_opcua::OpcuaConfig;
+use tokio_util::sync::CancellationToken;
+
+/// Text values the driver emitted.
+#[derive(Debug, Default)]
+struct Texts(Mutex<Vec<(String, String)>>);
+
+impl EventSink for Texts {
+    fn try_send(&self, _driver: &str, ev: DriverEvent) -> bool {
+        let EventKind::Text(t) = ev.kind;
+        self.0
+            .lock()
+            .expect("mutex")
+            .push((format!("{}", ev.signal.0), t));
+        true
+    }
+}
+
+fn factory(toml: &str) -> (edge_driver_opcua::OpcuaFactory, SignalRegistry) {
+    let cfg = edge_driver_api::testing::parse_section(toml, |r| OpcuaConfig::parse(r, "ua"));
+    let reg = edge_driver_api::testing::registry(cfg.signals(), "ua");
+    (cfg.into_factory(&reg).expect("factory"), reg)
+}
+
+/// Every kind of tag the test server has.
+fn tags() -> String {
+    let mut s = String::new();
+    for name in [
+        "Bool",
+        "SByte",
+        "Byte",
+        "Int16",
+        "UInt16",
+        "Int32",
+        "UInt32",
+        "Int64",
+        "UInt64",
+        "Float",
+        "Double",
+        "DateTime",
+        "Counter",
+        "Stamped",
+        "Broken",
+        "Uncertain",
+    ] {
+        s.push_str(&format!(
+            "[[tags]]\nname = \"ua.{}\"\nnode = \"ns=2;s=Line1.{name}\"\n",
+            name.to_lowercase()
+        ));
+    }
+    s.push_str("[[tags]]\nname = \"ua.string\"\nnode = \"ns=2;s=Line1.String\"\ntype = \"text\"\n");
+    s.push_str("[[tags]]\nname = \"ua.numeric\"\nnode = \"ns=2;i=1001\"\n");
+    s.push_str("[[tags]]\nname = \"ua.by_path\"\npath = \"2:Line1/2:Double\"\n");
+    s.push_str("[[tags]]\nname = \"ua.bad_path\"\npath = \"2:Line1/2:Nope\"\n");
+    s.push_str("[[tags]]\nname = \"ua.missing\"\nnode = \"ns=2;s=Line1.Nope\"\n");
+    s.push_str(
+        "[[tags]]\nname = \"ua.arr\"\nnode = \"ns=2;s=Line1.Array\"\nindex = 1\nelements = 2\n",
+    );
+    s
+}
+
+struct Run {
+    sink: Arc<CollectSink>,
+    texts: Arc<Texts>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), DriverError>>,
+}
+
+fn start(f: &dyn DriverFactory) -> Run {
+    let sink = Arc::new(CollectSink::new());
+    let texts = Arc::new(Texts::default());
+    let cancel = CancellationToken::new();
+    let ctx = DriverContext::new("ua".into(), sink.clone(), cancel.clone(), Clock::system())
+        .with_events(texts.clone());
+    let task = tokio::spawn(f.create().expect("driver").run(ctx));
+    Run {
+        sink,
+        texts,
+        cancel,
+        task,
+    }
+}
+
+impl Run {
+    async fn stop(self) -> Result<(), DriverError> {
+        self.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(2), self.task)
+            .await
+            .expect("the driver stops within 2 s of cancel")
+            .expect("no panic")
+    }
+}
+
+async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn last(run: &Run, reg: &SignalRegistry, name: &str) -> Option<edge_driver_api::Sample> {
+    samples_of(&run.sink.samples(), reg, name).last().copied()
+}
+
+/// Every expected value, exactly.
+fn check_values(run: &Run, reg: &SignalRegistry) {
+    let expect = [
+        ("ua.bool", Value::Bool(true)),
+        ("ua.sbyte", Value::I64(-5)),
+        ("ua.byte", Value::I64(200)),
+        ("ua.int16", Value::I64(-1234)),
+        ("ua.uint16", Value::I64(54321)),
+        ("ua.int32", Value::I64(-123456)),
+        ("ua.uint32", Value::I64(4_000_000_000)),
+        ("ua.int64", Value::I64(-9_000_000_000)),
+        ("ua.uint64", Value::I64(9_000_000_000_000_000_000)),
+        ("ua.float", Value::F64(1.5)),
+        ("ua.double", Value::F64(21.25)),
+        ("ua.datetime", Value::F64(1_767_323_045.0)),
+        ("ua.numeric", Value::F64(42.0)),
+        ("ua.by_path", Value::F64(21.25)),
+        ("ua.stamped", Value::F64(7.0)),
+        ("ua.arr.0", Value::F64(2.0)),
+        ("ua.arr.1", Value::F64(3.0)),
+    ];
+    for (name, v) in expect {
+        let s = last(run, reg, name).unwrap_or_else(|| panic!("no sample of {name}"));
+        assert_eq!(s.quality, Quality::Good, "{name}");
+        assert_eq!(s.value, v, "{name}");
+    }
+    // The server's source timestamp is the sample's time.
+    let stamped = last(run, reg, "ua.stamped").expect("stamped");
+    assert_eq!(stamped.ts.wall_ns, 1_767_323_045_000_000_000);
+    // Bad and Uncertain status codes: bad quality with the code.
+    let code = |n: &str| last(run, reg, n).map(|s| s.quality);
+    assert_eq!(
+        code("ua.broken"),
+        Some(Quality::Bad(BadReason::DeviceException(0x808C)))
+    );
+    assert_eq!(
+        code("ua.uncertain"),
+        Some(Quality::Bad(BadReason::DeviceException(0x4090)))
+    );
+    // A node that does not exist: that tag only.
+    assert_eq!(
+        code("ua.missing"),
+        Some(Quality::Bad(BadReason::DeviceException(0x8034)))
+    );
+    assert_eq!(
+        code("ua.bad_path"),
+        Some(Quality::Bad(BadReason::DeviceException(0x806F)))
+    );
+    // Text arrives as an event.
+    let string_id = reg.get("ua.string").expect("id").0.to_string();
+    assert!(
+        run.texts
+            .0
+            .lock()
+            .expect("mutex")
+            .iter()
+            .any(|(id, t)| *id == string_id && t == "running"),
+        "the String value as text"
+    );
+}
+
+fn everything_there(run: &Run, reg: &SignalRegistry) -> bool {
+    [
+        "ua.double",
+        "ua.arr.1",
+        "ua.missing",
+        "ua.bad_path",
+        "ua.broken",
+        "ua.uncertain",
+        "ua.datetime",
+    ]
+    .iter()
+    .all(|n| last(run, reg, n).is_some())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribes_to_every_scalar_type_of_asyncua_with_exact_values() {
+    let mut server = PyOpcua::start();
+    let (f, reg) = factory(&format!(
+        "endpoint = \"{}\"\npublishing_interval = \"100ms\"\n{}",
+        server.endpoint(),
+        tags()
+    ));
+    let run = start(&f);
+    wait_for("every tag", 20, || everything_there(&run, &reg)).await;
+    check_values(&run, &reg);
+    // Changes arrive: the counter moves, a written value comes through.
+    let counts = |run: &Run| {
+        samples_of(&run.sink.samples(), &reg, "ua.counter")
+            .iter()
+            .map(|s| s.value)
+            .collect::<Vec<_>>()
+    };
+    wait_for("the counter to move", 10, || counts(&run).len() >= 5).await;
+    let c = counts(&run);
+    assert!(
+        c.windows(2).all(|w| w[0] != w[1]),
+        "every notification a change: {c:?}"
+    );
+    server.set("Double", "23.75");
+    wait_for("the new Double", 10, || {
+        last(&run, &reg, "ua.double").is_some_and(|s| s.value == Value::F64(23.75))
+    })
+    .await;
+    // A status code that turns bad while subscribed.
+    server.status("Float", "BadOutOfService");
+    wait_for("Float to turn bad", 10, || {
+        last(&run, &reg, "ua.float")
+            .is_some_and(|s| s.quality == Quality::Bad(BadReason::DeviceException(0x808D)))
+    })
+    .await;
+    // Link statistics flow like every polling driver's.
+    wait_for("the link health", 10, || {
+        last(&run, &reg, "ua.comm.health").is_some_and(|s| s.value.as_f64() > 0.0)
+    })
+    .await;
+    assert!(run.stop().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_every_scalar_type_with_read_when_configured() {
+    let server = PyOpcua::start();
+    let (f, reg) = factory(&format!(
+        "endpoint = \"{}\"\nacquisition = \"poll\"\npoll = \"100ms\"\nmax_items_per_call = 4\n{}",
+        server.endpoint(),
+        tags()
+    ));
+    let run = start(&f);
+    wait_for("every tag", 20, || everything_there(&run, &reg)).await;
+    check_values(&run, &reg);
+    // Polled: samples keep coming while nothing changes.
+    let n = samples_of(&run.sink.samples(), &reg, "ua.double").len();
+    wait_for("more polls", 10, || {
+        samples_of(&run.sink.samples(), &reg, "ua.double").len() >= n + 3
+    })
+    .await;
+    assert!(run.stop().await.is_ok());
+    drop(server);
+}
+
+/// A driver section for the secure server.
+fn secure_toml(
+    endpoint: &str,
+    pki: &std::path::Path,
+    pw_file: &std::path::Path,
+    mode: &str,
+) -> String {
+    format!(
+        "endpoint = \"{endpoint}\"\nsecurity_policy = \"Basic256Sha256\"\nsecurity_mode = \"{mode}\"\nusername = \"edge\"\npassword_file = \"{}\"\npki_dir = \"{}\"\npublishing_interval = \"100ms\"\ntimeout = \"3s\"\n[[tags]]\nname = \"ua.double\"\nnode = \"ns=2;s=Line1.Double\"\n[[tags]]\nname = \"ua.counter\"\nnode = \"ns=2;s=Line1.Counter\"\n",
+        pw_file.display(),
+        pki.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic256sha256_with_user_and_password_after_trusting_the_server() {
+    let dir = TempDir::new("opcua-secure");
+    let server_dir = dir.path().join("server");
+    let server = PyOpcua::start_with(&["--secure", server_dir.to_str().expect("utf-8")]);
+    let pki = dir.path().join("pki");
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret\n").expect("password file");
+
+    // 1. The server is not trusted yet: refused, with how to trust it.
+    let (f, reg) = factory(&secure_toml(
+        &server.endpoint(),
+        &pki,
+        &pw,
+        "SignAndEncrypt",
+    ));
+    let sink = Arc::new(CollectSink::new());
+    let ctx = DriverContext::new("ua".into(), sink, CancellationToken::new(), Clock::system());
+    let e = tokio::time::timeout(
+        Duration::from_secs(30),
+        f.create().expect("driver").run(ctx),
+    )
+    .await
+    .expect("the attempt ends")
+    .expect_err("an untrusted server is refused");
+    assert!(e.kind.is_retryable(), "{e}");
+    assert!(
+        e.message.contains("not trusted") && e.message.contains("rejected"),
+        "{e}"
+    );
+    let rejected: Vec<_> = std::fs::read_dir(pki.join("rejected"))
+        .expect("rejected dir")
+        .collect();
+    assert_eq!(
+        rejected.len(),
+        1,
+        "the server's certificate saved for review"
+    );
+
+    // 2. Trusted (its certificate dropped in trusted/ under any name): values flow,
+    //    signed and encrypted, as user `edge`.
+    std::fs::copy(
+        server_dir.join("server.der"),
+        pki.join("trusted/plant-server.der"),
+    )
+    .expect("trust");
+    for mode in ["SignAndEncrypt", "Sign"] {
+        let (f, reg2) = factory(&secure_toml(&server.endpoint(), &pki, &pw, mode));
+        let run = start(&f);
+        let t0 = Instant::now();
+        while !last(&run, &reg2, "ua.double").is_some_and(|s| s.value == Value::F64(21.25)) {
+            if run.task.is_finished() {
+                panic!("{mode}: {:?}", run.task.await);
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "timed out waiting for a value over {mode}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(run.stop().await.is_ok());
+    }
+    let _ = reg;
+
+    // 3. A wrong password: refused, said so, never logged.
+    std::fs::write(&pw, "wrong\n").expect("password file");
+    let (f, _) = factory(&secure_toml(
+        &server.endpoint(),
+        &pki,
+        &pw,
+        "SignAndEncrypt",
+    ));
+    let sink = Arc::new(CollectSink::new());
+    let ctx = DriverContext::new("ua".into(), sink, CancellationToken::new(), Clock::system());
+    let e = tokio::time::timeout(
+        Duration::from_secs(30),
+        f.create().expect("driver").run(ctx),
+    )
+    .await
+    .expect("the attempt ends")
+    .expect_err("a wrong password is refused");
+    assert!(
+        e.message.contains("refused the user name or password"),
+        "{e}"
+    );
+    assert!(!e.message.contains("wrong"), "{e}");
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_brings_values_back_within_seconds_without_duplicates() {
+    let mut server = PyOpcua::start();
+    let (f, reg) = factory(&format!(
+        "endpoint = \"{}\"\npublishing_interval = \"100ms\"\ntimeout = \"1s\"\n[[tags]]\nname = \"ua.counter\"\nnode = \"ns=2;s=Line1.Counter\"\n[[tags]]\nname = \"ua.stamped\"\nnode = \"ns=2;s=Line1.Stamped\"\n",
+        server.endpoint()
+    ));
+    let run = start(&f);
+    let good_counter = |run: &Run| {
+        samples_of(&run.sink.samples(), &reg, "ua.counter")
+            .iter()
+            .filter(|s| s.quality.is_good())
+            .count()
+    };
+    wait_for("the counter", 20, || good_counter(&run) >= 3).await;
+    server.stop();
+    wait_for("the outage as bad quality", 20, || {
+        last(&run, &reg, "ua.counter").is_some_and(|s| !s.quality.is_good())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.spawn();
+    let listening = Instant::now();
+    let before = good_counter(&run);
+    wait_for("values after the restart", 30, || {
+        good_counter(&run) > before
+            && last(&run, &reg, "ua.counter").is_some_and(|s| s.quality.is_good())
+    })
+    .await;
+    let back = listening.elapsed();
+    println!(
+        "opcua: values flow {:.2} s after the restarted server listens",
+        back.as_secs_f64()
+    );
+    // The stamped value (same source time, same value after the restart) once only.
+    let stamped: Vec<_> = samples_of(&run.sink.samples(), &reg, "ua.stamped")
+        .into_iter()
+        .filter(|s| s.quality.is_good())
+        .collect();
+    assert_eq!(
+        stamped.len(),
+        1,
+        "no duplicate after the subscription came back: {stamped:?}"
+    );
+    // One driver attempt throughout: the session reconnected by itself.
+    assert!(!run.task.is_finished());
+    assert!(run.stop().await.is_ok());
+    assert!(back < Duration::from_secs(10), "took {back:?}");
+}
+
+/// A TCP server that answers every connection with `reply` (then closes).
+async fn fake_server(reply: &'static [u8]) -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await;
+                let _ = s.write_all(reply).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_or_a_close_in_the_handshake_is_a_retryable_error_not_a_panic() {
+    let garbage = fake_server(b"HTTP/1.1 400 Bad Request\r\n\r\n\x00\xff\xfe garbage").await;
+    let closes = fake_server(b"").await;
+    // A valid-looking ACK header with an absurd length, then nothing.
+    let lying = fake_server(b"ACKF\xff\xff\xff\x7f").await;
+    for (what, port) in [
+        ("garbage", garbage),
+        ("a close", closes),
+        ("a lying header", lying),
+        ("nothing", free_port()),
+    ] {
+        let (f, reg) = factory(&format!(
+            "endpoint = \"opc.tcp://127.0.0.1:{port}\"\ntimeout = \"1s\"\n[[tags]]\nname = \"ua.x\"\nnode = \"ns=2;s=X\"\n"
+        ));
+        let sink = Arc::new(CollectSink::new());
+        let ctx = DriverContext::new(
+            "ua".into(),
+            sink.clone(),
+            CancellationToken::new(),
+            Clock::system(),
+        );
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::spawn(f.create().expect("driver").run(ctx)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the attempt must end"))
+        .unwrap_or_else(|p| panic!("{what}: panicked: {p}"));
+        let e = r.expect_err("no session");
+        assert!(e.kind.is_retryable(), "{what}: {e:?}");
+        assert!(
+            sink.samples()
+                .iter()
+                .all(|s| !s.quality.is_good() || reg.name(s.signal).contains(".comm.")),
+            "{what}: no good value"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browse_prints_tags_that_check_config_accepts() {
+    let server = PyOpcua::start();
+    let out = tokio::task::spawn_blocking({
+        let ep = server.endpoint();
+        move || {
+            std::process::Command::new(agent_bin())
+                .args([
+                    "opcua",
+                    "browse",
+                    "--endpoint",
+                    &ep,
+                    "--node",
+                    "ns=2;s=Line1",
+                    "--depth",
+                    "2",
+                    "--prefix",
+                    "plc",
+                ])
+                .output()
+                .expect("run browse")
+        }
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("browse ends")
+        .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("name = \"plc.double\"\nnode = \"ns=2;s=Line1.Double\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("name = \"plc.numeric\"\nnode = \"ns=2;i=1001\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("name = \"plc.string\"\nnode = \"ns=2;s=Line1.String\"\ntype = \"text\"\n"),
+        "{text}"
+    );
+    assert!(text.contains("# Array: Double array"), "{text}");
+    // Pasted into a driver section, it is a valid configuration.
+    let dir = TempDir::new("opcua-browse");
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[agent]\nid = \"gw\"\n\n[[drivers]]\nname = \"plc\"\nkind = \"opcua\"\nendpoint = \"{}\"\n\n{text}",
+            server.endpoint()
+        ),
+    )
+    .expect("config");
+    let check = std::process::Command::new(agent_bin())
+        .args(["check-config"])
+        .arg(&cfg)
+        .output()
+        .expect("check-config");
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
