@@ -5,7 +5,7 @@
 # the Mosquitto MQTT broker, openssl (throw-away TLS certificates), socat (pty pairs
 # standing in for serial lines) and systemd-analyze (unit checks) from Debian's
 # packages, Debian's chromium and chromium-driver (the web UI's browser tests), and
-# pymodbus, python-snap7, aiocoap, selenium and pysparkplug (pinned in
+# pymodbus, python-snap7, aiocoap, selenium, pysparkplug and asyncua (pinned in
 # tests/peers/requirements.txt)
 # in a Python venv.
 # Later peers add their installs here, so this stays the one

@@ -1,7 +1,8 @@
 //! What `edge-agent tags` says about tags that fail at the device, against
 //! independent peers: a DB the S7 PLC (python-snap7) does not have, a resource the
-//! CoAP server (aiocoap) does not serve. Each is bad with the protocol's own
-//! words, and only that tag; the others stay good.
+//! CoAP server (aiocoap) does not serve, an OPC UA status code and node the
+//! asyncua server does not have. Each is bad with the protocol's own words, and
+//! only that tag; the others stay good.
 
 use std::time::{Duration, Instant};
 
@@ -105,6 +106,74 @@ signal = "field.missing"
     };
     assert_eq!(addr("press.gone").as_deref(), Some("DB99.DBW0 Int"));
     assert_eq!(addr("field.missing").as_deref(), Some("/missing"));
+    tokio::time::timeout(Duration::from_secs(20), handle.stop())
+        .await
+        .expect("stops in time")
+        .expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opcua_status_codes_and_unknown_nodes_are_bad_with_their_names() {
+    let server = edge_agent_tests::PyOpcua::start();
+    let toml = format!(
+        r#"
+[agent]
+id = "gw"
+control_socket = ""
+[alerts]
+console = false
+
+[[drivers]]
+name = "ua"
+kind = "opcua"
+endpoint = "{endpoint}"
+publishing_interval = "100ms"
+[[drivers.tags]]
+name = "ua.temp"
+node = "ns=2;s=Line1.Double"
+[[drivers.tags]]
+name = "ua.broken"
+node = "ns=2;s=Line1.Broken"
+[[drivers.tags]]
+name = "ua.gone"
+node = "ns=2;s=Line1.Gone"
+[[drivers.tags]]
+name = "ua.state"
+node = "ns=2;s=Line1.String"
+type = "text"
+"#,
+        endpoint = server.endpoint()
+    );
+    let handle =
+        edge_agent::start(config("ua.toml", &toml), RunOptions::default()).expect("starts");
+    let names = ["ua.temp", "ua.broken", "ua.gone"];
+    let start = Instant::now();
+    let report = loop {
+        let r = handle.tags("");
+        if names.iter().all(|n| quality(&r, n).0 != "no data") {
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "tags never all read: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(quality(&report, "ua.temp"), ("good".into(), None));
+    assert_eq!(
+        quality(&report, "ua.broken"),
+        ("bad".into(), Some("BadSensorFailure (0x808c)".into()))
+    );
+    assert_eq!(
+        quality(&report, "ua.gone"),
+        ("bad".into(), Some("BadNodeIdUnknown (0x8034)".into()))
+    );
+    let t = report
+        .tags
+        .iter()
+        .find(|t| t.name == "ua.gone")
+        .and_then(|t| t.address.clone());
+    assert_eq!(t.as_deref(), Some("ns=2;s=Line1.Gone"));
     tokio::time::timeout(Duration::from_secs(20), handle.stop())
         .await
         .expect("stops in time")

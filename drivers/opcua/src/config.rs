@@ -191,7 +191,7 @@ impl OpcuaConfig {
         ok &= endpoint.is_none() || hp.is_some();
         let policy = r.choice("security_policy", &POLICIES);
         let mode = r.choice("security_mode", &MODES);
-        let (policy, mode) = check_security(r, policy, mode)?;
+        let security = check_security(r, policy, mode);
         let identity = read_identity(r, &mut ok);
         let certificate = existing_file(r, "certificate", &mut ok);
         let private_key = existing_file(r, "private_key", &mut ok);
@@ -232,7 +232,7 @@ impl OpcuaConfig {
             Acquisition::Poll => poll,
         };
         let health = HealthConfig::parse(r, period, timeout);
-        let (endpoint, (host, port)) = (endpoint?, hp?);
+        let (endpoint, (host, port), (policy, mode)) = (endpoint?, hp?, security?);
         ok.then(|| OpcuaConfig {
             name: name.to_string(),
             endpoint: endpoint.value,
@@ -477,18 +477,19 @@ fn read_tag(t: &mut TableReader<'_>, default_sampling: Duration) -> Option<Tag> 
         .int_in("index", 0, u32::MAX as i64)
         .map(|v| v.value as u32);
     let elements = t.int_in("elements", 1, 4096);
+    let sampling = t
+        .duration("sampling")
+        .map(|d| d.value)
+        .unwrap_or(default_sampling);
+    let queue_size = t.int_in("queue_size", 1, 10_000);
+    let deadband = read_deadband(t);
     if let (Some(e), None) = (&elements, index) {
         t.error(e.span, "elements", "`elements` without `index`")
             .hint("add `index = 0` to take the array from its first element")
             .emit();
         return None;
     }
-    let sampling = t
-        .duration("sampling")
-        .map(|d| d.value)
-        .unwrap_or(default_sampling);
-    let queue_size = t.int_in("queue_size", 1, 10_000);
-    let deadband = read_deadband(t)?;
+    let deadband = deadband?;
     if text && deadband.is_some() {
         t.table_error("a deadband on a text tag")
             .hint("deadbands filter numbers; remove `deadband` or set `type = \"number\"`")

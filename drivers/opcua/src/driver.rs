@@ -224,7 +224,12 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
 async fn connect(
     sh: &Shared,
 ) -> Result<(Arc<Session>, SessionEventLoop<TcpConnector>), DriverError> {
-    let c = client::build_client(&sh.cfg)?;
+    // Making the first client certificate (an RSA key) takes seconds on a
+    // gateway's core: not on the runtime's threads.
+    let cfg = sh.cfg.clone();
+    let c = tokio::task::spawn_blocking(move || client::build_client(&cfg))
+        .await
+        .map_err(|e| DriverError::device(format!("OPC UA client set-up panicked: {e}")))??;
     client::open(&c, &sh.cfg).await
 }
 

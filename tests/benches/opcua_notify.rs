@@ -1,0 +1,175 @@
+//! OPC UA subscription throughput of the real driver on one core (a
+//! current-thread runtime) against FreeOpcUa's asyncua server: 1,000 monitored
+//! items, all changed by the server every 200 ms, published every 100 ms. Beside
+//! it, in the same run, the Modbus driver reading 1,000 u16 registers from
+//! pymodbus (coalesced, as fast as the server answers): the per-core figure of a
+//! polling driver.
+//!
+//!     cargo bench -p edge-agent-tests --bench opcua_notify
+//!
+//! The servers are Python and slower than the driver, so the rates say what they
+//! delivered; the per-core figure is values delivered per CPU second of the bench
+//! process (every thread's time on a CPU, from /proc/self/task/*/schedstat: the
+//! driver, the OPC UA stack and the sink; the servers' CPU is not included). Compare the lines of one run.
+#![allow(clippy::print_stdout)] // a bench reports on stdout
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use edge_agent_tests::{PyModbus, PyOpcua};
+use edge_driver_api::config::{Diagnostics, TableReader, parse_document};
+use edge_driver_api::{
+    Clock, DriverContext, DriverFactory, PushResult, Sample, SampleSink, SignalRegistry,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+const SECONDS: f64 = 20.0;
+const ITEMS: u32 = 1000;
+
+/// Counts good samples of the first `ITEMS` signals (not the link statistics).
+#[derive(Debug, Default)]
+struct Counting {
+    values: AtomicU64,
+    notify: Notify,
+}
+
+impl SampleSink for Counting {
+    fn try_push(&self, batch: &[Sample]) -> PushResult {
+        let n = batch
+            .iter()
+            .filter(|s| s.signal.0 < ITEMS && s.quality.is_good())
+            .count();
+        self.values.fetch_add(n as u64, Ordering::Relaxed);
+        PushResult {
+            accepted: batch.len(),
+        }
+    }
+    fn space_available(&self) -> &Notify {
+        &self.notify
+    }
+}
+
+/// CPU seconds of this process so far, in nanoseconds' resolution: the sum of
+/// every thread's time on a CPU (`/proc/self/task/*/schedstat`); the 10 ms ticks
+/// of `/proc/self/stat` are too coarse for a few thousand notifications a second.
+fn cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e9
+}
+
+/// Runs the driver for `SECONDS` after a warm-up until `ready` values came; returns
+/// (values/s, CPU seconds per 1,000 values).
+fn measure(f: Arc<dyn DriverFactory>, warmup: u64) -> (f64, f64) {
+    let sink = Arc::new(Counting::default());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let cancel = CancellationToken::new();
+        let ctx = DriverContext::new(
+            "bench".into(),
+            sink.clone(),
+            cancel.clone(),
+            Clock::system(),
+        );
+        let task = tokio::spawn(f.create().expect("driver").run(ctx));
+        let t = Instant::now();
+        while sink.values.load(Ordering::Relaxed) < warmup {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "no values within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (t0, c0, n0) = (
+            Instant::now(),
+            cpu_seconds(),
+            sink.values.load(Ordering::Relaxed),
+        );
+        tokio::time::sleep(Duration::from_secs_f64(SECONDS)).await;
+        let (dt, dc, dn) = (
+            t0.elapsed().as_secs_f64(),
+            cpu_seconds() - c0,
+            sink.values.load(Ordering::Relaxed) - n0,
+        );
+        cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        (dn as f64 / dt, dc / (dn as f64 / 1000.0))
+    })
+}
+
+fn parse<C>(toml: &str, parse: impl FnOnce(&mut TableReader<'_>) -> Option<C>) -> C {
+    let table = parse_document(toml).expect("toml");
+    let diags = Diagnostics::new();
+    let mut r = TableReader::new(&table, "drivers[0]", &diags);
+    parse(&mut r).expect("config")
+}
+
+fn opcua(endpoint: &str) -> Arc<dyn DriverFactory> {
+    let mut toml =
+        format!("endpoint = \"{endpoint}\"\npublishing_interval = \"100ms\"\ntimeout = \"5s\"\n");
+    for i in 0..ITEMS {
+        toml += &format!(
+            "[[tags]]\nname = \"t{i}\"\nnode = \"ns=2;s=Bench.{i}\"\nsampling = \"100ms\"\nqueue_size = 1\n"
+        );
+    }
+    let cfg = parse(&toml, |r| edge_driver_opcua::OpcuaConfig::parse(r, "bench"));
+    let mut reg = SignalRegistry::new();
+    for d in cfg.signals() {
+        reg.intern(&d, "bench").expect("unique");
+    }
+    Arc::new(cfg.into_factory(&reg).expect("factory"))
+}
+
+fn modbus(port: u16) -> Arc<dyn DriverFactory> {
+    let mut toml =
+        format!("host = \"127.0.0.1\"\nport = {port}\npoll = \"1ms\"\ntimeout = \"1s\"\n");
+    for i in 0..ITEMS {
+        toml += &format!("[[tags]]\nname = \"t{i}\"\narea = \"holding\"\naddress = {i}\n");
+    }
+    let cfg = parse(&toml, |r| {
+        edge_driver_modbus::ModbusConfig::parse(r, "bench")
+    });
+    let mut reg = SignalRegistry::new();
+    for d in cfg.signals() {
+        reg.intern(&d, "bench").expect("unique");
+    }
+    Arc::new(cfg.into_factory(&reg).expect("factory"))
+}
+
+fn main() {
+    println!("opcua_notify: {ITEMS} items, {SECONDS} s each, one core");
+    let tags: Vec<serde_json::Value> = (0..ITEMS)
+        .map(|i| serde_json::json!({"area": "holding", "address": i, "type": "u16", "value": i}))
+        .collect();
+    let pm = PyModbus::start(&serde_json::json!({"unit": 1, "tags": tags}));
+    let (m_rate, m_cpu) = measure(modbus(pm.port), 5 * u64::from(ITEMS));
+    drop(pm);
+    let server = PyOpcua::start_with(&["--items", &ITEMS.to_string(), "--period", "200"]);
+    let (o_rate, o_cpu) = measure(opcua(&server.endpoint()), 2 * u64::from(ITEMS));
+    drop(server);
+    for (what, rate, cpu) in [
+        ("modbus (pymodbus, polled)", m_rate, m_cpu),
+        ("opcua (asyncua, subscribed)", o_rate, o_cpu),
+    ] {
+        println!(
+            "{what:<28} {rate:>9.0} values/s delivered, {:>6.2} ms CPU per 1000, {:>9.0} values per CPU second",
+            cpu * 1e3,
+            1.0 / cpu * 1000.0
+        );
+    }
+    println!(
+        "per core, OPC UA notifications against Modbus tags: {:.2}",
+        (1.0 / o_cpu) / (1.0 / m_cpu)
+    );
+}
