@@ -6,7 +6,8 @@ Serves, in namespace `urn:edge-agent:test` (index 2), the folder Line1 with a
 variable of every scalar built-in type (string NodeIds `Line1.<Name>`), a
 numeric NodeId (`ns=2;i=1001`), a Double array, a counter that changes every
 100 ms, a value with a fixed source timestamp, a Bad and an Uncertain value, and
-a method. `--secure DIR` offers only Basic256Sha256 (Sign, SignAndEncrypt) with
+a method. `--secure DIR` offers only Basic256Sha256 (Sign, SignAndEncrypt),
+Aes128_Sha256_RsaOaep and Aes256_Sha256_RsaPss (SignAndEncrypt), with
 user `edge` / password `s3cret` (no anonymous), its certificate written to
 DIR/server.der. `--items N` adds Bench.0 … Bench.N-1, all changed every `--period`
 ms. Prints READY once listening; reads commands on stdin:
@@ -83,6 +84,8 @@ async def main():
         server.set_security_policy([
             ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
             ua.SecurityPolicyType.Basic256Sha256_Sign,
+            ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
+            ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
         ])
         server.set_security_IDs(["Username"])
     else:

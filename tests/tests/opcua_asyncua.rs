@@ -1,8 +1,8 @@
 #![allow(clippy::print_stdout)] // reports the measured recovery time
 //! The OPC UA driver against FreeOpcUa's asyncua server: every scalar type by
 //! subscription and by polling Read, source timestamps, Bad and Uncertain status
-//! codes, a NodeId that does not exist, a browse path, an array slice; security
-//! Basic256Sha256 with user and password (an untrusted server refused with how
+//! codes, a NodeId that does not exist, a browse path, an array slice; every
+//! security policy with user and password (an untrusted server refused with how
 //! to trust it, a wrong password refused); a server restart (values back, no
 //! duplicates, the time reported); garbage and a close in the handshake;
 //! `edge-agent opcua browse` output that `check-config` accepts.
@@ -254,32 +254,40 @@ async fn polls_every_scalar_type_with_read_when_configured() {
     let run = start(&f);
     wait_for("every tag", 20, || everything_there(&run, &reg)).await;
     check_values(&run, &reg);
-    // Polled: samples keep coming while nothing changes.
+    // Polled: samples keep coming while nothing changes; a text is an event
+    // only when it changes, not at every poll.
     let n = samples_of(&run.sink.samples(), &reg, "ua.double").len();
     wait_for("more polls", 10, || {
         samples_of(&run.sink.samples(), &reg, "ua.double").len() >= n + 3
     })
     .await;
+    assert_eq!(
+        run.texts.0.lock().expect("mutex").len(),
+        1,
+        "one text event"
+    );
     assert!(run.stop().await.is_ok());
     drop(server);
 }
+
+const BASIC: (&str, &str) = ("Basic256Sha256", "SignAndEncrypt");
 
 /// A driver section for the secure server.
 fn secure_toml(
     endpoint: &str,
     pki: &std::path::Path,
     pw_file: &std::path::Path,
-    mode: &str,
+    (policy, mode): (&str, &str),
 ) -> String {
     format!(
-        "endpoint = \"{endpoint}\"\nsecurity_policy = \"Basic256Sha256\"\nsecurity_mode = \"{mode}\"\nusername = \"edge\"\npassword_file = \"{}\"\npki_dir = \"{}\"\npublishing_interval = \"100ms\"\ntimeout = \"3s\"\n[[tags]]\nname = \"ua.double\"\nnode = \"ns=2;s=Line1.Double\"\n[[tags]]\nname = \"ua.counter\"\nnode = \"ns=2;s=Line1.Counter\"\n",
+        "endpoint = \"{endpoint}\"\nsecurity_policy = \"{policy}\"\nsecurity_mode = \"{mode}\"\nusername = \"edge\"\npassword_file = \"{}\"\npki_dir = \"{}\"\npublishing_interval = \"100ms\"\ntimeout = \"3s\"\n[[tags]]\nname = \"ua.double\"\nnode = \"ns=2;s=Line1.Double\"\n[[tags]]\nname = \"ua.counter\"\nnode = \"ns=2;s=Line1.Counter\"\n",
         pw_file.display(),
         pki.display()
     )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn basic256sha256_with_user_and_password_after_trusting_the_server() {
+async fn every_security_policy_with_user_and_password_after_trusting_the_server() {
     let dir = TempDir::new("opcua-secure");
     let server_dir = dir.path().join("server");
     let server = PyOpcua::start_with(&["--secure", server_dir.to_str().expect("utf-8")]);
@@ -288,12 +296,7 @@ async fn basic256sha256_with_user_and_password_after_trusting_the_server() {
     std::fs::write(&pw, "s3cret\n").expect("password file");
 
     // 1. The server is not trusted yet: refused, with how to trust it.
-    let (f, reg) = factory(&secure_toml(
-        &server.endpoint(),
-        &pki,
-        &pw,
-        "SignAndEncrypt",
-    ));
+    let (f, reg) = factory(&secure_toml(&server.endpoint(), &pki, &pw, BASIC));
     let sink = Arc::new(CollectSink::new());
     let ctx = DriverContext::new("ua".into(), sink, CancellationToken::new(), Clock::system());
     let e = tokio::time::timeout(
@@ -324,8 +327,14 @@ async fn basic256sha256_with_user_and_password_after_trusting_the_server() {
         pki.join("trusted/plant-server.der"),
     )
     .expect("trust");
-    for mode in ["SignAndEncrypt", "Sign"] {
-        let (f, reg2) = factory(&secure_toml(&server.endpoint(), &pki, &pw, mode));
+    for security in [
+        BASIC,
+        ("Basic256Sha256", "Sign"),
+        ("Aes128_Sha256_RsaOaep", "SignAndEncrypt"),
+        ("Aes256_Sha256_RsaPss", "SignAndEncrypt"),
+    ] {
+        let mode = format!("{security:?}");
+        let (f, reg2) = factory(&secure_toml(&server.endpoint(), &pki, &pw, security));
         let run = start(&f);
         let t0 = Instant::now();
         while !last(&run, &reg2, "ua.double").is_some_and(|s| s.value == Value::F64(21.25)) {
@@ -344,12 +353,7 @@ async fn basic256sha256_with_user_and_password_after_trusting_the_server() {
 
     // 3. A wrong password: refused, said so, never logged.
     std::fs::write(&pw, "wrong\n").expect("password file");
-    let (f, _) = factory(&secure_toml(
-        &server.endpoint(),
-        &pki,
-        &pw,
-        "SignAndEncrypt",
-    ));
+    let (f, _) = factory(&secure_toml(&server.endpoint(), &pki, &pw, BASIC));
     let sink = Arc::new(CollectSink::new());
     let ctx = DriverContext::new("ua".into(), sink, CancellationToken::new(), Clock::system());
     let e = tokio::time::timeout(

@@ -1,7 +1,9 @@
 //! OPC UA values to samples: the Variant's type, the status code's quality and
 //! the source timestamp's time.
 
-use edge_driver_api::{BadReason, DriverContext, Quality, Sample, SignalId, Timestamp, Value};
+use edge_driver_api::{
+    BadReason, DriverContext, Quality, Sample, SignalId, TextChanges, Timestamp, Value,
+};
 use opcua::types::{DataValue, DateTime, StatusCode, Variant};
 
 use crate::config::Tag;
@@ -113,15 +115,18 @@ fn elements<'v>(tag: &Tag, v: &'v Variant, n: usize) -> Option<Vec<&'v Variant>>
     }
 }
 
+/// Where one DataValue goes: the driver's context (text events), the last text
+/// of each text signal (slot = signal index: only changes are reported, as a
+/// polling Read repeats them), and the batch of samples.
+pub struct Out<'a> {
+    pub ctx: &'a DriverContext,
+    pub texts: &'a mut TextChanges,
+    pub samples: &'a mut Vec<Sample>,
+}
+
 /// Turns one DataValue of `tag` into samples (numbers) or text events.
-pub fn deliver(
-    tag: &Tag,
-    ids: &[SignalId],
-    dv: &DataValue,
-    now: Timestamp,
-    ctx: &DriverContext,
-    out: &mut Vec<Sample>,
-) {
+pub fn deliver(tag: &Tag, ids: &[SignalId], dv: &DataValue, now: Timestamp, o: &mut Out<'_>) {
+    let out = &mut *o.samples;
     let ts = time_of(dv, now);
     let q = quality(dv.status.unwrap_or(StatusCode::Good));
     if let Quality::Bad(why) = q {
@@ -136,8 +141,10 @@ pub fn deliver(
     };
     for (id, v) in ids.iter().zip(items) {
         if tag.text {
-            if let Some(t) = text(v) {
-                ctx.emit_text(*id, ts, &t);
+            if let Some(t) = text(v)
+                && let Some(changed) = o.texts.update(id.index(), &t)
+            {
+                o.ctx.emit_text(*id, ts, changed);
             }
             continue;
         }
@@ -261,15 +268,19 @@ mod tests {
         )
         .expect("array");
         let dv = DataValue::new_now(Variant::Array(Box::new(arr)));
-        let mut out = Vec::new();
+        let (c, mut texts, mut out) = (ctx(), TextChanges::new(2), Vec::new());
         // The server ignored the IndexRange: the slice is taken here.
+        let mut o = Out {
+            ctx: &c,
+            texts: &mut texts,
+            samples: &mut out,
+        };
         deliver(
             &tag(Some(1), 2),
             &[SignalId(0), SignalId(1)],
             &dv,
             now(),
-            &ctx(),
-            &mut out,
+            &mut o,
         );
         let vals: Vec<f64> = out.iter().map(|s| s.value.as_f64()).collect();
         assert_eq!(vals, vec![2.0, 3.0]);
@@ -277,14 +288,19 @@ mod tests {
 
     #[test]
     fn a_bad_status_or_a_string_on_a_number_tag_is_bad_quality() {
-        let mut out = Vec::new();
+        let (c, mut texts, mut out) = (ctx(), TextChanges::new(1), Vec::new());
+        let mut o = Out {
+            ctx: &c,
+            texts: &mut texts,
+            samples: &mut out,
+        };
         let dv = DataValue {
             status: Some(StatusCode::BadSensorFailure),
             ..DataValue::new_now(Variant::Double(1.0))
         };
-        deliver(&tag(None, 1), &[SignalId(0)], &dv, now(), &ctx(), &mut out);
+        deliver(&tag(None, 1), &[SignalId(0)], &dv, now(), &mut o);
         let dv = DataValue::new_now(Variant::from("hello"));
-        deliver(&tag(None, 1), &[SignalId(0)], &dv, now(), &ctx(), &mut out);
+        deliver(&tag(None, 1), &[SignalId(0)], &dv, now(), &mut o);
         assert_eq!(
             out.iter().map(|s| s.quality).collect::<Vec<_>>(),
             vec![

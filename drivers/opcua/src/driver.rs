@@ -170,6 +170,10 @@ struct Attempt<'a> {
     /// delivered twice.
     last: Vec<Option<(i64, u32, u64)>>,
     batch: Vec<Sample>,
+    /// The last value of each text signal (by signal index).
+    texts: edge_driver_api::TextChanges,
+    /// Whether the session is connected now (the link is not timed while not).
+    connected: bool,
     /// Items per Read / CreateMonitoredItems call.
     per_call: usize,
 }
@@ -214,6 +218,15 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
         nodes: Vec::new(),
         last: vec![None; sh.cfg.tags.len()],
         batch: Vec::with_capacity(sh.cfg.tags.len() + 16),
+        texts: edge_driver_api::TextChanges::new(
+            sh.ids
+                .iter()
+                .flatten()
+                .map(|id| id.index() + 1)
+                .max()
+                .unwrap_or(0),
+        ),
+        connected: true,
         per_call: sh.cfg.max_items_per_call,
     };
     let r = a.serve(&mut erx).await;
@@ -265,12 +278,12 @@ impl Attempt<'_> {
                     if self.flush().await.is_err() { return Ok(()); }
                 }
                 e = events.recv() => self.on_link(e).await?,
-                _ = tokio::time::sleep_until(next_poll), if polling => {
+                _ = tokio::time::sleep_until(next_poll), if polling && self.connected => {
                     self.poll().await;
                     next_poll = tokio::time::Instant::now() + self.sh.stats.poll_period();
                 }
                 _ = tick.tick() => {
-                    if !polling && tokio::time::Instant::now() >= next_health {
+                    if !polling && self.connected && tokio::time::Instant::now() >= next_health {
                         self.time_link().await;
                         next_health = tokio::time::Instant::now() + HEALTH_READ;
                     }
@@ -290,6 +303,7 @@ impl Attempt<'_> {
     async fn on_link(&mut self, e: Option<Link>) -> Result<(), DriverError> {
         match e {
             Some(Link::Connected { new_session }) => {
+                self.connected = true;
                 self.sh.stats.connected();
                 // The stack's publish loop of a new connection waits for a trigger
                 // before its first Publish (async-opcua 0.19): without one, a
@@ -298,6 +312,7 @@ impl Attempt<'_> {
                 tracing::info!(driver = self.ctx.name(), new_session, "OPC UA session back");
             }
             Some(Link::Lost(c)) => {
+                self.connected = false;
                 self.sh.stats.error();
                 tracing::warn!(
                     driver = self.ctx.name(),
@@ -535,14 +550,12 @@ impl Attempt<'_> {
             if dedup && self.repeated(i, dv) {
                 continue;
             }
-            convert::deliver(
-                &self.sh.cfg.tags[i],
-                &self.sh.ids[i],
-                dv,
-                now,
-                self.ctx,
-                &mut self.batch,
-            );
+            let mut out = convert::Out {
+                ctx: self.ctx,
+                texts: &mut self.texts,
+                samples: &mut self.batch,
+            };
+            convert::deliver(&self.sh.cfg.tags[i], &self.sh.ids[i], dv, now, &mut out);
         }
     }
 
