@@ -5,22 +5,19 @@
 //!
 //!     cargo bench -p edge-agent-tests --bench modbus_read
 //!
-//! Reports tags/s and the bench process's CPU seconds per 1,000 tags (from
-//! /proc/self/stat; the server's CPU is not included). Compare the two lines of one
+//! Reports tags/s and the bench process's CPU seconds per 1,000 tags (every
+//! thread's, from /proc/self/task/*/schedstat; the server's CPU is not included). Compare the two lines of one
 //! run: these machines are noisy.
 #![allow(clippy::print_stdout)] // a bench reports on stdout
 
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use edge_agent_tests::bench::{CountingSink, cpu_seconds};
 use edge_driver_api::config::{Diagnostics, TableReader, parse_document};
-use edge_driver_api::{
-    Clock, DriverContext, DriverFactory, PushResult, Sample, SampleSink, SignalRegistry,
-};
+use edge_driver_api::{Clock, DriverContext, DriverFactory, SignalRegistry};
 use edge_driver_modbus::ModbusConfig;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 const SECONDS: f64 = 3.0;
@@ -53,38 +50,6 @@ fn serve(port: u16) {
     }
 }
 
-#[derive(Debug, Default)]
-struct Counting {
-    tags: AtomicU64,
-    notify: Notify,
-}
-
-impl SampleSink for Counting {
-    fn try_push(&self, batch: &[Sample]) -> PushResult {
-        let n = batch
-            .iter()
-            .filter(|s| s.signal.0 < u32::from(TAGS))
-            .count();
-        self.tags.fetch_add(n as u64, Ordering::Relaxed);
-        PushResult {
-            accepted: batch.len(),
-        }
-    }
-    fn space_available(&self) -> &Notify {
-        &self.notify
-    }
-}
-
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the comm field.
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
 fn measure(port: u16, coalesce: bool) -> (f64, f64, usize) {
     let mut toml =
         format!("host = \"127.0.0.1\"\nport = {port}\npoll = \"1ms\"\ntimeout = \"1s\"\n");
@@ -106,7 +71,7 @@ fn measure(port: u16, coalesce: bool) -> (f64, f64, usize) {
         reg.intern(&d, "bench").expect("unique");
     }
     let f = cfg.into_factory(&reg).expect("factory");
-    let sink = Arc::new(Counting::default());
+    let sink = Arc::new(CountingSink::new(u32::from(TAGS)));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -121,16 +86,12 @@ fn measure(port: u16, coalesce: bool) -> (f64, f64, usize) {
         );
         let task = tokio::spawn(f.create().expect("driver").run(ctx));
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (t0, c0, n0) = (
-            Instant::now(),
-            cpu_seconds(),
-            sink.tags.load(Ordering::Relaxed),
-        );
+        let (t0, c0, n0) = (Instant::now(), cpu_seconds(), sink.count());
         tokio::time::sleep(Duration::from_secs_f64(SECONDS)).await;
         let (dt, dc, dn) = (
             t0.elapsed().as_secs_f64(),
             cpu_seconds() - c0,
-            sink.tags.load(Ordering::Relaxed) - n0,
+            sink.count() - n0,
         );
         cancel.cancel();
         let _ = task.await;

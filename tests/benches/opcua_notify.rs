@@ -14,62 +14,21 @@
 #![allow(clippy::print_stdout)] // a bench reports on stdout
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use edge_agent_tests::bench::{CountingSink, cpu_seconds};
 use edge_agent_tests::{PyModbus, PyOpcua};
 use edge_driver_api::config::{Diagnostics, TableReader, parse_document};
-use edge_driver_api::{
-    Clock, DriverContext, DriverFactory, PushResult, Sample, SampleSink, SignalRegistry,
-};
-use tokio::sync::Notify;
+use edge_driver_api::{Clock, DriverContext, DriverFactory, SignalRegistry};
 use tokio_util::sync::CancellationToken;
 
 const SECONDS: f64 = 20.0;
 const ITEMS: u32 = 1000;
 
-/// Counts good samples of the first `ITEMS` signals (not the link statistics).
-#[derive(Debug, Default)]
-struct Counting {
-    values: AtomicU64,
-    notify: Notify,
-}
-
-impl SampleSink for Counting {
-    fn try_push(&self, batch: &[Sample]) -> PushResult {
-        let n = batch
-            .iter()
-            .filter(|s| s.signal.0 < ITEMS && s.quality.is_good())
-            .count();
-        self.values.fetch_add(n as u64, Ordering::Relaxed);
-        PushResult {
-            accepted: batch.len(),
-        }
-    }
-    fn space_available(&self) -> &Notify {
-        &self.notify
-    }
-}
-
-/// CPU seconds of this process so far, in nanoseconds' resolution: the sum of
-/// every thread's time on a CPU (`/proc/self/task/*/schedstat`); the 10 ms ticks
-/// of `/proc/self/stat` are too coarse for a few thousand notifications a second.
-fn cpu_seconds() -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0.0;
-    };
-    let ns: u64 = tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    ns as f64 / 1e9
-}
-
 /// Runs the driver for `SECONDS` after a warm-up until `ready` values came; returns
 /// (values/s, CPU seconds per 1,000 values).
 fn measure(f: Arc<dyn DriverFactory>, warmup: u64) -> (f64, f64) {
-    let sink = Arc::new(Counting::default());
+    let sink = Arc::new(CountingSink::new(ITEMS));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -84,23 +43,19 @@ fn measure(f: Arc<dyn DriverFactory>, warmup: u64) -> (f64, f64) {
         );
         let task = tokio::spawn(f.create().expect("driver").run(ctx));
         let t = Instant::now();
-        while sink.values.load(Ordering::Relaxed) < warmup {
+        while sink.count() < warmup {
             assert!(
                 t.elapsed() < Duration::from_secs(60),
                 "no values within 60 s"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let (t0, c0, n0) = (
-            Instant::now(),
-            cpu_seconds(),
-            sink.values.load(Ordering::Relaxed),
-        );
+        let (t0, c0, n0) = (Instant::now(), cpu_seconds(), sink.count());
         tokio::time::sleep(Duration::from_secs_f64(SECONDS)).await;
         let (dt, dc, dn) = (
             t0.elapsed().as_secs_f64(),
             cpu_seconds() - c0,
-            sink.values.load(Ordering::Relaxed) - n0,
+            sink.count() - n0,
         );
         cancel.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

@@ -14,7 +14,6 @@ ms. Prints READY once listening; reads commands on stdin:
 
     set NAME JSON         write a value (keeps its type)        -> OK
     status NAME CODE      the value's status code (e.g. BadSensorFailure) -> OK
-    count                 number of sessions                     -> N
 """
 
 import asyncio
@@ -178,8 +177,6 @@ async def main():
                 await node.write_value(ua.DataValue(
                     dv.Value, StatusCode=ua.StatusCode(getattr(ua.StatusCodes, parts[2]))))
                 print("OK", flush=True)
-            elif parts[0] == "count":
-                print(len(server.iserver.session_manager.sessions) if hasattr(server.iserver, "session_manager") else -1, flush=True)
         for t in tasks:
             t.cancel()
 

@@ -522,15 +522,85 @@ impl Drop for PyModbus {
     }
 }
 
+/// A Python peer that talks on its stdin/stdout: started until it prints
+/// `READY` (retrying while a just-killed one still holds the port), asked one
+/// line at a time, killed when dropped.
+#[derive(Debug)]
+struct PeerProcess {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl PeerProcess {
+    /// `peers/<script>` with `args`; `what` names it in failures; `quiet` drops
+    /// its stderr (asyncua logs every session).
+    fn start(script: &str, args: &[String], what: &str, quiet: bool) -> PeerProcess {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("peers")
+            .join(script);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let mut child = std::process::Command::new(peer_python())
+                .arg(&script)
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(if quiet {
+                    std::process::Stdio::null()
+                } else {
+                    std::process::Stdio::inherit()
+                })
+                .spawn()
+                .unwrap_or_else(|e| panic!("start the {what}: {e}"));
+            let mut out = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+            let mut line = String::new();
+            let _ = out.read_line(&mut line);
+            if line.trim() == "READY" {
+                let stdin = child.stdin.take().expect("piped stdin");
+                return PeerProcess {
+                    child,
+                    stdin,
+                    stdout: out,
+                };
+            }
+            // The port may still be held by a just-killed server: retry.
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the {what} did not start ({args:?}): {line}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// One command line on its stdin, its one-line answer.
+    fn ask(&mut self, command: &str) -> String {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin, "{command}").expect("write to the peer");
+        self.stdin.flush().expect("flush");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read reply");
+        line.trim().to_string()
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A python-snap7 S7 server on 127.0.0.1 serving `spec` (see tests/peers/s7_server.py),
 /// stopped when dropped.
 #[derive(Debug)]
 pub struct PySnap7 {
     pub port: u16,
     spec: String,
-    child: Option<std::process::Child>,
-    stdin: Option<std::process::ChildStdin>,
-    stdout: Option<std::io::BufReader<std::process::ChildStdout>>,
+    process: Option<PeerProcess>,
 }
 
 impl PySnap7 {
@@ -542,9 +612,7 @@ impl PySnap7 {
         let mut m = PySnap7 {
             port,
             spec: spec.to_string(),
-            child: None,
-            stdin: None,
-            stdout: None,
+            process: None,
         };
         m.spawn();
         m
@@ -552,38 +620,13 @@ impl PySnap7 {
 
     /// Starts the server (again, on the same port) and waits until it listens.
     pub fn spawn(&mut self) {
-        use std::io::BufRead;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/s7_server.py");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let mut child = std::process::Command::new(peer_python())
-                .arg(&script)
-                .arg(self.port.to_string())
-                .arg(&self.spec)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::inherit())
-                .spawn()
-                .expect("start the snap7 server");
-            let mut out = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
-            let mut line = String::new();
-            let _ = out.read_line(&mut line);
-            if line.trim() == "READY" {
-                self.stdin = child.stdin.take();
-                self.stdout = Some(out);
-                self.child = Some(child);
-                return;
-            }
-            // The port may still be held by a just-killed server: retry.
-            let _ = child.kill();
-            let _ = child.wait();
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the snap7 server did not start on {}: {line}",
-                self.port
-            );
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
+        let args = [self.port.to_string(), self.spec.clone()];
+        self.process = Some(PeerProcess::start(
+            "s7_server.py",
+            &args,
+            "snap7 server",
+            false,
+        ));
     }
 
     /// Overwrites bytes of a served area (`area` is DB, MK, PE or PA).
@@ -603,28 +646,12 @@ impl PySnap7 {
             .collect()
     }
 
-    /// One command line to the server on its stdin, its one-line answer.
     fn ask(&mut self, command: &str) -> String {
-        use std::io::{BufRead, Write};
-        let stdin = self.stdin.as_mut().expect("server running");
-        writeln!(stdin, "{command}").expect("write to snap7 server");
-        stdin.flush().expect("flush");
-        let mut line = String::new();
-        self.stdout
-            .as_mut()
-            .expect("server running")
-            .read_line(&mut line)
-            .expect("read reply");
-        line.trim().to_string()
+        self.process.as_mut().expect("server running").ask(command)
     }
 
     pub fn stop(&mut self) {
-        self.stdin = None;
-        self.stdout = None;
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process = None;
     }
 }
 
@@ -1067,9 +1094,7 @@ roles = {{ vibration = "pump.vibration", temperature = "pump.temperature", curre
 pub struct PyOpcua {
     pub port: u16,
     args: Vec<String>,
-    child: Option<std::process::Child>,
-    stdin: Option<std::process::ChildStdin>,
-    stdout: Option<std::io::BufReader<std::process::ChildStdout>>,
+    process: Option<PeerProcess>,
 }
 
 impl PyOpcua {
@@ -1083,9 +1108,7 @@ impl PyOpcua {
         let mut s = PyOpcua {
             port: free_port(),
             args: args.iter().map(|a| a.to_string()).collect(),
-            child: None,
-            stdin: None,
-            stdout: None,
+            process: None,
         };
         s.spawn();
         s
@@ -1098,38 +1121,14 @@ impl PyOpcua {
 
     /// Starts the server (again, on the same port) and waits until it listens.
     pub fn spawn(&mut self) {
-        use std::io::BufRead;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/opcua_server.py");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let mut child = std::process::Command::new(peer_python())
-                .arg(&script)
-                .arg(self.port.to_string())
-                .args(&self.args)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("start the asyncua server");
-            let mut out = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
-            let mut line = String::new();
-            let _ = out.read_line(&mut line);
-            if line.trim() == "READY" {
-                self.stdin = child.stdin.take();
-                self.stdout = Some(out);
-                self.child = Some(child);
-                return;
-            }
-            // The port may still be held by a just-killed server: retry.
-            let _ = child.kill();
-            let _ = child.wait();
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the asyncua server did not start on {}: {line}",
-                self.port
-            );
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
+        let mut args = vec![self.port.to_string()];
+        args.extend(self.args.iter().cloned());
+        self.process = Some(PeerProcess::start(
+            "opcua_server.py",
+            &args,
+            "asyncua server",
+            true,
+        ));
     }
 
     /// Writes a value (JSON) to variable `name` of Line1, keeping its type.
@@ -1143,31 +1142,78 @@ impl PyOpcua {
     }
 
     fn ask(&mut self, command: &str) -> String {
-        use std::io::{BufRead, Write};
-        let stdin = self.stdin.as_mut().expect("server running");
-        writeln!(stdin, "{command}").expect("write to the asyncua server");
-        stdin.flush().expect("flush");
-        let mut line = String::new();
-        self.stdout
-            .as_mut()
-            .expect("server running")
-            .read_line(&mut line)
-            .expect("read reply");
-        line.trim().to_string()
+        self.process.as_mut().expect("server running").ask(command)
     }
 
     pub fn stop(&mut self) {
-        self.stdin = None;
-        self.stdout = None;
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process = None;
     }
 }
 
 impl Drop for PyOpcua {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// What the throughput benches share.
+pub mod bench {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use edge_driver_api::{PushResult, Sample, SampleSink};
+    use tokio::sync::Notify;
+
+    /// CPU seconds of this process so far, at nanoseconds' resolution: every
+    /// thread's time on a CPU (`/proc/self/task/*/schedstat`). The 10 ms ticks of
+    /// `/proc/self/stat` are too coarse for a few thousand values a second.
+    pub fn cpu_seconds() -> f64 {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return 0.0;
+        };
+        let ns: u64 = tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        ns as f64 / 1e9
+    }
+
+    /// A sink that takes everything and counts the good samples of the signals
+    /// below `limit` (a driver's tags, not its link statistics).
+    #[derive(Debug)]
+    pub struct CountingSink {
+        pub values: AtomicU64,
+        limit: u32,
+        notify: Notify,
+    }
+
+    impl CountingSink {
+        pub fn new(limit: u32) -> CountingSink {
+            CountingSink {
+                values: AtomicU64::new(0),
+                limit,
+                notify: Notify::new(),
+            }
+        }
+
+        pub fn count(&self) -> u64 {
+            self.values.load(Ordering::Relaxed)
+        }
+    }
+
+    impl SampleSink for CountingSink {
+        fn try_push(&self, batch: &[Sample]) -> PushResult {
+            let n = batch
+                .iter()
+                .filter(|s| s.signal.0 < self.limit && s.quality.is_good())
+                .count();
+            self.values.fetch_add(n as u64, Ordering::Relaxed);
+            PushResult {
+                accepted: batch.len(),
+            }
+        }
+        fn space_available(&self) -> &Notify {
+            &self.notify
+        }
     }
 }

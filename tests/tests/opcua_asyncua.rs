@@ -286,6 +286,19 @@ fn secure_toml(
     )
 }
 
+/// One driver attempt that must fail; its error.
+async fn failed_attempt(f: &dyn DriverFactory) -> DriverError {
+    let sink = Arc::new(CollectSink::new());
+    let ctx = DriverContext::new("ua".into(), sink, CancellationToken::new(), Clock::system());
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        f.create().expect("driver").run(ctx),
+    )
+    .await
+    .expect("the attempt ends")
+    .expect_err("the attempt fails")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_security_policy_with_user_and_password_after_trusting_the_server() {
     let dir = TempDir::new("opcua-secure");
@@ -296,16 +309,8 @@ async fn every_security_policy_with_user_and_password_after_trusting_the_server(
     std::fs::write(&pw, "s3cret\n").expect("password file");
 
     // 1. The server is not trusted yet: refused, with how to trust it.
-    let (f, reg) = factory(&secure_toml(&server.endpoint(), &pki, &pw, BASIC));
-    let sink = Arc::new(CollectSink::new());
-    let ctx = DriverContext::new("ua".into(), sink, CancellationToken::new(), Clock::system());
-    let e = tokio::time::timeout(
-        Duration::from_secs(30),
-        f.create().expect("driver").run(ctx),
-    )
-    .await
-    .expect("the attempt ends")
-    .expect_err("an untrusted server is refused");
+    let (f, _) = factory(&secure_toml(&server.endpoint(), &pki, &pw, BASIC));
+    let e = failed_attempt(&f).await;
     assert!(e.kind.is_retryable(), "{e}");
     assert!(
         e.message.contains("not trusted") && e.message.contains("rejected"),
@@ -349,20 +354,11 @@ async fn every_security_policy_with_user_and_password_after_trusting_the_server(
         }
         assert!(run.stop().await.is_ok());
     }
-    let _ = reg;
 
     // 3. A wrong password: refused, said so, never logged.
     std::fs::write(&pw, "wrong\n").expect("password file");
     let (f, _) = factory(&secure_toml(&server.endpoint(), &pki, &pw, BASIC));
-    let sink = Arc::new(CollectSink::new());
-    let ctx = DriverContext::new("ua".into(), sink, CancellationToken::new(), Clock::system());
-    let e = tokio::time::timeout(
-        Duration::from_secs(30),
-        f.create().expect("driver").run(ctx),
-    )
-    .await
-    .expect("the attempt ends")
-    .expect_err("a wrong password is refused");
+    let e = failed_attempt(&f).await;
     assert!(
         e.message.contains("refused the user name or password"),
         "{e}"

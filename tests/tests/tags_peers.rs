@@ -20,6 +20,22 @@ fn quality(r: &TagsReport, name: &str) -> (String, Option<String>) {
     (t.quality.clone(), t.reason.clone())
 }
 
+/// The tags report once every one of `names` has been read (good or bad).
+async fn read_all(handle: &edge_agent::AgentHandle, names: &[&str]) -> TagsReport {
+    let start = Instant::now();
+    loop {
+        let r = handle.tags("");
+        if names.iter().all(|n| quality(&r, n).0 != "no data") {
+            return r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "tags never all read: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_s7_db_and_a_coap_404_are_bad_with_the_protocols_words() {
     let plc = PySnap7::start(&json!({"areas": [
@@ -71,19 +87,11 @@ signal = "field.missing"
     );
     let handle =
         edge_agent::start(config("tags.toml", &toml), RunOptions::default()).expect("starts");
-    let names = ["press.temp", "press.gone", "field.temp", "field.missing"];
-    let start = Instant::now();
-    let report = loop {
-        let r = handle.tags("");
-        if names.iter().all(|n| quality(&r, n).0 != "no data") {
-            break r;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "tags never all read: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let report = read_all(
+        &handle,
+        &["press.temp", "press.gone", "field.temp", "field.missing"],
+    )
+    .await;
     assert_eq!(quality(&report, "press.temp"), ("good".into(), None));
     assert_eq!(
         quality(&report, "press.gone"),
@@ -146,19 +154,7 @@ type = "text"
     );
     let handle =
         edge_agent::start(config("ua.toml", &toml), RunOptions::default()).expect("starts");
-    let names = ["ua.temp", "ua.broken", "ua.gone"];
-    let start = Instant::now();
-    let report = loop {
-        let r = handle.tags("");
-        if names.iter().all(|n| quality(&r, n).0 != "no data") {
-            break r;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "tags never all read: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let report = read_all(&handle, &["ua.temp", "ua.broken", "ua.gone"]).await;
     assert_eq!(quality(&report, "ua.temp"), ("good".into(), None));
     assert_eq!(
         quality(&report, "ua.broken"),
