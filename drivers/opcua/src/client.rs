@@ -8,7 +8,7 @@ use std::time::Duration;
 use edge_driver_api::DriverError;
 use opcua::client::transport::TcpConnector;
 use opcua::client::{Client, ClientBuilder, IdentityToken, Session, SessionEventLoop};
-use opcua::crypto::{CertificateStore, SecurityPolicy};
+use opcua::crypto::{CertificateStore, SecurityPolicy, X509};
 use opcua::types::{EndpointDescription, MessageSecurityMode, StatusCode};
 
 use crate::config::{Identity, OpcuaConfig, Policy};
@@ -117,7 +117,9 @@ pub async fn open(
     })?
     .map_err(|e| classify(cfg, e.status(), &e.to_string()))?;
     let policy = SecurityPolicy::from_str_lenient(cfg.policy.stack_name());
-    if Client::find_matching_endpoint(&endpoints, &cfg.endpoint, policy, cfg.mode).is_none() {
+    let Some(matching) =
+        Client::find_matching_endpoint(&endpoints, &cfg.endpoint, policy, cfg.mode)
+    else {
         return Err(DriverError::device(format!(
             "{} offers no endpoint with security policy {} and mode {:?}; it offers: {}",
             cfg.endpoint,
@@ -125,6 +127,9 @@ pub async fn open(
             cfg.mode,
             offered(&endpoints)
         )));
+    };
+    if cfg.policy != Policy::None {
+        check_trusted(cfg, &matching.server_certificate)?;
     }
     let wanted: EndpointDescription =
         (cfg.endpoint.as_str(), cfg.policy.stack_name(), cfg.mode).into();
@@ -137,6 +142,31 @@ pub async fn open(
                 .build(client.certificate_store().clone())
         })
         .map_err(|e| classify(cfg, e.status(), &e.to_string()))
+}
+
+/// Refuses a server whose certificate is not in `pki_dir/trusted`, before any
+/// session: the certificate is saved in `pki_dir/rejected` and the error says
+/// how to trust it (the stack would refuse it too, but after the first time only
+/// with "security checks failed").
+fn check_trusted(cfg: &OpcuaConfig, der: &opcua::types::ByteString) -> Result<(), DriverError> {
+    let ep = &cfg.endpoint;
+    let cert = X509::from_byte_string(der)
+        .map_err(|e| DriverError::device(format!("{ep} sent no usable certificate: {e}")))?;
+    let name = CertificateStore::cert_file_name(&cert);
+    if cfg.pki_dir.join("trusted").join(&name).exists() {
+        return Ok(());
+    }
+    let rejected = cfg.pki_dir.join("rejected").join(&name);
+    if !rejected.exists()
+        && let Err(e) = std::fs::write(&rejected, der.as_ref())
+    {
+        tracing::warn!(file = %rejected.display(), error = %e, "cannot save a rejected certificate");
+    }
+    Err(DriverError::device(format!(
+        "the server certificate of {ep} is not trusted; it was saved as {}: if it is the right server, move it to {} (the driver retries by itself)",
+        rejected.display(),
+        cfg.pki_dir.join("trusted").display()
+    )))
 }
 
 /// What a server offers, for error messages: `None/None, Basic256Sha256/SignAndEncrypt`.
