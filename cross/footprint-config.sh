@@ -26,6 +26,7 @@ start_responder() {
 # Prints the configuration.
 #
 #   budget_config <dir> <zoo dir> <modbus host> <modbus port> > budget.toml
+#   budget_config <dir> <zoo dir> <opc.tcp endpoint> - opcua > budget-opcua.toml
 #
 # <dir> is where the agent keeps its journal, control socket and watched log, as
 # the agent will see it.
@@ -50,16 +51,20 @@ listen = "127.0.0.1:0"
 [models]
 dir = "$zoo"
 
-[[drivers]]
-name = "skid"
-kind = "modbus"
-host = "$host"
-port = $port
-poll = "1s"
 EOF
-    for i in $(seq 0 999); do
-        printf '[[drivers.tags]]\nname = "skid.r%d"\narea = "holding"\naddress = %d\n' "$i" "$i"
-    done
+    if [ "${5:-modbus}" = opcua ]; then
+        # The same 1,000 tags from an OPC UA server (tests/peers/opcua_server.py
+        # --items 1000): "$host" is then the endpoint.
+        printf '[[drivers]]\nname = "skid"\nkind = "opcua"\nendpoint = "%s"\n' "$host"
+        for i in $(seq 0 999); do
+            printf '[[drivers.tags]]\nname = "skid.r%d"\nnode = "ns=2;s=Bench.%d"\n' "$i" "$i"
+        done
+    else
+        printf '[[drivers]]\nname = "skid"\nkind = "modbus"\nhost = "%s"\nport = %s\npoll = "1s"\n' "$host" "$port"
+        for i in $(seq 0 999); do
+            printf '[[drivers.tags]]\nname = "skid.r%d"\narea = "holding"\naddress = %d\n' "$i" "$i"
+        done
+    fi
     cat <<EOF
 
 [[drivers]]

@@ -3,6 +3,7 @@
 #
 #   cross/footprint.sh <arch> <triple> <binary>     # called by FOOTPRINT=1 cross/build.sh
 #   cross/footprint.sh x86_64 native target/release/edge-agent
+#   OPCUA=1 cross/footprint.sh x86_64 native <a binary with the opcua feature>
 #
 # Reports:
 # * the stripped binary size (the release profile strips symbols);
@@ -74,6 +75,22 @@ read -r budget_rss budget_cpu budget_anon budget_early < <(measure "$work/budget
 kill "$responder" 2>/dev/null || true
 responder=""
 
+# The same scenario with the 1,000 tags from an OPC UA server (OPCUA=1, a binary
+# with the `opcua` feature, and the test venv's asyncua: ./tests/run.sh makes it).
+opcua_rss=""
+if [ "${OPCUA:-0}" != 0 ]; then
+    opcua_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    tests/.venv/bin/python tests/peers/opcua_server.py "$opcua_port" --items 1000 --period 1000 \
+        > "$work/opcua.out" 2>/dev/null < <(sleep $(( secs + 60 ))) &
+    opcua_server=$!
+    for _ in $(seq 100); do grep -q READY "$work/opcua.out" 2>/dev/null && break; sleep 0.2; done
+    budget_config "$work" "$(pwd)/models/zoo" "opc.tcp://127.0.0.1:$opcua_port/edge-test" - opcua \
+        > "$work/budget-opcua.toml"
+    "${qemu[@]}" "$bin" check-config "$work/budget-opcua.toml" >/dev/null
+    read -r opcua_rss opcua_cpu opcua_anon opcua_early < <(measure "$work/budget-opcua.toml")
+    kill "$opcua_server" 2>/dev/null || true
+fi
+
 cat > "$work/idle.toml" <<EOF
 [agent]
 id = "idle"
@@ -93,4 +110,5 @@ echo "   binary (stripped):                              $(div "$size" 1048576) 
 early() { [ "$1" = 0 ] || echo " ($(div "$1" 1024) MB at 25 s, before the start-up trim)"; }
 echo "   RSS, demo after ${secs} s:                       $(div "$demo_rss" 1024) MB$(early "$demo_early"), anonymous $(div "$demo_anon" 1024) MB (CPU ${demo_cpu} s)"
 echo "   RSS, 1000 tags/4 drivers/2 models after ${secs} s: $(div "$budget_rss" 1024) MB$(early "$budget_early"), anonymous $(div "$budget_anon" 1024) MB (CPU ${budget_cpu} s; budget 16 MB)"
+[ -z "$opcua_rss" ] || echo "   RSS, the same with the tags from OPC UA:        $(div "$opcua_rss" 1024) MB$(early "$opcua_early"), anonymous $(div "$opcua_anon" 1024) MB (CPU ${opcua_cpu} s)"
 echo "   idle CPU (host driver only):                    $(div "$idle_cpu" "$secs" 4) CPU s per s (RSS $(div "$idle_rss" 1024) MB, anonymous $(div "$idle_anon" 1024) MB)"

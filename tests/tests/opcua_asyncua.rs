@@ -3,8 +3,8 @@
 //! subscription and by polling Read, source timestamps, Bad and Uncertain status
 //! codes, a NodeId that does not exist, a browse path, an array slice; every
 //! security policy with user and password (an untrusted server refused with how
-//! to trust it, a wrong password refused); a server restart (values back, no
-//! duplicates, the time reported); garbage and a close in the handshake;
+//! to trust it, a wrong password refused); a server restart and a cut
+//! connection (values back, no duplicates, the times reported); garbage and a close in the handshake;
 //! `edge-agent opcua browse` output that `check-config` accepts.
 
 use std::sync::{Arc, Mutex};
@@ -547,4 +547,45 @@ async fn browse_prints_tags_that_check_config_accepts() {
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_connection_resumes_the_subscription_without_duplicates() {
+    let server = PyOpcua::start();
+    let proxy = edge_agent_tests::CuttingProxy::start(server.port, Duration::ZERO).await;
+    let (f, reg) = factory(&format!(
+        "endpoint = \"opc.tcp://127.0.0.1:{}/edge-test\"\npublishing_interval = \"100ms\"\ntimeout = \"1s\"\n[[tags]]\nname = \"ua.counter\"\nnode = \"ns=2;s=Line1.Counter\"\n[[tags]]\nname = \"ua.stamped\"\nnode = \"ns=2;s=Line1.Stamped\"\n",
+        proxy.port
+    ));
+    let run = start(&f);
+    let good = |run: &Run| {
+        samples_of(&run.sink.samples(), &reg, "ua.counter")
+            .iter()
+            .filter(|s| s.quality.is_good())
+            .count()
+    };
+    wait_for("the counter", 20, || good(&run) >= 3).await;
+    proxy.cut_all();
+    let cut = Instant::now();
+    wait_for("the break as bad quality", 20, || {
+        last(&run, &reg, "ua.counter").is_some_and(|s| !s.quality.is_good())
+    })
+    .await;
+    let before = good(&run);
+    wait_for("values after the break", 20, || {
+        good(&run) > before + 2
+            && last(&run, &reg, "ua.counter").is_some_and(|s| s.quality.is_good())
+    })
+    .await;
+    println!(
+        "opcua: values flow {:.2} s after the connection was cut",
+        cut.elapsed().as_secs_f64()
+    );
+    let stamped = samples_of(&run.sink.samples(), &reg, "ua.stamped")
+        .into_iter()
+        .filter(|s| s.quality.is_good())
+        .count();
+    assert_eq!(stamped, 1, "no duplicate after the session came back");
+    assert!(!run.task.is_finished());
+    assert!(run.stop().await.is_ok());
 }
