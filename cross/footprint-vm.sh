@@ -21,7 +21,10 @@
 # guest reaches it through qemu's user network with `restrict=on` (no other route
 # out) and one guest forward, 10.0.2.100:502 -> 127.0.0.1:<port>.
 #
-# SMAPS=1 also lists each run's largest anonymous mappings.
+# SMAPS=1 also lists each run's largest anonymous mappings. OPCUA=1 (a binary with
+# the `opcua` feature, e.g. cross/out/edge-agent-opcua-aarch64) also runs the budget
+# scenario with its 1,000 tags from an OPC UA server (tests/peers/opcua_server.py in
+# the test venv, on the host; the guest reaches it as 10.0.2.101:4840).
 #
 # CPU figures are meaningless under emulation and are not reported. Needs root for
 # apt (it adds the arm64/armhf architecture to download the kernel and busybox .debs;
@@ -150,6 +153,13 @@ cp "$bin" "$disk/edge-agent"
 cp -r models/zoo "$disk/zoo"
 touch "$disk/work/plc.log"
 budget_config /mnt/work /mnt/zoo 10.0.2.100 502 > "$disk/work/budget.toml"
+opcua="${OPCUA:-0}"
+runs=2
+if [ "$opcua" != 0 ]; then
+    budget_config /mnt/work /mnt/zoo "opc.tcp://10.0.2.101:4840/edge-test" - opcua \
+        > "$disk/work/budget-opcua.toml"
+    runs=3
+fi
 cat > "$disk/run.sh" <<EOF
 secs=$secs
 smaps=${SMAPS:-0}
@@ -181,6 +191,10 @@ echo "VERSION \$(./edge-agent --version)"
 measure demo work/demo.toml
 ./edge-agent check-config work/budget.toml > /dev/null || echo "FOOTPRINT-ERROR budget config"
 measure budget work/budget.toml /mnt/work/control.sock
+if [ -f work/budget-opcua.toml ]; then
+    ./edge-agent check-config work/budget-opcua.toml > /dev/null || echo "FOOTPRINT-ERROR opcua config"
+    measure budget-opcua work/budget-opcua.toml /mnt/work/control.sock
+fi
 EOF
 # Room for the journal: the binary, the zoo and 64 MiB.
 size_mb=$(( $(du -sm "$disk" | cut -f1) + 64 ))
@@ -188,17 +202,33 @@ truncate -s "${size_mb}M" "$work/disk.img"
 mkfs.ext4 -q -F -d "$disk" "$work/disk.img"
 
 start_responder
+netdev="user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:502-tcp:127.0.0.1:$port"
+if [ "$opcua" != 0 ]; then
+    opcua_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # Its commands come on stdin: a FIFO this script holds open (fd 7) until it exits.
+    mkfifo "$work/opcua.in"
+    exec 7<>"$work/opcua.in"
+    tests/.venv/bin/python tests/peers/opcua_server.py "$opcua_port" --items 1000 --period 1000 \
+        > "$work/opcua.out" 2>/dev/null < "$work/opcua.in" &
+    opcua_server=$!
+    for _ in $(seq 100); do grep -q READY "$work/opcua.out" 2>/dev/null && break; sleep 0.2; done
+    # A `cmd:` forward opens a connection to the server for every guest connection
+    # (a `tcp:` one connects once, at start): OPC UA opens two (GetEndpoints, then
+    # the session).
+    netdev="$netdev,guestfwd=tcp:10.0.2.101:4840-cmd:socat - TCP:127.0.0.1:$opcua_port"
+fi
 
 echo "booting $kver under $qemu (about $(( secs * 2 + 30 )) s)" >&2
-timeout $(( secs * 2 + 600 )) "$qemu" "${machine[@]}" -smp 2 -m 512 \
+timeout $(( secs * runs + 600 )) "$qemu" "${machine[@]}" -smp 2 -m 512 \
     -nographic -no-reboot -kernel "$kernel" -initrd "$work/initramfs.gz" \
     -append "console=ttyAMA0 quiet panic=-1" \
     -drive "file=$work/disk.img,if=none,id=d0,format=raw" -device virtio-blk-device,drive=d0 \
-    -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:502-tcp:127.0.0.1:$port" \
+    -netdev "$netdev" \
     -device virtio-net-device,netdev=n0 < /dev/null > "$work/console.log" 2>&1 || true
+[ -z "${opcua_server:-}" ] || kill "$opcua_server" 2>/dev/null || true
 tr -d '\r' < "$work/console.log" > "$work/console.txt"
 
-if grep -q "FOOTPRINT-ERROR" "$work/console.txt" || [ "$(grep -c '^FOOTPRINT ' "$work/console.txt")" != 2 ]; then
+if grep -q "FOOTPRINT-ERROR" "$work/console.txt" || [ "$(grep -c '^FOOTPRINT ' "$work/console.txt")" != "$runs" ]; then
     echo "error: the guest run failed; its console:" >&2
     cat "$work/console.txt" >&2
     exit 1
@@ -212,10 +242,11 @@ while read -r _ name rss anon early rc early_anon; do
     case "$name" in
         demo) what="demo" ;;
         budget) what="1000 tags/4 drivers/2 models (budget 16 MB)" ;;
+        budget-opcua) what="the same with the tags from OPC UA (budget 16 MB)" ;;
     esac
     echo "   RSS, $what after ${secs} s: $(mb "$rss") MB ($(mb "$early") MB at 25 s, before the start-up trim), anonymous $(mb "$anon") MB ($(mb "$early_anon") at 25 s); stop exit code $rc"
     [ "$rc" = 0 ] || failed="$name stopped with exit code $rc"
-    if [ "$name" = budget ] && [ "$rss" -gt "$budget_kib" ]; then
+    if [ "${name%-opcua}" = budget ] && [ "$rss" -gt "$budget_kib" ]; then
         failed="the budget scenario uses $(mb "$rss") MB, over $(mb "$budget_kib") MB"
     fi
 done < <(grep '^FOOTPRINT ' "$work/console.txt")
