@@ -5,14 +5,15 @@
 Serves, in namespace `urn:edge-agent:test` (index 2), the folder Line1 with a
 variable of every scalar built-in type (string NodeIds `Line1.<Name>`), a
 numeric NodeId (`ns=2;i=1001`), a Double array, a counter that changes every
-100 ms, a value with a fixed source timestamp, a Bad and an Uncertain value, and
-a method. `--secure DIR` offers only Basic256Sha256 (Sign, SignAndEncrypt),
+100 ms, a value with a fixed source timestamp, a Bad and an Uncertain value, two
+writable variables (Setpoint, a Double; Mode, an Int16), and a method. `--secure DIR` offers only Basic256Sha256 (Sign, SignAndEncrypt),
 Aes128_Sha256_RsaOaep and Aes256_Sha256_RsaPss (SignAndEncrypt), with
 user `edge` / password `s3cret` (no anonymous), its certificate written to
 DIR/server.der. `--items N` adds Bench.0 … Bench.N-1, all changed every `--period`
 ms. Prints READY once listening; reads commands on stdin:
 
     set NAME JSON         write a value (keeps its type)        -> OK
+    get NAME              the value, as JSON                     -> 50.0
     status NAME CODE      the value's status code (e.g. BadSensorFailure) -> OK
 """
 
@@ -113,6 +114,10 @@ async def main():
         ua.NodeId("Line1.Uncertain", idx), ua.QualifiedName("Uncertain", idx), 0.0)
     nodes["Setpoint"] = await line.add_variable(
         ua.NodeId("Line1.Setpoint", idx), ua.QualifiedName("Setpoint", idx), 50.0)
+    await nodes["Setpoint"].set_writable()
+    nodes["Mode"] = await line.add_variable(
+        ua.NodeId("Line1.Mode", idx), ua.QualifiedName("Mode", idx), ua.Variant(1, ua.VariantType.Int16))
+    await nodes["Mode"].set_writable()
 
     async def reset(parent):
         await nodes["Counter"].write_value(ua.Variant(0, ua.VariantType.Int32))
@@ -171,6 +176,9 @@ async def main():
                 vt = await node.read_data_type_as_variant_type()
                 await node.write_value(ua.Variant(json.loads(parts[2]), vt))
                 print("OK", flush=True)
+            elif parts[0] == "get":
+                value = await nodes[parts[1]].read_value()
+                print(json.dumps(value), flush=True)
             elif parts[0] == "status":
                 node = nodes[parts[1]]
                 dv = await node.read_data_value()

@@ -1136,6 +1136,11 @@ impl PyOpcua {
         assert_eq!(self.ask(&format!("set {name} {json}")), "OK");
     }
 
+    /// The value of variable `name` of Line1 as the server holds it (JSON).
+    pub fn get(&mut self, name: &str) -> String {
+        self.ask(&format!("get {name}"))
+    }
+
     /// Gives variable `name` of Line1 a status code (`BadSensorFailure`, `Good`).
     pub fn status(&mut self, name: &str, code: &str) {
         assert_eq!(self.ask(&format!("status {name} {code}")), "OK");

@@ -589,3 +589,69 @@ async fn a_broken_connection_resumes_the_subscription_without_duplicates() {
     assert!(!run.task.is_finished());
     assert!(run.stop().await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_take_the_nodes_type_are_checked_and_read_back() {
+    use edge_driver_api::{WriteFailure, WriteInbox, WriteRequest};
+    let mut server = PyOpcua::start();
+    let (f, reg) = factory(&format!(
+        "endpoint = \"{}\"\npublishing_interval = \"100ms\"\n\
+         [[tags]]\nname = \"ua.setpoint\"\nnode = \"ns=2;s=Line1.Setpoint\"\nwritable = true\nmin = 0\nmax = 100\nverify = true\n\
+         [[tags]]\nname = \"ua.mode\"\nnode = \"ns=2;s=Line1.Mode\"\nwritable = true\nallowed = [1, 2, 70000]\n\
+         [[tags]]\nname = \"ua.double\"\nnode = \"ns=2;s=Line1.Double\"\nwritable = true\nmin = 0\nmax = 100\n",
+        server.endpoint()
+    ));
+    assert_eq!(f.writable().len(), 3);
+    let (inbox, tx) = WriteInbox::new();
+    let sink = Arc::new(CollectSink::new());
+    let cancel = CancellationToken::new();
+    let ctx = DriverContext::new("ua".into(), sink.clone(), cancel.clone(), Clock::system())
+        .with_writes(inbox);
+    let task = tokio::spawn(f.create().expect("driver").run(ctx));
+    wait_for("the session", 20, || {
+        samples_of(&sink.samples(), &reg, "ua.setpoint")
+            .iter()
+            .any(|s| s.quality.is_good())
+    })
+    .await;
+    let write = |name: &str, value: f64| {
+        let (req, rx) = WriteRequest::new(reg.get(name).expect("signal"), value, true);
+        let tx = tx.clone();
+        async move {
+            tx.send(req).await.expect("queued");
+            tokio::time::timeout(Duration::from_secs(10), rx)
+                .await
+                .expect("answered in time")
+                .expect("answered")
+        }
+    };
+    // A Double with its read back; the server holds it.
+    let done = write("ua.setpoint", 72.5).await.expect("written");
+    assert_eq!(done.read_back, Some(72.5));
+    assert_eq!(server.get("Setpoint"), "72.5");
+    // An Int16: written as an Int16 (the server would refuse a Double).
+    write("ua.mode", 2.0).await.expect("written");
+    assert_eq!(server.get("Mode"), "2");
+    // Out of the node's type: refused before anything is sent.
+    let e = write("ua.mode", 70000.0)
+        .await
+        .expect_err("does not fit an Int16");
+    assert_eq!(e.kind, WriteFailure::Encode, "{e}");
+    assert_eq!(server.get("Mode"), "2");
+    // A node the server does not let clients write: the server's refusal, named.
+    let e = write("ua.double", 5.0)
+        .await
+        .expect_err("read-only on the server");
+    assert_eq!(e.kind, WriteFailure::Device, "{e}");
+    assert!(
+        e.message.contains("BadUserAccessDenied") || e.message.contains("BadNotWritable"),
+        "{e}"
+    );
+    assert_eq!(server.get("Double"), "21.25");
+    cancel.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .expect("stops")
+        .expect("no panic");
+    assert!(r.is_ok());
+}

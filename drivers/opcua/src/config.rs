@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use edge_driver_api::config::{Span, Spanned, TableReader};
 use edge_driver_api::health::{CommStats, HealthConfig, comm_signal_decls};
-use edge_driver_api::{DriverError, SignalDecl, SignalRegistry};
+use edge_driver_api::{DriverError, SignalDecl, SignalRegistry, WriteLimits};
 use opcua::types::{MessageSecurityMode, NodeId};
 
 use crate::driver::{OpcuaFactory, Shared};
@@ -109,6 +109,8 @@ pub struct Tag {
     pub sampling: Duration,
     pub queue_size: u32,
     pub deadband: Option<Deadband>,
+    /// `writable = true` and its limits (a numeric scalar tag only).
+    pub write: Option<WriteLimits>,
     pub span: Span,
 }
 
@@ -483,6 +485,13 @@ fn read_tag(t: &mut TableReader<'_>, default_sampling: Duration) -> Option<Tag> 
         .unwrap_or(default_sampling);
     let queue_size = t.int_in("queue_size", 1, 10_000);
     let deadband = read_deadband(t);
+    let write = WriteLimits::parse(t);
+    if write.is_some() && (text || index.is_some()) {
+        t.table_error("only a numeric scalar tag can be written")
+            .hint("remove `writable` (text tags and array slices are read-only)")
+            .emit();
+        return None;
+    }
     if let (Some(e), None) = (&elements, index) {
         t.error(e.span, "elements", "`elements` without `index`")
             .hint("add `index = 0` to take the array from its first element")
@@ -506,6 +515,7 @@ fn read_tag(t: &mut TableReader<'_>, default_sampling: Duration) -> Option<Tag> 
         sampling,
         queue_size: queue_size.map(|q| q.value as u32).unwrap_or(10),
         deadband,
+        write,
         span: t.span(),
     })
 }

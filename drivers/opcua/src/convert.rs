@@ -187,6 +187,7 @@ mod tests {
             sampling: Duration::from_secs(1),
             queue_size: 1,
             deadband: None,
+            write: None,
             span: Span::default(),
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use edge_driver_api::health::CommStats;
 use edge_driver_api::{
     BadReason, BoxFuture, Driver, DriverContext, DriverError, DriverFactory, Sample, SignalId,
+    WritableTag, WriteError, WriteFailure,
 };
 use futures_util::StreamExt;
 use opcua::client::transport::TcpConnector;
@@ -54,6 +55,16 @@ impl DriverFactory for OpcuaFactory {
         Ok(Box::new(OpcuaDriver {
             shared: self.shared.clone(),
         }))
+    }
+    fn writable(&self) -> Vec<WritableTag> {
+        let sh = &self.shared;
+        edge_driver_api::write::writable_tags(
+            sh.cfg
+                .tags
+                .iter()
+                .zip(&sh.ids)
+                .filter_map(|(t, ids)| Some((t.write.as_ref(), *ids.first()?))),
+        )
     }
     fn probe(&self, ctx: &DriverContext) -> Option<BoxFuture<'static, bool>> {
         let sh = self.shared.clone();
@@ -278,6 +289,16 @@ impl Attempt<'_> {
                     if self.flush().await.is_err() { return Ok(()); }
                 }
                 e = events.recv() => self.on_link(e).await?,
+                req = self.ctx.next_write() => {
+                    if self.connected {
+                        crate::write::perform(self.sh, &self.session, &self.nodes, req).await;
+                    } else {
+                        req.answer(Err(WriteError::new(
+                            WriteFailure::Communication,
+                            format!("{} is not connected; the session is reconnecting", cfg.endpoint),
+                        )));
+                    }
+                }
                 _ = tokio::time::sleep_until(next_poll), if polling && self.connected => {
                     self.poll().await;
                     next_poll = tokio::time::Instant::now() + self.sh.stats.poll_period();

@@ -29,6 +29,14 @@
 //! deadband = 0.5                         # deadband_type = "absolute" (default) | "percent"
 //!
 //! [[drivers.tags]]
+//! name = "line1.setpoint"
+//! node = "ns=2;s=Line1.Setpoint"
+//! writable = true                        # written in the node's own type
+//! min = 0
+//! max = 100
+//! verify = true                          # read back after the write
+//!
+//! [[drivers.tags]]
 //! name = "line1.spectrum"                # signals line1.spectrum.0 … .7
 //! node = "ns=2;s=Line1.Spectrum"
 //! index = 0
@@ -49,6 +57,7 @@ mod config;
 mod convert;
 mod driver;
 mod nodes;
+mod write;
 
 use std::time::Duration;
 
