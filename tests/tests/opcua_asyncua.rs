@@ -286,6 +286,31 @@ fn secure_toml(
     )
 }
 
+/// Waits for Line1.Double's value on `ua.double`; a driver that gives up fails the
+/// test with its error.
+async fn wait_for_value(run: &Run, reg: &SignalRegistry, what: &str) {
+    let t0 = Instant::now();
+    while !last(run, reg, "ua.double").is_some_and(|s| s.value == Value::F64(21.25)) {
+        assert!(!run.task.is_finished(), "{what}: the driver gave up");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "timed out waiting for a value {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Makes a client certificate (`client.der`) and key (`client.pem`) in argv[1]
+/// with application URI argv[2], with asyncua's own certificate generator.
+const MAKE_CLIENT_CERT: &str = r#"
+import asyncio, pathlib, sys
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from cryptography.x509.oid import ExtendedKeyUsageOID
+d = pathlib.Path(sys.argv[1])
+asyncio.run(setup_self_signed_certificate(d / "client.pem", d / "client.der", sys.argv[2],
+    "127.0.0.1", [ExtendedKeyUsageOID.CLIENT_AUTH], {"commonName": "plant client"}))
+"#;
+
 /// One driver attempt that must fail; its error.
 async fn failed_attempt(f: &dyn DriverFactory) -> DriverError {
     let sink = Arc::new(CollectSink::new());
@@ -344,21 +369,49 @@ async fn every_security_policy_with_user_and_password_after_trusting_the_server(
         let mode = format!("{security:?}");
         let (f, reg2) = factory(&secure_toml(&server.endpoint(), &pki, &pw, security));
         let run = start(&f);
-        let t0 = Instant::now();
-        while !last(&run, &reg2, "ua.double").is_some_and(|s| s.value == Value::F64(21.25)) {
-            if run.task.is_finished() {
-                panic!("{mode}: {:?}", run.task.await);
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "timed out waiting for a value over {mode}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_value(&run, &reg2, &mode).await;
         assert!(run.stop().await.is_ok());
     }
 
-    // 3. A wrong password: refused, said so, never logged.
+    // 3. The client's own certificate and key (made by the peer's Python stack), with
+    //    the application URI they carry; a URI they do not carry is a config error.
+    let made = std::process::Command::new(edge_agent_tests::peer_python())
+        .args(["-c", MAKE_CLIENT_CERT])
+        .arg(dir.path())
+        .arg("urn:edge-agent:plant-client")
+        .status()
+        .expect("run python");
+    assert!(made.success());
+    let own = |uri: &str| {
+        secure_toml(&server.endpoint(), &pki, &pw, BASIC).replace(
+            "username = ",
+            &format!(
+                "application_uri = \"{uri}\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\nusername = ",
+                dir.path().join("client.der").display(),
+                dir.path().join("client.pem").display()
+            ),
+        )
+    };
+    let (f, reg3) = factory(&own("urn:edge-agent:plant-client"));
+    let run = start(&f);
+    wait_for_value(&run, &reg3, "with the client's own certificate").await;
+    assert!(run.stop().await.is_ok());
+    let wrong = own("urn:edge-agent:other");
+    let table = edge_driver_api::config::parse_document(&wrong).expect("toml");
+    let diags = edge_driver_api::config::Diagnostics::new();
+    let parsed = {
+        let mut r = edge_driver_api::config::TableReader::new(&table, "drivers[0]", &diags);
+        OpcuaConfig::parse(&mut r, "ua")
+    };
+    assert!(parsed.is_none());
+    let msgs: Vec<String> = diags.into_vec().into_iter().map(|d| d.message).collect();
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("does not carry the application URI")),
+        "{msgs:?}"
+    );
+
+    // 4. A wrong password: refused, said so, never logged.
     std::fs::write(&pw, "wrong\n").expect("password file");
     let (f, _) = factory(&secure_toml(&server.endpoint(), &pki, &pw, BASIC));
     let e = failed_attempt(&f).await;

@@ -27,7 +27,7 @@ pub fn build_client(cfg: &OpcuaConfig) -> Result<Client, DriverError> {
     };
     let mut b = ClientBuilder::new()
         .application_name("edge-agent")
-        .application_uri(application_uri(&cfg.name))
+        .application_uri(cfg.application_uri.clone())
         .product_uri("urn:edge-agent")
         .pki_dir(pki_dir)
         // Servers are trusted only through `pki_dir/trusted`.
@@ -52,11 +52,6 @@ pub fn build_client(cfg: &OpcuaConfig) -> Result<Client, DriverError> {
     }
     b.client()
         .map_err(|e| DriverError::config(format!("OPC UA client settings: {}", e.join("; "))))
-}
-
-/// The application URI of the agent's client certificate for driver `name`.
-pub fn application_uri(name: &str) -> String {
-    format!("urn:edge-agent:{name}")
 }
 
 /// Creates the store's directories and names every certificate in `trusted/`

@@ -9,6 +9,7 @@ use std::time::Duration;
 use edge_driver_api::config::{Span, Spanned, TableReader};
 use edge_driver_api::health::{CommStats, HealthConfig, comm_signal_decls};
 use edge_driver_api::{DriverError, SignalDecl, SignalRegistry, WriteLimits};
+use opcua::crypto::CertificateStore;
 use opcua::types::{MessageSecurityMode, NodeId};
 
 use crate::driver::{OpcuaFactory, Shared};
@@ -163,6 +164,9 @@ pub struct OpcuaConfig {
     pub policy: Policy,
     pub mode: MessageSecurityMode,
     pub identity: Identity,
+    /// The client's application URI: `urn:edge-agent:<driver>` unless set; a
+    /// given `certificate` must carry it (subjectAltName URI).
+    pub application_uri: String,
     /// The client's own certificate (DER or PEM) and private key (PEM); without
     /// them a self-signed pair is made in `pki_dir` at the first secure connect.
     pub certificate: Option<PathBuf>,
@@ -195,14 +199,18 @@ impl OpcuaConfig {
         let mode = r.choice("security_mode", &MODES);
         let security = check_security(r, policy, mode);
         let identity = read_identity(r, &mut ok);
-        let certificate = existing_file(r, "certificate", &mut ok);
-        let private_key = existing_file(r, "private_key", &mut ok);
+        let application_uri = r.string("application_uri");
+        let certificate = client_certificate(r, application_uri.as_ref(), name, &mut ok);
+        let private_key = private_key(r, &mut ok);
         if certificate.is_some() != private_key.is_some() {
             r.table_error("`certificate` and `private_key` go together")
                 .hint("give both files, or neither (a self-signed pair is then made in `pki_dir`)")
                 .emit();
             ok = false;
         }
+        let application_uri = application_uri
+            .map(|u| u.value)
+            .unwrap_or_else(|| default_application_uri(name));
         let pki_dir = r
             .string("pki_dir")
             .map(|s| PathBuf::from(s.value))
@@ -243,6 +251,7 @@ impl OpcuaConfig {
             policy,
             mode,
             identity: identity.unwrap_or(Identity::Anonymous),
+            application_uri,
             certificate,
             private_key,
             pki_dir,
@@ -422,17 +431,78 @@ fn read_identity(r: &mut TableReader<'_>, ok: &mut bool) -> Option<Identity> {
     }
 }
 
-/// An optional path that must name a readable file.
-fn existing_file(r: &mut TableReader<'_>, key: &'static str, ok: &mut bool) -> Option<PathBuf> {
-    let s = r.string(key)?;
-    if let Err(e) = std::fs::File::open(&s.value) {
-        r.error(s.span, key, format!("cannot read `{}`: {e}", s.value))
-            .hint("give the path of a file the agent's user can read")
+/// The application URI of driver `name` when the configuration gives none.
+pub fn default_application_uri(name: &str) -> String {
+    format!("urn:edge-agent:{name}")
+}
+
+/// `certificate`: a readable X.509 certificate (`.der` or `.pem`, as the stack
+/// reads them) that carries the client's application URI.
+fn client_certificate(
+    r: &mut TableReader<'_>,
+    uri: Option<&Spanned<String>>,
+    name: &str,
+    ok: &mut bool,
+) -> Option<PathBuf> {
+    let s = r.string("certificate")?;
+    let path = PathBuf::from(&s.value);
+    if let Err(e) = std::fs::File::open(&path) {
+        r.error(s.span, "certificate", format!("cannot read `{}`: {e}", s.value))
+            .hint("give the path of the client's X.509 certificate (`.der` or `.pem`), readable by the agent's user")
             .emit();
         *ok = false;
         return None;
     }
-    Some(PathBuf::from(s.value))
+    let cert = match CertificateStore::read_cert(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            r.error(
+                s.span,
+                "certificate",
+                format!("cannot read the certificate `{}`: {e}", s.value),
+            )
+            .hint("give an X.509 certificate the agent's user can read, as a `.der` or `.pem` file")
+            .emit();
+            *ok = false;
+            return None;
+        }
+    };
+    let want = uri
+        .map(|u| u.value.clone())
+        .unwrap_or_else(|| default_application_uri(name));
+    if cert.is_application_uri_valid(&want).is_err() {
+        r.error(s.span, "certificate", format!("the certificate does not carry the application URI `{want}`"))
+            .hint("set `application_uri` to the URI in the certificate's subjectAltName (OPC UA servers check that they match)")
+            .emit();
+        *ok = false;
+        return None;
+    }
+    Some(path)
+}
+
+/// `private_key`: a readable PEM private key.
+fn private_key(r: &mut TableReader<'_>, ok: &mut bool) -> Option<PathBuf> {
+    let s = r.string("private_key")?;
+    let path = PathBuf::from(&s.value);
+    if let Err(e) = std::fs::File::open(&path) {
+        r.error(
+            s.span,
+            "private_key",
+            format!("cannot read `{}`: {e}", s.value),
+        )
+        .hint("give the path of the certificate's private key (PEM), readable by the agent's user")
+        .emit();
+        *ok = false;
+        return None;
+    }
+    if let Err(e) = CertificateStore::read_pkey(&path) {
+        r.error(s.span, "private_key", format!("cannot read the private key `{}`: {e}", s.value))
+            .hint("give the certificate's RSA private key, PEM (PKCS#1 or PKCS#8), readable by the agent's user")
+            .emit();
+        *ok = false;
+        return None;
+    }
+    Some(path)
 }
 
 /// An optional duration of at least 1 ms.
@@ -724,6 +794,24 @@ mod tests {
         assert!(c.is_none());
         assert_eq!(d.len(), 2, "{d:?}");
         assert!(d[0].contains("cannot read `/nonexistent/c.der`"), "{d:?}");
+    }
+
+    #[test]
+    fn a_file_that_is_no_certificate_or_key_is_reported() {
+        let dir = std::env::temp_dir().join(format!("opcua-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (cert, key) = (dir.join("c.der"), dir.join("k.pem"));
+        std::fs::write(&cert, "not a certificate").expect("write");
+        std::fs::write(&key, "not a key").expect("write");
+        let (c, d) = parse(&format!(
+            "endpoint = \"opc.tcp://h:1\"\nsecurity_policy = \"Basic256Sha256\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\n{TAG}",
+            cert.display(),
+            key.display()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(c.is_none());
+        assert!(d[0].starts_with("cannot read the certificate"), "{d:?}");
+        assert!(d[1].starts_with("cannot read the private key"), "{d:?}");
     }
 
     #[test]

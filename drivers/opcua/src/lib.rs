@@ -15,6 +15,7 @@
 //! password_file = "/etc/edge-agent/opcua.pw"   # or password_env = "OPCUA_PASSWORD"
 //! pki_dir = "/var/lib/edge-agent/opcua-pki"    # trusted/ rejected/ own/ private/
 //! # certificate = "client.der"; private_key = "client.pem" (else one is made in pki_dir)
+//! # application_uri = "urn:edge-agent:plc" (the default; a given certificate must carry it)
 //! acquisition = "subscribe"              # subscribe (default) | poll
 //! publishing_interval = "1s"             # subscriptions; `poll = "1s"` for polling
 //! timeout = "5s"
@@ -125,6 +126,7 @@ pub fn anonymous(endpoint: &str) -> Result<OpcuaConfig, String> {
         policy: Policy::None,
         mode: opcua::types::MessageSecurityMode::None,
         identity: Identity::Anonymous,
+        application_uri: config::default_application_uri("browse"),
         certificate: None,
         private_key: None,
         pki_dir: std::env::temp_dir().join("edge-agent-opcua-browse"),
