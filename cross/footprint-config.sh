@@ -4,11 +4,14 @@
 # tags, 2 models) with the web UI on. Sourced; it sets an EXIT trap that stops the responder and
 # removes $work.
 
-# A scratch directory, and the Modbus responder's pid once started.
+# A scratch directory, and the Modbus responder's and OPC UA server's pids once
+# started.
 work="$(mktemp -d)"
 responder=""
+opcua_server=""
 footprint_cleanup() {
     [ -z "$responder" ] || kill "$responder" 2>/dev/null || true
+    [ -z "$opcua_server" ] || kill "$opcua_server" 2>/dev/null || true
     rm -rf "$work"
 }
 trap footprint_cleanup EXIT
@@ -21,6 +24,20 @@ start_responder() {
     responder=$!
     for _ in $(seq 50); do [ -s "$port_file" ] && break; sleep 0.1; done
     port=$(head -1 "$port_file")
+}
+
+# Starts the asyncua test server (tests/peers/opcua_server.py, from the test venv
+# that ./tests/run.sh makes) on 127.0.0.1 with 1,000 items changing every second;
+# sets $opcua_server and $opcua_port. Its commands come on stdin: a FIFO this shell
+# holds open (fd 7) until it exits.
+start_opcua_server() {
+    opcua_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    mkfifo "$work/opcua.in"
+    exec 7<>"$work/opcua.in"
+    tests/.venv/bin/python tests/peers/opcua_server.py "$opcua_port" --items 1000 --period 1000 \
+        > "$work/opcua.out" 2>/dev/null < "$work/opcua.in" &
+    opcua_server=$!
+    for _ in $(seq 100); do grep -q READY "$work/opcua.out" 2>/dev/null && break; sleep 0.2; done
 }
 
 # Prints the configuration.

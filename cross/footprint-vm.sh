@@ -204,14 +204,7 @@ mkfs.ext4 -q -F -d "$disk" "$work/disk.img"
 start_responder
 netdev="user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:502-tcp:127.0.0.1:$port"
 if [ "$opcua" != 0 ]; then
-    opcua_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    # Its commands come on stdin: a FIFO this script holds open (fd 7) until it exits.
-    mkfifo "$work/opcua.in"
-    exec 7<>"$work/opcua.in"
-    tests/.venv/bin/python tests/peers/opcua_server.py "$opcua_port" --items 1000 --period 1000 \
-        > "$work/opcua.out" 2>/dev/null < "$work/opcua.in" &
-    opcua_server=$!
-    for _ in $(seq 100); do grep -q READY "$work/opcua.out" 2>/dev/null && break; sleep 0.2; done
+    start_opcua_server
     # A `cmd:` forward opens a connection to the server for every guest connection
     # (a `tcp:` one connects once, at start): OPC UA opens two (GetEndpoints, then
     # the session).
@@ -225,7 +218,6 @@ timeout $(( secs * runs + 600 )) "$qemu" "${machine[@]}" -smp 2 -m 512 \
     -drive "file=$work/disk.img,if=none,id=d0,format=raw" -device virtio-blk-device,drive=d0 \
     -netdev "$netdev" \
     -device virtio-net-device,netdev=n0 < /dev/null > "$work/console.log" 2>&1 || true
-[ -z "${opcua_server:-}" ] || kill "$opcua_server" 2>/dev/null || true
 tr -d '\r' < "$work/console.log" > "$work/console.txt"
 
 if grep -q "FOOTPRINT-ERROR" "$work/console.txt" || [ "$(grep -c '^FOOTPRINT ' "$work/console.txt")" != "$runs" ]; then

@@ -79,19 +79,13 @@ responder=""
 # with the `opcua` feature, and the test venv's asyncua: ./tests/run.sh makes it).
 opcua_rss=""
 if [ "${OPCUA:-0}" != 0 ]; then
-    opcua_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    # Its commands come on stdin: a FIFO this script holds open (fd 7) until it exits.
-    mkfifo "$work/opcua.in"
-    exec 7<>"$work/opcua.in"
-    tests/.venv/bin/python tests/peers/opcua_server.py "$opcua_port" --items 1000 --period 1000 \
-        > "$work/opcua.out" 2>/dev/null < "$work/opcua.in" &
-    opcua_server=$!
-    for _ in $(seq 100); do grep -q READY "$work/opcua.out" 2>/dev/null && break; sleep 0.2; done
+    start_opcua_server
     budget_config "$work" "$(pwd)/models/zoo" "opc.tcp://127.0.0.1:$opcua_port/edge-test" - opcua \
         > "$work/budget-opcua.toml"
     "${qemu[@]}" "$bin" check-config "$work/budget-opcua.toml" >/dev/null
     read -r opcua_rss opcua_cpu opcua_anon opcua_early < <(measure "$work/budget-opcua.toml")
     kill "$opcua_server" 2>/dev/null || true
+    opcua_server=""
 fi
 
 cat > "$work/idle.toml" <<EOF

@@ -6,19 +6,18 @@
 //!     cargo bench -p edge-agent-tests --bench modbus_read
 //!
 //! Reports tags/s and the bench process's CPU seconds per 1,000 tags (every
-//! thread's, from /proc/self/task/*/schedstat; the server's CPU is not included). Compare the two lines of one
-//! run: these machines are noisy.
+//! thread's, from /proc/self/task/*/schedstat; the server's CPU is not included).
+//! Compare the two lines of one run: these machines are noisy.
 #![allow(clippy::print_stdout)] // a bench reports on stdout
 
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use edge_agent_tests::bench::{CountingSink, cpu_seconds};
+use edge_agent_tests::bench::run_driver;
+use edge_driver_api::SignalRegistry;
 use edge_driver_api::config::{Diagnostics, TableReader, parse_document};
-use edge_driver_api::{Clock, DriverContext, DriverFactory, SignalRegistry};
 use edge_driver_modbus::ModbusConfig;
-use tokio_util::sync::CancellationToken;
 
 const SECONDS: f64 = 3.0;
 const TAGS: u16 = 1000;
@@ -71,32 +70,8 @@ fn measure(port: u16, coalesce: bool) -> (f64, f64, usize) {
         reg.intern(&d, "bench").expect("unique");
     }
     let f = cfg.into_factory(&reg).expect("factory");
-    let sink = Arc::new(CountingSink::new(u32::from(TAGS)));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let cancel = CancellationToken::new();
-        let ctx = DriverContext::new(
-            "bench".into(),
-            sink.clone(),
-            cancel.clone(),
-            Clock::system(),
-        );
-        let task = tokio::spawn(f.create().expect("driver").run(ctx));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let (t0, c0, n0) = (Instant::now(), cpu_seconds(), sink.count());
-        tokio::time::sleep(Duration::from_secs_f64(SECONDS)).await;
-        let (dt, dc, dn) = (
-            t0.elapsed().as_secs_f64(),
-            cpu_seconds() - c0,
-            sink.count() - n0,
-        );
-        cancel.cancel();
-        let _ = task.await;
-        (dn as f64 / dt, dc / (dn as f64 / 1000.0), requests)
-    })
+    let (rate, cpu) = run_driver(Arc::new(f), u32::from(TAGS), u64::from(TAGS), SECONDS);
+    (rate, cpu, requests)
 }
 
 fn main() {

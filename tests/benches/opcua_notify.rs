@@ -14,53 +14,17 @@
 #![allow(clippy::print_stdout)] // a bench reports on stdout
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use edge_agent_tests::bench::{CountingSink, cpu_seconds};
+use edge_agent_tests::bench::run_driver;
 use edge_agent_tests::{PyModbus, PyOpcua};
 use edge_driver_api::config::{Diagnostics, TableReader, parse_document};
-use edge_driver_api::{Clock, DriverContext, DriverFactory, SignalRegistry};
-use tokio_util::sync::CancellationToken;
+use edge_driver_api::{DriverFactory, SignalRegistry};
 
 const SECONDS: f64 = 20.0;
 const ITEMS: u32 = 1000;
 
-/// Runs the driver for `SECONDS` after a warm-up until `ready` values came; returns
-/// (values/s, CPU seconds per 1,000 values).
 fn measure(f: Arc<dyn DriverFactory>, warmup: u64) -> (f64, f64) {
-    let sink = Arc::new(CountingSink::new(ITEMS));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let cancel = CancellationToken::new();
-        let ctx = DriverContext::new(
-            "bench".into(),
-            sink.clone(),
-            cancel.clone(),
-            Clock::system(),
-        );
-        let task = tokio::spawn(f.create().expect("driver").run(ctx));
-        let t = Instant::now();
-        while sink.count() < warmup {
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "no values within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let (t0, c0, n0) = (Instant::now(), cpu_seconds(), sink.count());
-        tokio::time::sleep(Duration::from_secs_f64(SECONDS)).await;
-        let (dt, dc, dn) = (
-            t0.elapsed().as_secs_f64(),
-            cpu_seconds() - c0,
-            sink.count() - n0,
-        );
-        cancel.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        (dn as f64 / dt, dc / (dn as f64 / 1000.0))
-    })
+    run_driver(f, ITEMS, warmup, SECONDS)
 }
 
 fn parse<C>(toml: &str, parse: impl FnOnce(&mut TableReader<'_>) -> Option<C>) -> C {

@@ -1206,6 +1206,51 @@ pub mod bench {
         }
     }
 
+    /// Runs the driver `f` on one core (a current-thread runtime) until `warmup`
+    /// values of its first `counted` signals came, then for `seconds`; returns the
+    /// values per second and the process's CPU seconds per 1,000 values.
+    pub fn run_driver(
+        f: std::sync::Arc<dyn edge_driver_api::DriverFactory>,
+        counted: u32,
+        warmup: u64,
+        seconds: f64,
+    ) -> (f64, f64) {
+        use std::time::{Duration, Instant};
+        let sink = std::sync::Arc::new(CountingSink::new(counted));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let ctx = edge_driver_api::DriverContext::new(
+                "bench".into(),
+                sink.clone(),
+                cancel.clone(),
+                edge_driver_api::Clock::system(),
+            );
+            let task = tokio::spawn(f.create().expect("driver").run(ctx));
+            let t = Instant::now();
+            while sink.count() < warmup {
+                assert!(
+                    t.elapsed() < Duration::from_secs(60),
+                    "no values within 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let (t0, c0, n0) = (Instant::now(), cpu_seconds(), sink.count());
+            tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+            let (dt, dc, dn) = (
+                t0.elapsed().as_secs_f64(),
+                cpu_seconds() - c0,
+                sink.count() - n0,
+            );
+            cancel.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            (dn as f64 / dt, dc / (dn as f64 / 1000.0))
+        })
+    }
+
     impl SampleSink for CountingSink {
         fn try_push(&self, batch: &[Sample]) -> PushResult {
             let n = batch
