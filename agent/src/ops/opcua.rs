@@ -19,15 +19,15 @@ pub fn driver_config(file: &Path, driver: &str) -> Result<OpcuaConfig, String> {
     {
         let mut root = TableReader::new(&table, "", &diags);
         root.skip_unknown_check();
-        for (i, mut d) in root.tables("drivers").into_iter().enumerate() {
-            let is_it = d.string("name").is_some_and(|n| n.value == driver);
-            if !is_it || d.string("kind").is_none_or(|k| k.value != "opcua") {
-                d.skip_unknown_check();
-                continue;
-            }
+        for mut d in root.tables("drivers") {
+            // Only this section's connection settings matter here: the agent
+            // checks the rest of the file when it runs.
             d.skip_unknown_check();
-            let _ = i;
-            found = Some(OpcuaConfig::parse(&mut d, driver));
+            let is_it = d.string("name").is_some_and(|n| n.value == driver)
+                && d.string("kind").is_some_and(|k| k.value == "opcua");
+            if is_it {
+                found = Some(OpcuaConfig::parse(&mut d, driver));
+            }
         }
     }
     if !diags.is_empty() {

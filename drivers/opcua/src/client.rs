@@ -111,7 +111,11 @@ pub async fn open(
         ))
     })?
     .map_err(|e| classify(cfg, e.status(), &e.to_string()))?;
-    let policy = SecurityPolicy::from_str_lenient(cfg.policy.stack_name());
+    let policy = cfg
+        .policy
+        .stack_name()
+        .parse()
+        .unwrap_or(SecurityPolicy::Unknown);
     let Some(matching) =
         Client::find_matching_endpoint(&endpoints, &cfg.endpoint, policy, cfg.mode)
     else {
@@ -238,15 +242,5 @@ pub fn mode_name(m: MessageSecurityMode) -> &'static str {
         MessageSecurityMode::Sign => "Sign",
         MessageSecurityMode::SignAndEncrypt => "SignAndEncrypt",
         _ => "None",
-    }
-}
-
-trait Lenient {
-    fn from_str_lenient(s: &str) -> SecurityPolicy;
-}
-
-impl Lenient for SecurityPolicy {
-    fn from_str_lenient(s: &str) -> SecurityPolicy {
-        <SecurityPolicy as std::str::FromStr>::from_str(s).unwrap_or(SecurityPolicy::Unknown)
     }
 }

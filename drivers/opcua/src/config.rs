@@ -311,11 +311,6 @@ impl OpcuaConfig {
             }),
         })
     }
-
-    /// The signals of tag `i` (what [`OpcuaConfig::into_factory`] resolved).
-    pub fn tag_count(&self) -> usize {
-        self.tags.len()
-    }
 }
 
 /// `opc.tcp://host[:port][/path]` → host and port (4840 by default).

@@ -27,8 +27,13 @@ pub fn quality(status: StatusCode) -> Quality {
     if status.is_good() {
         Quality::Good
     } else {
-        Quality::Bad(BadReason::DeviceException((status.bits() >> 16) as u16))
+        Quality::Bad(code(status))
     }
+}
+
+/// The bad reason a status code gives: the code's upper 16 bits.
+pub fn code(status: StatusCode) -> BadReason {
+    BadReason::DeviceException((status.bits() >> 16) as u16)
 }
 
 /// A status code's name (`BadNodeIdUnknown`).

@@ -176,6 +176,10 @@ struct Attempt<'a> {
     session: Arc<Session>,
     /// Per tag, its node (`None`: its browse path did not resolve).
     nodes: Vec<Option<NodeId>>,
+    /// What is read or monitored, made once from `nodes`: the tags with a node
+    /// and, beside them, their Value attributes (a slice of them is one call).
+    read_tags: Vec<usize>,
+    read_ids: Vec<ReadValueId>,
     /// Per tag, the last value delivered from a subscription (source time,
     /// status, value), so a re-created subscription's first values are not
     /// delivered twice.
@@ -227,6 +231,8 @@ async fn run(sh: Arc<Shared>, ctx: DriverContext) -> Result<(), DriverError> {
         ctx: &ctx,
         session,
         nodes: Vec::new(),
+        read_tags: Vec::new(),
+        read_ids: Vec::new(),
         last: vec![None; sh.cfg.tags.len()],
         batch: Vec::with_capacity(sh.cfg.tags.len() + 16),
         texts: edge_driver_api::TextChanges::new(
@@ -265,6 +271,13 @@ impl Attempt<'_> {
         let cfg = &self.sh.cfg;
         self.per_call = self.operation_limit().await;
         self.nodes = nodes::resolve(&self.session, &cfg.tags, cfg.timeout).await;
+        (self.read_tags, self.read_ids) = self
+            .nodes
+            .iter()
+            .zip(&cfg.tags)
+            .enumerate()
+            .filter_map(|(i, (node, tag))| Some((i, read_value_id(node.clone()?, tag))))
+            .unzip();
         self.report_unresolved().await;
         let (ntx, mut nrx) = mpsc::channel(NOTIFY_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
@@ -332,24 +345,21 @@ impl Attempt<'_> {
                 self.session.trigger_publish_now();
                 tracing::info!(driver = self.ctx.name(), new_session, "OPC UA session back");
             }
-            Some(Link::Lost(c)) => {
+            Some(Link::Lost(c) | Link::Failed(c)) => {
+                // A lost connection (it comes while connected) is said once; each
+                // failed reconnect only scores the link and keeps the tags bad.
+                let status = crate::convert::status_name(c);
+                if self.connected {
+                    tracing::warn!(
+                        driver = self.ctx.name(),
+                        status,
+                        "OPC UA connection lost; reconnecting"
+                    );
+                } else {
+                    tracing::debug!(driver = self.ctx.name(), status, "OPC UA reconnect failed");
+                }
                 self.connected = false;
                 self.sh.stats.error();
-                tracing::warn!(
-                    driver = self.ctx.name(),
-                    status = crate::convert::status_name(c),
-                    "OPC UA connection lost; reconnecting"
-                );
-                let bad = all_bad(self.sh, self.ctx, BadReason::Communication);
-                let _ = self.ctx.send(&bad).await;
-            }
-            Some(Link::Failed(c)) => {
-                self.sh.stats.error();
-                tracing::debug!(
-                    driver = self.ctx.name(),
-                    status = crate::convert::status_name(c),
-                    "OPC UA reconnect failed"
-                );
                 let bad = all_bad(self.sh, self.ctx, BadReason::Communication);
                 let _ = self.ctx.send(&bad).await;
             }
@@ -405,25 +415,12 @@ impl Attempt<'_> {
                     tag,
                     &self.sh.ids[i],
                     now,
-                    BadReason::DeviceException((StatusCode::BadNoMatch.bits() >> 16) as u16),
+                    convert::code(StatusCode::BadNoMatch),
                     &mut self.batch,
                 );
             }
         }
         let _ = self.flush().await;
-    }
-
-    /// The tags to read or monitor: index and ReadValueId.
-    fn items(&self) -> Vec<(usize, ReadValueId)> {
-        self.nodes
-            .iter()
-            .zip(&self.sh.cfg.tags)
-            .enumerate()
-            .filter_map(|(i, (node, tag))| {
-                let node = node.clone()?;
-                Some((i, read_value_id(node, tag)))
-            })
-            .collect()
     }
 
     async fn subscribe(&mut self, notifier: Notifier) -> Result<(), DriverError> {
@@ -446,10 +443,11 @@ impl Attempt<'_> {
             .map_err(|e| {
                 DriverError::device(format!("{}: CreateSubscription failed: {e}", cfg.endpoint))
             })?;
-        let items = self.items();
-        for chunk in items.chunks(self.per_call.max(1)) {
-            let reqs: Vec<MonitoredItemCreateRequest> = chunk
+        let n = self.per_call.max(1);
+        for (tags, ids) in self.read_tags.chunks(n).zip(self.read_ids.chunks(n)) {
+            let reqs: Vec<MonitoredItemCreateRequest> = tags
                 .iter()
+                .zip(ids)
                 .map(|(i, rv)| monitored_item(*i, rv.clone(), &cfg.tags[*i]))
                 .collect();
             let t0 = tokio::time::Instant::now();
@@ -465,7 +463,7 @@ impl Attempt<'_> {
                 })?;
             self.sh.stats.success(t0.elapsed());
             let now = self.ctx.clock().now();
-            for ((i, _), r) in chunk.iter().zip(&res) {
+            for (i, r) in tags.iter().zip(&res) {
                 if r.result.status_code.is_bad() {
                     let tag = &cfg.tags[*i];
                     self.sh.stats.exception();
@@ -474,7 +472,7 @@ impl Attempt<'_> {
                         tag,
                         &self.sh.ids[*i],
                         now,
-                        convert_bad(r.result.status_code),
+                        convert::code(r.result.status_code),
                         &mut self.batch,
                     );
                 }
@@ -482,7 +480,7 @@ impl Attempt<'_> {
         }
         tracing::info!(
             driver = self.ctx.name(),
-            items = items.len(),
+            items = self.read_ids.len(),
             per_call = self.per_call,
             "OPC UA subscription created"
         );
@@ -492,56 +490,47 @@ impl Attempt<'_> {
 
     /// One Read of every tag, in batches.
     async fn poll(&mut self) {
-        let cfg = &self.sh.cfg;
-        let items = self.items();
-        for chunk in items.chunks(self.per_call.max(1)) {
-            let ids: Vec<ReadValueId> = chunk.iter().map(|(_, rv)| rv.clone()).collect();
+        let sh = self.sh;
+        let n = self.per_call.max(1);
+        let mut start = 0;
+        while start < self.read_ids.len() {
+            let end = (start + n).min(self.read_ids.len());
             let t0 = tokio::time::Instant::now();
-            let r = tokio::time::timeout(
-                cfg.timeout,
-                self.session.read(&ids, TimestampsToReturn::Both, 0.0),
-            )
-            .await;
-            let now = self.ctx.clock().now();
-            match r {
+            let read = self
+                .session
+                .read(&self.read_ids[start..end], TimestampsToReturn::Both, 0.0);
+            let failed = match tokio::time::timeout(sh.cfg.timeout, read).await {
                 Ok(Ok(values)) => {
-                    self.sh.stats.success(t0.elapsed());
-                    let vals: Vec<(u32, DataValue)> = chunk
+                    sh.stats.success(t0.elapsed());
+                    let tags = &self.read_tags[start..end];
+                    let vals: Vec<(u32, DataValue)> = tags
                         .iter()
                         .zip(values)
-                        .map(|((i, _), dv)| (*i as u32 + 1, dv))
+                        .map(|(i, dv)| (*i as u32 + 1, dv))
                         .collect();
                     self.deliver(&vals, false);
+                    None
                 }
                 Ok(Err(e)) => {
-                    self.sh.stats.error();
+                    sh.stats.error();
                     tracing::debug!(driver = self.ctx.name(), error = %e, "OPC UA Read failed");
-                    for (i, _) in chunk {
-                        convert::bad(
-                            &cfg.tags[*i],
-                            &self.sh.ids[*i],
-                            now,
-                            BadReason::Communication,
-                            &mut self.batch,
-                        );
-                    }
+                    Some(BadReason::Communication)
                 }
                 Err(_) => {
-                    self.sh.stats.timeout();
-                    for (i, _) in chunk {
-                        convert::bad(
-                            &cfg.tags[*i],
-                            &self.sh.ids[*i],
-                            now,
-                            BadReason::Timeout,
-                            &mut self.batch,
-                        );
-                    }
+                    sh.stats.timeout();
+                    Some(BadReason::Timeout)
+                }
+            };
+            if let Some(why) = failed {
+                let now = self.ctx.clock().now();
+                for &i in &self.read_tags[start..end] {
+                    convert::bad(&sh.cfg.tags[i], &sh.ids[i], now, why, &mut self.batch);
                 }
             }
             if self.flush().await.is_err() {
                 return;
             }
+            start = end;
         }
     }
 
@@ -621,13 +610,6 @@ fn fingerprint(v: &opcua::types::Variant) -> u64 {
             v.to_string().hash(&mut h);
             h.finish()
         }
-    }
-}
-
-fn convert_bad(code: StatusCode) -> BadReason {
-    match convert::quality(code) {
-        edge_driver_api::Quality::Bad(b) => b,
-        _ => BadReason::Other,
     }
 }
 
